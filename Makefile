@@ -1,0 +1,34 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: create .venv and .env if needed, migrate the database and start the bot
+run: $(STAMP)
+	@test -f .env || $(VENV)/bin/coupang-keybot init
+	$(VENV)/bin/coupang-keybot db upgrade
+	$(VENV)/bin/coupang-keybot serve
+
+## test: the whole suite (PostgreSQL tests need DATABASE_URL_TEST or 127.0.0.1:5432)
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bot storage tests bench
+	$(VENV)/bin/ruff format --check bot storage tests bench
+	$(VENV)/bin/mypy bot/rules.py bot/services storage
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,166 @@
+"""Settings: read once from the environment (after ``.env``) and frozen.
+
+Only entry points call :func:`load_settings`; everything else receives a :class:`Settings`.
+Every bad value fails here, at start-up, with a sentence that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_DATABASE_URL = "sqlite:///data/keybot.db"
+MASTER_KEY_HINT = "Run `coupang-keybot init` to write a .env with a fresh key."
+
+_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_SLACK_APPROVER_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    master_keys: tuple[bytes, ...]
+    database_url: str = DEFAULT_DATABASE_URL
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    admins: frozenset[str] = frozenset()
+    approvers: frozenset[str] = frozenset()
+    channel: str | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Seoul"))
+    reminder_time: time = time(9, 0)
+    reminder_days: tuple[int, ...] = (14, 7, 1, 0)
+    coupang_api_url: str = "https://api-gateway.coupang.com"
+    verify_daily: bool = False
+    port: int = 3000
+    log_level: str = "INFO"
+
+    @property
+    def slack_configured(self) -> bool:
+        return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))
+
+    def missing_slack_settings(self) -> list[str]:
+        """Names of the variables still needed to connect to Slack (empty when ready)."""
+        missing = []
+        if not self.slack_bot_token:
+            missing.append("SLACK_BOT_TOKEN")
+        if not (self.slack_signing_secret or self.slack_app_token):
+            missing.append("SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP)")
+        return missing
+
+
+def parse_master_keys(raw: str | None) -> tuple[bytes, ...]:
+    if not raw or not raw.strip():
+        raise ConfigError(f"KEYBOT_MASTER_KEY is not set. {MASTER_KEY_HINT}")
+    keys = []
+    for position, item in enumerate(raw.split(","), start=1):
+        try:
+            key = base64.b64decode(item.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ConfigError(
+                f"KEYBOT_MASTER_KEY entry {position} is not a base64-encoded 32-byte key. {MASTER_KEY_HINT}"
+            )
+        keys.append(key)
+    return tuple(keys)
+
+
+def _ids(name: str, raw: str | None, pattern: re.Pattern[str], what: str) -> frozenset[str]:
+    ids = frozenset(item.strip() for item in (raw or "").replace(" ", ",").split(",") if item.strip())
+    bad = sorted(i for i in ids if not pattern.match(i))
+    if bad:
+        raise ConfigError(f"{name} has {', '.join(bad)}, which is not {what}.")
+    return ids
+
+
+def _token(name: str, raw: str | None, prefix: str) -> str | None:
+    if not raw:
+        return None
+    if not raw.startswith(prefix):
+        raise ConfigError(f"{name} must start with '{prefix}' (copy it from your Slack app's settings).")
+    return raw
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build settings from an environment mapping (``os.environ`` after ``load_dotenv()``)."""
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    tz_name = get("KEYBOT_TIMEZONE") or "Asia/Seoul"
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"KEYBOT_TIMEZONE={tz_name!r} is not a known time zone (try Asia/Seoul).") from None
+
+    raw_time = get("KEYBOT_REMINDER_TIME") or "09:00"
+    try:
+        reminder_time = time.fromisoformat(raw_time)
+        if not re.fullmatch(r"\d{2}:\d{2}", raw_time):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"KEYBOT_REMINDER_TIME={raw_time!r} must be HH:MM, e.g. 09:00.") from None
+
+    raw_days = get("KEYBOT_REMINDER_DAYS") or "14,7,1,0"
+    try:
+        days = sorted({int(d) for d in raw_days.split(",")}, reverse=True)
+        if any(d < 0 or d > 179 for d in days):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            f"KEYBOT_REMINDER_DAYS={raw_days!r} must be whole days before expiry between 0 and 179, "
+            "separated by commas, e.g. 14,7,1,0."
+        ) from None
+
+    raw_port = get("PORT") or "3000"
+    if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+        raise ConfigError(f"PORT={raw_port!r} must be a port number between 1 and 65535.")
+
+    channel = get("KEYBOT_CHANNEL")
+    if channel and not _SLACK_CHANNEL_ID.match(channel):
+        raise ConfigError(f"KEYBOT_CHANNEL={channel!r} must be a channel ID such as C0123ABCD, not a name.")
+
+    log_level = (get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError(f"LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+
+    verify_daily = (get("KEYBOT_VERIFY_DAILY") or "false").lower()
+    if verify_daily not in {"true", "false", "1", "0", "yes", "no"}:
+        raise ConfigError(f"KEYBOT_VERIFY_DAILY={verify_daily!r} must be true or false.")
+
+    slack_api_url = get("SLACK_API_URL") or "https://slack.com/api/"
+    return Settings(
+        master_keys=parse_master_keys(get("KEYBOT_MASTER_KEY")),
+        database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        slack_bot_token=_token("SLACK_BOT_TOKEN", get("SLACK_BOT_TOKEN"), "xoxb-"),
+        slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+        slack_app_token=_token("SLACK_APP_TOKEN", get("SLACK_APP_TOKEN"), "xapp-"),
+        slack_api_url=slack_api_url if slack_api_url.endswith("/") else slack_api_url + "/",
+        admins=_ids("KEYBOT_ADMINS", get("KEYBOT_ADMINS"), _SLACK_USER_ID, "a Slack user ID (U…)"),
+        approvers=_ids(
+            "KEYBOT_APPROVERS",
+            get("KEYBOT_APPROVERS"),
+            _SLACK_APPROVER_ID,
+            "a user ID (U…) or user-group ID (S…)",
+        ),
+        channel=channel,
+        timezone=tz,
+        reminder_time=reminder_time,
+        reminder_days=tuple(days),
+        coupang_api_url=(get("COUPANG_API_URL") or "https://api-gateway.coupang.com").rstrip("/"),
+        verify_daily=verify_daily in {"true", "1", "yes"},
+        port=int(raw_port),
+        log_level=log_level,
+    )

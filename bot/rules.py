@@ -1,0 +1,320 @@
+"""Coupang's key rules (DOMAIN.md), pure: no Slack, no SQL, and the clock is always passed in.
+
+Each refusal is an :class:`InvalidInput` naming the field and saying, for a person, what to fix.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+KEY_LIFETIME = timedelta(days=180)
+REISSUE_WINDOW_DAYS = 14
+REISSUE_ACCESS_DELAY = timedelta(minutes=30)
+NEW_KEY_ACCESS_DELAY = timedelta(hours=24)
+EDITS_PER_WEEK = 10
+EDIT_WINDOW = timedelta(days=7)
+MAX_IPS = 10
+WING_URL = "wing.coupang.com"
+
+_VENDOR_ID = re.compile(r"A\d{8}")
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
+_KEY_SHAPE = re.compile(r"[A-Za-z0-9_\-+/=]{16,128}")
+
+
+class KeybotError(Exception):
+    """Something a person asked for that the bot refuses; ``str(error)`` is written for that person."""
+
+
+class InvalidInput(KeybotError):
+    """Input that breaks a rule. ``errors`` maps field names to messages (several at once for forms)."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = dict(errors)
+        super().__init__(" ".join(self.errors.values()))
+
+    @classmethod
+    def one(cls, field: str, message: str) -> InvalidInput:
+        return cls({field: message})
+
+
+class Phase(enum.StrEnum):
+    HEALTHY = "healthy"
+    REISSUE_WINDOW = "reissue_window"
+    EXPIRED = "expired"
+
+
+class ReissuePath(enum.StrEnum):
+    REISSUE = "reissue"  # inside the window: WING's Reissue button, works within 30 minutes
+    EARLY = "early"  # before it: delete, then issue a new key, which may take 24 hours or more
+
+
+class Integration(enum.StrEnum):
+    INTEGRATOR = "integrator"
+    SELF = "self"
+
+
+# ---------------------------------------------------------------- dates
+
+
+def local_date(now: datetime, tz: ZoneInfo) -> date:
+    """The calendar date at instant ``now`` in ``tz`` (Coupang's days are Korean days)."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(tz).date()
+
+
+def expiry_from_issue(issued_on: date) -> date:
+    return issued_on + KEY_LIFETIME
+
+
+def resolve_dates(issued_on: date | None, expires_on: date | None) -> tuple[date | None, date]:
+    """Exactly one of the two dates; the expiry follows from the issue date unless WING's date is given."""
+    if issued_on and expires_on:
+        raise InvalidInput.one(
+            "expires_on", "Give either the issue date or the expiry date WING shows, not both."
+        )
+    if expires_on:
+        return None, expires_on
+    if issued_on:
+        return issued_on, expiry_from_issue(issued_on)
+    raise InvalidInput.one("issued_on", "Give the date the key was issued, or the expiry date WING shows.")
+
+
+def days_left(expires_on: date, today: date) -> int:
+    return (expires_on - today).days
+
+
+def phase_for(days: int) -> Phase:
+    if days < 0:
+        return Phase.EXPIRED
+    if days <= REISSUE_WINDOW_DAYS:
+        return Phase.REISSUE_WINDOW
+    return Phase.HEALTHY
+
+
+def reissue_button_active(days: int) -> bool:
+    """WING's Reissue button works from D-14 until the key has expired."""
+    return phase_for(days) is Phase.REISSUE_WINDOW
+
+
+def milestone_date(expires_on: date, days_before: int) -> date:
+    return expires_on - timedelta(days=days_before)
+
+
+def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
+    """``day`` at wall-clock ``at`` in ``tz``, as an aware UTC datetime."""
+    return datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
+
+
+def milestone_due_at(expires_on: date, days_before: int, at: time, tz: ZoneInfo) -> datetime:
+    return local_instant(milestone_date(expires_on, days_before), at, tz)
+
+
+def reissue_path(expires_on: date, today: date) -> ReissuePath:
+    """Inside the window (and after expiry, when WING also offers it) a reissue; before it, delete + issue."""
+    return ReissuePath.EARLY if days_left(expires_on, today) > REISSUE_WINDOW_DAYS else ReissuePath.REISSUE
+
+
+def access_deadline(path: ReissuePath, at: datetime) -> datetime:
+    """When a key changed at ``at`` by ``path`` is guaranteed to work."""
+    return at + (REISSUE_ACCESS_DELAY if path is ReissuePath.REISSUE else NEW_KEY_ACCESS_DELAY)
+
+
+# ---------------------------------------------------------------- identifiers and secrets
+
+
+def validate_vendor_id(raw: str) -> str:
+    value = (raw or "").strip().upper()
+    if not _VENDOR_ID.fullmatch(value):
+        raise InvalidInput.one(
+            "vendor_id",
+            f"Vendor ID {raw.strip()!r} is not valid: it is A followed by 8 digits, e.g. A00012345.",
+        )
+    return value
+
+
+def validate_key_part(field: str, raw: str, name: str) -> str:
+    """Shape check for an Access or Secret Key. The message never repeats what was typed."""
+    value = (raw or "").strip()
+    if not value:
+        raise InvalidInput.one(field, f"Paste the {name}.")
+    if not _KEY_SHAPE.fullmatch(value):
+        raise InvalidInput.one(
+            field,
+            f"That does not look like a Coupang {name}: paste it exactly as WING shows it "
+            "(16 to 128 letters, digits or - _ + / =, no spaces).",
+        )
+    return value
+
+
+def mask(value: str) -> str:
+    """First and last 4 characters, for showing which Access Key is meant."""
+    return f"{value[:4]}…{value[-4:]}" if len(value) > 8 else "…"
+
+
+# ---------------------------------------------------------------- linking info
+
+
+@dataclass(frozen=True)
+class LinkingInfo:
+    integration: Integration
+    integrator_name: str | None = None
+    company_name: str | None = None
+    company_url: str | None = None
+    ip_addresses: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        if self.integration is Integration.INTEGRATOR:
+            return f"Integrator: {self.integrator_name}"
+        ips = ", ".join(self.ip_addresses)
+        return f"Self-developed: {self.company_name} ({self.company_url}); IPs {ips}"
+
+
+def split_ips(raw: str | Iterable[str] | None) -> list[str]:
+    if raw is None:
+        return []
+    text = raw if isinstance(raw, str) else "\n".join(raw)
+    return [part for part in re.split(r"[\s;,]+", text) if part]
+
+
+def validate_ip(raw: str) -> str:
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        raise InvalidInput.one(
+            "ip_addresses", f"{raw!r} is not an IPv4 address such as 211.45.10.3."
+        ) from None
+    if address.version != 4:
+        raise InvalidInput.one(
+            "ip_addresses", f"{raw} is IPv6; Coupang's allow-list takes IPv4 addresses only."
+        )
+    if address.is_loopback:
+        reason = "a loopback address"
+    elif any(address in network for network in _PRIVATE_NETWORKS):
+        reason = "a private address"
+    elif address.is_multicast or not address.is_global:
+        reason = "a reserved address (not reachable on the internet)"
+    else:
+        return str(address)
+    raise InvalidInput.one(
+        "ip_addresses", f"IP {raw} is {reason}; Coupang sees your public address, so enter that one."
+    )
+
+
+def validate_url(raw: str) -> str:
+    value = (raw or "").strip()
+    if value.lower() in {WING_URL, f"https://{WING_URL}", f"http://{WING_URL}"}:
+        return value
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    if parts.scheme not in {"http", "https"} or "." not in host or " " in value or host.startswith("."):
+        raise InvalidInput.one(
+            "company_url",
+            f"{value!r} is not a web address: enter your homepage or service page starting with "
+            f"http:// or https://, or {WING_URL} if you have none.",
+        )
+    return value
+
+
+def validate_linking_info(
+    integration: str | None,
+    integrator_name: str | None = None,
+    company_name: str | None = None,
+    company_url: str | None = None,
+    ip_addresses: str | Sequence[str] | None = None,
+) -> LinkingInfo:
+    """Either exactly one integrator, or self-developed with company, URL and 1–10 unique public IPv4s."""
+    errors: dict[str, str] = {}
+    integrator_name = (integrator_name or "").strip()
+    company_name = (company_name or "").strip()
+    company_url = (company_url or "").strip()
+    ips = split_ips(ip_addresses)
+
+    if integration == Integration.INTEGRATOR:
+        if not integrator_name:
+            errors["integrator_name"] = "Name the integrator company (only one integrator can be linked)."
+        elif re.search(r"[,;/\n]| and ", integrator_name):
+            errors["integrator_name"] = "Only one integrator can be linked: enter a single company name."
+        if company_name or company_url or ips:
+            errors["integration"] = (
+                "An integrator key has no company, URL or IP addresses: clear them or choose self-developed."
+            )
+        if errors:
+            raise InvalidInput(errors)
+        return LinkingInfo(Integration.INTEGRATOR, integrator_name=integrator_name)
+
+    if integration != Integration.SELF:
+        raise InvalidInput.one("integration", "Choose how the key is used: an integrator, or self-developed.")
+    if integrator_name:
+        errors["integrator_name"] = "A self-developed key has no integrator: clear it or choose integrator."
+    if not company_name:
+        errors["company_name"] = "Enter the company name."
+    try:
+        company_url = validate_url(company_url)
+    except InvalidInput as exc:
+        errors.update(exc.errors)
+    clean: list[str] = []
+    try:
+        if not ips:
+            raise InvalidInput.one(
+                "ip_addresses",
+                "Enter the public IPv4 address of each PC or server that calls the API (1 to 10).",
+            )
+        for raw in ips:
+            ip = validate_ip(raw)
+            if ip in clean:
+                raise InvalidInput.one("ip_addresses", f"IP {ip} is listed twice.")
+            clean.append(ip)
+        if len(clean) > MAX_IPS:
+            raise InvalidInput.one(
+                "ip_addresses", f"Coupang allows at most {MAX_IPS} IP addresses; you entered {len(clean)}."
+            )
+    except InvalidInput as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise InvalidInput(errors)
+    return LinkingInfo(
+        Integration.SELF, company_name=company_name, company_url=company_url, ip_addresses=tuple(clean)
+    )
+
+
+# ---------------------------------------------------------------- edit quota
+
+
+@dataclass(frozen=True)
+class EditQuota:
+    used: int
+    next_possible_at: datetime | None  # None while an edit is possible now
+
+    @property
+    def remaining(self) -> int:
+        return max(EDITS_PER_WEEK - self.used, 0)
+
+
+def edit_quota(edit_times: Iterable[datetime], now: datetime) -> EditQuota:
+    """Edits in the rolling 7 days before ``now``; when full, the moment the oldest one drops out."""
+    recent = sorted(t for t in edit_times if now - EDIT_WINDOW < t <= now)
+    if len(recent) < EDITS_PER_WEEK:
+        return EditQuota(len(recent), None)
+    return EditQuota(len(recent), recent[len(recent) - EDITS_PER_WEEK] + EDIT_WINDOW)
+
+
+def check_edit_allowed(edit_times: Iterable[datetime], now: datetime, tz: ZoneInfo) -> EditQuota:
+    quota = edit_quota(edit_times, now)
+    if quota.next_possible_at is not None:
+        when = quota.next_possible_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        raise InvalidInput.one(
+            "integration",
+            f"The linking info was already edited {EDITS_PER_WEEK} times in the last 7 days, which is "
+            f"Coupang's limit. The next edit is possible at {when} ({tz.key}).",
+        )
+    return quota

@@ -1,0 +1,187 @@
+"""SQLAlchemy 2 typed models. Every timestamp is timezone-aware UTC; secrets are ciphertext only.
+
+Tables that record what happened to a vendor ID (edits, reminders, requests, history, audit) key on
+``vendor_id`` rather than a foreign key, so they outlive a deleted key: Coupang's edit count does too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always returns them aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class Key(Base):
+    """The current key of one vendor ID."""
+
+    __tablename__ = "keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16), unique=True)
+    label: Mapped[str] = mapped_column(String(200))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    access_key_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    secret_key_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    access_key_mask: Mapped[str] = mapped_column(String(16))
+    secret_fingerprint: Mapped[str] = mapped_column(String(32))
+    issued_on: Mapped[date | None] = mapped_column(Date)
+    expires_on: Mapped[date] = mapped_column(Date, index=True)
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    owner_id: Mapped[str | None] = mapped_column(String(32))
+    integration: Mapped[str] = mapped_column(String(16))
+    integrator_name: Mapped[str | None] = mapped_column(String(200))
+    company_name: Mapped[str | None] = mapped_column(String(200))
+    company_url: Mapped[str | None] = mapped_column(String(500))
+    ip_addresses: Mapped[list[str]] = mapped_column(JSON, default=list)
+    access_deadline: Mapped[datetime | None] = mapped_column()
+    verified_at: Mapped[datetime | None] = mapped_column()
+    verify_outcome: Mapped[str | None] = mapped_column(String(32))
+    verify_detail: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column()
+
+
+class KeyGeneration(Base):
+    """Every generation a vendor ID has had: fingerprints and dates, never secrets."""
+
+    __tablename__ = "key_generations"
+    __table_args__ = (UniqueConstraint("vendor_id", "generation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    access_key_mask: Mapped[str] = mapped_column(String(16))
+    secret_fingerprint: Mapped[str] = mapped_column(String(32))
+    issued_on: Mapped[date | None] = mapped_column(Date)
+    expires_on: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column()
+    retired_at: Mapped[datetime | None] = mapped_column()
+
+
+class LinkEdit(Base):
+    """One edit of the linking info, for Coupang's 10-per-week limit."""
+
+    __tablename__ = "link_edits"
+    __table_args__ = (Index("ix_link_edits_vendor_at", "vendor_id", "edited_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16))
+    edited_at: Mapped[datetime] = mapped_column()
+    edited_by: Mapped[str] = mapped_column(String(32))
+
+
+class ReminderDelivery(Base):
+    """A reminder claimed (then delivered) for one key generation and milestone: at most one row each.
+
+    ``milestone`` is days before expiry; after expiry it is negative (-3 = "expired 3 days ago").
+    """
+
+    __tablename__ = "reminder_deliveries"
+    __table_args__ = (UniqueConstraint("vendor_id", "generation", "milestone"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    milestone: Mapped[int] = mapped_column(Integer)
+    claimed_at: Mapped[datetime] = mapped_column()
+    claimed_by: Mapped[str] = mapped_column(String(64))
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReissueRequest(Base):
+    __tablename__ = "reissue_requests"
+    __table_args__ = (Index("ix_reissue_requests_vendor_status", "vendor_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)
+    requested_by: Mapped[str] = mapped_column(String(32))
+    requested_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    decided_at: Mapped[datetime | None] = mapped_column()
+    completed_at: Mapped[datetime | None] = mapped_column()
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+
+
+class Approver(Base):
+    """Approvers added in Slack by an admin (besides those named in KEYBOT_APPROVERS)."""
+
+    __tablename__ = "approvers"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    added_by: Mapped[str] = mapped_column(String(32))
+    added_at: Mapped[datetime] = mapped_column()
+
+
+class AuditEvent(Base):
+    """One link of the audit chain. ``mac`` = HMAC(key, prev_mac | canonical JSON of this entry)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    at: Mapped[datetime] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    vendor_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    details: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(16))
+    prev_mac: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """A single row locked while appending, so concurrent writers cannot fork the chain."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(64))
