@@ -1,0 +1,381 @@
+"""The Coupang signer and key check, against a local gateway that verifies signatures like Coupang's."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.coupang import (
+    CheckResult,
+    CoupangClient,
+    Outcome,
+    authorization,
+    signature,
+    signed_date,
+)
+from tests.fake_coupang import FakeCoupang
+
+VENDOR = "A00012345"
+ACCESS = "ak-3f2a9c1e-5b7d-4e60-9a18-0c4d2e6f8b17"
+SECRET = "SECRET-sk-7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e"
+CHECK_PATH = f"/v2/providers/openapi/apis/api/v5/vendors/{VENDOR}/returnShippingCenters"
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+class FakeSleep:
+    """Records backoff delays instead of waiting."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def gateway() -> Iterator[FakeCoupang]:
+    with FakeCoupang(clock=lambda: NOW) as fake:
+        fake.add_key(ACCESS, SECRET, VENDOR)
+        yield fake
+
+
+@pytest.fixture
+def sleep() -> FakeSleep:
+    return FakeSleep()
+
+
+@pytest.fixture
+def client(gateway: FakeCoupang, sleep: FakeSleep) -> CoupangClient:
+    return CoupangClient(gateway.url, timeout=0.2, sleep=sleep)
+
+
+@pytest.fixture
+def seoul_process_tz() -> Iterator[None]:
+    """Run the test as if the server's local time zone were Korea's (UTC+9), then restore it."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Seoul"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+def check(
+    client: CoupangClient, *, secret: str = SECRET, vendor: str = VENDOR, now=lambda: NOW
+) -> CheckResult:
+    return client.check_key(vendor, ACCESS, secret, now)
+
+
+def expected_hmac(secret: str, message: str) -> str:
+    return hmac.new(secret.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# ---------------------------------------------------------------- signer
+
+
+def test_signature_is_hex_hmac_sha256_of_the_documented_message() -> None:
+    message = "250102T030405Z" + "GET" + CHECK_PATH + "pageNum=1&pageSize=1"
+    assert signature("test-secret-key", message) == expected_hmac("test-secret-key", message)
+    # Pinned with `openssl dgst -sha256 -hmac test-secret-key`, so a shared mistake cannot hide here.
+    assert signature("test-secret-key", message) == (
+        "660ebf88a02eed1d130cc80d57e5cf6de806ac3f36fb63ef3ee9c324d8268ddf"
+    )
+
+
+def test_authorization_header_has_exactly_the_documented_shape() -> None:
+    header = authorization("get", CHECK_PATH, "pageNum=1&pageSize=1", ACCESS, SECRET, NOW)
+    message = f"250102T030405ZGET{CHECK_PATH}pageNum=1&pageSize=1"
+    assert header == (
+        f"CEA algorithm=HmacSHA256, access-key={ACCESS}, signed-date=250102T030405Z, "
+        f"signature={expected_hmac(SECRET, message)}"
+    )
+    assert SECRET not in header
+
+
+def test_query_is_signed_as_the_percent_encoded_string_that_is_sent(gateway: FakeCoupang) -> None:
+    query = urllib.parse.urlencode({"pageNum": 1, "pageSize": 1, "memo": "반품 센터/a&b=c"})
+    assert "%EB%B0%98" in query and "+" in query  # needs encoding: Hangul, space, '/', '&', '='
+    header = authorization("GET", CHECK_PATH, query, ACCESS, SECRET, NOW)
+    assert header.endswith(expected_hmac(SECRET, f"250102T030405ZGET{CHECK_PATH}{query}"))
+
+    def send(auth: str) -> int:
+        request = urllib.request.Request(  # noqa: S310 - the local fake
+            f"{gateway.url}{CHECK_PATH}?{query}", headers={"Authorization": auth}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - local fake
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    # The gateway checks the raw query it received: the encoded string works, the decoded one does not.
+    assert send(header) == 200
+    decoded = urllib.parse.unquote_plus(query)
+    assert send(authorization("GET", CHECK_PATH, decoded, ACCESS, SECRET, NOW)) == 401
+    assert gateway.requests[0].raw_query == query
+
+
+def test_query_with_leading_question_mark_is_refused() -> None:
+    with pytest.raises(ValueError, match="without the leading"):
+        authorization("GET", CHECK_PATH, "?pageNum=1", ACCESS, SECRET, NOW)
+
+
+@pytest.mark.usefixtures("seoul_process_tz")
+def test_signed_date_is_utc_even_when_the_server_runs_on_korea_time() -> None:
+    assert time.strftime("%Z") == "KST"
+    seoul = datetime(2025, 1, 2, 12, 4, 5, tzinfo=ZoneInfo("Asia/Seoul"))
+    assert signed_date(seoul) == "250102T030405Z"
+    assert signed_date(NOW) == "250102T030405Z"
+    local_now = datetime.now().astimezone()  # aware, in the process's (Korean) zone
+    assert local_now.utcoffset() == timedelta(hours=9)
+    wall_clock_minus_9h = local_now.replace(tzinfo=None) - timedelta(hours=9)
+    assert signed_date(local_now) == wall_clock_minus_9h.strftime("%y%m%dT%H%M%SZ")
+
+
+def test_signed_date_refuses_a_naive_datetime() -> None:
+    # A naive time on a Korean server would be signed 9 hours off and every check would fail.
+    with pytest.raises(ValueError, match="timezone-aware"):
+        signed_date(datetime(2025, 1, 2, 12, 4, 5))
+
+
+@pytest.mark.usefixtures("seoul_process_tz")
+def test_key_check_works_with_a_local_clock_on_a_korea_time_server(sleep: FakeSleep) -> None:
+    with FakeCoupang() as real_time_gateway:  # the gateway's clock is the real UTC time
+        real_time_gateway.add_key(ACCESS, SECRET, VENDOR)
+        client = CoupangClient(real_time_gateway.url, timeout=1, sleep=sleep)
+        result = client.check_key(VENDOR, ACCESS, SECRET, lambda: datetime.now().astimezone())
+    assert result.outcome is Outcome.WORKS
+
+
+# ---------------------------------------------------------------- what the gateway answers
+
+
+@pytest.mark.parametrize("code_as_int", [False, True])
+def test_a_working_key(gateway: FakeCoupang, client: CoupangClient, code_as_int: bool) -> None:
+    gateway.code_as_int = code_as_int
+    result = check(client)
+    assert result == CheckResult(Outcome.WORKS, 200, result.detail, 1)
+    assert result.works and VENDOR in result.detail
+    [request] = gateway.requests
+    assert request.method == "GET"
+    assert request.path == CHECK_PATH
+    assert request.raw_query == "pageNum=1&pageSize=1"
+    assert request.headers["Content-Type"] == "application/json;charset=UTF-8"
+    assert request.headers["Authorization"] == authorization(
+        "GET", CHECK_PATH, "pageNum=1&pageSize=1", ACCESS, SECRET, NOW
+    )
+
+
+def test_a_wrong_secret_key_is_invalid(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep) -> None:
+    result = check(client, secret="SECRET-someone-elses-secret-key-0000")
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.INVALID_KEY, 401, 1)
+    assert "copied exactly from WING" in result.detail
+    assert "clock" not in result.detail
+    assert len(gateway.requests) == 1 and sleep.calls == []
+
+
+def test_a_clock_off_by_minutes_is_named_as_the_likely_cause(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
+) -> None:
+    result = check(client, now=lambda: NOW - timedelta(minutes=6))
+    assert (result.outcome, result.http_status) == (Outcome.INVALID_KEY, 401)
+    assert "clock" in result.detail and "minutes" in result.detail
+    assert len(gateway.requests) == 1 and sleep.calls == []
+
+
+def test_a_clock_off_by_under_five_minutes_still_works(client: CoupangClient) -> None:
+    assert check(client, now=lambda: NOW + timedelta(minutes=4)).outcome is Outcome.WORKS
+
+
+def test_an_ip_missing_from_the_linking_info(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
+) -> None:
+    gateway.add_key(ACCESS, SECRET, VENDOR, allowed_ips=("203.0.113.7",))
+    result = check(client)
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.IP_NOT_ALLOWED, 403, 1)
+    assert "IP list" in result.detail and "public egress address" in result.detail
+    assert "127.0.0.1" in result.detail  # the address the gateway saw, so the user knows what to add
+    assert len(gateway.requests) == 1 and sleep.calls == []
+
+
+def test_an_ip_refusal_that_does_not_name_the_ip(gateway: FakeCoupang, client: CoupangClient) -> None:
+    gateway.add_key(ACCESS, SECRET, VENDOR, allowed_ips=("203.0.113.7",))
+    gateway.name_ip_in_403 = False
+    result = check(client)
+    assert result.outcome is Outcome.IP_NOT_ALLOWED
+    assert "public egress address." in result.detail
+    assert re.search(r"\d+\.\d+\.\d+\.\d+", result.detail) is None  # no made-up address
+
+
+def test_another_403_means_the_key_is_refused(gateway: FakeCoupang, client: CoupangClient) -> None:
+    gateway.answer_next(1, 403, body='{"code":403,"message":"Forbidden"}')
+    result = check(client)
+    assert (result.outcome, result.http_status) == (Outcome.INVALID_KEY, 403)
+    assert len(gateway.requests) == 1
+
+
+def test_a_vendor_id_that_is_not_the_keys(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
+) -> None:
+    result = check(client, vendor="A99999999")
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.WRONG_VENDOR, 404, 1)
+    assert "A99999999" in result.detail and "vendor ID" in result.detail
+    assert gateway.requests[0].path == CHECK_PATH.replace(VENDOR, "A99999999")
+    assert len(gateway.requests) == 1 and sleep.calls == []
+
+
+def test_rate_limiting_is_not_retried(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep) -> None:
+    gateway.answer_next(3, 429)
+    result = check(client)
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.RATE_LIMITED, 429, 1)
+    assert "Try again" in result.detail
+    assert len(gateway.requests) == 1 and sleep.calls == []
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 429])
+def test_no_4xx_is_ever_retried(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep, status: int
+) -> None:
+    # Bursts of failing calls get the bot's IP blocked by Coupang.
+    gateway.answer_next(3, status)
+    result = check(client)
+    assert result.http_status == status and result.attempts == 1
+    assert result.outcome is not Outcome.WORKS
+    assert len(gateway.requests) == 1 and sleep.calls == []
+
+
+def test_a_gateway_error_then_success_is_retried_with_a_fresh_signature(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
+) -> None:
+    gateway.answer_next(1, 500)
+    ticks = iter([NOW, NOW + timedelta(seconds=1)])
+    result = check(client, now=lambda: next(ticks))
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.WORKS, 200, 2)
+    assert sleep.calls == [0.5]
+    first, second = (r.headers["Authorization"] for r in gateway.requests)
+    assert "signed-date=250102T030405Z" in first and "signed-date=250102T030406Z" in second
+
+
+def test_a_gateway_that_keeps_failing_is_tried_three_times_with_backoff(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
+) -> None:
+    gateway.answer_next(10, 503)
+    result = check(client)
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.UNAVAILABLE, 503, 3)
+    assert "state is unknown" in result.detail
+    assert len(gateway.requests) == 3
+    assert sleep.calls == [0.5, 1.0]
+
+
+def test_a_slow_gateway_times_out_and_is_retried(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
+) -> None:
+    gateway.slow_next(3, seconds=2)
+    started = time.monotonic()
+    result = check(client)
+    assert time.monotonic() - started < 1.5  # three 0.2 s timeouts, not three 2 s waits
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.UNAVAILABLE, None, 3)
+    assert "did not answer within 0.2 s" in result.detail
+    assert len(gateway.requests) == 3 and sleep.calls == [0.5, 1.0]
+
+
+def test_one_slow_answer_then_a_working_key(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
+) -> None:
+    gateway.slow_next(1, seconds=2)
+    result = check(client)
+    assert (result.outcome, result.attempts) == (Outcome.WORKS, 2)
+    assert sleep.calls == [0.5]
+
+
+def test_an_unreachable_gateway_is_unavailable(sleep: FakeSleep) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = check(CoupangClient(f"http://127.0.0.1:{port}", timeout=0.2, sleep=sleep))
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.UNAVAILABLE, None, 3)
+    assert "Could not reach Coupang" in result.detail
+    assert sleep.calls == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("body", ["<html>Service Unavailable</html>", '{"code": "ERROR"}', "[]"])
+def test_a_200_without_the_expected_json_is_not_called_working(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep, body: str
+) -> None:
+    gateway.answer_next(1, 200, body=body)
+    result = check(client)
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.UNAVAILABLE, 200, 1)
+    assert len(gateway.requests) == 1 and sleep.calls == []
+
+
+def test_a_redirect_is_not_followed_so_the_signed_header_stays_put(
+    gateway: FakeCoupang, client: CoupangClient
+) -> None:
+    gateway.answer_next(1, 302, body="", headers={"Location": f"{gateway.url}/elsewhere"})
+    result = check(client)
+    assert (result.outcome, result.http_status) == (Outcome.UNAVAILABLE, 302)
+    assert [r.path for r in gateway.requests] == [CHECK_PATH]
+
+
+def test_the_client_only_talks_http(sleep: FakeSleep) -> None:
+    with pytest.raises(ValueError, match="https://"):
+        CoupangClient("file:///etc/passwd", sleep=sleep)
+
+
+# ---------------------------------------------------------------- the secret stays secret
+
+
+def test_the_secret_key_is_never_sent_shown_or_logged(
+    gateway: FakeCoupang, client: CoupangClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    results = [check(client)]  # works
+    results.append(check(client, vendor="A99999999"))  # 404
+    results.append(check(client, now=lambda: NOW - timedelta(hours=1)))  # expired signature
+    gateway.answer_next(3, 500)
+    results.append(check(client))  # unavailable after retries
+    gateway.add_key(ACCESS, SECRET, VENDOR, allowed_ips=("203.0.113.7",))
+    results.append(check(client))  # 403
+    assert [r.outcome for r in results] == [
+        Outcome.WORKS,
+        Outcome.WRONG_VENDOR,
+        Outcome.INVALID_KEY,
+        Outcome.UNAVAILABLE,
+        Outcome.IP_NOT_ALLOWED,
+    ]
+
+    assert len(gateway.requests) == 7
+    for request in gateway.requests:
+        sent = [request.path, request.raw_query, *request.headers.values()]
+        assert not any(SECRET in part for part in sent)
+    for result in results:
+        assert SECRET not in repr(result) and SECRET not in result.detail
+        assert "CEA " not in result.detail and "signature=" not in repr(result)
+    assert SECRET not in caplog.text and "CEA " not in caplog.text and ACCESS not in caplog.text
+    finals = [r for r in caplog.records if r.name == "bot.coupang" and "outcome=" in r.getMessage()]
+    assert [r.getMessage() for r in finals] == [
+        "coupang check: outcome=works status=200",
+        "coupang check: outcome=wrong_vendor status=404",
+        "coupang check: outcome=invalid_key status=401",
+        "coupang check: outcome=unavailable status=500",
+        "coupang check: outcome=ip_not_allowed status=403",
+    ]
+    assert SECRET not in repr(client)
