@@ -23,7 +23,7 @@ EDIT_WINDOW = timedelta(days=7)
 MAX_IPS = 10
 WING_URL = "wing.coupang.com"
 
-_VENDOR_ID = re.compile(r"A\d{8}")
+_VENDOR_ID = re.compile(r"A[0-9]{8}")  # not \d: full-width or other Unicode digits are not an ID
 _PRIVATE_NETWORKS = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 )
@@ -132,6 +132,10 @@ def access_deadline(path: ReissuePath, at: datetime) -> datetime:
 # ---------------------------------------------------------------- identifiers and secrets
 
 
+def is_vendor_id(value: str) -> bool:
+    return bool(_VENDOR_ID.fullmatch(value))
+
+
 def validate_vendor_id(raw: str) -> str:
     value = (raw or "").strip().upper()
     if not _VENDOR_ID.fullmatch(value):
@@ -154,11 +158,6 @@ def validate_key_part(field: str, raw: str, name: str) -> str:
             "(16 to 128 letters, digits or - _ + / =, no spaces).",
         )
     return value
-
-
-def mask(value: str) -> str:
-    """First and last 4 characters, for showing which Access Key is meant."""
-    return f"{value[:4]}…{value[-4:]}" if len(value) > 8 else "…"
 
 
 # ---------------------------------------------------------------- linking info
@@ -214,9 +213,18 @@ def validate_url(raw: str) -> str:
     value = (raw or "").strip()
     if value.lower() in {WING_URL, f"https://{WING_URL}", f"http://{WING_URL}"}:
         return value
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    if parts.scheme not in {"http", "https"} or "." not in host or " " in value or host.startswith("."):
+    try:
+        parts = urlsplit(value)
+        host, scheme = parts.hostname or "", parts.scheme
+        _ = parts.port  # raises ValueError for "host:abc" or a port above 65535
+    except ValueError:  # e.g. "http://[abc": a refusal, not a crash
+        host = scheme = ""
+    if (
+        scheme not in {"http", "https"}
+        or "." not in host
+        or any(ch.isspace() for ch in value)  # urlsplit silently drops tabs and newlines
+        or host.startswith(".")
+    ):
         raise InvalidInput.one(
             "company_url",
             f"{value!r} is not a web address: enter your homepage or service page starting with "

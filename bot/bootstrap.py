@@ -1,0 +1,43 @@
+"""The one place that wires settings, database, crypto and services together (tests call it too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from bot.config import Settings
+from bot.services.audit import AuditService
+from bot.services.base import Clock, Context, SystemClock
+from bot.services.keys import KeyService
+from storage.audit import AuditLog
+from storage.crypto import Keyring
+from storage.db import make_engine, make_session_factory
+from storage.repositories import KeyRepository
+
+
+@dataclass
+class Services:
+    ctx: Context
+    keys: KeyService
+    audit: AuditService
+
+    @property
+    def engine(self) -> Engine:
+        bind = self.ctx.sessions.kw["bind"]
+        assert isinstance(bind, Engine)
+        return bind
+
+
+def build_services(
+    settings: Settings, *, engine: Engine | None = None, clock: Clock | None = None
+) -> Services:
+    keyring = Keyring(settings.master_keys)
+    ctx = Context(
+        settings=settings,
+        sessions=make_session_factory(engine or make_engine(settings.database_url)),
+        clock=clock or SystemClock(),
+        keys=KeyRepository(keyring),
+        audit=AuditLog(keyring),
+    )
+    return Services(ctx=ctx, keys=KeyService(ctx), audit=AuditService(ctx))

@@ -1,0 +1,244 @@
+"""The command line: ``coupang-keybot`` (same as ``python -m bot``). Exit codes: 0 ok, 1 refused/failed, 2 usage/config.
+
+This module and :mod:`bot.__main__` are the only places that read the process environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from dotenv import load_dotenv
+
+from bot.bootstrap import Services, build_services
+from bot.config import ConfigError, Settings, load_settings
+from bot.rules import KeybotError
+from bot.services.keys import CSV_COLUMNS, KeyStatus
+from storage.crypto import DecryptionError
+from storage.db import upgrade
+
+OK, FAILED, USAGE = 0, 1, 2
+ENV_FILE = Path(".env")
+ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
+
+logger = logging.getLogger("bot")
+
+
+def new_master_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def write_env_file(path: Path, example: Path) -> None:
+    """Copy ``.env.example`` with a fresh master key filled in; mode 0600 because it holds that key."""
+    template = example.read_text() if example.exists() else "KEYBOT_MASTER_KEY=\n"
+    lines = [
+        f"KEYBOT_MASTER_KEY={new_master_key()}" if line.startswith("KEYBOT_MASTER_KEY=") else line
+        for line in template.splitlines()
+    ]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    if ENV_FILE.exists():
+        print(f"{ENV_FILE} already exists; not overwriting it (it holds your master key).", file=sys.stderr)
+        return FAILED
+    write_env_file(ENV_FILE, ENV_EXAMPLE)
+    print(
+        f"Wrote {ENV_FILE} with a new KEYBOT_MASTER_KEY (mode 600). Back that key up somewhere safe: "
+        "without it the stored keys cannot be decrypted.",
+        file=out,
+    )
+    return OK
+
+
+def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    upgrade(services.engine)
+    print("Database is up to date.", file=out)
+    return OK
+
+
+def format_status_line(s: KeyStatus) -> str:
+    days = (
+        f"expires today"
+        if s.days_left == 0
+        else (f"{s.days_left} days left" if s.days_left > 0 else f"expired {-s.days_left} days ago")
+    )
+    return (
+        f"{s.vendor_id}  {s.label}  {s.access_key_mask}  expires {s.expires_on}  {days}  [{s.phase}]  "
+        f"gen {s.generation}  edits {s.edits_last_7_days}/10"
+    )
+
+
+def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    statuses = services.keys.statuses()
+    if args.json:
+        json.dump([s.as_json() for s in statuses], out, ensure_ascii=False, indent=2)
+        out.write("\n")
+    elif not statuses:
+        print(
+            "No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`.", file=out
+        )
+    else:
+        for status in statuses:
+            print(format_status_line(status), file=out)
+    return OK
+
+
+def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    path = Path(args.file)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in ("vendor_id", "label", "access_key", "secret_key") if c not in columns]
+            unknown = [c for c in columns if c not in CSV_COLUMNS]
+            if missing or unknown:
+                problem = (
+                    f"missing columns: {', '.join(missing)}"
+                    if missing
+                    else f"unknown columns: {', '.join(unknown)}"
+                )
+                print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
+                return FAILED
+            rows = [
+                (reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader
+            ]
+    except OSError as exc:
+        print(f"Cannot read {path}: {exc.strerror}.", file=sys.stderr)
+        return FAILED
+    report = services.keys.import_rows("cli", rows, skip_invalid=args.skip_invalid)
+    for line, reason in report.errors:
+        print(f"{path}:{line}: {reason}", file=sys.stderr)
+    if report.errors and not args.skip_invalid:
+        print(
+            f"Nothing imported: fix the {len(report.errors)} row(s) above, or pass --skip-invalid.",
+            file=sys.stderr,
+        )
+        return FAILED
+    skipped = f", skipped {len(report.errors)} invalid row(s)" if report.errors else ""
+    print(f"Imported {len(report.imported)} key(s){skipped}.", file=out)
+    return OK
+
+
+def cmd_audit_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    result = services.audit.verify()
+    print(result.describe(), file=out if result.ok else sys.stderr)
+    return OK if result.ok else FAILED
+
+
+def cmd_audit_export(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    services.audit.export(out, args.format)
+    return OK
+
+
+def cmd_master_key_rotate(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    keys, entries = services.keys.rotate_master_key("cli")
+    print(
+        f"Re-encrypted {keys} key(s) and re-sealed {entries} audit entries under the first KEYBOT_MASTER_KEY. "
+        "You can now remove the old key(s) from KEYBOT_MASTER_KEY.",
+        file=out,
+    )
+    return OK
+
+
+def cmd_serve(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.serve import serve  # Slack-facing code is imported only when serving
+
+    return serve(services, port=args.port, scheduler=not args.no_scheduler, out=out)
+
+
+# ---------------------------------------------------------------- parser
+
+Handler = Callable[[Services, argparse.Namespace, TextIO], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coupang-keybot", description="Keeps Coupang Open API keys alive.")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the bot (default)")
+    serve.add_argument("--port", type=int, default=None, help="HTTP port (default $PORT or 3000)")
+    serve.add_argument("--no-scheduler", action="store_true", help="do not run reminders and probes")
+    serve.set_defaults(handler=cmd_serve)
+
+    sub.add_parser("init", help="write .env with a new master key").set_defaults(handler=None)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(handler=cmd_db_upgrade)
+
+    status = sub.add_parser("status", help="every key, most urgent first")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    keys = sub.add_parser("keys", help="bulk operations").add_subparsers(dest="keys_command", required=True)
+    imp = keys.add_parser("import", help=f"register keys from a CSV file ({', '.join(CSV_COLUMNS)})")
+    imp.add_argument("file")
+    imp.add_argument("--skip-invalid", action="store_true", help="import the valid rows, report the rest")
+    imp.set_defaults(handler=cmd_keys_import)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
+    audit.add_parser("verify", help="check the chain").set_defaults(handler=cmd_audit_verify)
+    export = audit.add_parser("export", help="write the log to standard output")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.set_defaults(handler=cmd_audit_export)
+
+    mk = sub.add_parser("master-key", help="master key maintenance").add_subparsers(
+        dest="mk_command", required=True
+    )
+    mk.add_parser("rotate", help="re-encrypt everything under the first key").set_defaults(
+        handler=cmd_master_key_rotate
+    )
+
+    return parser
+
+
+def load_environment() -> Settings:
+    load_dotenv(ENV_FILE, override=False)
+    return load_settings(os.environ)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        args = build_parser().parse_args(["serve", *(argv or [])])
+    if args.command == "init":
+        return cmd_init(args, out)
+    try:
+        settings = load_environment()
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return USAGE
+    configure_logging(settings.log_level)
+    services = build_services(settings)
+    try:
+        if args.command != "db":
+            upgrade(services.engine)
+        return int(args.handler(services, args, out))
+    except DecryptionError as exc:
+        print(f"{exc}. Is KEYBOT_MASTER_KEY the key this database was written with?", file=sys.stderr)
+        return FAILED
+    except KeybotError as exc:
+        print(str(exc), file=sys.stderr)
+        return FAILED
+    finally:
+        services.engine.dispose()

@@ -1,0 +1,85 @@
+"""Reading the audit chain: verify, export, recent events and a key's history."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+
+from bot.services.base import Context
+from storage import repositories as repo
+from storage.audit import VerifyResult
+
+EXPORT_COLUMNS = ("seq", "at", "actor", "action", "vendor_id", "details", "mac")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    vendor_id: str | None
+    details: dict[str, Any]
+    mac: str
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "action": self.action,
+            "vendor_id": self.vendor_id,
+            "details": self.details,
+            "mac": self.mac,
+        }
+
+
+def spreadsheet_safe(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text instead of running it as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+class AuditService:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def verify(self) -> VerifyResult:
+        with self.ctx.transaction() as session:
+            return self.ctx.audit.verify(session)
+
+    def head(self) -> tuple[int, str] | None:
+        """The newest entry's number and MAC: posted to Slack daily so a rewrite can be noticed."""
+        with self.ctx.transaction() as session:
+            head = self.ctx.audit.head(session)
+            return (head.seq, head.mac) if head else None
+
+    def entries(self, *, vendor_id: str | None = None, limit: int | None = None) -> Sequence[AuditEntry]:
+        """Newest first when ``limit`` is given (the latest N), otherwise the whole log in order."""
+        with self.ctx.transaction() as session:
+            events = repo.audit_events(
+                session, vendor_id=vendor_id, limit=limit, newest_first=limit is not None
+            )
+            return [
+                AuditEntry(e.seq, e.at, e.actor, e.action, e.vendor_id, json.loads(e.details), e.mac)
+                for e in events
+            ]
+
+    def export(self, out: TextIO, fmt: str = "csv") -> int:
+        entries = self.entries()
+        if fmt == "jsonl":
+            for entry in entries:
+                out.write(json.dumps(entry.as_row(), ensure_ascii=False, sort_keys=True) + "\n")
+        else:
+            writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
+            writer.writeheader()
+            for entry in entries:
+                row = entry.as_row()
+                row["details"] = json.dumps(row["details"], ensure_ascii=False, sort_keys=True)
+                writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
+        return len(entries)

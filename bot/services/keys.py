@@ -1,0 +1,493 @@
+"""Registering, listing, editing and deleting keys; bulk import; master-key rotation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from bot import rules
+from bot.rules import InvalidInput, LinkingInfo, Phase
+from bot.services.base import Context, NotAllowed, NotFound
+from storage import repositories as repo
+from storage.models import Key, ReissueRequest
+
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+
+
+@dataclass(frozen=True)
+class RegistrationForm:
+    """What a person typed (modal or CSV row), unvalidated. Dates as ``YYYY-MM-DD`` or date objects."""
+
+    vendor_id: str = ""
+    label: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    issued_on: str | date | None = None
+    expires_on: str | date | None = None
+    channel_id: str | None = None
+    owner_id: str | None = None
+    integration: str | None = None
+    integrator_name: str | None = None
+    company_name: str | None = None
+    company_url: str | None = None
+    ip_addresses: str | None = None
+
+
+@dataclass(frozen=True, repr=False)
+class NewKey:
+    vendor_id: str
+    label: str
+    access_key: str
+    secret_key: str
+    issued_on: date | None
+    expires_on: date
+    channel_id: str | None
+    owner_id: str | None
+    linking: LinkingInfo
+
+    def __repr__(self) -> str:  # never show the secrets, even in a traceback
+        return f"NewKey(vendor_id={self.vendor_id!r}, label={self.label!r}, expires_on={self.expires_on})"
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    id: int
+    status: str
+    path: str
+    requested_by: str
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """Everything status views show about one key, computed for one instant. No secrets."""
+
+    vendor_id: str
+    label: str
+    access_key_mask: str
+    secret_fingerprint: str
+    generation: int
+    issued_on: date | None
+    expires_on: date
+    days_left: int
+    phase: Phase
+    reissue_button_active: bool
+    linking: LinkingInfo
+    edits_last_7_days: int
+    owner_id: str | None
+    channel_id: str | None
+    propagating_until: datetime | None
+    verify_outcome: str | None
+    verified_at: datetime | None
+    open_request: OpenRequest | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "vendor_id": self.vendor_id,
+            "label": self.label,
+            "access_key": self.access_key_mask,
+            "secret_fingerprint": self.secret_fingerprint,
+            "issued_on": self.issued_on.isoformat() if self.issued_on else None,
+            "expires_on": self.expires_on.isoformat(),
+            "days_left": self.days_left,
+            "phase": str(self.phase),
+            "reissue_button_active": self.reissue_button_active,
+            "generation": self.generation,
+            "edits_last_7_days": self.edits_last_7_days,
+            "integration": str(self.linking.integration),
+            "linking": self.linking.summary(),
+            "owner": self.owner_id,
+            "channel": self.channel_id,
+            "propagating_until": self.propagating_until.isoformat() if self.propagating_until else None,
+            "verify_outcome": self.verify_outcome,
+            "verified_at": self.verified_at.isoformat() if self.verified_at else None,
+            "open_request": self.open_request.status if self.open_request else None,
+        }
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def _parse_date(value: str | date | None, name: str, field_name: str) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    value = value.strip()
+    if not value:
+        return None
+    problem = InvalidInput.one(field_name, f"{name} {value!r} is not a date: use YYYY-MM-DD.")
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise problem
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise problem from None
+
+
+def validate_registration(form: RegistrationForm) -> NewKey:
+    """Every field checked at once, so a form shows all its errors together."""
+    errors: dict[str, str] = {}
+
+    def check(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except InvalidInput as exc:
+            errors.update(exc.errors)
+            return None
+
+    vendor_id = check(rules.validate_vendor_id, form.vendor_id)
+    label = (form.label or "").strip()
+    if not label:
+        errors["label"] = "Give the key a label your team recognises, e.g. the shop name."
+    elif len(label) > 100:
+        errors["label"] = "Keep the label under 100 characters."
+    access_key = check(rules.validate_key_part, "access_key", form.access_key, "Access Key")
+    secret_key = check(rules.validate_key_part, "secret_key", form.secret_key, "Secret Key")
+    if access_key and secret_key and access_key == secret_key:
+        errors["secret_key"] = "The Secret Key is the same as the Access Key: paste the Secret Key here."
+    issued_on = check(_parse_date, form.issued_on, "Issue date", "issued_on")
+    expires_on = check(_parse_date, form.expires_on, "Expiry date", "expires_on")
+    dates = None
+    if "issued_on" not in errors and "expires_on" not in errors:
+        dates = check(rules.resolve_dates, issued_on, expires_on)
+    channel_id = (form.channel_id or "").strip() or None
+    if channel_id and not _CHANNEL_ID.fullmatch(channel_id):
+        errors["channel_id"] = f"{channel_id!r} is not a Slack channel ID (it looks like C0123ABCD)."
+    owner_id = (form.owner_id or "").strip() or None
+    if owner_id and not _USER_ID.fullmatch(owner_id):
+        errors["owner_id"] = f"{owner_id!r} is not a Slack user ID (it looks like U0123ABCD)."
+    linking = check(
+        rules.validate_linking_info,
+        form.integration,
+        form.integrator_name,
+        form.company_name,
+        form.company_url,
+        form.ip_addresses,
+    )
+    if errors:
+        raise InvalidInput(errors)
+    assert dates is not None
+    return NewKey(vendor_id, label, access_key, secret_key, dates[0], dates[1], channel_id, owner_id, linking)
+
+
+class KeyService:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    # ------------------------------------------------------------ permissions
+
+    def is_admin(self, user_id: str) -> bool:
+        return user_id in self.ctx.settings.admins
+
+    def _admins_text(self) -> str:
+        admins = sorted(self.ctx.settings.admins)
+        return ", ".join(f"<@{a}>" for a in admins) if admins else "nobody yet (set KEYBOT_ADMINS)"
+
+    def require_admin(self, actor: str) -> None:
+        if not self.is_admin(actor):
+            raise NotAllowed(f"Only admins may do this. Admins: {self._admins_text()}.")
+
+    def require_owner_or_admin(self, actor: str, key: Key) -> None:
+        if not (self.is_admin(actor) or key.owner_id == actor):
+            owner = f"the key's owner <@{key.owner_id}> or " if key.owner_id else ""
+            raise NotAllowed(
+                f"Only {owner}an admin may change {key.vendor_id}. Admins: {self._admins_text()}."
+            )
+
+    # ------------------------------------------------------------ reads
+
+    def statuses(
+        self, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None
+    ) -> list[KeyStatus]:
+        """All keys (or the ones named), most urgent first."""
+        now = now or self.ctx.clock.now()
+        with self.ctx.transaction() as session:
+            keys = self.ctx.keys.all(session, vendor_ids=vendor_ids)
+            edits = repo.edit_counts(session, since=repo.week_ago(now))
+            requests = repo.open_requests(session, now=now)
+            today = self.ctx.today(now)
+            result = [
+                self._status(k, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys
+            ]
+        return sorted(result, key=lambda s: (s.days_left, s.vendor_id))
+
+    def status(self, vendor_id: str, *, now: datetime | None = None) -> KeyStatus:
+        vendor_id = rules.validate_vendor_id(vendor_id)
+        found = self.statuses(vendor_ids=[vendor_id], now=now)
+        if not found:
+            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+        return found[0]
+
+    def edits_left(self, vendor_id: str, *, now: datetime | None = None) -> rules.EditQuota:
+        now = now or self.ctx.clock.now()
+        with self.ctx.transaction() as session:
+            return rules.edit_quota(
+                repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now)), now
+            )
+
+    @staticmethod
+    def _status(key: Key, today: date, edits: int, request: ReissueRequest | None) -> KeyStatus:
+        days = rules.days_left(key.expires_on, today)
+        return KeyStatus(
+            vendor_id=key.vendor_id,
+            label=key.label,
+            access_key_mask=key.access_key_mask,
+            secret_fingerprint=key.secret_fingerprint,
+            generation=key.generation,
+            issued_on=key.issued_on,
+            expires_on=key.expires_on,
+            days_left=days,
+            phase=rules.phase_for(days),
+            reissue_button_active=rules.reissue_button_active(days),
+            linking=linking_of(key),
+            edits_last_7_days=edits,
+            owner_id=key.owner_id,
+            channel_id=key.channel_id,
+            propagating_until=key.access_deadline,
+            verify_outcome=key.verify_outcome,
+            verified_at=key.verified_at,
+            open_request=(
+                OpenRequest(request.id, request.status, request.path, request.requested_by)
+                if request
+                else None
+            ),
+        )
+
+    # ------------------------------------------------------------ writes
+
+    def register(self, actor: str, form: RegistrationForm) -> KeyStatus:
+        def work(session: Session) -> str:
+            self.require_admin(actor)
+            new = validate_registration(form)
+            self._insert(session, actor, new, "key.registered")
+            return new.vendor_id
+
+        typed = (form.vendor_id or "").strip().upper()
+        vendor_id = self.ctx.audited(
+            actor, "key.register", typed if rules.is_vendor_id(typed) else None, work
+        )
+        return self.status(vendor_id)
+
+    def _insert(self, session: Session, actor: str, new: NewKey, action: str) -> None:
+        if self.ctx.keys.get(session, vendor_id=new.vendor_id) is not None:
+            raise InvalidInput.one(
+                "vendor_id",
+                f"{new.vendor_id} already has a key. Use `/coupang-key edit {new.vendor_id}` to change its "
+                f"linking info or `/coupang-key reissue {new.vendor_id}` for a new key.",
+            )
+        now = self.ctx.clock.now()
+        key = Key(
+            vendor_id=new.vendor_id,
+            label=new.label,
+            generation=self.ctx.keys.next_generation(session, vendor_id=new.vendor_id),
+            issued_on=new.issued_on,
+            expires_on=new.expires_on,
+            channel_id=new.channel_id,
+            owner_id=new.owner_id,
+            created_at=now,
+            updated_at=now,
+        )
+        apply_linking(key, new.linking)
+        self.ctx.keys.add(session, key=key, access_key=new.access_key, secret_key=new.secret_key)
+        self.ctx.record(
+            session,
+            actor,
+            action,
+            new.vendor_id,
+            {
+                "label": new.label,
+                "generation": key.generation,
+                "expires_on": new.expires_on.isoformat(),
+                "fingerprint": key.secret_fingerprint,
+                "linking": new.linking.summary(),
+            },
+        )
+
+    def edit_linking(self, actor: str, vendor_id: str, linking: LinkingInfo) -> KeyStatus:
+        vendor_id = rules.validate_vendor_id(vendor_id)
+
+        def work(session: Session) -> None:
+            key = self._get(session, vendor_id, for_update=True)
+            self.require_owner_or_admin(actor, key)
+            now = self.ctx.clock.now()
+            times = repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now))
+            quota = rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
+            before = linking_of(key).summary()
+            apply_linking(key, linking)
+            key.access_deadline = rules.access_deadline(rules.ReissuePath.REISSUE, now)
+            key.updated_at = now
+            repo.record_edit(session, vendor_id=vendor_id, at=now, by=actor)
+            self.ctx.record(
+                session,
+                actor,
+                "key.linking_edited",
+                vendor_id,
+                {"before": before, "after": linking.summary(), "edits_last_7_days": quota.used + 1},
+            )
+
+        self.ctx.audited(actor, "key.edit", vendor_id, work)
+        return self.status(vendor_id)
+
+    def delete(self, actor: str, vendor_id: str) -> None:
+        vendor_id = rules.validate_vendor_id(vendor_id)
+
+        def work(session: Session) -> None:
+            key = self._get(session, vendor_id, for_update=True)
+            self.require_owner_or_admin(actor, key)
+            details = {
+                "label": key.label,
+                "generation": key.generation,
+                "fingerprint": key.secret_fingerprint,
+            }
+            self.ctx.keys.delete(session, key=key, now=self.ctx.clock.now())
+            self.ctx.record(session, actor, "key.deleted", vendor_id, details)
+
+        self.ctx.audited(actor, "key.delete", vendor_id, work)
+
+    def check_can_change(self, actor: str, vendor_id: str, action: str) -> KeyStatus:
+        """Before opening a form: the key exists and this person may change it (refusal audited)."""
+        status = self.status(vendor_id)
+        self.ctx.audited(
+            actor,
+            action,
+            status.vendor_id,
+            lambda s: self.require_owner_or_admin(actor, self._get(s, status.vendor_id)),
+        )
+        return status
+
+    def _get(self, session: Session, vendor_id: str, *, for_update: bool = False) -> Key:
+        key = self.ctx.keys.get(session, vendor_id=vendor_id, for_update=for_update)
+        if key is None:
+            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+        return key
+
+    # ------------------------------------------------------------ bulk import
+
+    def import_rows(
+        self, actor: str, rows: Iterable[tuple[int, Mapping[str, str | None]]], *, skip_invalid: bool = False
+    ) -> ImportReport:
+        """Check every row first; import all or nothing unless ``skip_invalid``. Messages never echo secrets."""
+        report = ImportReport()
+        valid: list[NewKey] = []
+        seen: dict[str, int] = {}
+        for line, row in rows:
+            try:
+                new = validate_registration(form_from_csv(row))
+                if new.vendor_id in seen:
+                    raise InvalidInput.one(
+                        "vendor_id", f"{new.vendor_id} is already on line {seen[new.vendor_id]}."
+                    )
+                seen[new.vendor_id] = line
+                valid.append(new)
+            except InvalidInput as error:
+                report.errors.append((line, _describe(error)))
+        with self.ctx.transaction() as session:
+            existing = {
+                k.vendor_id for k in self.ctx.keys.all(session, vendor_ids=[n.vendor_id for n in valid])
+            }
+        for new in valid:
+            if new.vendor_id in existing:
+                line = seen[new.vendor_id]
+                report.errors.append((line, f"vendor_id: {new.vendor_id} already has a key."))
+        report.errors.sort()
+        valid = [n for n in valid if n.vendor_id not in existing]
+        if report.errors and not skip_invalid:
+            self.ctx.refuse(
+                actor, "key.import", None, InvalidInput({"file": f"{len(report.errors)} invalid row(s)"})
+            )
+            return report
+
+        def work(session: Session) -> None:
+            for new in valid:
+                self._insert(session, actor, new, "key.imported")
+
+        self.ctx.audited(actor, "key.import", None, work)
+        report.imported = [n.vendor_id for n in valid]
+        return report
+
+    # ------------------------------------------------------------ master key
+
+    def rotate_master_key(self, actor: str) -> tuple[int, int]:
+        """Re-encrypt every secret and re-MAC the audit chain under the first master key.
+
+        Checks the chain and decrypts everything first; any failure raises and changes nothing.
+        """
+        with self.ctx.transaction() as session:
+            check = self.ctx.audit.verify(session)
+            if not check.ok:
+                raise NotAllowed(
+                    f"Refusing to rotate: {check.describe()}. Run `coupang-keybot audit verify`."
+                )
+            changed = sum(self.ctx.keys.reencrypt(key) for key in self.ctx.keys.all(session))
+            entries = self.ctx.audit.rechain(session)
+            self.ctx.record(
+                session, actor, "master_key.rotated", None, {"keys": changed, "audit_entries": entries}
+            )
+        return changed, entries
+
+
+def _describe(error: InvalidInput) -> str:
+    return "; ".join(f"{name}: {message}" for name, message in error.errors.items())
+
+
+CSV_COLUMNS = (
+    "vendor_id",
+    "label",
+    "access_key",
+    "secret_key",
+    "issued_on",
+    "expires_on",
+    "channel",
+    "owner",
+    "integration",
+    "integrator_name",
+    "company_name",
+    "company_url",
+    "ip_addresses",
+)
+
+
+def form_from_csv(row: Mapping[str, str | None]) -> RegistrationForm:
+    def get(name: str) -> str:
+        return (row.get(name) or "").strip()
+
+    return RegistrationForm(
+        vendor_id=get("vendor_id"),
+        label=get("label"),
+        access_key=get("access_key"),
+        secret_key=get("secret_key"),
+        issued_on=get("issued_on") or None,
+        expires_on=get("expires_on") or None,
+        channel_id=get("channel") or None,
+        owner_id=get("owner") or None,
+        integration=get("integration").lower() or None,
+        integrator_name=get("integrator_name") or None,
+        company_name=get("company_name") or None,
+        company_url=get("company_url") or None,
+        ip_addresses=get("ip_addresses") or None,
+    )
+
+
+def linking_of(key: Key) -> LinkingInfo:
+    return LinkingInfo(
+        integration=rules.Integration(key.integration),
+        integrator_name=key.integrator_name,
+        company_name=key.company_name,
+        company_url=key.company_url,
+        ip_addresses=tuple(key.ip_addresses or ()),
+    )
+
+
+def apply_linking(key: Key, linking: LinkingInfo) -> None:
+    key.integration = str(linking.integration)
+    key.integrator_name = linking.integrator_name
+    key.company_name = linking.company_name
+    key.company_url = linking.company_url
+    key.ip_addresses = list(linking.ip_addresses)

@@ -1,0 +1,209 @@
+"""Repositories: queries and writes that take a ``Session`` and never commit (the service owns the transaction).
+
+:class:`KeyRepository` is the storage boundary for secrets: callers hand it plain Access and Secret Keys and
+get plain values back from :meth:`KeyRepository.secrets`; only ciphertext reaches the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from storage.crypto import DecryptionError, Keyring, associated_data
+from storage.models import Approver, AuditEvent, Key, KeyGeneration, LinkEdit, ReissueRequest
+
+ACCESS, SECRET = "access_key", "secret_key"
+
+
+class KeyRepository:
+    def __init__(self, keyring: Keyring):
+        self.keyring = keyring
+
+    def get(self, session: Session, *, vendor_id: str, for_update: bool = False) -> Key | None:
+        query = select(Key).where(Key.vendor_id == vendor_id)
+        return session.execute(query.with_for_update() if for_update else query).scalar_one_or_none()
+
+    def all(self, session: Session, *, vendor_ids: Iterable[str] | None = None) -> Sequence[Key]:
+        query = select(Key).order_by(Key.expires_on, Key.vendor_id)
+        if vendor_ids is not None:
+            query = query.where(Key.vendor_id.in_(list(vendor_ids)))
+        return session.scalars(query).all()
+
+    def add(self, session: Session, *, key: Key, access_key: str, secret_key: str) -> Key:
+        """Insert a new key (generation already set on ``key``) with its secrets encrypted."""
+        self._set_secrets(key, access_key, secret_key)
+        session.add(key)
+        self._record_generation(session, key)
+        session.flush()
+        return key
+
+    def new_generation(
+        self,
+        session: Session,
+        *,
+        key: Key,
+        access_key: str,
+        secret_key: str,
+        issued_on: date | None,
+        expires_on: date,
+        now: datetime,
+    ) -> Key:
+        """Replace the secrets with a reissued pair: generation + 1, the old one kept as a fingerprint only."""
+        session.execute(
+            select(KeyGeneration)
+            .where(KeyGeneration.vendor_id == key.vendor_id, KeyGeneration.generation == key.generation)
+            .with_for_update()
+        ).scalar_one().retired_at = now
+        key.generation += 1
+        key.issued_on, key.expires_on, key.updated_at = issued_on, expires_on, now
+        self._set_secrets(key, access_key, secret_key)
+        self._record_generation(session, key)
+        session.flush()
+        return key
+
+    def secrets(self, key: Key) -> tuple[str, str]:
+        """The plain Access and Secret Key. Raises DecryptionError naming the vendor ID, never a value."""
+        try:
+            return (
+                self.keyring.decrypt(
+                    key.access_key_ct, associated_data(key.vendor_id, key.generation, ACCESS)
+                ),
+                self.keyring.decrypt(
+                    key.secret_key_ct, associated_data(key.vendor_id, key.generation, SECRET)
+                ),
+            )
+        except DecryptionError as exc:
+            raise DecryptionError(f"could not decrypt the key of {key.vendor_id}: {exc}") from None
+
+    def reencrypt(self, key: Key) -> bool:
+        """Re-encrypt under the primary master key; False when it already is."""
+        if self.keyring.is_current(key.access_key_ct) and self.keyring.is_current(key.secret_key_ct):
+            return False
+        access_key, secret_key = self.secrets(key)
+        self._set_secrets(key, access_key, secret_key, keep_fingerprint=True)
+        return True
+
+    def delete(self, session: Session, *, key: Key, now: datetime) -> None:
+        generation = session.execute(
+            select(KeyGeneration).where(
+                KeyGeneration.vendor_id == key.vendor_id, KeyGeneration.generation == key.generation
+            )
+        ).scalar_one_or_none()
+        if generation is not None and generation.retired_at is None:
+            generation.retired_at = now
+        session.delete(key)
+        session.flush()
+
+    def next_generation(self, session: Session, *, vendor_id: str) -> int:
+        """A re-registered vendor ID continues its generation count, so old reminders never match."""
+        last = session.scalar(
+            select(func.max(KeyGeneration.generation)).where(KeyGeneration.vendor_id == vendor_id)
+        )
+        return (last or 0) + 1
+
+    def _set_secrets(
+        self, key: Key, access_key: str, secret_key: str, *, keep_fingerprint: bool = False
+    ) -> None:
+        key.access_key_ct = self.keyring.encrypt(
+            access_key, associated_data(key.vendor_id, key.generation, ACCESS)
+        )
+        key.secret_key_ct = self.keyring.encrypt(
+            secret_key, associated_data(key.vendor_id, key.generation, SECRET)
+        )
+        key.access_key_mask = _mask(access_key)
+        if not keep_fingerprint:
+            key.secret_fingerprint = self.keyring.fingerprint(secret_key)
+
+    @staticmethod
+    def _record_generation(session: Session, key: Key) -> None:
+        session.add(
+            KeyGeneration(
+                vendor_id=key.vendor_id,
+                generation=key.generation,
+                access_key_mask=key.access_key_mask,
+                secret_fingerprint=key.secret_fingerprint,
+                issued_on=key.issued_on,
+                expires_on=key.expires_on,
+                created_at=key.updated_at,
+            )
+        )
+
+
+def _mask(value: str) -> str:
+    return f"{value[:4]}…{value[-4:]}" if len(value) > 8 else "…"
+
+
+# ---------------------------------------------------------------- linking-info edits
+
+
+def edit_times(session: Session, *, vendor_id: str, since: datetime) -> list[datetime]:
+    return list(
+        session.scalars(
+            select(LinkEdit.edited_at).where(LinkEdit.vendor_id == vendor_id, LinkEdit.edited_at > since)
+        ).all()
+    )
+
+
+def edit_counts(session: Session, *, since: datetime) -> dict[str, int]:
+    rows = session.execute(
+        select(LinkEdit.vendor_id, func.count())
+        .where(LinkEdit.edited_at > since)
+        .group_by(LinkEdit.vendor_id)
+    )
+    return {vendor_id: count for vendor_id, count in rows}
+
+
+def record_edit(session: Session, *, vendor_id: str, at: datetime, by: str) -> None:
+    session.add(LinkEdit(vendor_id=vendor_id, edited_at=at, edited_by=by))
+    session.flush()
+
+
+# ---------------------------------------------------------------- reissue requests and approvers
+
+OPEN_STATUSES = ("pending", "approved")
+
+
+def open_requests(session: Session, *, now: datetime) -> dict[str, ReissueRequest]:
+    """Pending (not yet expired) or approved-but-not-completed requests, by vendor ID."""
+    rows = session.scalars(
+        select(ReissueRequest).where(ReissueRequest.status.in_(OPEN_STATUSES)).order_by(ReissueRequest.id)
+    ).all()
+    return {r.vendor_id: r for r in rows if r.status == "approved" or r.expires_at > now}
+
+
+def approver_ids(session: Session) -> set[str]:
+    return set(session.scalars(select(Approver.user_id)).all())
+
+
+def add_approver(session: Session, *, user_id: str, by: str, at: datetime) -> bool:
+    if session.get(Approver, user_id) is not None:
+        return False
+    session.add(Approver(user_id=user_id, added_by=by, added_at=at))
+    session.flush()
+    return True
+
+
+def remove_approver(session: Session, *, user_id: str) -> bool:
+    return bool(session.execute(delete(Approver).where(Approver.user_id == user_id)).rowcount)
+
+
+# ---------------------------------------------------------------- audit reads
+
+
+def audit_events(
+    session: Session, *, vendor_id: str | None = None, limit: int | None = None, newest_first: bool = False
+) -> Sequence[AuditEvent]:
+    query = select(AuditEvent)
+    if vendor_id is not None:
+        query = query.where(AuditEvent.vendor_id == vendor_id)
+    query = query.order_by(AuditEvent.seq.desc() if newest_first else AuditEvent.seq)
+    if limit is not None:
+        query = query.limit(limit)
+    return session.scalars(query).all()
+
+
+def week_ago(now: datetime) -> datetime:
+    return now - timedelta(days=7)
