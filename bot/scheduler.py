@@ -1,0 +1,18 @@
+"""Background jobs inside ``serve``: APScheduler 3 with no state of its own (the database remembers)."""
+
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from slack_bolt import App
+
+from bot.bootstrap import Services
+
+logger = logging.getLogger(__name__)
+
+
+def build_scheduler(services: Services, app: App) -> BackgroundScheduler:
+    """Every job the bot runs; each feature adds its own ``scheduler.add_job(...)`` line here."""
+    scheduler = BackgroundScheduler(timezone=services.ctx.settings.timezone)
+    return scheduler

@@ -1,0 +1,23 @@
+"""Every action_id, callback_id and block_id the bot uses, in one place.
+
+Form block_ids equal the service's field names (``vendor_id``, ``ip_addresses``…), so an ``InvalidInput``'s
+errors map straight onto ``ack(response_action="errors", errors=...)``.
+"""
+
+COMMAND = "/coupang-key"
+
+# buttons (action_id); the button's value carries the vendor ID or request ID
+EDIT_LINKING = "edit_linking"
+REQUEST_REISSUE = "request_reissue"
+VERIFY_KEY = "verify_key"
+STATUS_NEXT_PAGE = "status_next_page"
+DELETE_KEY = "delete_key"
+APPROVE_REISSUE = "approve_reissue"
+DENY_REISSUE = "deny_reissue"
+ENTER_NEW_KEY = "enter_new_key"
+
+# modals (callback_id)
+REGISTER_MODAL = "register_key"
+EDIT_LINKING_MODAL = "edit_linking_info"
+REISSUE_REQUEST_MODAL = "reissue_request"
+NEW_KEY_MODAL = "new_key"
