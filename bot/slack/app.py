@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -27,13 +28,17 @@ def build_client(settings: Settings, *, retry_handlers: list[RetryHandler] | Non
     return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, retry_handlers=retry_handlers)
 
 
-def build_app(services: Services, *, client: WebClient | None = None) -> App:
+def build_app(
+    services: Services, *, client: WebClient | None = None, listener_executor: Executor | None = None
+) -> App:
+    """``listener_executor``: the console passes one that runs listeners inline, so output is in order."""
     settings = services.ctx.settings
     app = App(
         client=client or build_client(settings),
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         token_verification_enabled=False,  # no auth.test call at start-up; tokens are checked by Slack per call
         logger=logging.getLogger("bot.slack.bolt"),
+        listener_executor=listener_executor,
     )
     router = commands.CommandRouter()
     # Each listener module adds its listeners and sub-commands here.
