@@ -75,6 +75,13 @@ class Key(Base):
     verified_at: Mapped[datetime | None] = mapped_column()
     verify_outcome: Mapped[str | None] = mapped_column(String(32))
     verify_detail: Mapped[str | None] = mapped_column(String(500))
+    # verification bookkeeping: the 10-second slot claimed by a conditional UPDATE, the last definitive
+    # state (True works, False fails; unknown results leave it alone), the automatic post-deadline check
+    # and the daily probe, each claimed the same way so every process runs it once
+    verify_attempted_at: Mapped[datetime | None] = mapped_column()
+    verify_ok: Mapped[bool | None] = mapped_column(Boolean)
+    deadline_checked_at: Mapped[datetime | None] = mapped_column()
+    probed_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column()
 
