@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
@@ -207,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_environment() -> Settings:
-    load_dotenv(ENV_FILE, override=False)
-    return load_settings(os.environ)
+    """The process environment, falling back to ``.env`` (read without changing ``os.environ``)."""
+    file_values = {k: v for k, v in dotenv_values(ENV_FILE).items() if v is not None}
+    return load_settings({**file_values, **os.environ})
 
 
 def configure_logging(level: str) -> None:

@@ -1,0 +1,186 @@
+"""The command line as an operator uses it: init, import, status, audit, master-key rotation, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import time_machine
+from sqlalchemy import text
+
+from bot.cli import main
+from storage.db import make_engine
+from tests.conftest import MASTER_KEY, SECOND_KEY
+from tests.factories import SECRET_MARK, access_key, secret_key
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = (
+    "vendor_id,label,access_key,secret_key,issued_on,expires_on,channel,owner,integration,"
+    "integrator_name,company_name,company_url,ip_addresses"
+)
+
+
+def row(
+    vendor_id: str, *, issued_on: str = "2026-06-01", expires_on: str = "", ips: str = "211.45.10.3;8.8.8.8"
+) -> str:
+    return (
+        f"{vendor_id},Shop {vendor_id},{access_key(vendor_id)},{secret_key(vendor_id)},{issued_on},{expires_on},"
+        f"CSHOP0001,UOWNER001,self,,Example Co,https://shop.example.com,{ips}"
+    )
+
+
+@pytest.fixture
+def cli(db_url, tmp_path, monkeypatch, capsys):
+    """Run the CLI in-process in an empty folder with this test's database; returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("KEYBOT_", "SLACK_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KEYBOT_MASTER_KEY", MASTER_KEY)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out = io.StringIO()
+        code = main(list(argv), out=out)
+        return code, out.getvalue(), capsys.readouterr().err
+
+    return run
+
+
+def write_csv(tmp_path: Path, *rows: str) -> str:
+    path = tmp_path / "keys.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    return str(path)
+
+
+@time_machine.travel("2026-11-27T14:59:59Z", tick=False)  # 23:59:59 in Seoul
+def test_import_then_status_json_in_korean_days(cli, tmp_path):
+    code, out, err = cli(
+        "keys", "import", write_csv(tmp_path, row("A00000001"), row("A00000002", issued_on="", expires_on="2026-12-11"))
+    )
+    assert (code, out.strip()) == (0, "Imported 2 key(s).")
+    code, out, _ = cli("status", "--json")
+    assert code == 0
+    keys = {k["vendor_id"]: k for k in json.loads(out)}
+    assert keys["A00000001"]["expires_on"] == "2026-11-28"
+    assert keys["A00000001"]["days_left"] == 1
+    assert keys["A00000001"]["phase"] == "reissue_window"
+    assert keys["A00000002"]["days_left"] == 14
+    assert {"label", "generation", "edits_last_7_days"} <= set(keys["A00000002"])
+    assert SECRET_MARK not in out
+
+
+def test_import_with_a_bad_row_imports_nothing_and_names_the_line(cli, tmp_path):
+    path = write_csv(tmp_path, row("A00000001"), row("A0000002"), row("A00000003", ips="10.0.0.5"))
+    code, out, err = cli("keys", "import", path)
+    assert code == 1
+    assert "keys.csv:3: vendor_id" in err
+    assert "keys.csv:4: ip_addresses: IP 10.0.0.5 is a private address" in err
+    assert SECRET_MARK not in err + out
+    assert json.loads(cli("status", "--json")[1]) == []
+
+
+def test_import_skip_invalid_keeps_the_good_rows(cli, tmp_path):
+    path = write_csv(tmp_path, row("A00000001"), row("A00000003", ips="10.0.0.5"))
+    code, out, err = cli("keys", "import", path, "--skip-invalid")
+    assert code == 0 and "Imported 1 key(s), skipped 1 invalid row(s)." in out
+    assert [k["vendor_id"] for k in json.loads(cli("status", "--json")[1])] == ["A00000001"]
+
+
+def test_import_refuses_unknown_columns(cli, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("vendor,label\nA00000001,x\n")
+    code, _, err = cli("keys", "import", str(path))
+    assert code == 1 and "missing columns: vendor_id" in err
+
+
+def test_audit_verify_exit_codes_and_export(cli, tmp_path, db_url):
+    cli("keys", "import", write_csv(tmp_path, row("A00000001"), row("A00000002")))
+    assert cli("audit", "verify")[:2] == (0, "audit chain intact: 2 entries verified\n")
+    code, out, _ = cli("audit", "export", "--format", "jsonl")
+    assert code == 0 and len(out.splitlines()) == 2 and SECRET_MARK not in out
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE audit_events SET details = '{}' WHERE seq = 1"))
+    engine.dispose()
+    code, _, err = cli("audit", "verify")
+    assert code == 1 and "broken at entry 1" in err
+
+
+def test_master_key_rotate_then_old_key_can_go(cli, tmp_path, monkeypatch):
+    cli("keys", "import", write_csv(tmp_path, row("A00000001")))
+    monkeypatch.setenv("KEYBOT_MASTER_KEY", f"{SECOND_KEY},{MASTER_KEY}")
+    code, out, _ = cli("master-key", "rotate")
+    assert code == 0 and "Re-encrypted 1 key(s)" in out
+    monkeypatch.setenv("KEYBOT_MASTER_KEY", SECOND_KEY)
+    assert cli("audit", "verify")[0] == 0
+    assert json.loads(cli("status", "--json")[1])[0]["vendor_id"] == "A00000001"
+
+
+def test_wrong_master_key_fails_loudly_and_changes_nothing(cli, tmp_path, monkeypatch):
+    cli("keys", "import", write_csv(tmp_path, row("A00000001")))
+    monkeypatch.setenv("KEYBOT_MASTER_KEY", SECOND_KEY)
+    code, out, err = cli("master-key", "rotate")
+    assert code == 1 and "Refusing to rotate" in err
+    monkeypatch.setenv("KEYBOT_MASTER_KEY", MASTER_KEY)
+    assert cli("audit", "verify")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("KEYBOT_MASTER_KEY", "", "coupang-keybot init"),
+        ("KEYBOT_TIMEZONE", "Mars/Olympus", "KEYBOT_TIMEZONE"),
+        ("KEYBOT_REMINDER_DAYS", "14,seven", "KEYBOT_REMINDER_DAYS"),
+        ("SLACK_BOT_TOKEN", "xoxp-user-token", "SLACK_BOT_TOKEN"),
+    ],
+)
+def test_bad_configuration_is_a_usage_error_with_a_sentence(cli, monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    code, _, err = cli("status")
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_env_file_is_read_and_process_environment_wins(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("KEYBOT_MASTER_KEY")
+    (tmp_path / ".env").write_text(f"KEYBOT_MASTER_KEY={MASTER_KEY}\nKEYBOT_TIMEZONE=Mars/Olympus\n")
+    monkeypatch.setenv("KEYBOT_TIMEZONE", "Asia/Seoul")
+    assert cli("status")[0] == 0
+
+
+def test_init_writes_private_env_once(cli, tmp_path):
+    code, out, _ = cli("init")
+    assert code == 0 and "Back that key up" in out
+    env = (tmp_path / ".env").read_text()
+    key_line = next(line for line in env.splitlines() if line.startswith("KEYBOT_MASTER_KEY="))
+    assert len(key_line.split("=", 1)[1]) == 44  # base64 of 32 bytes
+    assert key_line.split("=", 1)[1] not in out
+    assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
+    assert "SLACK_BOT_TOKEN=" in env  # copied from .env.example, commented variables included
+    assert cli("init")[0] == 1
+    assert (tmp_path / ".env").read_text() == env
+
+
+def test_fresh_start_without_slack_explains_and_exits_non_zero(tmp_path):
+    """What `make run` does on a new machine, with no terminal: init, migrate, then serve explains Slack setup."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYBOT_", "SLACK_", "DATABASE_URL"))}
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "bot", *a],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert run("init").returncode == 0
+    assert run("db", "upgrade").returncode == 0
+    assert (tmp_path / "data" / "keybot.db").exists()
+    served = run("serve")
+    assert served.returncode != 0
+    assert "SLACK_BOT_TOKEN" in served.stdout and "manifest.yml" in served.stdout
