@@ -21,7 +21,7 @@ from dotenv import dotenv_values
 
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
-from bot.rules import KeybotError
+from bot.rules import KeybotError, describe_days_left
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from storage.crypto import DecryptionError
 from storage.db import upgrade
@@ -72,14 +72,9 @@ def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) ->
 
 
 def format_status_line(s: KeyStatus) -> str:
-    days = (
-        f"expires today"
-        if s.days_left == 0
-        else (f"{s.days_left} days left" if s.days_left > 0 else f"expired {-s.days_left} days ago")
-    )
     return (
-        f"{s.vendor_id}  {s.label}  {s.access_key_mask}  expires {s.expires_on}  {days}  [{s.phase}]  "
-        f"gen {s.generation}  edits {s.edits_last_7_days}/10"
+        f"{s.vendor_id}  {s.label}  {s.access_key_mask}  expires {s.expires_on}  {describe_days_left(s.days_left)}  "
+        f"[{s.phase}]  gen {s.generation}  edits {s.edits_last_7_days}/10"
     )
 
 

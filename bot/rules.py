@@ -101,6 +101,14 @@ def phase_for(days: int) -> Phase:
     return Phase.HEALTHY
 
 
+def describe_days_left(days: int) -> str:
+    if days == 0:
+        return "expires today"
+    if days > 0:
+        return f"{days} day{'s' if days != 1 else ''} left"
+    return f"expired {-days} day{'s' if days != -1 else ''} ago"
+
+
 def reissue_button_active(days: int) -> bool:
     """WING's Reissue button works from D-14 until the key has expired."""
     return phase_for(days) is Phase.REISSUE_WINDOW
