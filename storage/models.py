@@ -134,6 +134,9 @@ class ReminderDelivery(Base):
     channel_id: Mapped[str | None] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # claimed → delivered; failed (a post that did not go out: a later sweep may re-claim it);
+    # skipped (a milestone missed during downtime, superseded by a later one: never posted)
+    status: Mapped[str] = mapped_column(String(16), default="claimed")
 
 
 class ReissueRequest(Base):
