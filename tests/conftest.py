@@ -19,6 +19,7 @@ from bot.bootstrap import Services, build_services
 from bot.config import Settings, load_settings
 from storage.db import make_engine, upgrade
 from storage.models import Base
+from tests.slack_harness import fake_slack, slack  # noqa: F401  (end-to-end fixtures)
 
 PG_ADMIN_URL = os.environ.get("DATABASE_URL_TEST", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MASTER_KEY = base64.b64encode(b"k" * 32).decode()
