@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from bot.config import Settings
+from bot.coupang import CoupangClient
 from bot.services.audit import AuditService
 from bot.services.base import Clock, Context, SystemClock
 from bot.services.keys import KeyService
+from bot.services.reissue import GroupMembers, ReissueService
+from bot.services.reminders import ReminderService
+from bot.services.verification import KeyChecker, VerificationService
 from storage.audit import AuditLog
 from storage.crypto import Keyring
 from storage.db import make_engine, make_session_factory
@@ -21,6 +25,9 @@ class Services:
     ctx: Context
     keys: KeyService
     audit: AuditService
+    verification: VerificationService
+    reissues: ReissueService
+    reminders: ReminderService
 
     @property
     def engine(self) -> Engine:
@@ -30,7 +37,12 @@ class Services:
 
 
 def build_services(
-    settings: Settings, *, engine: Engine | None = None, clock: Clock | None = None
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    clock: Clock | None = None,
+    coupang: KeyChecker | None = None,
+    group_members: GroupMembers | None = None,
 ) -> Services:
     keyring = Keyring(settings.master_keys)
     ctx = Context(
@@ -40,4 +52,11 @@ def build_services(
         keys=KeyRepository(keyring),
         audit=AuditLog(keyring),
     )
-    return Services(ctx=ctx, keys=KeyService(ctx), audit=AuditService(ctx))
+    return Services(
+        ctx=ctx,
+        keys=KeyService(ctx),
+        audit=AuditService(ctx),
+        verification=VerificationService(ctx, coupang or CoupangClient(settings.coupang_api_url)),
+        reissues=ReissueService(ctx, group_members),
+        reminders=ReminderService(ctx),
+    )

@@ -1,0 +1,641 @@
+"""Approval-gated reissue: request → approve/deny (by someone else) → enter the new key → done.
+
+Every change and every refused attempt writes an audit event in the same transaction as the change.
+Decisions are conditional UPDATEs (``... WHERE status = 'pending' AND expires_at > now``), so two approvers
+clicking at once, or one clicking twice, produce exactly one decision. An approval names the request, the key's
+generation and the action: if the key changed in the meantime it is void.
+
+Slack user groups are resolved by an injected :data:`GroupMembers` (the Slack layer implements it), at the
+moment someone clicks, never when the request was made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bot import rules
+from bot.rules import InvalidInput, KeybotError, ReissuePath
+from bot.services.audit import AuditEntry
+from bot.services.base import Context, NotAllowed, NotFound
+from storage import repositories as repo
+from storage.models import Key, ReissueRequest
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TTL = timedelta(hours=24)
+MAX_REASON = 1000
+SYSTEM_ACTOR = "keybot"
+
+PENDING, APPROVED, DENIED, EXPIRED, VOID, COMPLETED = (
+    "pending",
+    "approved",
+    "denied",
+    "expired",
+    "void",
+    "completed",
+)
+
+# group ID (S…) -> the user IDs in it; raises or returns an empty set when it cannot tell
+GroupMembers = Callable[[str], set[str]]
+
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+_MENTION = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>")
+
+
+def no_groups(group_id: str) -> set[str]:
+    """The resolver until the Slack layer installs one: nobody is in any group."""
+    return set()
+
+
+def parse_user_ref(raw: str) -> str:
+    """``<@U123|name>``, ``<@U123>``, ``@U123`` or ``U123`` → ``U123``."""
+    text = (raw or "").strip()
+    match = _MENTION.fullmatch(text)
+    if match:
+        return match.group(1)
+    bare = text.removeprefix("@").upper()
+    if _USER_ID.fullmatch(bare):
+        return bare
+    raise InvalidInput.one(
+        "user",
+        f"{text or 'Nothing'} is not a Slack user: mention them (@name, picked from the list) "
+        "or give their member ID (U0123ABCD, from their profile's ⋮ menu).",
+    )
+
+
+@dataclass(frozen=True)
+class ReissuePlan:
+    """What the request modal shows before anything is stored."""
+
+    vendor_id: str
+    label: str
+    generation: int
+    expires_on: date
+    days_left: int
+    path: ReissuePath
+
+
+@dataclass(frozen=True)
+class ReissueInfo:
+    """One request, as messages show it. No secrets."""
+
+    id: int
+    vendor_id: str
+    label: str
+    generation: int
+    path: ReissuePath
+    reason: str
+    emergency: bool
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    status: str
+    decided_by: str | None
+    decided_at: datetime | None
+    channel_id: str | None
+    message_ts: str | None
+    key_expires_on: date | None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished reissue: what the channel is told."""
+
+    request: ReissueInfo
+    completed_by: str
+    generation: int
+    fingerprint: str
+    old_fingerprint: str
+    expires_on: date
+    access_deadline: datetime
+
+
+@dataclass(frozen=True, repr=False)
+class NewKeyForm:
+    """What the new-key modal returned, unvalidated. Field names are the modal's block IDs."""
+
+    new_secret_key: str = ""
+    new_access_key: str = ""
+    new_expires_on: str | date | None = None
+
+    def __repr__(self) -> str:  # never show the secret, even in a traceback
+        return f"NewKeyForm(new_expires_on={self.new_expires_on!r})"
+
+
+@dataclass(frozen=True)
+class ApproverList:
+    configured_users: tuple[str, ...]
+    configured_groups: tuple[str, ...]
+    added: tuple[str, ...]
+
+
+class ReissueService:
+    def __init__(self, ctx: Context, group_members: GroupMembers | None = None):
+        self.ctx = ctx
+        self.group_members: GroupMembers = group_members or no_groups
+
+    # ------------------------------------------------------------ who may do what
+
+    def _configured(self) -> tuple[list[str], list[str]]:
+        approvers = sorted(self.ctx.settings.approvers)
+        return [a for a in approvers if not a.startswith("S")], [a for a in approvers if a.startswith("S")]
+
+    def is_approver(self, user_id: str, session: Session | None = None) -> bool:
+        """Checked at click time: configured users, added approvers, then members of configured groups."""
+        users, groups = self._configured()
+        if user_id in users:
+            return True
+        if session is None:
+            with self.ctx.transaction() as own:
+                added = repo.approver_ids(own)
+        else:
+            added = repo.approver_ids(session)
+        if user_id in added:
+            return True
+        for group in groups:
+            try:
+                if user_id in self.group_members(group):
+                    return True
+            except Exception:  # a Slack outage must refuse, not crash; the refusal says so
+                logger.exception("could not resolve user group %s", group)
+        return False
+
+    def approver_mentions(self, session: Session | None = None) -> list[str]:
+        """``<@U…>`` and ``<!subteam^S…>`` for everyone who may approve (for the request message)."""
+        users, groups = self._configured()
+        if session is None:
+            with self.ctx.transaction() as own:
+                added = sorted(repo.approver_ids(own) - set(users))
+        else:
+            added = sorted(repo.approver_ids(session) - set(users))
+        return [f"<@{u}>" for u in users + added] + [f"<!subteam^{g}>" for g in groups]
+
+    def _who_approves(self, session: Session) -> str:
+        mentions = self.approver_mentions(session)
+        return ", ".join(mentions) if mentions else "nobody yet (set KEYBOT_APPROVERS)"
+
+    def _require_approver(self, session: Session, actor: str) -> None:
+        if not self.is_approver(actor, session):
+            raise NotAllowed(f"Only approvers may decide reissue requests. Approvers: {self._who_approves(session)}.")
+
+    def _require_admin(self, actor: str) -> None:
+        if actor not in self.ctx.settings.admins:
+            admins = ", ".join(f"<@{a}>" for a in sorted(self.ctx.settings.admins)) or "nobody (set KEYBOT_ADMINS)"
+            raise NotAllowed(f"Only admins may manage approvers. Admins: {admins}.")
+
+    # ------------------------------------------------------------ request
+
+    def plan(self, actor: str, vendor_id: str) -> ReissuePlan:
+        """Before opening the request modal: the key exists and has no open request (refusals audited)."""
+        typed = (vendor_id or "").strip().upper()
+
+        def work(session: Session) -> ReissuePlan:
+            valid = rules.validate_vendor_id(typed)
+            key = self._key(session, valid)
+            self._refuse_if_open(session, key)
+            return self._plan(key)
+
+        return self.ctx.audited(actor, "reissue.request", typed if rules.is_vendor_id(typed) else None, work)
+
+    def request(self, actor: str, vendor_id: str, reason: str, *, emergency: bool = False) -> ReissueInfo:
+        typed = (vendor_id or "").strip().upper()
+        reason = (reason or "").strip()
+
+        def work(session: Session) -> int:
+            valid = rules.validate_vendor_id(typed)
+            if not reason:
+                raise InvalidInput.one("reason", "Say why the key needs a new secret (approvers read this).")
+            if len(reason) > MAX_REASON:
+                raise InvalidInput.one("reason", f"Keep the reason under {MAX_REASON} characters.")
+            key = self._key(session, valid, for_update=True)  # serialises two requests for one key
+            self._refuse_if_open(session, key)
+            now = self.ctx.clock.now()
+            plan = self._plan(key, now)
+            row = ReissueRequest(
+                vendor_id=key.vendor_id,
+                generation=key.generation,
+                path=str(plan.path),
+                reason=reason,
+                emergency=emergency,
+                requested_by=actor,
+                requested_at=now,
+                expires_at=now + REQUEST_TTL,
+                status=PENDING,
+                channel_id=key.channel_id or self.ctx.settings.channel,
+            )
+            session.add(row)
+            session.flush()
+            self.ctx.record(
+                session,
+                actor,
+                "reissue.requested",
+                key.vendor_id,
+                {
+                    "request_id": row.id,
+                    "generation": key.generation,
+                    "path": str(plan.path),
+                    "emergency": emergency,
+                    "reason": reason,
+                },
+            )
+            return row.id
+
+        request_id = self.ctx.audited(actor, "reissue.request", typed if rules.is_vendor_id(typed) else None, work)
+        return self.get(request_id)
+
+    def set_message(self, request_id: int, *, channel_id: str, ts: str) -> None:
+        """Remember where the request was posted, so later outcomes update that message in place."""
+        with self.ctx.transaction() as session:
+            session.execute(
+                update(ReissueRequest)
+                .where(ReissueRequest.id == request_id)
+                .values(channel_id=channel_id, message_ts=ts)
+            )
+
+    def get(self, request_id: int) -> ReissueInfo:
+        with self.ctx.transaction() as session:
+            return self._info(session, self._request(session, request_id))
+
+    # ------------------------------------------------------------ decide
+
+    def approve(self, actor: str, request_id: int) -> ReissueInfo:
+        return self._decide(actor, request_id, APPROVED)
+
+    def deny(self, actor: str, request_id: int) -> ReissueInfo:
+        return self._decide(actor, request_id, DENIED)
+
+    def _decide(self, actor: str, request_id: int, outcome: str) -> ReissueInfo:
+        action = "reissue.approve" if outcome == APPROVED else "reissue.deny"
+        vendor_id = self._vendor_of(request_id)
+        self.expire_due(request_ids=[request_id])  # an undecided request past its 24 h is closed first
+        voided = False
+
+        def work(session: Session) -> None:
+            nonlocal voided
+            request = self._request(session, request_id)
+            self._require_approver(session, actor)
+            if actor == request.requested_by:
+                raise NotAllowed("You asked for this reissue, so someone else has to decide it.")
+            if request.status != PENDING:
+                raise self._closed(request)
+            now = self.ctx.clock.now()
+            key = self.ctx.keys.get(session, vendor_id=request.vendor_id)
+            if outcome == APPROVED and (key is None or key.generation != request.generation):
+                voided = True
+                return
+            decided = session.execute(
+                update(ReissueRequest)
+                .where(
+                    ReissueRequest.id == request_id,
+                    ReissueRequest.status == PENDING,
+                    ReissueRequest.expires_at > now,
+                )
+                .values(status=outcome, decided_by=actor, decided_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if decided != 1:  # someone else's click won the race
+                session.expire(request)
+                raise self._closed(self._request(session, request_id))
+            self.ctx.record(
+                session,
+                actor,
+                "reissue.approved" if outcome == APPROVED else "reissue.denied",
+                request.vendor_id,
+                {"request_id": request_id, "generation": request.generation, "path": request.path},
+            )
+
+        self.ctx.audited(actor, action, vendor_id, work)
+        if voided:
+            self._void(actor, request_id, action)
+        return self.get(request_id)
+
+    def _void(self, actor: str, request_id: int, action: str) -> None:
+        """The key changed since the request: close it (audited) and refuse the click (audited)."""
+        with self.ctx.transaction() as session:
+            request = self._request(session, request_id)
+            key = self.ctx.keys.get(session, vendor_id=request.vendor_id)
+            changed = session.execute(
+                update(ReissueRequest)
+                .where(ReissueRequest.id == request_id, ReissueRequest.status.in_((PENDING, APPROVED)))
+                .values(status=VOID, decided_at=self.ctx.clock.now())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed:
+                self.ctx.record(
+                    session,
+                    actor,
+                    "reissue.voided",
+                    request.vendor_id,
+                    {
+                        "request_id": request_id,
+                        "generation": request.generation,
+                        "key_generation": key.generation if key else None,
+                    },
+                )
+        what = "was deleted" if key is None else f"is now generation {key.generation}"
+        error = NotAllowed(
+            f"This request was for generation {request.generation} of {request.vendor_id}'s key, which {what}: "
+            "the request is void. Ask again if a new key is still needed."
+        )
+        raise self.ctx.refuse(actor, action, request.vendor_id, error)
+
+    def _closed(self, request: ReissueRequest) -> KeybotError:
+        if request.status == APPROVED:
+            return NotAllowed(f"Already approved by <@{request.decided_by}>.")
+        if request.status == DENIED:
+            return NotAllowed(f"Already denied by <@{request.decided_by}>.")
+        if request.status == EXPIRED:
+            return NotAllowed(
+                "This request expired after 24 hours undecided. "
+                f"Ask again with `/coupang-key reissue {request.vendor_id}`."
+            )
+        if request.status == COMPLETED:
+            return NotAllowed("This reissue is already done.")
+        if request.status == VOID:
+            return NotAllowed("This request is void: the key changed after it was made.")
+        return NotAllowed(f"This request is {request.status}.")
+
+    # ------------------------------------------------------------ expiry
+
+    def expire_due(self, *, now: datetime | None = None, request_ids: Sequence[int] | None = None) -> list[ReissueInfo]:
+        """Close pending requests older than 24 h (each one audited); returns them so messages can be updated."""
+        now = now or self.ctx.clock.now()
+        expired: list[ReissueInfo] = []
+        with self.ctx.transaction() as session:
+            query = select(ReissueRequest.id).where(ReissueRequest.status == PENDING, ReissueRequest.expires_at <= now)
+            if request_ids is not None:
+                query = query.where(ReissueRequest.id.in_(list(request_ids)))
+            for request_id in session.scalars(query.order_by(ReissueRequest.id)).all():
+                changed = session.execute(
+                    update(ReissueRequest)
+                    .where(ReissueRequest.id == request_id, ReissueRequest.status == PENDING)
+                    .values(status=EXPIRED, decided_at=now)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if not changed:
+                    continue  # another sweep or a click got there first
+                request = self._request(session, request_id)
+                session.refresh(request)
+                self.ctx.record(
+                    session,
+                    SYSTEM_ACTOR,
+                    "reissue.expired",
+                    request.vendor_id,
+                    {"request_id": request_id, "generation": request.generation},
+                    at=now,
+                )
+                expired.append(self._info(session, request))
+        return expired
+
+    # ------------------------------------------------------------ the new key
+
+    def check_can_enter(self, actor: str, request_id: int) -> ReissueInfo:
+        """Before opening the new-key modal (refusals audited)."""
+
+        def work(session: Session) -> ReissueInfo:
+            request = self._request(session, request_id)
+            self._require_enterer(request, actor)
+            return self._info(session, request)
+
+        info = self.ctx.audited(actor, "reissue.complete", self._vendor_of(request_id), work)
+        self._check_generation(actor, info)
+        return info
+
+    def default_expiry(self) -> date:
+        return rules.expiry_from_issue(self.ctx.today())
+
+    def complete(self, actor: str, request_id: int, form: NewKeyForm) -> Completion:
+        vendor_id = self._vendor_of(request_id)
+        stale = False
+
+        def work(session: Session) -> Completion | None:
+            nonlocal stale
+            request = session.execute(
+                select(ReissueRequest).where(ReissueRequest.id == request_id).with_for_update()
+            ).scalar_one_or_none()
+            if request is None:
+                raise NotFound(f"There is no reissue request #{request_id}.")
+            self._require_enterer(request, actor)
+            key = self.ctx.keys.get(session, vendor_id=request.vendor_id, for_update=True)
+            if key is None or key.generation != request.generation:
+                stale = True
+                return None
+            secret, access, expires_on = self._validate(form)
+            if access is None:
+                access = self.ctx.keys.secrets(key)[0]
+            now = self.ctx.clock.now()
+            old_fingerprint = key.secret_fingerprint
+            path = ReissuePath(request.path)
+            self.ctx.keys.new_generation(
+                session,
+                key=key,
+                access_key=access,
+                secret_key=secret,
+                issued_on=self.ctx.today(now),
+                expires_on=expires_on,
+                now=now,
+            )
+            key.access_deadline = rules.access_deadline(path, now)
+            key.verified_at = key.verify_outcome = key.verify_detail = None
+            request.status, request.completed_at = COMPLETED, now
+            self.ctx.record(
+                session,
+                actor,
+                "reissue.completed",
+                key.vendor_id,
+                {
+                    "request_id": request_id,
+                    "generation": key.generation,
+                    "old_fingerprint": old_fingerprint,
+                    "fingerprint": key.secret_fingerprint,
+                    "expires_on": expires_on.isoformat(),
+                    "access_changed": form.new_access_key.strip() != "",
+                    "path": request.path,
+                },
+            )
+            session.flush()
+            return Completion(
+                request=self._info(session, request),
+                completed_by=actor,
+                generation=key.generation,
+                fingerprint=key.secret_fingerprint,
+                old_fingerprint=old_fingerprint,
+                expires_on=expires_on,
+                access_deadline=key.access_deadline,
+            )
+
+        done = self.ctx.audited(actor, "reissue.complete", vendor_id, work)
+        if stale:
+            self._void(actor, request_id, "reissue.complete")
+        assert done is not None
+        return done
+
+    def _validate(self, form: NewKeyForm) -> tuple[str, str | None, date]:
+        errors: dict[str, str] = {}
+        secret = access = None
+        try:
+            secret = rules.validate_key_part("new_secret_key", form.new_secret_key, "Secret Key")
+        except InvalidInput as exc:
+            errors.update(exc.errors)
+        if (form.new_access_key or "").strip():
+            try:
+                access = rules.validate_key_part("new_access_key", form.new_access_key, "Access Key")
+            except InvalidInput as exc:
+                errors.update(exc.errors)
+        expires_on = self._expiry(form.new_expires_on, errors)
+        if errors:
+            raise InvalidInput(errors)
+        assert secret is not None and expires_on is not None
+        return secret, access, expires_on
+
+    def _expiry(self, raw: str | date | None, errors: dict[str, str]) -> date | None:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return self.default_expiry()
+        try:
+            value = raw if isinstance(raw, date) else date.fromisoformat(raw.strip())
+        except ValueError:
+            errors["new_expires_on"] = "Pick the expiry date WING shows for the new key (YYYY-MM-DD)."
+            return None
+        today = self.ctx.today()
+        if value <= today:
+            errors["new_expires_on"] = "The new key's expiry date must be after today: pick the date WING shows."
+        elif value > rules.expiry_from_issue(today):
+            errors["new_expires_on"] = "A new key is valid for 180 days at most: pick the date WING shows."
+        return value
+
+    def _require_enterer(self, request: ReissueRequest, actor: str) -> None:
+        if request.status != APPROVED:
+            raise (
+                self._closed(request) if request.status != PENDING else NotAllowed("This request is not approved yet.")
+            )
+        if actor not in (request.requested_by, request.decided_by):
+            raise NotAllowed(
+                f"Only the requester <@{request.requested_by}> or the approver <@{request.decided_by}> "
+                "may enter the new key."
+            )
+
+    def _check_generation(self, actor: str, info: ReissueInfo) -> None:
+        with self.ctx.transaction() as session:
+            key = self.ctx.keys.get(session, vendor_id=info.vendor_id)
+            current = key is not None and key.generation == info.generation
+        if not current:
+            self._void(actor, info.id, "reissue.complete")
+
+    # ------------------------------------------------------------ approvers and audit
+
+    def approvers(self) -> ApproverList:
+        users, groups = self._configured()
+        with self.ctx.transaction() as session:
+            added = sorted(repo.approver_ids(session))
+        return ApproverList(tuple(users), tuple(groups), tuple(added))
+
+    def add_approver(self, actor: str, user: str) -> str:
+        def work(session: Session) -> str:
+            self._require_admin(actor)
+            user_id = parse_user_ref(user)
+            if repo.add_approver(session, user_id=user_id, by=actor, at=self.ctx.clock.now()):
+                self.ctx.record(session, actor, "approver.added", None, {"user_id": user_id})
+            return user_id
+
+        return self.ctx.audited(actor, "approver.add", None, work)
+
+    def remove_approver(self, actor: str, user: str) -> str:
+        def work(session: Session) -> str:
+            self._require_admin(actor)
+            user_id = parse_user_ref(user)
+            if not repo.remove_approver(session, user_id=user_id):
+                configured = user_id in self.ctx.settings.approvers
+                where = " It is set in KEYBOT_APPROVERS; change it there." if configured else ""
+                raise InvalidInput.one("user", f"<@{user_id}> was not added as an approver here.{where}")
+            self.ctx.record(session, actor, "approver.removed", None, {"user_id": user_id})
+            return user_id
+
+        return self.ctx.audited(actor, "approver.remove", None, work)
+
+    def recent_audit(self, actor: str, limit: int = 20) -> list[AuditEntry]:
+        """The latest events, newest first: for admins and approvers only (refusal audited)."""
+
+        def work(session: Session) -> None:
+            if actor not in self.ctx.settings.admins and not self.is_approver(actor, session):
+                raise NotAllowed("Only admins and approvers may read the audit log.")
+
+        self.ctx.audited(actor, "audit.read", None, work)
+        with self.ctx.transaction() as session:
+            events = repo.audit_events(session, limit=limit, newest_first=True)
+            return [AuditEntry(e.seq, e.at, e.actor, e.action, e.vendor_id, _json(e.details), e.mac) for e in events]
+
+    # ------------------------------------------------------------ helpers
+
+    def _key(self, session: Session, vendor_id: str, *, for_update: bool = False) -> Key:
+        key = self.ctx.keys.get(session, vendor_id=vendor_id, for_update=for_update)
+        if key is None:
+            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+        return key
+
+    def _refuse_if_open(self, session: Session, key: Key) -> None:
+        open_one = repo.open_requests(session, now=self.ctx.clock.now()).get(key.vendor_id)
+        if open_one is None:
+            return
+        state = "approved, waiting for the new key" if open_one.status == APPROVED else "waiting for approval"
+        where = f" in <#{open_one.channel_id}>" if open_one.channel_id else ""
+        raise NotAllowed(
+            f"{key.vendor_id} already has an open reissue request #{open_one.id}{where} "
+            f"({state}, asked by <@{open_one.requested_by}>). Finish or decide that one first."
+        )
+
+    def _plan(self, key: Key, now: datetime | None = None) -> ReissuePlan:
+        today = self.ctx.today(now)
+        return ReissuePlan(
+            vendor_id=key.vendor_id,
+            label=key.label,
+            generation=key.generation,
+            expires_on=key.expires_on,
+            days_left=rules.days_left(key.expires_on, today),
+            path=rules.reissue_path(key.expires_on, today),
+        )
+
+    @staticmethod
+    def _request(session: Session, request_id: int) -> ReissueRequest:
+        request = session.get(ReissueRequest, request_id)
+        if request is None:
+            raise NotFound(f"There is no reissue request #{request_id}.")
+        return request
+
+    def _vendor_of(self, request_id: int) -> str | None:
+        with self.ctx.transaction() as session:
+            return session.scalar(select(ReissueRequest.vendor_id).where(ReissueRequest.id == request_id))
+
+    def _info(self, session: Session, request: ReissueRequest) -> ReissueInfo:
+        key = self.ctx.keys.get(session, vendor_id=request.vendor_id)
+        return ReissueInfo(
+            id=request.id,
+            vendor_id=request.vendor_id,
+            label=key.label if key else request.vendor_id,
+            generation=request.generation,
+            path=ReissuePath(request.path),
+            reason=request.reason,
+            emergency=request.emergency,
+            requested_by=request.requested_by,
+            requested_at=request.requested_at,
+            expires_at=request.expires_at,
+            status=request.status,
+            decided_by=request.decided_by,
+            decided_at=request.decided_at,
+            channel_id=request.channel_id,
+            message_ts=request.message_ts,
+            key_expires_on=key.expires_on if key else None,
+        )
+
+
+def _json(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {"value": value}
