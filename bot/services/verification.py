@@ -1,0 +1,371 @@
+"""Proving a key works: one signed read-only call to Coupang, rate-limited per vendor ID, with propagation.
+
+Three ways in, one path: a person (``verify``), the post-deadline check after a reissue or edit
+(``run_deadline_checks``) and the daily probe (``run_daily_probe``). Each claims its right to call Coupang with a
+conditional UPDATE, so several processes (or a burst of clicks) make one call, and no transaction is held open
+while Coupang answers. Secrets are decrypted only to sign; they never reach a result, the audit log or a log line.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Protocol
+
+from sqlalchemy import and_, not_, or_, select, update
+from sqlalchemy.orm import Session
+
+from bot import rules
+from bot.coupang import CheckResult
+from bot.rules import KeybotError
+from bot.services.base import Context, NotFound
+from storage.models import Key
+
+logger = logging.getLogger(__name__)
+
+MIN_INTERVAL = timedelta(seconds=10)  # at most one call per vendor ID per 10 seconds, whoever asks
+DEADLINE_LOOKBACK = timedelta(days=7)  # older passed deadlines are not checked automatically
+DAY_SECONDS = 24 * 60 * 60
+SCHEDULER = "scheduler"
+
+WHAT_TO_CHECK = (
+    "the linking info's IP list in WING contains the bot's public egress address",
+    "the vendor ID is the seller account the key was issued for (A followed by 8 digits)",
+    "the Access Key and Secret Key were copied whole from WING (nothing cut off, no extra spaces)",
+)
+
+
+class KeyChecker(Protocol):
+    """What the service needs from :class:`bot.coupang.CoupangClient` (tests may pass a fake)."""
+
+    def check_key(
+        self, vendor_id: str, access_key: str, secret_key: str, now: Callable[[], datetime]
+    ) -> CheckResult: ...
+
+
+class VerifyOutcome(enum.StrEnum):
+    WORKS = "works"
+    INVALID_KEY = "invalid_key"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    WRONG_VENDOR = "wrong_vendor"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    NOT_ACTIVE_YET = "not_active_yet"  # a failure before the key's access deadline: still propagating
+    IN_PROGRESS = "in_progress"  # another check of this vendor ID started seconds ago and has no result yet
+
+
+FAILING = frozenset({VerifyOutcome.INVALID_KEY, VerifyOutcome.IP_NOT_ALLOWED, VerifyOutcome.WRONG_VENDOR})
+DEFINITIVE = FAILING | {VerifyOutcome.WORKS}
+
+
+class Trigger(enum.StrEnum):
+    MANUAL = "manual"
+    DEADLINE = "deadline"
+    PROBE = "probe"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The answer for a person. ``fresh`` is False when it repeats a check made seconds ago."""
+
+    vendor_id: str
+    label: str
+    outcome: VerifyOutcome
+    detail: str  # a sentence for a person; never a secret
+    checked_at: datetime
+    fresh: bool
+    channel_id: str | None  # where automatic results go: the key's channel or KEYBOT_CHANNEL
+    http_status: int | None = None
+    previous_ok: bool | None = None  # the last definitive state before this check (True works)
+
+    @property
+    def works(self) -> bool:
+        return self.outcome is VerifyOutcome.WORKS
+
+    @property
+    def ok(self) -> bool | None:
+        """True works, False fails, None unknown (Coupang unavailable, rate-limited, propagating, repeated)."""
+        if not self.fresh:
+            return None
+        if self.outcome is VerifyOutcome.WORKS:
+            return True
+        return False if self.outcome in FAILING else None
+
+    @property
+    def failing(self) -> bool:
+        return self.ok is False
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A won slot: what the call needs. repr never shows the secrets."""
+
+    label: str
+    generation: int
+    access_deadline: datetime | None
+    channel_id: str | None
+    verify_ok: bool | None
+    access_key: str
+    secret_key: str
+
+    def __repr__(self) -> str:
+        return f"_Claimed(label={self.label!r}, generation={self.generation})"
+
+
+def probe_offset(vendor_id: str) -> timedelta:
+    """Where in the day this vendor ID's daily probe falls: spread evenly, stable across restarts."""
+    digest = hashlib.sha256(vendor_id.encode()).digest()
+    return timedelta(seconds=int.from_bytes(digest[:8], "big") % DAY_SECONDS)
+
+
+def probe_slot(vendor_id: str, now: datetime, ctx: Context) -> datetime:
+    """Today's (local calendar day) probe instant for ``vendor_id``, as aware UTC."""
+    midnight = rules.local_instant(ctx.today(now), time(0, 0), ctx.settings.timezone)
+    return midnight + probe_offset(vendor_id)
+
+
+class VerificationService:
+    def __init__(self, ctx: Context, coupang: KeyChecker):
+        self.ctx = ctx
+        self.coupang = coupang
+
+    # ------------------------------------------------------------ one verification
+
+    def verify(self, actor: str, vendor_id: str, *, trigger: Trigger = Trigger.MANUAL) -> VerifyResult:
+        """Check the stored key with Coupang (or repeat a check made in the last 10 seconds)."""
+        typed = (vendor_id or "").strip().upper()
+        now = self.ctx.clock.now()
+
+        def claim(session: Session) -> _Claimed | VerifyResult:
+            valid = rules.validate_vendor_id(vendor_id)
+            return self._claim(session, actor, valid, now)
+
+        claimed = self.ctx.audited(actor, "key.verify", typed if rules.is_vendor_id(typed) else None, claim)
+        if isinstance(claimed, VerifyResult):
+            return claimed
+        check = self.coupang.check_key(typed, claimed.access_key, claimed.secret_key, self.ctx.clock.now)
+        return self._store(actor, typed, claimed, check, trigger)
+
+    def _claim(self, session: Session, actor: str, vendor_id: str, now: datetime) -> _Claimed | VerifyResult:
+        key = self.ctx.keys.get(session, vendor_id=vendor_id)
+        if key is None:
+            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+        won = session.execute(
+            update(Key)
+            .where(
+                Key.id == key.id,
+                or_(Key.verify_attempted_at.is_(None), Key.verify_attempted_at <= now - MIN_INTERVAL),
+            )
+            .values(verify_attempted_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not won:
+            session.refresh(key)  # another process may have claimed it after we read the row
+            result = self._repeat(key, now)
+            self.ctx.record(
+                session,
+                actor,
+                "key.verify_repeated",
+                vendor_id,
+                {"outcome": str(result.outcome), "seconds_ago": _seconds(now - key.verify_attempted_at)},
+            )
+            return result
+        access_key, secret_key = self.ctx.keys.secrets(key)
+        return _Claimed(
+            label=key.label,
+            generation=key.generation,
+            access_deadline=key.access_deadline,
+            channel_id=key.channel_id or self.ctx.settings.channel,
+            verify_ok=key.verify_ok,
+            access_key=access_key,
+            secret_key=secret_key,
+        )
+
+    def _repeat(self, key: Key, now: datetime) -> VerifyResult:
+        attempted = key.verify_attempted_at or now
+        ago = _seconds(now - attempted)
+        seconds = "second" if ago == 1 else "seconds"
+        finished = key.verified_at is not None and key.verified_at >= attempted and key.verify_outcome
+        if finished:
+            outcome = VerifyOutcome(key.verify_outcome)
+            detail = (
+                f"Checked {ago} {seconds} ago (at most one check per vendor ID every 10 seconds). "
+                f"Result: {key.verify_detail}"
+            )
+        else:
+            outcome = VerifyOutcome.IN_PROGRESS
+            detail = (
+                f"A check of {key.vendor_id} started {ago} {seconds} ago and is still waiting for Coupang; "
+                "its result will show in status in a moment (at most one check per vendor ID every 10 seconds)."
+            )
+        return VerifyResult(
+            vendor_id=key.vendor_id,
+            label=key.label,
+            outcome=outcome,
+            detail=detail,
+            checked_at=key.verified_at if finished and key.verified_at else attempted,
+            fresh=False,
+            channel_id=key.channel_id or self.ctx.settings.channel,
+            previous_ok=key.verify_ok,
+        )
+
+    def _store(
+        self, actor: str, vendor_id: str, claimed: _Claimed, check: CheckResult, trigger: Trigger
+    ) -> VerifyResult:
+        now = self.ctx.clock.now()
+        outcome = VerifyOutcome(str(check.outcome))
+        detail = check.detail
+        deadline = claimed.access_deadline
+        if outcome in FAILING and deadline is not None and now < deadline:
+            outcome = VerifyOutcome.NOT_ACTIVE_YET
+            detail = (
+                f"Not active yet: a changed key or linking info takes time to reach Coupang, and this one "
+                f"is guaranteed only from {self._local(deadline, now)}. Try after that. (Coupang said: "
+                f"{check.detail})"
+            )
+        result = VerifyResult(
+            vendor_id=vendor_id,
+            label=claimed.label,
+            outcome=outcome,
+            detail=detail,
+            checked_at=now,
+            fresh=True,
+            channel_id=claimed.channel_id,
+            http_status=check.http_status,
+            previous_ok=claimed.verify_ok,
+        )
+        with self.ctx.transaction() as session:
+            key = self.ctx.keys.get(session, vendor_id=vendor_id, for_update=True)
+            current = key is not None and key.generation == claimed.generation
+            if key is not None and current:  # a key reissued meanwhile keeps its own (newer) state
+                key.verified_at = now
+                key.verify_outcome = str(outcome)
+                key.verify_detail = detail[:500]
+                if result.ok is not None:
+                    key.verify_ok = result.ok
+            self.ctx.record(
+                session,
+                actor,
+                "key.verified",
+                vendor_id,
+                {
+                    "outcome": str(outcome),
+                    "http_status": check.http_status,
+                    "attempts": check.attempts,
+                    "trigger": str(trigger),
+                    "generation": claimed.generation,
+                    "stored": current,
+                },
+            )
+        return result
+
+    def _local(self, at: datetime, now: datetime) -> str:
+        """``HH:MM`` in the configured zone, with the date when it is not today there."""
+        tz = self.ctx.settings.timezone
+        local = at.astimezone(tz)
+        zone = local.tzname() or str(tz)
+        if local.date() == now.astimezone(tz).date():
+            return f"{local:%H:%M} {zone}"
+        return f"{local:%Y-%m-%d %H:%M} {zone}"
+
+    # ------------------------------------------------------------ after a reissue or an edit
+
+    def run_deadline_checks(self) -> list[VerifyResult]:
+        """Verify every key whose access deadline has passed and that nobody verified since; once per deadline.
+
+        A result that says nothing about the key (Coupang unavailable, rate-limited, a check already running)
+        releases the claim, so the next tick tries again.
+        """
+        now = self.ctx.clock.now()
+        not_checked = or_(Key.deadline_checked_at.is_(None), Key.deadline_checked_at < Key.access_deadline)
+        due = and_(Key.access_deadline.is_not(None), Key.access_deadline <= now, not_checked)
+        verified_since = and_(
+            Key.verified_at.is_not(None),
+            Key.verified_at >= Key.access_deadline,
+            Key.verify_outcome.in_([str(o) for o in DEFINITIVE]),
+        )
+        with self.ctx.transaction() as session:
+            vendor_ids = session.scalars(
+                select(Key.vendor_id)
+                .where(due, Key.access_deadline > now - DEADLINE_LOOKBACK, not_(verified_since))
+                .order_by(Key.access_deadline)
+            ).all()
+        results = []
+        for vendor_id in vendor_ids:
+            with self.ctx.transaction() as session:
+                won = session.execute(
+                    update(Key)
+                    .where(Key.vendor_id == vendor_id, due)
+                    .values(deadline_checked_at=now)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            if not won:
+                continue
+            result = self._verify_quietly(vendor_id, Trigger.DEADLINE)
+            if result is None:
+                continue
+            if result.ok is None:
+                with self.ctx.transaction() as session:
+                    session.execute(
+                        update(Key)
+                        .where(Key.vendor_id == vendor_id, Key.deadline_checked_at == now)
+                        .values(deadline_checked_at=None)
+                        .execution_options(synchronize_session=False)
+                    )
+                continue
+            results.append(result)
+        return results
+
+    # ------------------------------------------------------------ daily probe
+
+    def run_daily_probe(self) -> list[VerifyResult]:
+        """When ``KEYBOT_VERIFY_DAILY`` is on: verify each key whose slot of the day has come, once a day.
+
+        Returns only changes: a key that stopped working (or fails on its first check), or works again.
+        Keys still propagating are left to the post-deadline check.
+        """
+        if not self.ctx.settings.verify_daily:
+            return []
+        now = self.ctx.clock.now()
+        with self.ctx.transaction() as session:
+            rows = session.execute(select(Key.vendor_id, Key.probed_at, Key.access_deadline)).all()
+        changes = []
+        for vendor_id, probed_at, deadline in rows:
+            slot = probe_slot(vendor_id, now, self.ctx)
+            if now < slot or (probed_at is not None and probed_at >= slot):
+                continue
+            if deadline is not None and now < deadline:
+                continue
+            with self.ctx.transaction() as session:
+                won = session.execute(
+                    update(Key)
+                    .where(Key.vendor_id == vendor_id, or_(Key.probed_at.is_(None), Key.probed_at < slot))
+                    .values(probed_at=now)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            if not won:
+                continue
+            result = self._verify_quietly(vendor_id, Trigger.PROBE)
+            if result is None or result.ok is None:
+                continue
+            if result.ok != result.previous_ok and not (result.previous_ok is None and result.ok):
+                changes.append(result)
+        return changes
+
+    def _verify_quietly(self, vendor_id: str, trigger: Trigger) -> VerifyResult | None:
+        """A scheduled verification: one key's trouble never stops the others."""
+        try:
+            return self.verify(SCHEDULER, vendor_id, trigger=trigger)
+        except KeybotError as error:  # e.g. the key was deleted meanwhile
+            logger.info("%s check of %s skipped: %s", trigger, vendor_id, error)
+        except Exception:
+            logger.exception("%s check of %s failed", trigger, vendor_id)
+        return None
+
+
+def _seconds(delta: timedelta) -> int:
+    return max(0, int(delta.total_seconds()))
