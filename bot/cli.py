@@ -150,6 +150,15 @@ def cmd_master_key_rotate(services: Services, args: argparse.Namespace, out: Tex
     return OK
 
 
+def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    """One signed read-only call to Coupang with the stored key; exit 0 only when the key works."""
+    result = services.verification.verify("cli", args.vendor_id)
+    when = result.checked_at.astimezone(services.ctx.settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
+    print(f"{result.vendor_id}  {result.outcome}  (checked {when})", file=out)
+    print(result.detail, file=out)
+    return OK if result.works else FAILED
+
+
 def cmd_serve(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     from bot.serve import serve  # Slack-facing code is imported only when serving
 
@@ -178,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="every key, most urgent first")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
+
+    verify = sub.add_parser("verify", help="check with Coupang that a stored key works (exit 1 if not)")
+    verify.add_argument("vendor_id", metavar="VENDOR_ID")
+    verify.set_defaults(handler=cmd_verify)
 
     keys = sub.add_parser("keys", help="bulk operations").add_subparsers(dest="keys_command", required=True)
     imp = keys.add_parser("import", help=f"register keys from a CSV file ({', '.join(CSV_COLUMNS)})")
