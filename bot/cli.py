@@ -23,6 +23,7 @@ from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
 from bot.rules import KeybotError, describe_days_left
 from bot.services.keys import CSV_COLUMNS, KeyStatus
+from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
 from storage.db import upgrade
 
@@ -165,6 +166,28 @@ def cmd_serve(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     return serve(services, port=args.port, scheduler=not args.no_scheduler, out=out)
 
 
+def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    settings = services.ctx.settings
+    try:
+        now = parse_as_of(args.as_of, settings.timezone) if args.as_of else None
+    except ValueError:
+        print(f"--as-of {args.as_of!r} is not an ISO-8601 time, e.g. 2026-12-01T09:00+09:00.", file=sys.stderr)
+        return USAGE
+    notifier = None
+    if not args.dry_run:
+        if not settings.slack_bot_token:
+            print("SLACK_BOT_TOKEN is not set: nothing can be posted (try --dry-run).", file=sys.stderr)
+            return USAGE
+        from bot.slack.app import build_client  # Slack-facing code is imported only when posting
+        from bot.slack.reminders import SlackNotifier
+
+        notifier = SlackNotifier(build_client(settings))
+    report = services.reminders.sweep(notifier, now=now, dry_run=args.dry_run)
+    for line in describe_sweep(report, settings.timezone):
+        print(line, file=out)
+    return FAILED if report.failed else OK
+
+
 # ---------------------------------------------------------------- parser
 
 Handler = Callable[[Services, argparse.Namespace, TextIO], int]
@@ -203,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = audit.add_parser("export", help="write the log to standard output")
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     export.set_defaults(handler=cmd_audit_export)
+
+    reminders = sub.add_parser("reminders", help="milestone reminders").add_subparsers(
+        dest="reminders_command", required=True
+    )
+    run = reminders.add_parser("run", help="one reminder sweep now")
+    run.add_argument("--as-of", help="sweep as if the clock read this ISO-8601 time (no zone: KEYBOT_TIMEZONE)")
+    run.add_argument("--dry-run", action="store_true", help="print what would be posted; record nothing")
+    run.set_defaults(handler=cmd_reminders_run)
 
     mk = sub.add_parser("master-key", help="master key maintenance").add_subparsers(
         dest="mk_command", required=True

@@ -8,6 +8,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from slack_bolt import App
 
 from bot.bootstrap import Services
+from bot.slack.reminders import add_reminder_job
 
 logger = logging.getLogger(__name__)
 
@@ -15,4 +16,5 @@ logger = logging.getLogger(__name__)
 def build_scheduler(services: Services, app: App) -> BackgroundScheduler:
     """Every job the bot runs; each feature adds its own ``scheduler.add_job(...)`` line here."""
     scheduler = BackgroundScheduler(timezone=services.ctx.settings.timezone)
+    add_reminder_job(scheduler, services, app.client)
     return scheduler
