@@ -125,7 +125,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ) from None
 
     raw_port = get("PORT") or "3000"
-    if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+    if not re.fullmatch(r"[0-9]+", raw_port) or not 0 < int(raw_port) < 65536:  # isdigit() takes "²"
         raise ConfigError(f"PORT={raw_port!r} must be a port number between 1 and 65535.")
 
     channel = get("KEYBOT_CHANNEL")
