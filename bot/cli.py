@@ -166,6 +166,26 @@ def cmd_serve(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     return serve(services, port=args.port, scheduler=not args.no_scheduler, out=out)
 
 
+def cmd_console(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.console import run_console  # drives the Slack app locally
+
+    return run_console(services, user=args.as_user, out=out)
+
+
+def cmd_console_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """The demo needs no configuration and never opens the configured database."""
+    from bot.console.demo import run_demo
+    from bot.console.session import terminal_readers
+
+    try:
+        base: Settings | None = load_environment()
+    except ConfigError:
+        base = None
+    configure_logging("WARNING")
+    read, read_secret = terminal_readers()
+    return run_demo(base, user=args.as_user, out=out, read=read, read_secret=read_secret)
+
+
 def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     settings = services.ctx.settings
     try:
@@ -242,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_master_key_rotate
     )
 
+    console = sub.add_parser("console", help="the bot in this terminal: type /coupang-key … as in Slack")
+    console.add_argument("--as", dest="as_user", metavar="U…", help="act as this Slack user (default: first admin)")
+    console.add_argument("--demo", action="store_true", help="throwaway database with sample keys and :tick")
+    console.set_defaults(handler=cmd_console)
+
     return parser
 
 
@@ -263,6 +288,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         args = build_parser().parse_args(["serve", *(argv or [])])
     if args.command == "init":
         return cmd_init(args, out)
+    if args.command == "console" and args.demo:
+        return cmd_console_demo(args, out)
     try:
         settings = load_environment()
     except ConfigError as exc:

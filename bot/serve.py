@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TextIO
 
 from bot.bootstrap import Services
@@ -26,5 +27,10 @@ def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO)
     settings = services.ctx.settings
     if not settings.slack_configured:
         print(SETUP_HELP.format(missing=" and ".join(settings.missing_slack_settings())), file=out)
+        if sys.stdin.isatty():  # a person at a terminal: show them the bot working meanwhile
+            from bot.console import run_console
+
+            print("\nMeanwhile, here is the bot in this terminal (same database). :quit leaves.\n", file=out)
+            return run_console(services, out=out)
         return 2
     raise NotImplementedError("Slack serving arrives with the Slack app")

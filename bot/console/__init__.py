@@ -4,6 +4,6 @@ Typed ``/coupang-key …`` lines become signed Slack requests dispatched through
 Slack is drawn as text. See :mod:`bot.console.session`; ``--demo`` is :mod:`bot.console.demo`.
 """
 
-from bot.console.session import HELP, Console, InlineExecutor
+from bot.console.session import HELP, Console, InlineExecutor, run_console, terminal_readers
 
-__all__ = ["HELP", "Console", "InlineExecutor"]
+__all__ = ["HELP", "Console", "InlineExecutor", "run_console", "terminal_readers"]

@@ -15,6 +15,8 @@ CLEAR = "-"  # typed to empty an optional field
 NEWLINE_ESCAPE = "\\n"  # typed inside a multi-line field for a line break
 _SELECTS = ("static_select", "radio_buttons", "external_select")
 _MULTI = ("checkboxes", "multi_static_select")
+_USER = re.compile(r"[UW][A-Z0-9]{2,}")
+_CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,}")
 
 
 class FieldInputError(ValueError):
@@ -40,6 +42,15 @@ def _pick(element: Mapping[str, Any], typed: str) -> dict[str, Any]:
 
 def _ids(typed: str, prefix: str) -> list[str]:
     return [w.lstrip(prefix) for w in re.split(r"[\s,]+", typed.strip()) if w.lstrip(prefix)]
+
+
+def _checked(items: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
+    """Slack's pickers only offer real users and channels; the console asks for well-formed IDs instead."""
+    items = [i.upper() for i in items]
+    bad = [i for i in items if not pattern.fullmatch(i)]
+    if bad or not items:
+        raise FieldInputError(f"{bad[0] if bad else 'That'} is not {what}.")
+    return items
 
 
 def initial_value(element: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,18 +101,15 @@ def parse_typed(element: Mapping[str, Any], typed: str) -> dict[str, Any]:
         if not re.fullmatch(r"\d{2}:\d{2}", typed.strip()):
             raise FieldInputError("Type a time as HH:MM, e.g. 09:00.")
         value["selected_time"] = typed.strip()
-    elif kind == "users_select":
-        value["selected_user"] = typed.strip().lstrip("@")
-    elif kind == "multi_users_select":
-        value["selected_users"] = _ids(typed, "@")
-    elif kind == "channels_select":
-        value["selected_channel"] = typed.strip().lstrip("#")
-    elif kind == "multi_channels_select":
-        value["selected_channels"] = _ids(typed, "#")
-    elif kind == "conversations_select":
-        value["selected_conversation"] = typed.strip().lstrip("#")
-    elif kind == "multi_conversations_select":
-        value["selected_conversations"] = _ids(typed, "#")
+    elif kind in ("users_select", "multi_users_select"):
+        users = _checked(_ids(typed, "@"), _USER, "a user ID such as U0123ABCD")
+        value.update({"selected_user": users[0]} if kind == "users_select" else {"selected_users": users})
+    elif kind in ("channels_select", "conversations_select"):
+        channel = _checked(_ids(typed, "#"), _CHANNEL, "a channel ID such as C0123ABCD")[0]
+        value["selected_channel" if kind == "channels_select" else "selected_conversation"] = channel
+    elif kind in ("multi_channels_select", "multi_conversations_select"):
+        channels = _checked(_ids(typed, "#"), _CHANNEL, "a channel ID such as C0123ABCD")
+        value["selected_channels" if kind == "multi_channels_select" else "selected_conversations"] = channels
     else:
         text = typed.replace(NEWLINE_ESCAPE, "\n") if element.get("multiline") else typed
         value["value"] = text

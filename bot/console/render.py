@@ -11,6 +11,21 @@ from typing import Any
 
 _LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
 RULE = "─" * 60
+_EMOJI = re.compile(r":([a-z0-9_+-]+):")
+EMOJI = {
+    "alarm_clock": "⏰",
+    "warning": "⚠️",
+    "red_circle": "🔴",
+    "large_orange_circle": "🟠",
+    "large_green_circle": "🟢",
+    "white_check_mark": "✅",
+    "heavy_check_mark": "✔",
+    "x": "❌",
+    "key": "🔑",
+    "lock": "🔒",
+    "hourglass_flowing_sand": "⏳",
+    "no_entry": "⛔",
+}
 SECRET_WORDS = ("secret", "access_key", "access key")
 
 # (element, block_id) -> the number the user types to click it
@@ -31,7 +46,9 @@ def mrkdwn_to_text(text: str) -> str:
             return label or f"@{special}"
         return f"{label} ({target})" if label and label != target else target
 
-    return _LINK.sub(link, text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    text = _LINK.sub(link, text)
+    text = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def text_of(obj: Any) -> str:
@@ -43,10 +60,6 @@ def text_of(obj: Any) -> str:
     if obj.get("type") == "mrkdwn":
         return mrkdwn_to_text(obj.get("text", ""))
     return str(obj.get("text", ""))
-
-
-def _indent(text: str, prefix: str) -> str:
-    return "\n".join(prefix + line if line else line for line in text.splitlines())
 
 
 def _rich_text(element: Mapping[str, Any]) -> str:
@@ -97,8 +110,9 @@ def render_blocks(blocks: list[Mapping[str, Any]], number_for: NumberFor) -> str
         elif kind == "section":
             if block.get("text"):
                 lines.append(text_of(block.get("text")))
-            for field in block.get("fields") or []:
-                lines.append(_indent(text_of(field), "  "))
+            fields = [" ".join(text_of(f).split("\n")) for f in block.get("fields") or []]
+            for left, right in zip(fields[::2], [*fields[1::2], ""], strict=False):
+                lines.append(f"  {left:<38} {right}".rstrip())
             if block.get("accessory"):
                 lines.append("  " + render_element(block["accessory"], block_id, number_for))
         elif kind == "context":

@@ -27,6 +27,7 @@ from bot.slack.app import build_app
 TEAM_ID, TEAM_DOMAIN, APP_ID = "T0CONSOLE", "console", "A0CONSOLE"
 BOT_USER_ID = "U0KEYBOT"
 DEFAULT_CHANNEL = "C0CONSOLE"
+NO_ADMIN_USER = "U0CONSOLE"
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 
@@ -84,7 +85,7 @@ class Console:
     read_secret: Read | None = None
     channel: str = DEFAULT_CHANNEL
     clock: Any = None
-    sweep: Callable[[Console], None] | None = None
+    sweep: Callable[[Console], list[str]] | None = None  # one reminder sweep; returns a summary
     user_names: dict[str, str] = field(default_factory=dict)
     group_members: dict[str, list[str]] = field(default_factory=dict)
 
@@ -193,11 +194,16 @@ class Console:
         self.clock.advance(days=days)
         now = self.clock.now().astimezone(self.bot.ctx.settings.timezone)
         self.say(f"⏩ {days} day(s) later: {now:%Y-%m-%d %H:%M} ({self.bot.ctx.settings.timezone.key}).")
+        self.run_sweep()
+
+    def run_sweep(self) -> None:
         if self.sweep is None:
             self.say("(No reminder sweep is available in this build.)")
-        else:
-            self.sweep(self)
+            return
+        summary = self.sweep(self)
         self._flush()
+        for line in summary:
+            self.say(line)
 
     # ------------------------------------------------------------------ requests to the bot
 
@@ -347,6 +353,9 @@ class Console:
 
     def _modal_step(self) -> str | None:
         modal = self.modals[-1]
+        if modal.not_offered() and not modal.offered:
+            title = text_of(modal.view.get("title")) or "Form"
+            self.say(f"┌─ {title}: fill in the fields (Enter skips, - clears)")
         for f in modal.not_offered():
             if not self._ask_field(modal, f):
                 return "quit"
@@ -622,3 +631,39 @@ class Console:
 def plain(text: str) -> str:
     """mrkdwn as a person reads it (exported for the CLI and tests)."""
     return mrkdwn_to_text(text)
+
+
+def terminal_readers() -> tuple[Read, Read]:
+    """``input`` for lines; secrets without echo when a person is typing (piped scripts just read lines)."""
+    import getpass
+    import sys
+
+    return input, (getpass.getpass if sys.stdin.isatty() else input)
+
+
+def run_console(
+    services: Services,
+    *,
+    out: TextIO,
+    user: str | None = None,
+    read: Read | None = None,
+    read_secret: Read | None = None,
+) -> int:
+    """The console on the configured database, acting as ``user`` (default: the first admin)."""
+    admins = sorted(services.ctx.settings.admins)
+    if read is None:
+        read, read_secret = terminal_readers()
+    console = Console(
+        services,
+        user=(user or (admins[0] if admins else NO_ADMIN_USER)).upper(),
+        out=out,
+        read=read,
+        read_secret=read_secret,
+        channel=services.ctx.settings.channel or DEFAULT_CHANNEL,
+    )
+    if not admins and not user:
+        console.say(
+            f"KEYBOT_ADMINS is empty, so you are {NO_ADMIN_USER}, who may look but not register keys. "
+            "Put your Slack user ID in KEYBOT_ADMINS (in .env) to manage keys."
+        )
+    return console.run()

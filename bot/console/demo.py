@@ -1,0 +1,137 @@
+"""``console --demo``: a throwaway database with sample keys at different ages, and a clock you can move.
+
+Time travel exists only here: the demo's settings point at a temporary SQLite file with its own master key,
+so nothing the demo does (or its clock) ever touches the configured database.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from bot.bootstrap import Services, build_services
+from bot.config import Settings
+from bot.console.session import Console, Read
+from bot.services.keys import RegistrationForm
+from bot.services.reminders import describe_sweep
+from bot.slack.reminders import SlackNotifier
+from storage.db import upgrade
+
+DEMO_ADMIN, DEMO_APPROVER, DEMO_MEMBER = "U0DEMOADMIN", "U0DEMOAPPROVER", "U0DEMOMEMBER"
+DEMO_CHANNEL = "C0DEMOKEYS"
+DEMO_NAMES = {DEMO_ADMIN: "Ada (admin)", DEMO_APPROVER: "Bo (approver)", DEMO_MEMBER: "Cy (member)"}
+UNREACHABLE = "http://127.0.0.1:9"  # the demo's keys are made up: never send them to Coupang
+
+INTRO = f"""\
+Demo mode: a throwaway database with four sample keys, and a clock that only moves when you say :tick.
+  You are {DEMO_NAMES[DEMO_ADMIN]} = {DEMO_ADMIN}. {DEMO_NAMES[DEMO_APPROVER]} = {DEMO_APPROVER} may approve reissues
+  (:as {DEMO_APPROVER} to be them). Try: /coupang-key status, :tick, /coupang-key reissue A00010002."""
+
+
+class MovableClock:
+    """The demo's clock: stands still until :tick moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, *, days: int) -> None:
+        self._now += timedelta(days=days)
+
+
+def demo_settings(base: Settings | None, directory: Path) -> Settings:
+    """The configured calendar and reminder settings; everything else the demo's own."""
+    base = base or Settings(master_keys=(secrets.token_bytes(32),))
+    return replace(
+        base,
+        master_keys=(secrets.token_bytes(32),),
+        database_url=f"sqlite:///{directory / 'demo.db'}",
+        slack_bot_token=None,
+        slack_signing_secret=None,
+        slack_app_token=None,
+        admins=frozenset({DEMO_ADMIN}),
+        approvers=frozenset({DEMO_APPROVER}),
+        channel=DEMO_CHANNEL,
+        coupang_api_url=UNREACHABLE,
+        verify_daily=False,
+    )
+
+
+def demo_start(settings: Settings, real_now: datetime) -> datetime:
+    """Today, just after the reminder time, so each :tick lands on a day whose milestone is already due."""
+    tz = settings.timezone
+    local = real_now.astimezone(tz)
+    start = datetime.combine(local.date(), settings.reminder_time, tzinfo=tz) + timedelta(minutes=5)
+    return start.astimezone(UTC)
+
+
+def seed(services: Services) -> None:
+    """Four keys: healthy, D-15 and D-8 (one :tick from the D-14 and D-7 reminders), and expired."""
+    today = services.ctx.today()
+    samples = [
+        ("A00010001", "Healthy Home Goods", {"issued_on": today - timedelta(days=30)}),
+        ("A00010002", "Spring Sale Store", {"expires_on": today + timedelta(days=15)}),
+        ("A00010003", "Outlet & Co", {"expires_on": today + timedelta(days=8)}),
+        ("A00010004", "Old Storefront", {"expires_on": today - timedelta(days=3)}),
+    ]
+    for vendor_id, label, dates in samples:
+        form = RegistrationForm(
+            vendor_id=vendor_id,
+            label=label,
+            access_key=f"demo-access-{secrets.token_hex(8)}",
+            secret_key=f"demo-secret-{secrets.token_hex(16)}",
+            channel_id=DEMO_CHANNEL,
+            owner_id=DEMO_ADMIN,
+            integration="self",
+            company_name="Demo Trading",
+            company_url="https://wing.coupang.com",
+            ip_addresses="211.45.10.3",
+            **dates,
+        )
+        services.keys.register(DEMO_ADMIN, form)
+
+
+def sweep_reminders(console: Console) -> list[str]:
+    """One reminder sweep, exactly as the scheduler runs it, posting through the console's Slack stand-in."""
+    report = console.bot.reminders.sweep(SlackNotifier(console.client))
+    return describe_sweep(report, console.bot.ctx.settings.timezone)
+
+
+def run_demo(
+    base: Settings | None,
+    *,
+    out: TextIO,
+    read: Read,
+    read_secret: Read | None = None,
+    user: str | None = None,
+    real_now: datetime | None = None,
+) -> int:
+    with tempfile.TemporaryDirectory(prefix="keybot-demo-") as directory:
+        settings = demo_settings(base, Path(directory))
+        clock = MovableClock(demo_start(settings, real_now or datetime.now(UTC)))
+        services = build_services(settings, clock=clock)
+        try:
+            upgrade(services.engine)
+            seed(services)
+            console = Console(
+                services,
+                user=user or DEMO_ADMIN,
+                out=out,
+                read=read,
+                read_secret=read_secret,
+                channel=DEMO_CHANNEL,
+                clock=clock,
+                sweep=sweep_reminders,
+                user_names=dict(DEMO_NAMES),
+            )
+            console.say(INTRO)
+            console.run_sweep()  # as `serve` does at start-up
+            return console.run()
+        finally:
+            services.engine.dispose()
