@@ -1,0 +1,260 @@
+"""Reminders end to end: the sweep posting through the real Web API client to a loopback FakeSlack,
+the scheduler inside ``serve``, racing sweeps, Slack failures, and ``coupang-keybot reminders run``.
+Runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import time_machine
+from slack_sdk import WebClient
+from slack_sdk.http_retry import RateLimitErrorRetryHandler
+
+from bot import cli
+from bot.bootstrap import build_services
+from bot.scheduler import build_scheduler
+from bot.services.reminders import DELIVERED, Reminder, latest_due_milestone
+from bot.slack import ids
+from bot.slack.reminders import MAX_BLOCKS, SlackNotifier, build_digest_blocks
+from tests.conftest import ADMIN, MASTER_KEY
+from tests.factories import SECRET_MARK, form, secret_key
+from tests.fake_slack import FakeSlack
+from tests.slack_harness import SlackHarness, fast_retry_handlers
+
+SEOUL = ZoneInfo("Asia/Seoul")
+
+
+def kst(day: date, hour: int = 9, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), tzinfo=SEOUL)
+
+
+def posts(fake: FakeSlack) -> list[dict[str, Any]]:
+    return [c.params for c in fake.calls_to("chat.postMessage")]
+
+
+def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for b in message.get("blocks", []) if b["type"] == "actions" for e in b["elements"]]
+
+
+def milestone_of(message: dict[str, Any]) -> str:
+    context = [b for b in message["blocks"] if b["type"] == "context"][0]
+    return context["elements"][0]["text"].split()[3]  # "Coupang key reminder D-14 · generation 1"
+
+
+# ---------------------------------------------------------------- the message a team sees
+
+
+def test_a_reminder_shows_what_the_team_needs_and_never_a_secret(slack):
+    services = slack.services
+    with time_machine.travel(kst(date(2026, 11, 14), 9, 1), tick=False):
+        services.keys.register(ADMIN, form("A00012345", label="<!channel> & <@U999> shop", issued_on="2026-06-01"))
+        report = services.reminders.sweep(SlackNotifier(slack.app.client))
+    assert report.delivered == 1
+    [message] = posts(slack.fake)
+    assert message["channel"] == "CSHOP0001"
+    body = str(message["blocks"]) + message["text"]
+    assert "The reissue button in WING is active from today" in body
+    assert "A00012345" in body and "2026-11-28" in body and "14 days left" in body
+    assert "<@UOWNER001>" in body
+    assert "&lt;!channel&gt; &amp; &lt;@U999&gt; shop" in body and "<!channel>" not in body and "<@U999>" not in body
+    [button] = buttons(message)
+    assert (button["action_id"], button["value"]) == (ids.REQUEST_REISSUE, "A00012345")
+    assert SECRET_MARK not in slack.fake.all_text() and secret_key("A00012345") not in slack.fake.all_text()
+    [row] = services.reminders.deliveries()
+    assert (row.status, row.message_ts, row.channel_id) == (
+        DELIVERED,
+        slack.fake.calls_to("chat.postMessage")[0].response["ts"],
+        "CSHOP0001",
+    )
+
+
+def test_a_new_app_and_services_on_the_same_database_post_nothing_again(slack, settings):
+    with time_machine.travel(kst(date(2026, 11, 21), 9), tick=False):  # D-7
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+        restarted = build_services(settings)
+        with SlackHarness(restarted, slack.fake) as again:
+            assert again.services.reminders.sweep(SlackNotifier(again.app.client)).delivered == 0
+        restarted.engine.dispose()
+    assert [milestone_of(m) for m in posts(slack.fake)] == ["D-7"]
+
+
+def test_the_scheduler_sweeps_once_at_start_up(slack):
+    with time_machine.travel(kst(date(2026, 11, 27), 10), tick=True):  # D-1
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        scheduler = build_scheduler(slack.services, slack.app)
+        assert scheduler.get_job("reminders") is not None
+        scheduler.start()
+        try:
+            [message] = slack.fake.wait_for("chat.postMessage")
+        finally:
+            scheduler.shutdown(wait=True)
+    assert "Expires tomorrow" in str(message.params["blocks"])
+
+
+# ---------------------------------------------------------------- Slack having a bad day
+
+
+def test_slack_answering_500_for_a_while_delays_the_reminder_which_then_arrives_once(slack):
+    notifier = SlackNotifier(slack.app.client)  # fast retries: 3 attempts per sweep
+    slack.fake.fail_next("chat.postMessage", status=500, times=5)
+    with time_machine.travel(kst(date(2026, 11, 28), 9), tick=False) as traveller:  # D-0
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        for _ in range(4):
+            slack.services.reminders.sweep(notifier)
+            traveller.shift(timedelta(minutes=5))
+    assert len(slack.fake.failures) == 5
+    [message] = posts(slack.fake)
+    assert "Expires today: API calls will fail" in str(message["blocks"])
+    assert slack.services.reminders.deliveries()[0].status == DELIVERED
+
+
+def test_slack_rate_limiting_delays_the_reminder_which_then_arrives_once(slack):
+    impatient = WebClient(
+        token="xoxb-test", base_url=slack.fake.base_url, retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)]
+    )
+    slack.fake.fail_next("chat.postMessage", status=429, retry_after=1, times=3)
+    with time_machine.travel(kst(date(2026, 11, 14), 9), tick=False) as traveller:
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        first = slack.services.reminders.sweep(SlackNotifier(impatient))  # 429, waits Retry-After, 429: gives up
+        assert first.delivered == 0 and posts(slack.fake) == []
+        traveller.shift(timedelta(minutes=5))
+        second = slack.services.reminders.sweep(SlackNotifier(impatient))  # 429, waits, then posts
+        traveller.shift(timedelta(minutes=5))
+        third = slack.services.reminders.sweep(SlackNotifier(impatient))
+    assert (second.delivered, third.delivered) == (1, 0)
+    assert len(posts(slack.fake)) == 1 and len(slack.fake.failures) == 3
+
+
+# ---------------------------------------------------------------- several instances
+
+
+def test_two_sweeps_racing_post_each_reminder_once(settings):
+    """Two processes (threads with their own engine and client) sweep at the same instant, day after day."""
+    keys = {f"A0000{n:04d}": date(2026, 11, 10) + timedelta(days=n) for n in range(12)}
+    with FakeSlack() as fake:
+        seed = build_services(settings)
+        with time_machine.travel(kst(date(2026, 11, 1), 8), tick=False):
+            for n, (vendor_id, expires) in enumerate(keys.items()):
+                seed.keys.register(
+                    ADMIN,
+                    form(vendor_id, issued_on=None, expires_on=expires.isoformat(), channel_id=f"CRACE{n:04d}"),
+                )
+        seed.engine.dispose()
+        instances = [build_services(settings) for _ in range(2)]
+        notifiers = [
+            SlackNotifier(WebClient(token="xoxb-test", base_url=fake.base_url, retry_handlers=fast_retry_handlers()))
+            for _ in instances
+        ]
+        errors: list[BaseException] = []
+        expected: set[tuple[str, str]] = set()
+        day = date(2026, 11, 1)
+        while day <= date(2026, 11, 25):
+            now = kst(day, 9, 0)
+            for vendor_id, expires in keys.items():
+                m = latest_due_milestone(expires, now, (14, 7, 1, 0), time(9), SEOUL)
+                if m is not None:
+                    expected.add((vendor_id, f"D-{m}" if m >= 0 else f"D+{-m}"))
+            barrier = threading.Barrier(len(instances))
+
+            def sweep(i: int, now: datetime = now, barrier: threading.Barrier = barrier) -> None:
+                try:
+                    barrier.wait()
+                    instances[i].reminders.sweep(notifiers[i], now=now)
+                except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=sweep, args=(i,)) for i in range(len(instances))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            day += timedelta(days=1)
+        for instance in instances:
+            instance.engine.dispose()
+        assert errors == []
+        sent = [(buttons(m)[0]["value"], milestone_of(m)) for m in posts(fake)]
+    assert len(sent) == len(set(sent)), "a reminder was posted twice"
+    assert set(sent) == expected
+    assert len(expected) > 60  # the race ran many times: every key, many days
+
+
+# ---------------------------------------------------------------- digest
+
+
+def test_one_digest_for_three_hundred_keys_fits_one_message():
+    reminders = [
+        Reminder(
+            vendor_id=f"A{n:08d}",
+            label=f"Shop number {n} & partners <b>",
+            generation=1,
+            milestone=7,
+            expires_on=date(2026, 12, 8),
+            days_left=7,
+            owner_id="UOWNER001",
+            channel_id="CSHOP0001",
+        )
+        for n in range(300)
+    ]
+    blocks = [b.to_dict() for b in build_digest_blocks(reminders)]  # to_dict() validates Slack's limits
+    assert len(blocks) <= MAX_BLOCKS
+    values = [e["value"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    assert values == [r.vendor_id for r in reminders]
+    text = "\n".join(b["text"]["text"] for b in blocks if b["type"] == "section")
+    assert all(r.vendor_id in text for r in reminders) and "<b>" not in text
+
+
+def test_six_keys_due_in_one_channel_arrive_as_one_digest_with_a_button_each(slack):
+    with time_machine.travel(kst(date(2026, 11, 14), 9), tick=False):
+        for n in range(1, 7):
+            slack.services.keys.register(ADMIN, form(f"A0000000{n}", issued_on="2026-06-01"))
+        slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+    [message] = posts(slack.fake)
+    assert message["text"].startswith("6 Coupang API keys need attention")
+    assert [b["value"] for b in buttons(message)] == [f"A0000000{n}" for n in range(1, 7)]
+    assert len(slack.services.reminders.deliveries()) == 6
+    assert SECRET_MARK not in slack.fake.all_text()
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_reminders_run_as_of_posts_once_and_dry_run_records_nothing(settings, monkeypatch, tmp_path):
+    with FakeSlack() as fake:
+        seed = build_services(settings)
+        seed.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))  # expires 2026-11-28
+        seed.engine.dispose()
+        monkeypatch.chdir(tmp_path)
+        for name, value in {
+            "KEYBOT_MASTER_KEY": MASTER_KEY,
+            "DATABASE_URL": settings.database_url,
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_API_URL": fake.base_url,
+            "KEYBOT_TIMEZONE": "Asia/Seoul",
+        }.items():
+            monkeypatch.setenv(name, value)
+
+        def run(*args: str) -> tuple[int, str]:
+            out = io.StringIO()
+            return cli.main(["reminders", "run", *args], out=out), out.getvalue()
+
+        code, early = run("--as-of", "2026-11-14T08:59")  # no zone: Seoul
+        assert code == 0 and "0 reminder(s)" in early
+        code, dry = run("--as-of", "2026-11-14T09:00", "--dry-run")
+        assert code == 0 and "Would post reminder to CSHOP0001" in dry and "A00012345" in dry
+        assert fake.calls_to("chat.postMessage") == []
+        code, real = run("--as-of", "2026-11-14T09:00")
+        assert code == 0 and "1 reminder(s) in 1 message(s) posted" in real
+        code, again = run("--as-of", "2026-11-14T09:30")
+        assert code == 0 and "0 reminder(s)" in again
+        assert len(fake.calls_to("chat.postMessage")) == 1
+        code, _ = run("--as-of", "yesterday-ish")
+        assert code == 2
+        for output in (early, dry, real, again):
+            assert SECRET_MARK not in output
+        assert SECRET_MARK not in fake.all_text()
