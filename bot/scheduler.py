@@ -9,6 +9,7 @@ from slack_bolt import App
 
 from bot.bootstrap import Services
 from bot.slack.reminders import add_reminder_job
+from bot.slack.verify import add_verification_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -17,4 +18,5 @@ def build_scheduler(services: Services, app: App) -> BackgroundScheduler:
     """Every job the bot runs; each feature adds its own ``scheduler.add_job(...)`` line here."""
     scheduler = BackgroundScheduler(timezone=services.ctx.settings.timezone)
     add_reminder_job(scheduler, services, app.client)
+    add_verification_jobs(scheduler, services, app.client)
     return scheduler
