@@ -79,9 +79,7 @@ def expiry_from_issue(issued_on: date) -> date:
 def resolve_dates(issued_on: date | None, expires_on: date | None) -> tuple[date | None, date]:
     """Exactly one of the two dates; the expiry follows from the issue date unless WING's date is given."""
     if issued_on and expires_on:
-        raise InvalidInput.one(
-            "expires_on", "Give either the issue date or the expiry date WING shows, not both."
-        )
+        raise InvalidInput.one("expires_on", "Give either the issue date or the expiry date WING shows, not both.")
     if expires_on:
         return None, expires_on
     if issued_on:
@@ -110,8 +108,8 @@ def describe_days_left(days: int) -> str:
 
 
 def reissue_button_active(days: int) -> bool:
-    """WING's Reissue button works from D-14 until the key has expired."""
-    return phase_for(days) is Phase.REISSUE_WINDOW
+    """WING's Reissue button works from D-14 on; after expiry reissuing is still the way back."""
+    return days <= REISSUE_WINDOW_DAYS
 
 
 def milestone_date(expires_on: date, days_before: int) -> date:
@@ -197,13 +195,9 @@ def validate_ip(raw: str) -> str:
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:
-        raise InvalidInput.one(
-            "ip_addresses", f"{raw!r} is not an IPv4 address such as 211.45.10.3."
-        ) from None
+        raise InvalidInput.one("ip_addresses", f"{raw!r} is not an IPv4 address such as 211.45.10.3.") from None
     if address.version != 4:
-        raise InvalidInput.one(
-            "ip_addresses", f"{raw} is IPv6; Coupang's allow-list takes IPv4 addresses only."
-        )
+        raise InvalidInput.one("ip_addresses", f"{raw} is IPv6; Coupang's allow-list takes IPv4 addresses only.")
     if address.is_loopback:
         reason = "a loopback address"
     elif any(address in network for network in _PRIVATE_NETWORKS):
@@ -258,7 +252,7 @@ def validate_linking_info(
     if integration == Integration.INTEGRATOR:
         if not integrator_name:
             errors["integrator_name"] = "Name the integrator company (only one integrator can be linked)."
-        elif re.search(r"[,;/\n]| and ", integrator_name):
+        elif re.search(r"[;\n]", integrator_name):  # "Co., Ltd." and "A and B Inc." are single names
             errors["integrator_name"] = "Only one integrator can be linked: enter a single company name."
         if company_name or company_url or ips:
             errors["integration"] = (
@@ -298,9 +292,7 @@ def validate_linking_info(
         errors.update(exc.errors)
     if errors:
         raise InvalidInput(errors)
-    return LinkingInfo(
-        Integration.SELF, company_name=company_name, company_url=company_url, ip_addresses=tuple(clean)
-    )
+    return LinkingInfo(Integration.SELF, company_name=company_name, company_url=company_url, ip_addresses=tuple(clean))
 
 
 # ---------------------------------------------------------------- edit quota

@@ -148,7 +148,7 @@ EXPIRES = date(2025, 6, 30)
         (date(2025, 6, 23), 7, Phase.REISSUE_WINDOW, True),
         (date(2025, 6, 29), 1, Phase.REISSUE_WINDOW, True),
         (date(2025, 6, 30), 0, Phase.REISSUE_WINDOW, True),  # D-0: "expires today", still usable
-        (date(2025, 7, 1), -1, Phase.EXPIRED, None),  # the day after expiry
+        (date(2025, 7, 1), -1, Phase.EXPIRED, True),  # the day after expiry: reissuing is the way back
         (date(2025, 9, 1), -63, Phase.EXPIRED, None),
     ],
 )
@@ -300,10 +300,15 @@ def test_integrator_without_a_name_is_refused():
     assert "integrator_name" in error.errors
 
 
-@pytest.mark.parametrize("names", ["Sellmate, PlayAuto", "Sellmate; PlayAuto", "Sellmate and PlayAuto"])
+@pytest.mark.parametrize("names", ["Sellmate; PlayAuto", "Sellmate\nPlayAuto"])
 def test_a_second_integrator_is_refused(names):
     error = refusal(validate_linking_info, "integrator", integrator_name=names)
     assert "integrator_name" in error.errors
+
+
+@pytest.mark.parametrize("name", ["Sellmate Co., Ltd.", "Marks and Spencer", "A/S Korea"])
+def test_one_integrator_with_punctuation_in_its_name_is_accepted(name):
+    assert validate_linking_info("integrator", integrator_name=name).integrator_name == name
 
 
 @pytest.mark.parametrize(
