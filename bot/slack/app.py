@@ -12,7 +12,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot.bootstrap import Services
 from bot.config import Settings
-from bot.slack import commands, verify
+from bot.slack import commands, reissue, verify
 
 logger = logging.getLogger(__name__)
 
@@ -43,5 +43,6 @@ def build_app(
     router = commands.CommandRouter()
     # Each listener module adds its listeners and sub-commands here.
     commands.register(app, router)
+    reissue.register(app, services, router)
     verify.register(app, services, router)
     return app

@@ -1,0 +1,340 @@
+"""Reissue end to end: signed Slack requests in, Web API calls out to the fake Slack, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from typing import Any
+
+import pytest
+import time_machine
+from sqlalchemy import text
+
+from bot.slack import ids
+from bot.slack.reissue import build_request_blocks, chain_head_text, post_chain_head
+from tests.conftest import ADMIN, make_settings
+from tests.factories import SECRET_MARK, access_key, form, secret_key
+
+APPROVER, APPROVER2, REQUESTER, STRANGER = "UAPPROVE1", "UAPPROVE2", "UREQUEST1", "USTRANGE1"
+GROUP, GROUPIE = "SGROUP001", "UGROUPIE1"
+VENDOR = "A00012345"
+NEW_SECRET = f"{SECRET_MARK}NEWnew0123456789abcdef"
+NEW_ACCESS = "AKIAnewaccess0123456789"
+IN_WINDOW = "2026-11-27T03:00:00Z"  # 12:00 in Seoul; form() keys expire 2026-11-28 (D-1)
+
+
+@pytest.fixture
+def settings(db_url):
+    return make_settings(DATABASE_URL=db_url, KEYBOT_APPROVERS=f"{APPROVER},{APPROVER2},{GROUP}")
+
+
+@pytest.fixture
+def travel():
+    with time_machine.travel(IN_WINDOW, tick=True) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def key(services, travel):
+    return services.keys.register(ADMIN, form(VENDOR))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def strings(node: Any) -> str:
+    if isinstance(node, str):
+        return node
+    if isinstance(node, dict):
+        return "\n".join(strings(v) for v in node.values())
+    if isinstance(node, list):
+        return "\n".join(strings(v) for v in node)
+    return ""
+
+
+def buttons(blocks: list[dict[str, Any]]) -> dict[str, str]:
+    """action_id -> value of every button in ``blocks``."""
+    found = {}
+    for block in blocks:
+        for element in block.get("elements", []):
+            if element.get("type") == "button":
+                found[element["action_id"]] = element.get("value", "")
+    return found
+
+
+def actions(services) -> list[str]:
+    return [e.action for e in services.audit.entries()]
+
+
+def request_reissue(slack, user: str = REQUESTER, reason: str = "expires tomorrow", **values: Any) -> int:
+    """Slash command → modal → submit; returns the request id from the posted message's Approve button."""
+    before = len(slack.fake.calls_to("chat.postMessage"))
+    assert slack.slash(user, f"reissue {VENDOR}").status == 200
+    slack.last_modal(ids.REISSUE_REQUEST_MODAL)
+    answer = slack.submit(user, ids.REISSUE_REQUEST_MODAL, {"reason": reason, **values})
+    assert answer.status == 200 and answer.text in ("", "{}"), answer.text
+    posted = slack.fake.wait_for("chat.postMessage", before + 1)[-1]
+    return int(buttons(posted.params["blocks"])[ids.APPROVE_REISSUE])
+
+
+def click_and_wait(slack, user: str, action_id: str, value: str, method: str) -> Any:
+    before = len(slack.fake.calls_to(method))
+    assert slack.click(user, action_id, value).status == 200
+    return slack.fake.wait_for(method, before + 1)[-1]
+
+
+def last_update(slack) -> dict[str, Any]:
+    return slack.fake.calls_to("chat.update")[-1].params
+
+
+def complete(slack, request_id: int, user: str = REQUESTER, **values: Any) -> Any:
+    click_and_wait(slack, user, ids.ENTER_NEW_KEY, str(request_id), "views.open")
+    before = len(slack.fake.calls_to("chat.postMessage"))
+    answer = slack.submit(user, ids.NEW_KEY_MODAL, {"new_secret_key": NEW_SECRET, **values})
+    assert answer.status == 200 and answer.text in ("", "{}"), answer.text
+    return slack.fake.wait_for("chat.postMessage", before + 1)[-1]
+
+
+def assert_no_secret(slack, services, caplog) -> None:
+    export = io.StringIO()
+    services.audit.export(export, "jsonl")
+    for secret in (NEW_SECRET, secret_key(VENDOR), SECRET_MARK):
+        assert secret not in slack.fake.all_text()
+        assert secret not in caplog.text
+        assert secret not in export.getvalue()
+
+
+# ---------------------------------------------------------------- happy paths
+
+
+def test_reissue_in_the_window_from_request_to_new_key(slack, services, key, caplog):
+    caplog.set_level(logging.DEBUG)
+    due_before = services.reminders.due()
+    request_id = request_reissue(slack, reason="expires tomorrow <!channel>", emergency=["emergency"])
+
+    modal = strings(slack.last_modal(ids.REISSUE_REQUEST_MODAL))
+    assert "30 minutes" in modal and "Early" not in modal
+    posted = slack.fake.calls_to("chat.postMessage")[-1].params
+    message = strings(posted["blocks"])
+    assert posted["channel"] == "CSHOP0001"
+    assert f"<@{APPROVER}>" in message and f"<!subteam^{GROUP}>" in message
+    assert "&lt;!channel&gt;" in message and "<!channel>" not in message  # the reason pings nobody
+    assert "EMERGENCY" in message
+
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    approved = last_update(slack)
+    assert approved["ts"] == slack.fake.calls_to("chat.postMessage")[-1].response["ts"]
+    assert set(buttons(approved["blocks"])) == {ids.ENTER_NEW_KEY}  # Approve / Deny removed
+    assert "click *Reissue*" in strings(approved["blocks"])
+
+    announced = complete(slack, request_id, new_access_key=NEW_ACCESS, new_expires_on="2027-05-26")
+    new_key_modal = slack.last_modal(ids.NEW_KEY_MODAL)
+    dates = [b["element"].get("initial_date") for b in new_key_modal["blocks"] if b.get("type") == "input"]
+    assert "2027-05-26" in dates  # today (2026-11-27) + 180 days
+    assert "initial_value" not in json.dumps(new_key_modal)  # no secret prefill
+
+    text_posted = announced.params["text"]
+    status = services.keys.status(VENDOR)
+    assert f"reissued by <@{REQUESTER}>" in text_posted and "2027-05-26" in text_posted
+    assert status.secret_fingerprint in text_posted
+    assert status.generation == 2 and status.propagating_until is not None
+    assert "Done" in strings(last_update(slack)["blocks"]) and not buttons(last_update(slack)["blocks"])
+
+    with services.ctx.transaction() as session:
+        stored = services.ctx.keys.get(session, vendor_id=VENDOR)
+        assert services.ctx.keys.secrets(stored) == (NEW_ACCESS, NEW_SECRET)
+    assert due_before and all(r.vendor_id == VENDOR and r.generation == 1 for r in due_before)
+    assert services.reminders.due() == []  # milestones reset with the new generation and expiry
+    assert services.audit.verify().ok
+    assert {"reissue.requested", "reissue.approved", "reissue.completed"} <= set(actions(services))
+    assert_no_secret(slack, services, caplog)
+
+
+def test_early_reissue_warns_and_waits_24_hours(slack, services, travel, caplog):
+    services.keys.register(ADMIN, form(VENDOR, issued_on="2026-11-01"))  # expires 2027-04-30
+    request_id = request_reissue(slack)
+    modal = strings(slack.last_modal(ids.REISSUE_REQUEST_MODAL))
+    assert "Early reissue" in modal and "24 hours or more" in modal and "stops working at once" in modal
+
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    assert "*Delete*, then *Issue*" in strings(last_update(slack)["blocks"])
+    complete(slack, request_id, user=APPROVER)
+
+    status = services.keys.status(VENDOR)
+    hours = (status.propagating_until - services.ctx.clock.now()).total_seconds() / 3600
+    assert 23.9 < hours <= 24
+    with services.ctx.transaction() as session:
+        stored = services.ctx.keys.get(session, vendor_id=VENDOR)
+        assert services.ctx.keys.secrets(stored) == (access_key(VENDOR), NEW_SECRET)
+    assert services.audit.verify().ok
+    assert_no_secret(slack, services, caplog)
+
+
+def test_request_reissue_button_opens_the_modal_and_one_request_per_key(slack, services, key):
+    click_and_wait(slack, REQUESTER, ids.REQUEST_REISSUE, VENDOR, "views.open")
+    assert slack.last_modal(ids.REISSUE_REQUEST_MODAL)["private_metadata"] == VENDOR
+    request_id = request_reissue(slack)
+    refusal = click_and_wait(slack, APPROVER, ids.REQUEST_REISSUE, VENDOR, "response_url")
+    assert f"open reissue request #{request_id}" in refusal.params["text"]
+    assert actions(services)[-1] == "reissue.request.refused"
+
+
+def test_reason_is_required(slack, services, key):
+    slack.slash(REQUESTER, f"reissue {VENDOR}")
+    slack.last_modal(ids.REISSUE_REQUEST_MODAL)
+    answer = slack.submit(REQUESTER, ids.REISSUE_REQUEST_MODAL, {"reason": "  "})
+    assert answer.json()["response_action"] == "errors" and "reason" in answer.json()["errors"]
+
+
+# ---------------------------------------------------------------- refusals, each audited
+
+
+def test_non_approver_is_refused_privately(slack, services, key):
+    request_id = request_reissue(slack)
+    refusal = click_and_wait(slack, STRANGER, ids.APPROVE_REISSUE, str(request_id), "response_url")
+    assert "Only approvers" in refusal.params["text"]
+    assert refusal.params["response_type"] == "ephemeral"
+    assert slack.fake.calls_to("chat.update") == []
+    assert services.reissues.get(request_id).status == "pending"
+    assert actions(services)[-1] == "reissue.approve.refused"
+
+
+def test_requester_cannot_approve_their_own_request(slack, services, key):
+    request_id = request_reissue(slack, user=APPROVER)
+    refusal = click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "response_url")
+    assert "someone else" in refusal.params["text"]
+    assert actions(services)[-1] == "reissue.approve.refused"
+
+
+def test_expired_request_is_refused_and_shown_expired(slack, services, key, travel):
+    request_id = request_reissue(slack)
+    travel.shift(24 * 3600 + 60)
+    refusal = click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "response_url")
+    assert "expired" in refusal.params["text"]
+    update = slack.fake.wait_for("chat.update")[-1].params
+    assert "Expired" in strings(update["blocks"]) and not buttons(update["blocks"])
+    assert actions(services)[-2:] == ["reissue.expired", "reissue.approve.refused"]
+
+
+def test_approval_for_a_changed_key_is_void(slack, services, key):
+    request_id = request_reissue(slack)
+    with services.engine.begin() as connection:
+        connection.execute(text("UPDATE keys SET generation = generation + 1"))
+    refusal = click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "response_url")
+    assert "void" in refusal.params["text"]
+    update = slack.fake.wait_for("chat.update")[-1].params
+    assert "Void" in strings(update["blocks"]) and not buttons(update["blocks"])
+    assert {"reissue.voided", "reissue.approve.refused"} <= set(actions(services))
+
+
+def test_double_click_makes_one_decision(slack, services, key):
+    request_id = request_reissue(slack)
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    refusal = click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "response_url")
+    assert "Already approved" in refusal.params["text"]
+    refusal = click_and_wait(slack, APPROVER2, ids.DENY_REISSUE, str(request_id), "response_url")
+    assert "Already approved" in refusal.params["text"]
+    assert len(slack.fake.calls_to("chat.update")) == 1
+    assert actions(services).count("reissue.approved") == 1
+    assert actions(services).count("reissue.approve.refused") == 1
+    assert actions(services).count("reissue.deny.refused") == 1
+
+
+def test_deny_closes_the_request(slack, services, key):
+    request_id = request_reissue(slack)
+    click_and_wait(slack, APPROVER, ids.DENY_REISSUE, str(request_id), "chat.update")
+    assert "Denied by" in strings(last_update(slack)["blocks"]) and not buttons(last_update(slack)["blocks"])
+    refusal = click_and_wait(slack, REQUESTER, ids.ENTER_NEW_KEY, str(request_id), "response_url")
+    assert "denied" in refusal.params["text"]
+
+
+def test_only_requester_or_approver_enter_the_new_key(slack, services, key):
+    request_id = request_reissue(slack)
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    refusal = click_and_wait(slack, APPROVER2, ids.ENTER_NEW_KEY, str(request_id), "response_url")
+    assert "Only the requester" in refusal.params["text"]
+    assert actions(services)[-1] == "reissue.complete.refused"
+
+
+def test_bad_secret_shape_is_a_form_error_that_does_not_echo_it(slack, services, key, caplog):
+    request_id = request_reissue(slack)
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    click_and_wait(slack, REQUESTER, ids.ENTER_NEW_KEY, str(request_id), "views.open")
+    typed = f"{SECRET_MARK} with spaces"
+    answer = slack.submit(REQUESTER, ids.NEW_KEY_MODAL, {"new_secret_key": typed})
+    assert answer.json()["response_action"] == "errors" and "new_secret_key" in answer.json()["errors"]
+    assert SECRET_MARK not in answer.text
+    assert services.keys.status(VENDOR).generation == 1
+    assert_no_secret(slack, services, caplog)
+
+
+def test_concurrent_approvals_yield_one_decision(slack, services, key, db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row-level races need PostgreSQL")
+    request_id = request_reissue(slack)
+    barrier = threading.Barrier(2)
+
+    def click(user: str) -> None:
+        barrier.wait()
+        slack.click(user, ids.APPROVE_REISSUE, str(request_id))
+
+    threads = [threading.Thread(target=click, args=(user,)) for user in (APPROVER, APPROVER2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    slack.fake.wait_for("chat.update")
+    refusal = slack.fake.wait_for("response_url")[-1]
+    assert "Already approved" in refusal.params["text"]
+    assert len(slack.fake.calls_to("chat.update")) == 1
+    assert actions(services).count("reissue.approved") == 1
+    assert actions(services).count("reissue.approve.refused") == 1
+    assert services.audit.verify().ok
+
+
+# ---------------------------------------------------------------- approvers and the audit log
+
+
+def test_user_group_members_may_approve(slack, services, key):
+    slack.fake.set_usergroup(GROUP, [GROUPIE])
+    request_id = request_reissue(slack)
+    click_and_wait(slack, GROUPIE, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    assert services.reissues.get(request_id).decided_by == GROUPIE
+    assert slack.fake.calls_to("usergroups.users.list")[0].params["usergroup"] == GROUP
+
+
+def test_admin_adds_and_removes_approvers(slack, services, key):
+    refused = slack.slash(REQUESTER, "approvers add <@UNEW00001>")
+    assert "Only admins" in (refused.text_of() + strings(slack.responses()))
+    assert "may now approve" in slack.slash(ADMIN, "approvers add <@UNEW00001|new>").text_of()
+    listing = slack.slash(REQUESTER, "approvers").text_of()
+    assert "<@UNEW00001>" in listing and f"<!subteam^{GROUP}>" in listing
+    request_id = request_reissue(slack)
+    click_and_wait(slack, "UNEW00001", ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    assert "no longer" in slack.slash(ADMIN, "approvers remove UNEW00001").text_of()
+    assert {"approver.added", "approver.removed", "approver.add.refused"} <= set(actions(services))
+
+
+def test_audit_command_is_for_admins_and_approvers(slack, services, key):
+    refused = slack.slash(STRANGER, "audit")
+    assert "Only admins and approvers" in (refused.text_of() + strings(slack.responses()))
+    shown = slack.slash(APPROVER, "audit").text_of()
+    assert "key.registered" in shown and "audit.read.refused" in shown
+
+
+def test_chain_head_is_posted_shortened(slack, services, key):
+    assert post_chain_head(services, slack.client)
+    posted = slack.fake.wait_for("chat.postMessage")[-1].params
+    seq, mac = services.audit.head()
+    assert posted["channel"] == "CREMIND01"
+    assert f"#{seq}" in posted["text"] and mac[:16] in posted["text"] and mac not in posted["text"]
+    assert chain_head_text(None).endswith("empty.")
+
+
+def test_request_blocks_escape_the_reason_and_stay_valid(services, key):
+    request_id = services.reissues.request(REQUESTER, VENDOR, "<@U0BOSS> & <!here>").id
+    blocks = build_request_blocks(services.reissues.get(request_id), ["<@UAPPROVE1>"], services.ctx.settings.timezone)
+    rendered = json.dumps([b.to_dict() for b in blocks])
+    assert "&lt;@U0BOSS&gt; &amp; &lt;!here&gt;" in rendered
