@@ -8,6 +8,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from slack_bolt import App
 
 from bot.bootstrap import Services
+from bot.slack.reissue import add_reissue_jobs
 from bot.slack.reminders import add_reminder_job
 from bot.slack.verify import add_verification_jobs
 
@@ -19,4 +20,5 @@ def build_scheduler(services: Services, app: App) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone=services.ctx.settings.timezone)
     add_reminder_job(scheduler, services, app.client)
     add_verification_jobs(scheduler, services, app.client)
+    add_reissue_jobs(scheduler, services, app.client)
     return scheduler

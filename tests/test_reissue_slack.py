@@ -12,8 +12,9 @@ import pytest
 import time_machine
 from sqlalchemy import text
 
+from bot.scheduler import build_scheduler
 from bot.slack import ids
-from bot.slack.reissue import build_request_blocks, chain_head_text, post_chain_head
+from bot.slack.reissue import build_request_blocks, chain_head_text, expire_requests, post_chain_head
 from tests.conftest import ADMIN, make_settings
 from tests.factories import SECRET_MARK, access_key, form, secret_key
 
@@ -338,3 +339,22 @@ def test_request_blocks_escape_the_reason_and_stay_valid(services, key):
     blocks = build_request_blocks(services.reissues.get(request_id), ["<@UAPPROVE1>"], services.ctx.settings.timezone)
     rendered = json.dumps([b.to_dict() for b in blocks])
     assert "&lt;@U0BOSS&gt; &amp; &lt;!here&gt;" in rendered
+
+
+def test_expiry_job_closes_undecided_requests_and_updates_their_message(slack, services, key, travel):
+    request_id = request_reissue(slack)
+    assert expire_requests(services, slack.client) == 0
+    travel.shift(24 * 3600 + 60)
+    assert expire_requests(services, slack.client) == 1
+    update = slack.fake.wait_for("chat.update")[-1].params
+    assert "Expired" in strings(update["blocks"]) and not buttons(update["blocks"])
+    assert services.reissues.get(request_id).status == "expired"
+    assert actions(services).count("reissue.expired") == 1
+    assert expire_requests(services, slack.client) == 0
+
+
+def test_scheduler_runs_the_expiry_and_chain_head_jobs(slack, services):
+    scheduler = build_scheduler(services, slack.app)
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert jobs["reissue_expiry"].func is expire_requests
+    assert jobs["audit_chain_head"].func is post_chain_head
