@@ -37,6 +37,9 @@ def _pick(element: Mapping[str, Any], typed: str) -> dict[str, Any]:
     for option in options:
         if typed.lower() in (text_of(option.get("text")).lower(), str(option.get("value", "")).lower()):
             return option
+    starting = [o for o in options if typed and text_of(o.get("text")).lower().startswith(typed.lower())]
+    if len(starting) == 1:
+        return starting[0]
     raise FieldInputError(f"Type the number of one of the {len(options)} choices.")
 
 
@@ -209,7 +212,7 @@ class Modal:
         value = describe_value(f.element, self.values[f.block_id][f.action_id])
         if f.secret and value:
             return "•••••••• (entered, hidden)"
-        return value
+        return value.replace("\n", NEWLINE_ESCAPE)  # one line, written the way it is typed
 
     def state(self) -> dict[str, Any]:
         return {"values": copy.deepcopy(self.values)}

@@ -25,6 +25,7 @@ EMOJI = {
     "lock": "🔒",
     "hourglass_flowing_sand": "⏳",
     "no_entry": "⛔",
+    "information_source": "ℹ️",
 }
 SECRET_WORDS = ("secret", "access_key", "access key")
 

@@ -1,0 +1,213 @@
+"""Scripted console sessions: lines typed in, screen text out, on a real SQLite and PostgreSQL database.
+
+The console drives the same Bolt app, listeners and services as ``serve``; these sessions are end-to-end
+(signed requests into Bolt, the bot's Web API calls rendered as text).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.bootstrap import Services, build_services
+from bot.config import Settings
+from bot.console import Console
+from bot.console.demo import DEMO_ADMIN, run_demo
+from tests import factories
+from tests.conftest import ADMIN, OWNER, make_settings
+
+APPROVER = "UAPPROVE1"
+FIELD_PROMPT = re.compile(r"^\s+\d+\. (?P<label>.*?)(?: \(optional\))?(?: \[.*\])?: $")
+
+Step = str | dict[str, str] | Callable[[str], str]
+
+
+@dataclass
+class Script:
+    """Answers the console's prompts in order, echoing like a terminal does.
+
+    A str is one typed line. A dict fills a form: each field prompt gets the value of the first key its label
+    starts with ("" when none matches); the dict is used up at the next non-field prompt. A callable gets the
+    screen so far and returns the line (to click a button by its label).
+    """
+
+    steps: list[Step]
+    screen: io.StringIO = field(default_factory=io.StringIO)
+
+    def __post_init__(self) -> None:
+        self._steps: Iterator[Step] = iter(self.steps)
+        self._current: Step | None = None
+
+    def __call__(self, prompt: str) -> str:
+        if self._current is None:
+            self._current = next(self._steps, None)
+            if self._current is None:
+                raise EOFError
+        step = self._current
+        match = FIELD_PROMPT.match(prompt)
+        if isinstance(step, dict):
+            if match:
+                label = match.group("label")
+                line = next((v for k, v in step.items() if label.startswith(k)), "")
+                return self._echo(prompt, line)
+            self._current = None
+            return self(prompt)
+        self._current = None
+        line = step(self.screen.getvalue()) if callable(step) else step
+        return self._echo(prompt, line)
+
+    def _echo(self, prompt: str, line: str) -> str:
+        self.screen.write(f"{prompt}{line}\n")
+        return line
+
+    @property
+    def finished(self) -> bool:
+        return self._current is None and next(self._steps, None) is None
+
+
+def click(label: str) -> Callable[[str], str]:
+    """Type the number of the last button on screen whose label starts with ``label``."""
+
+    def choose(screen: str) -> str:
+        numbers = re.findall(rf"\[#(\d+) {re.escape(label)}", screen)
+        assert numbers, f"no button {label!r} on screen:\n{screen}"
+        return numbers[-1]
+
+    return choose
+
+
+def run_session(services: Services, steps: list[Step], *, user: str = ADMIN) -> str:
+    script = Script(steps)
+    Console(services, user=user, out=script.screen, read=script, channel="CSHOP0001").run()
+    assert script.finished, f"the session ended before the script did:\n{script.screen.getvalue()}"
+    return script.screen.getvalue()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return make_settings(DATABASE_URL=db_url, KEYBOT_APPROVERS=APPROVER)
+
+
+def after(screen: str, marker: str) -> str:
+    assert marker in screen, screen
+    return screen[screen.index(marker) :]
+
+
+REGISTRATION = {
+    "Vendor ID": "A0001234",  # one digit short: the bot refuses it under the field
+    "Label": "Seoul <!channel> Shop",
+    "Access Key": factories.access_key("A00012345"),
+    "Secret Key": factories.secret_key("A00012345"),
+    "Issued on": "2026-06-01",
+    "How is the key used": "Self-developed",
+    "Company name": "Example Co",
+    "Company or service URL": "https://shop.example.com",
+    "Public IPv4": "211.45.10.3\\n8.8.8.8",
+}
+
+
+def test_help_lists_the_sub_commands_as_a_private_reply(services: Services) -> None:
+    screen = run_session(services, ["/coupang-key help", ":quit"])
+    reply = after(screen, "/coupang-key help\n")
+    assert "only visible to you" in reply
+    assert "/coupang-key add" in reply and "/coupang-key status" in reply
+
+
+def test_add_a_key_through_the_modal_fixing_one_validation_error(services: Services) -> None:
+    screen = run_session(services, ["/coupang-key add", REGISTRATION, "s", {"Vendor ID": "A00012345"}, "s", ":quit"])
+    first_submit = after(screen, "form> s\n")
+    assert "! Vendor ID 'A0001234' is not valid" in first_submit
+    assert "1. Vendor ID [A0001234]: A00012345" in first_submit  # re-asked, and fixed
+    assert "(form submitted and closed)" in first_submit
+    status = services.keys.status("A00012345")
+    assert status.label == "Seoul <!channel> Shop"
+    assert status.linking.ip_addresses == ("211.45.10.3", "8.8.8.8")
+    # typed once; after the first submission the screen shows it hidden, never in clear
+    assert factories.SECRET_MARK not in first_submit
+    assert "•••••••• (entered, hidden)" in first_submit
+
+
+def test_status_shows_each_key_with_its_buttons(services: Services) -> None:
+    services.keys.register(ADMIN, factories.form("A00012345", label="Busan Store"))
+    services.keys.register(ADMIN, factories.form("A00099999", label="Daegu Outlet"))
+    screen = run_session(services, ["/coupang-key status", ":quit"])
+    reply = after(screen, "/coupang-key status\n")
+    assert "A00012345" in reply and "Busan Store" in reply and "Daegu Outlet" in reply
+    assert re.search(r"\[#\d+ Edit linking info\]", reply)
+    assert factories.SECRET_MARK not in screen
+
+
+def test_edit_linking_info_from_the_status_button(services: Services) -> None:
+    services.keys.register(ADMIN, factories.form("A00012345"))
+    screen = run_session(
+        services,
+        [
+            "/coupang-key status A00012345",
+            click("Edit linking info"),
+            {"Public IPv4": "211.45.10.3\\n1.1.1.1"},
+            "s",
+            ":quit",
+        ],
+        user=OWNER,  # the key's owner may edit its linking info
+    )
+    assert "(form submitted and closed)" in screen
+    status = services.keys.status("A00012345")
+    assert status.linking.ip_addresses == ("211.45.10.3", "1.1.1.1")
+    assert status.edits_last_7_days == 1
+
+
+def test_request_approve_and_enter_the_new_key_as_two_people(services: Services) -> None:
+    today = services.ctx.today()
+    services.keys.register(ADMIN, factories.form("A00012345", issued_on=None, expires_on=today + timedelta(days=10)))
+    new_secret = f"{factories.SECRET_MARK}newkey0123456789abcdef"
+    screen = run_session(
+        services,
+        [
+            "/coupang-key reissue A00012345",
+            {"Reason": "Key expires in 10 days"},
+            "s",
+            ":as UAPPROVE1",
+            click("Approve"),
+            f":as {ADMIN}",
+            click("Enter new key"),
+            {"New Secret Key": new_secret},
+            "s",
+            ":quit",
+        ],
+    )
+    request = after(screen, "form> s\n")
+    assert "── keybot · #CSHOP0001" in request and "*Reason:* Key expires in 10 days" in request
+    approved = after(screen, ":as UAPPROVE1")
+    assert "Approved by @UAPPROVE1" in approved  # the request message, edited for everyone
+    assert "reissued by @UADMIN001: generation 2" in approved
+    assert services.keys.status("A00012345").generation == 2
+    saved = screen.rsplit("form> s\n", 1)[1]
+    assert "(form submitted and closed)" in saved and new_secret not in saved
+
+
+def test_demo_tick_posts_the_d14_reminder_and_leaves_the_configured_database_alone(settings: Settings) -> None:
+    script = Script([":tick", ":quit"])
+    run_demo(settings, out=script.screen, read=script, real_now=datetime(2026, 11, 27, 3, 0, tzinfo=UTC))
+    screen = script.screen.getvalue()
+    tick = after(screen, ":tick\n")
+    assert "2026-11-28 09:05" in tick
+    assert "The reissue button in WING is active from today" in tick and "Spring Sale Store" in tick
+    assert "One week left" in tick and "Outlet & Co" in tick
+    configured = build_services(settings)
+    try:
+        assert configured.keys.statuses() == []  # the demo's keys and clock stayed in the demo
+    finally:
+        configured.engine.dispose()
+
+
+def test_demo_defaults_to_the_demo_admin_and_tick_is_refused_outside_it(services: Services) -> None:
+    screen = run_session(services, [":tick", ":quit"])
+    assert ":tick exists only in demo mode" in screen
+    script = Script([":quit"])
+    run_demo(None, out=script.screen, read=script)
+    assert f"You are @{DEMO_ADMIN}" in script.screen.getvalue()
