@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
 from storage.crypto import DecryptionError, Keyring, associated_data
@@ -136,6 +136,25 @@ def _mask(value: str) -> str:
     return f"{value[:4]}…{value[-4:]}" if len(value) > 8 else "…"
 
 
+def key_page(
+    session: Session, *, offset: int, limit: int, expiring_before: date | None = None
+) -> Sequence[Key]:
+    """One page of keys by expiry (most urgent first); ``expiring_before``: only keys expiring on or before it."""
+    query = select(Key).order_by(Key.expires_on, Key.vendor_id).offset(offset).limit(limit)
+    if expiring_before is not None:
+        query = query.where(Key.expires_on <= expiring_before)
+    return session.scalars(query).all()
+
+
+def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:
+    """(healthy, in reissue window, expired) counted in the database, without loading any key."""
+    expired = func.sum(case((Key.expires_on < today, 1), else_=0))
+    window = func.sum(case(((Key.expires_on >= today) & (Key.expires_on <= window_end), 1), else_=0))
+    healthy = func.sum(case((Key.expires_on > window_end, 1), else_=0))
+    row = session.execute(select(healthy, window, expired)).one()
+    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
+
+
 # ---------------------------------------------------------------- linking-info edits
 
 
@@ -147,12 +166,13 @@ def edit_times(session: Session, *, vendor_id: str, since: datetime) -> list[dat
     )
 
 
-def edit_counts(session: Session, *, since: datetime) -> dict[str, int]:
-    rows = session.execute(
-        select(LinkEdit.vendor_id, func.count())
-        .where(LinkEdit.edited_at > since)
-        .group_by(LinkEdit.vendor_id)
-    )
+def edit_counts(
+    session: Session, *, since: datetime, vendor_ids: Sequence[str] | None = None
+) -> dict[str, int]:
+    query = select(LinkEdit.vendor_id, func.count()).where(LinkEdit.edited_at > since)
+    if vendor_ids is not None:
+        query = query.where(LinkEdit.vendor_id.in_(list(vendor_ids)))
+    rows = session.execute(query.group_by(LinkEdit.vendor_id))
     return {vendor_id: count for vendor_id, count in rows}
 
 

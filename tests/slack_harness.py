@@ -17,9 +17,9 @@ Sending (every helper returns a :class:`Response`: ``status``, ``headers``, ``te
 - ``slack.submit(user, callback_id, values, private_metadata=..., view=...)`` — a signed ``view_submission``.
   ``values`` is either friendly ``{block_id: value}`` (str for text inputs, ``date``/``"YYYY-MM-DD"`` for date
   pickers, IDs for channel/user pickers, option value for radio buttons/static selects, list for multi-selects;
-  element types come from ``view``, by default the last modal opened with that ``callback_id``; blocks left out are
-  sent empty as Slack does), or raw state ``{block_id: {action_id: {...}}}``. ``private_metadata`` defaults to the
-  opened modal's.
+  element types come from ``view``, by default the last modal opened with that ``callback_id``; blocks left out
+  keep their initial value, as in Slack, or are sent empty), or raw state ``{block_id: {action_id: {...}}}``.
+  ``private_metadata`` defaults to the opened modal's.
 - ``slack.home_opened(user)`` — a signed ``app_home_opened`` event.
 - ``slack.event(event)`` — any signed ``event_callback``.
 - ``slack.raw_post(body, headers)`` — anything you like to ``/slack/events`` (forged or stale signatures).
@@ -28,7 +28,8 @@ Sending (every helper returns a :class:`Response`: ``status``, ``headers``, ``te
 
 Inspecting:
 
-- ``slack.last_modal(callback_id=None)`` — the ``view`` of the latest views.open (waits for it).
+- ``slack.last_modal(callback_id=None)`` — the ``view`` of the latest views.open (waits for one to exist; when
+  opening a second modal, first ``slack.fake.wait_for("views.open", count=2)``, since listeners run after ack).
 - ``slack.responses()`` — bodies posted to response URLs so far (``respond()`` after ack).
 - ``slack.fake.wait_for("chat.postMessage")`` etc.: Bolt runs listener code after ``ack()`` in a thread, so wait
   for Web API calls instead of reading ``fake.calls`` straight away.
@@ -149,13 +150,28 @@ def _state_value(element: Mapping[str, Any], value: Any) -> dict[str, Any]:
     return {"type": kind, "value": value}
 
 
+def _initial(element: Mapping[str, Any]) -> Any:
+    """What a prefilled input holds when the person leaves it alone."""
+    for name in ("initial_value", "initial_date", "initial_channel", "initial_conversation", "initial_user"):
+        if element.get(name) is not None:
+            return element[name]
+    if element.get("initial_option"):
+        return element["initial_option"].get("value")
+    if element.get("initial_options"):
+        return [o.get("value") for o in element["initial_options"]]
+    for name in ("initial_users", "initial_conversations", "initial_channels"):
+        if element.get(name):
+            return list(element[name])
+    return None
+
+
 def state_values(view: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
     """Slack's ``view.state.values`` for a modal whose inputs were filled with ``values``."""
     state: dict[str, Any] = {}
     blocks = {b.get("block_id"): b for b in (view or {}).get("blocks", []) if b.get("type") == "input"}
     for block_id, block in blocks.items():
         element = block.get("element") or {}
-        state[block_id] = {element.get("action_id", block_id): _state_value(element, None)}
+        state[block_id] = {element.get("action_id", block_id): _state_value(element, _initial(element))}
     for block_id, value in values.items():
         if isinstance(value, Mapping):  # already raw: {action_id: {...}}
             state[block_id] = dict(value)

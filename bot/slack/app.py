@@ -12,7 +12,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot.bootstrap import Services
 from bot.config import Settings
-from bot.slack import commands, reissue, verify
+from bot.slack import commands, home, keys, reissue, verify
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def build_app(
     router = commands.CommandRouter()
     # Each listener module adds its listeners and sub-commands here.
     commands.register(app, router)
+    keys.register(app, services, router)
+    home.register(app, services)
     reissue.register(app, services, router)
     verify.register(app, services, router)
     return app

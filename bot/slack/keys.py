@@ -1,0 +1,207 @@
+"""Listeners for seeing and changing keys: ``status``, ``add``, ``edit``, ``delete``, ``history``, their buttons
+and modals. Thin: parse the payload, call a service, build a view, send. Refusals are shown only to the person.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot import rules
+from bot.bootstrap import Services
+from bot.rules import InvalidInput, KeybotError
+from bot.slack import ids, views
+from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.parse import ButtonClick, parse_click, parse_linking, parse_page, parse_registration
+
+logger = logging.getLogger(__name__)
+
+EPHEMERAL = "ephemeral"
+
+
+def _input_block_ids(body: dict[str, Any]) -> list[str]:
+    blocks = (body.get("view") or {}).get("blocks") or []
+    return [b.get("block_id", "") for b in blocks if b.get("type") == "input"]
+
+
+def _usage(usage: str) -> KeybotError:
+    return KeybotError(f"Usage: `{ids.COMMAND} {usage}`")
+
+
+class KeyListeners:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    # ------------------------------------------------------------ slash sub-commands
+
+    def status(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+        arg = request.args[0] if request.args else ""
+        if arg and arg.lower() != "expiring":
+            status = self.services.keys.status(arg)
+            ack(
+                text=f"{status.vendor_id}: {rules.describe_days_left(status.days_left)}",
+                blocks=views.build_single_status_blocks(status),
+                response_type=EPHEMERAL,
+            )
+            return
+        expiring = arg.lower() == "expiring"
+        page = self.services.keys.status_page(limit=views.PAGE_SIZE, expiring=expiring)
+        ack(
+            text=views.status_fallback_text(page),
+            blocks=views.build_status_blocks(page, expiring=expiring),
+            response_type=EPHEMERAL,
+        )
+
+    def add(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+        self.services.keys.check_can_register(request.user_id)
+        ack()
+        client.views_open(trigger_id=request.trigger_id, view=views.build_register_modal(channel_id=request.channel_id))
+
+    def edit(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+        if not request.args:
+            raise _usage("edit VENDOR_ID")
+        view = self._edit_modal(request.user_id, request.args[0], request.channel_id)
+        ack()
+        client.views_open(trigger_id=request.trigger_id, view=view)
+
+    def delete(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+        if not request.args:
+            raise _usage("delete VENDOR_ID")
+        status = self.services.keys.check_can_change(request.user_id, request.args[0], "key.delete")
+        ack(
+            text=f"Delete {status.vendor_id}?",
+            blocks=views.build_delete_confirmation(status),
+            response_type=EPHEMERAL,
+        )
+
+    def history(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+        if not request.args:
+            raise _usage("history VENDOR_ID")
+        vendor_id = rules.validate_vendor_id(request.args[0])
+        entries = self.services.audit.entries(vendor_id=vendor_id, limit=views.HISTORY_LIMIT)
+        ack(
+            text=f"History of {vendor_id}",
+            blocks=views.build_history_blocks(vendor_id, entries, self.services.ctx.settings.timezone),
+            response_type=EPHEMERAL,
+        )
+
+    def _edit_modal(self, user_id: str, vendor_id: str, channel_id: str | None) -> Any:
+        status = self.services.keys.check_can_change(user_id, vendor_id, "key.edit")
+        quota = self.services.keys.edits_left(status.vendor_id)
+        if quota.next_possible_at is not None:
+            when = quota.next_possible_at.astimezone(self.services.ctx.settings.timezone)
+            raise KeybotError(
+                f"The linking info of {status.vendor_id} was already edited {rules.EDITS_PER_WEEK} times in the "
+                f"last 7 days (Coupang's limit). The next edit is possible at {when:%Y-%m-%d %H:%M}."
+            )
+        return views.build_edit_linking_modal(status, quota, channel_id=channel_id)
+
+    # ------------------------------------------------------------ buttons
+
+    def _tell(self, click: ButtonClick, client: WebClient, respond: Respond, text: str) -> None:
+        """A private note to whoever clicked: in the conversation when there is one, else in a DM."""
+        if click.response_url:
+            respond(text=text, response_type=EPHEMERAL, replace_original=False)
+        else:
+            client.chat_postMessage(channel=click.user_id, text=text)
+
+    def handle_edit_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        ack()
+        click = parse_click(body)
+        try:
+            view = self._edit_modal(click.user_id, click.value, click.channel_id)
+        except KeybotError as error:
+            self._tell(click, client, respond, views.refusal_text(str(error)))
+            return
+        client.views_open(trigger_id=click.trigger_id, view=view)
+
+    def handle_next_page(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        page_request = parse_page(parse_click(body).value)
+        page = self.services.keys.status_page(
+            offset=page_request.offset, limit=views.PAGE_SIZE, expiring=page_request.expiring
+        )
+        respond(
+            text=views.status_fallback_text(page),
+            blocks=views.build_status_blocks(page, expiring=page_request.expiring),
+            response_type=EPHEMERAL,
+            replace_original=True,
+        )
+
+    def handle_delete_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        ack()
+        click = parse_click(body)
+        try:
+            self.services.keys.delete(click.user_id, click.value)
+        except KeybotError as error:
+            self._tell(click, client, respond, views.refusal_text(str(error)))
+            return
+        text = f":wastebasket: Deleted the key of *{views.escape(click.value)}*. Delete it in WING too if unused."
+        if click.response_url:
+            respond(text=text, response_type=EPHEMERAL, replace_original=True)
+        else:
+            client.chat_postMessage(channel=click.user_id, text=text)
+
+    # ------------------------------------------------------------ modals
+
+    def _confirm(self, client: WebClient, user_id: str, channel_id: str | None, text: str) -> None:
+        if channel_id:
+            client.chat_postEphemeral(channel=channel_id, user=user_id, text=text)
+        else:
+            client.chat_postMessage(channel=user_id, text=text)
+
+    def handle_register_submission(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        submission, form = parse_registration(body)
+        fields = _input_block_ids(body)
+        try:
+            status = self.services.keys.register(submission.user_id, form)
+        except InvalidInput as error:
+            ack(response_action="errors", errors=views.field_errors(error.errors, fields, "vendor_id"))
+            return
+        except KeybotError as error:
+            ack(response_action="errors", errors={"vendor_id": str(error)})
+            return
+        ack()
+        self._confirm(client, submission.user_id, submission.channel_id, views.registered_text(status))
+
+    def handle_edit_submission(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        submission = parse_linking(body)
+        fields = _input_block_ids(body)
+        try:
+            try:
+                linking = rules.validate_linking_info(
+                    submission.integration,
+                    submission.integrator_name,
+                    submission.company_name,
+                    submission.company_url,
+                    submission.ip_addresses,
+                )
+            except InvalidInput as error:
+                raise self.services.ctx.refuse(submission.user_id, "key.edit", submission.vendor_id, error) from None
+            status = self.services.keys.edit_linking(submission.user_id, submission.vendor_id, linking)
+        except InvalidInput as error:
+            ack(response_action="errors", errors=views.field_errors(error.errors, fields, "integration"))
+            return
+        except KeybotError as error:
+            ack(response_action="errors", errors={"integration": str(error)})
+            return
+        ack()
+        tz = self.services.ctx.settings.timezone
+        self._confirm(client, submission.user_id, submission.channel_id, views.edited_text(status, tz))
+
+
+def register(app: App, services: Services, router: CommandRouter) -> None:
+    listeners = KeyListeners(services)
+    router.add("status", "status [VENDOR_ID|expiring]", "keys, most urgent first", listeners.status)
+    router.add("add", "add", "register a key (admins)", listeners.add)
+    router.add("edit", "edit VENDOR_ID", "edit the linking info (admins and the owner)", listeners.edit)
+    router.add("history", "history VENDOR_ID", "the last 20 events of a key", listeners.history)
+    router.add("delete", "delete VENDOR_ID", "forget a key (admins and the owner)", listeners.delete)
+    app.action(ids.EDIT_LINKING)(listeners.handle_edit_click)
+    app.action(ids.STATUS_NEXT_PAGE)(listeners.handle_next_page)
+    app.action(ids.DELETE_KEY)(listeners.handle_delete_click)
+    app.view(ids.REGISTER_MODAL)(listeners.handle_register_submission)
+    app.view(ids.EDIT_LINKING_MODAL)(listeners.handle_edit_submission)
