@@ -7,6 +7,7 @@ The console drives the same Bolt app, listeners and services as ``serve``; these
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -118,7 +119,10 @@ def test_help_lists_the_sub_commands_as_a_private_reply(services: Services) -> N
     assert "/coupang-key add" in reply and "/coupang-key status" in reply
 
 
-def test_add_a_key_through_the_modal_fixing_one_validation_error(services: Services) -> None:
+def test_add_a_key_through_the_modal_fixing_one_validation_error(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     screen = run_session(services, ["/coupang-key add", REGISTRATION, "s", {"Vendor ID": "A00012345"}, "s", ":quit"])
     first_submit = after(screen, "form> s\n")
     assert "! Vendor ID 'A0001234' is not valid" in first_submit
@@ -130,6 +134,7 @@ def test_add_a_key_through_the_modal_fixing_one_validation_error(services: Servi
     # typed once; after the first submission the screen shows it hidden, never in clear
     assert factories.SECRET_MARK not in first_submit
     assert "•••••••• (entered, hidden)" in first_submit
+    assert factories.SECRET_MARK not in caplog.text
 
 
 def test_status_shows_each_key_with_its_buttons(services: Services) -> None:
