@@ -49,7 +49,6 @@ def _ids(typed: str, prefix: str) -> list[str]:
 
 def _checked(items: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
     """Slack's pickers only offer real users and channels; the console asks for well-formed IDs instead."""
-    items = [i.upper() for i in items]
     bad = [i for i in items if not pattern.fullmatch(i)]
     if bad or not items:
         raise FieldInputError(f"{bad[0] if bad else 'That'} is not {what}.")
