@@ -265,6 +265,11 @@ def test_more_than_five_due_in_one_channel_make_one_digest(services):
     rows = services.reminders.deliveries()
     assert len(rows) == 9 and {r.status for r in rows} == {DELIVERED}
     assert len({r.message_ts for r in rows if r.channel_id == "CSHOP0001"}) == 1
+    posted = [e for e in services.audit.entries() if e.action == "reminder.posted"]
+    assert len(posted) == 4  # one audit entry per message; the digest's names all six keys
+    digest_entry = next(e for e in posted if e.details["digest"])
+    assert sorted(r["vendor_id"] for r in digest_entry.details["reminders"]) == [f"A0000000{n}" for n in range(1, 7)]
+    assert services.audit.verify().ok
 
 
 def test_the_default_channel_is_used_and_no_channel_skips_without_claiming(db_url):

@@ -23,7 +23,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, insert, or_, select, tuple_, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -209,9 +209,9 @@ class ReminderService:
             )
         stale = now - self.claim_timeout
         found: dict[tuple[str, int, int], tuple[int, str, datetime]] = {}
-        triples = list(wanted)
-        for start in range(0, len(triples), _CHUNK):
-            chunk = triples[start : start + _CHUNK]
+        vendors = sorted({vendor_id for vendor_id, _, _ in wanted})
+        for start in range(0, len(vendors), _CHUNK):
+            # vendor_id leads the unique index, so this is an index lookup (a row-value IN list is not, on PG)
             for row in session.execute(
                 select(
                     ReminderDelivery.vendor_id,
@@ -220,13 +220,10 @@ class ReminderService:
                     ReminderDelivery.id,
                     ReminderDelivery.status,
                     ReminderDelivery.claimed_at,
-                ).where(
-                    tuple_(ReminderDelivery.vendor_id, ReminderDelivery.generation, ReminderDelivery.milestone).in_(
-                        chunk
-                    )
-                )
+                ).where(ReminderDelivery.vendor_id.in_(vendors[start : start + _CHUNK]))
             ):
-                found[(row[0], row[1], row[2])] = (row[3], row[4], row[5])
+                if (row[0], row[1], row[2]) in wanted:
+                    found[(row[0], row[1], row[2])] = (row[3], row[4], row[5])
         candidates = []
         for triple, reminder in wanted.items():
             existing = found.get(triple)
@@ -334,16 +331,16 @@ class ReminderService:
             statement = sqlite.insert(ReminderDelivery).on_conflict_do_nothing()
         else:  # pragma: no cover - other databases: plain insert, a conflict fails the sweep (retried)
             statement = insert(ReminderDelivery)
-        statement = statement.values(rows).returning(
+        statement = statement.returning(
             ReminderDelivery.vendor_id, ReminderDelivery.generation, ReminderDelivery.milestone
         )
-        return {(v, g, m) for v, g, m in session.execute(statement)}
+        # executemany: SQLAlchemy batches it as "insertmanyvalues" and still returns the rows inserted
+        return {(v, g, m) for v, g, m in session.execute(statement, rows)}
 
     def _mine(self, group: Sequence[Reminder]) -> Any:
+        # one claim per vendor ID per sweep, and earlier claims of this instance are settled already
         return and_(
-            tuple_(ReminderDelivery.vendor_id, ReminderDelivery.generation, ReminderDelivery.milestone).in_(
-                [(r.vendor_id, r.generation, r.milestone) for r in group]
-            ),
+            ReminderDelivery.vendor_id.in_([r.vendor_id for r in group]),
             ReminderDelivery.claimed_by == self.instance,
             ReminderDelivery.status == CLAIMED,
         )
@@ -357,21 +354,23 @@ class ReminderService:
                     .where(self._mine(chunk))
                     .values(status=DELIVERED, delivered_at=now, message_ts=ts, channel_id=channel)
                 )
-            for reminder in group:
-                self.ctx.record(
-                    session,
-                    "scheduler",
-                    "reminder.posted",
-                    reminder.vendor_id,
-                    {
-                        "generation": reminder.generation,
-                        "milestone": reminder.milestone,
-                        "channel": channel,
-                        "ts": ts,
-                        "digest": len(group) > 1,
-                    },
-                    at=now,
-                )
+            # one audit event per message (a digest names every key): the chain appends one entry at a time
+            first = group[0]
+            self.ctx.record(
+                session,
+                "scheduler",
+                "reminder.posted",
+                first.vendor_id if len(group) == 1 else None,
+                {
+                    "reminders": [
+                        {"vendor_id": r.vendor_id, "generation": r.generation, "milestone": r.milestone} for r in group
+                    ],
+                    "channel": channel,
+                    "ts": ts,
+                    "digest": len(group) > 1,
+                },
+                at=now,
+            )
 
     def _release(self, group: Sequence[Reminder], now: datetime) -> None:
         with self.ctx.transaction() as session:
