@@ -1,11 +1,19 @@
-"""``coupang-keybot serve``: connect to Slack, or explain how to."""
+"""``coupang-keybot serve``: connect to Slack, or explain how to.
+
+Socket Mode when ``SLACK_APP_TOKEN`` is set; otherwise HTTP through gunicorn (one worker process with threads,
+so the scheduler runs exactly once, inside that worker) serving :mod:`bot.wsgi`.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.bootstrap import Services
+
+logger = logging.getLogger(__name__)
+HTTP_THREADS = 8
 
 SETUP_HELP = """\
 Slack is not configured yet: {missing} missing.
@@ -33,4 +41,82 @@ def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO)
             print("\nMeanwhile, here is the bot in this terminal (same database). :quit leaves.\n", file=out)
             return run_console(services, out=out)
         return 2
-    raise NotImplementedError("Slack serving arrives with the Slack app")
+    from bot.slack import redact
+
+    redact.install()
+    if settings.slack_app_token:
+        return _serve_socket_mode(services, scheduler=scheduler, out=out)
+    return _serve_http(services, port=port or settings.port, scheduler=scheduler, out=out)
+
+
+def _serve_socket_mode(services: Services, *, scheduler: bool, out: TextIO) -> int:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_sdk import WebClient
+
+    from bot.scheduler import build_scheduler
+    from bot.slack.app import build_app
+
+    settings = services.ctx.settings
+    app = build_app(services)
+    jobs = build_scheduler(services, app) if scheduler else None
+    if jobs is not None:
+        jobs.start()
+    print("Connecting to Slack in Socket Mode…", file=out, flush=True)
+    handler = SocketModeHandler(app, settings.slack_app_token, web_client=WebClient(base_url=settings.slack_api_url))
+    try:
+        handler.start()  # blocks until interrupted
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if jobs is not None:
+            jobs.shutdown(wait=False)
+    return 0
+
+
+def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from bot.scheduler import build_scheduler
+    from bot.slack.app import build_app
+    from bot.wsgi import build_wsgi, database_answers
+
+    if not services.ctx.settings.slack_signing_secret:
+        print("HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode).", file=out)
+        return 2
+    app = build_app(services)
+    wsgi = build_wsgi(app, healthy=lambda: database_answers(services.engine))
+
+    def post_worker_init(worker: Any) -> None:
+        # connections opened before the fork (migrations) must not be shared with the worker
+        services.engine.dispose(close=False)
+        if scheduler:
+            build_scheduler(services, app).start()
+            logger.info("scheduler started in worker %s", worker.pid)
+
+    options = {
+        "bind": f"0.0.0.0:{port}",
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": HTTP_THREADS,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "post_worker_init": post_worker_init,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": services.ctx.settings.log_level.lower(),
+    }
+
+    class KeybotHTTP(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for name, value in options.items():
+                self.cfg.set(name, value)
+
+        def load(self) -> Any:
+            return wsgi
+
+    print(f"Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz)", file=out, flush=True)
+    try:
+        KeybotHTTP().run()
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0

@@ -181,6 +181,20 @@ def state_values(view: Mapping[str, Any] | None, values: Mapping[str, Any]) -> d
     return state
 
 
+def signed_headers(
+    secret: str, body: str | bytes, *, timestamp: int | None = None, content_type: str | None = None
+) -> dict[str, str]:
+    """The headers Slack sends with ``body``: timestamp and ``v0=`` HMAC-SHA256 signature."""
+    raw = body.decode() if isinstance(body, bytes) else body
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{raw}".encode(), hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": content_type or "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+    }
+
+
 class SlackHarness:
     def __init__(self, services: Services, fake: FakeSlack, *, signing_secret: str = SIGNING_SECRET) -> None:
         settings = services.ctx.settings
@@ -245,14 +259,7 @@ class SlackHarness:
     def signed_headers(
         self, body: str | bytes, *, timestamp: int | None = None, content_type: str | None = None
     ) -> dict[str, str]:
-        raw = body.decode() if isinstance(body, bytes) else body
-        ts = str(int(time.time()) if timestamp is None else timestamp)
-        digest = hmac.new(self.signing_secret.encode(), f"v0:{ts}:{raw}".encode(), hashlib.sha256).hexdigest()
-        return {
-            "Content-Type": content_type or "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": f"v0={digest}",
-        }
+        return signed_headers(self.signing_secret, body, timestamp=timestamp, content_type=content_type)
 
     def raw_post(self, body: str | bytes, headers: Mapping[str, str] | None = None) -> Response:
         data = body.encode() if isinstance(body, str) else body

@@ -1,0 +1,33 @@
+"""App Home over HTTP: opening the tab publishes every key, sorted by expiry, with the same buttons."""
+
+from __future__ import annotations
+
+from bot.slack import ids
+from tests import factories
+from tests.conftest import ADMIN, USER
+from tests.factories import SECRET_MARK
+
+
+def test_opening_app_home_publishes_the_dashboard(slack):
+    slack.services.keys.register(ADMIN, factories.form("A00000002", issued_on="2026-10-01"))
+    slack.services.keys.register(ADMIN, factories.form("A00000001", issued_on="2026-06-01", label="<!here> shop"))
+    assert slack.home_opened(USER).status == 200
+    call = slack.fake.wait_for("views.publish")[0]
+    assert call.params["user_id"] == USER
+    view = call.params["view"]
+    keys = [b["block_id"] for b in view["blocks"] if b.get("block_id", "").startswith("home-key-")]
+    assert keys == ["home-key-A00000001", "home-key-A00000002"]  # soonest expiry first
+    text = str(view)
+    assert "▰" in text and "&lt;!here&gt;" in text and "<!here>" not in text
+    assert SECRET_MARK not in slack.fake.all_text()
+    actions = {e["action_id"] for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    assert actions == {ids.EDIT_LINKING, ids.REQUEST_REISSUE, ids.VERIFY_KEY}
+
+
+def test_edit_button_in_app_home_opens_the_modal_and_refusals_arrive_by_dm(slack):
+    slack.services.keys.register(ADMIN, factories.form("A00000001"))
+    slack.click(ADMIN, ids.EDIT_LINKING, "A00000001", container="home")
+    assert slack.last_modal(ids.EDIT_LINKING_MODAL)
+    slack.click(USER, ids.EDIT_LINKING, "A00000001", container="home")
+    dm = slack.fake.wait_for("chat.postMessage")[0].params
+    assert dm["channel"] == USER and "Only" in dm["text"]

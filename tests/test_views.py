@@ -1,0 +1,184 @@
+"""The Block Kit builders, as plain functions: limits, escaping, no secrets, the right buttons."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from bot import rules
+from bot.rules import Integration, LinkingInfo, Phase
+from bot.services.audit import AuditEntry
+from bot.services.keys import KeyStatus, OpenRequest, StatusPage
+from bot.slack import ids, views
+
+
+def status(n: int = 0, *, days: int = 30, label: str = "Shop", **overrides) -> KeyStatus:
+    values = dict(
+        vendor_id=f"A{n:08d}",
+        label=label,
+        access_key_mask="AKIA…key0",
+        secret_fingerprint="fp1234",
+        generation=1,
+        issued_on=None,
+        expires_on=date(2026, 12, 27),
+        days_left=days,
+        phase=rules.phase_for(days),
+        reissue_button_active=rules.reissue_button_active(days),
+        linking=LinkingInfo(Integration.SELF, None, "Example Co", "https://shop.example.com", ("211.45.10.3",)),
+        edits_last_7_days=3,
+        owner_id="UOWNER001",
+        channel_id="CSHOP0001",
+        propagating_until=None,
+        verify_outcome=None,
+        verified_at=None,
+    )
+    values.update(overrides)
+    return KeyStatus(**values)
+
+
+def page(statuses, *, offset=0, matching=None) -> StatusPage:
+    matching = len(statuses) if matching is None else matching
+    return StatusPage(list(statuses), offset, matching, healthy=matching, in_window=0, expired=0)
+
+
+def dicts(blocks) -> list[dict]:
+    return [b.to_dict() for b in blocks]
+
+
+def test_a_key_section_shows_what_the_issue_lists():
+    text = views.key_summary_text(status(days=10, open_request=OpenRequest(7, "pending", "reissue", "UUSER0001")))
+    for expected in (
+        "A00000000",
+        "Shop",
+        "AKIA…key0",
+        "2026-12-27",
+        "10 days left",
+        "reissue window",
+        "Reissue* button is active",
+        "3/10",
+        "Example Co",
+        "211.45.10.3",
+        "#7",
+        "pending",
+    ):
+        assert expected in text, expected
+
+
+def test_user_text_is_escaped():
+    text = views.key_summary_text(
+        status(label="<!channel> & <@U123>", linking=LinkingInfo(Integration.INTEGRATOR, "<!here>"))
+    )
+    assert "<!channel>" not in text and "<!here>" not in text and "<@U123>" not in text
+    assert "&lt;!channel&gt; &amp; &lt;@U123&gt;" in text
+
+
+def test_status_page_stays_within_fifty_blocks_with_a_next_page_button():
+    blocks = dicts(views.build_status_blocks(page([status(n) for n in range(15)], matching=40)))
+    assert len(blocks) <= views.MAX_BLOCKS
+    assert sum(b["type"] == "section" for b in blocks) == 15
+    button = blocks[-1]["elements"][0]
+    assert button["action_id"] == ids.STATUS_NEXT_PAGE
+    assert json.loads(button["value"]) == {"offset": 15, "expiring": False}
+    assert "25 more" in button["text"]["text"]
+
+
+def test_last_page_has_no_next_button():
+    blocks = dicts(views.build_status_blocks(page([status(n) for n in range(10)], offset=30, matching=40)))
+    assert all(b.get("block_id") != "status-pages" for b in blocks)
+    assert "31–40 of 40" in json.dumps(blocks, ensure_ascii=False)
+
+
+def test_every_key_has_edit_reissue_and_verify_buttons_carrying_its_vendor_id():
+    blocks = dicts(views.build_key_blocks(status(5)))
+    elements = blocks[1]["elements"]
+    assert [(e["action_id"], e["value"]) for e in elements] == [
+        (ids.EDIT_LINKING, "A00000005"),
+        (ids.REQUEST_REISSUE, "A00000005"),
+        (ids.VERIFY_KEY, "A00000005"),
+    ]
+
+
+def test_empty_status_says_how_to_register():
+    assert "/coupang-key add" in json.dumps(dicts(views.build_status_blocks(page([]))))
+
+
+def test_days_left_bar_is_full_when_new_and_empty_when_expired():
+    assert views.days_left_bar(180) == "▰" * views.BAR_CELLS
+    assert views.days_left_bar(-1) == "▱" * views.BAR_CELLS
+    assert views.days_left_bar(1).count("▰") == 1  # a sliver stays visible until it expires
+
+
+def test_home_is_sorted_by_expiry_and_within_slacks_limit():
+    statuses = [status(n, days=100 - n, expires_on=date(2027, 1, 1).fromordinal(739000 - n)) for n in range(80)]
+    view = views.build_home_view(statuses).to_dict()
+    assert view["type"] == "home" and len(view["blocks"]) <= 100
+    sections = [b for b in view["blocks"] if b.get("block_id", "").startswith("home-key-")]
+    assert sections[0]["block_id"] == "home-key-A00000079"  # expires first
+    assert "35 more" in json.dumps(view)
+
+
+def test_registration_modal_has_every_field_and_prefills_nothing():
+    view = views.build_register_modal(channel_id="CWORK0001").to_dict()
+    inputs = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
+    assert list(inputs) == [
+        "vendor_id",
+        "label",
+        "access_key",
+        "secret_key",
+        "issued_on",
+        "expires_on",
+        "channel_id",
+        "owner_id",
+        "integration",
+        "integrator_name",
+        "company_name",
+        "company_url",
+        "ip_addresses",
+    ]
+    assert inputs["issued_on"]["type"] == inputs["expires_on"]["type"] == "datepicker"
+    assert inputs["owner_id"]["type"] == "users_select"
+    assert inputs["integration"]["type"] == "radio_buttons"
+    assert inputs["ip_addresses"]["multiline"] is True
+    assert not any("initial_value" in e for e in inputs.values())
+    assert json.loads(view["private_metadata"]) == {"channel": "CWORK0001"}
+
+
+def test_edit_modal_is_prefilled_and_counts_edits_left():
+    quota = rules.EditQuota(used=3, next_possible_at=None)
+    view = views.build_edit_linking_modal(status(), quota).to_dict()
+    text = json.dumps(view, ensure_ascii=False)
+    assert "Edits left this week: 7 of 10" in text
+    inputs = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
+    assert inputs["integration"]["initial_option"]["value"] == "self"
+    assert inputs["company_url"]["initial_value"] == "https://shop.example.com"
+    assert "access_key" not in inputs and "secret_key" not in inputs
+
+
+def test_field_errors_put_unknown_fields_under_the_fallback():
+    errors = views.field_errors({"label": "x", "file": "y", "other": "z"}, ["label", "vendor_id"], "vendor_id")
+    assert errors == {"label": "x", "vendor_id": "y z"}
+
+
+def test_history_escapes_details_and_shows_local_time():
+    entry = AuditEntry(
+        1,
+        datetime(2026, 11, 27, 0, 30, tzinfo=UTC),
+        "UADMIN001",
+        "key.registered",
+        "A00012345",
+        {"label": "<!channel>"},
+        "mac",
+    )
+    text = json.dumps(dicts(views.build_history_blocks("A00012345", [entry], ZoneInfo("Asia/Seoul"))))
+    assert "2026-11-27 09:30" in text and "&lt;!channel&gt;" in text and "<!channel>" not in text
+
+
+def test_delete_asks_for_confirmation():
+    blocks = dicts(views.build_delete_confirmation(status()))
+    button = blocks[-1]["elements"][0]
+    assert button["style"] == "danger" and button["confirm"]["confirm"]["text"] == "Delete"
+
+
+def test_phase_labels_cover_every_phase():
+    assert set(views.PHASE_LABEL) == set(Phase)
