@@ -76,7 +76,7 @@ def format_status_line(s: KeyStatus) -> str:
     return (
         f"{s.vendor_id}  {s.label}  {s.access_key_mask}  expires {s.expires_on}  {describe_days_left(s.days_left)}  "
         f"[{s.phase}]  gen {s.generation}  edits {s.edits_last_7_days}/10"
-    )
+    ) + (f"  checked {s.verify_outcome} {s.verified_at:%Y-%m-%d %H:%M} UTC" if s.verified_at else "")
 
 
 def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int:

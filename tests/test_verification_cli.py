@@ -81,3 +81,14 @@ def test_a_second_run_within_10_seconds_repeats_the_result(cli, gateway) -> None
     code, out, _ = cli("verify", VENDOR)
     assert code == 0 and "ago (at most one check per vendor ID every 10 seconds)" in out
     assert len(gateway.requests) == 1
+
+
+def test_status_shows_the_last_check(cli, gateway) -> None:
+    gateway.add_key(access_key(VENDOR), "SomeoneElsesSecretKey000", VENDOR)
+    code, out, _ = cli("status")
+    assert code == 0 and "checked" not in out
+    assert cli("verify", VENDOR)[0] == 1
+    code, out, _ = cli("status")
+    assert code == 0 and "checked invalid_key 20" in out
+    code, out, _ = cli("status", "--json")
+    assert '"verify_outcome": "invalid_key"' in out
