@@ -16,6 +16,8 @@ from sqlalchemy import select
 
 from bot.bootstrap import Services
 from bot.config import Settings
+from bot.rules import Integration, LinkingInfo
+from bot.scheduler import build_scheduler
 from bot.services.verification import VerifyOutcome, VerifyResult, probe_slot
 from bot.slack import ids
 from bot.slack.verify import (
@@ -25,7 +27,7 @@ from bot.slack.verify import (
     post_probe_changes,
 )
 from storage.models import Key
-from tests.conftest import USER
+from tests.conftest import ADMIN, USER
 from tests.factories import SECRET_MARK, access_key, secret_key
 from tests.fake_coupang import FakeCoupang
 from tests.fake_slack import FakeSlack
@@ -250,3 +252,34 @@ def test_result_blocks_escape_labels_and_coupang_text(clock: Clock) -> None:
         assert "<@U123>" not in text and "<!here>" not in text and "&lt;b&gt;" in text
         assert "2026-11-27 10:00 KST" in text
         assert isinstance(blocks[0], SectionBlock)
+
+
+def test_after_a_linking_edit_the_bot_verifies_by_itself_once_the_deadline_passes(
+    slack: SlackHarness, gateway: FakeCoupang, clock: Clock
+) -> None:
+    register(slack.services, gateway)
+    linking = LinkingInfo(
+        Integration.SELF,
+        company_name="Example Co",
+        company_url="https://shop.example.com",
+        ip_addresses=("211.45.10.9",),
+    )
+    slack.services.keys.edit_linking(ADMIN, VENDOR, linking)  # works within 30 minutes
+    clock.advance(minutes=29)
+    assert post_deadline_checks(slack.services, slack.client) == 0
+    clock.advance(minutes=2)
+    assert post_deadline_checks(slack.services, slack.client) == 1
+    assert post_deadline_checks(slack.services, slack.client) == 0
+    [post] = slack.fake.calls_to("chat.postMessage")
+    assert post.params["channel"] == KEY_CHANNEL
+    assert "works with Coupang now" in text_of(post.params)
+    assert slack.services.keys.status(VENDOR).verify_outcome == "works"
+
+
+@pytest.mark.parametrize("verify_daily", [False, True])
+def test_the_scheduler_runs_the_checks_and_the_probe_only_when_enabled(slack: SlackHarness, verify_daily: bool) -> None:
+    slack.services.ctx.settings = replace(slack.services.ctx.settings, verify_daily=verify_daily)
+    scheduler = build_scheduler(slack.services, slack.app)
+    jobs = {job.id for job in scheduler.get_jobs()}
+    assert "verify_after_deadline" in jobs
+    assert ("verify_daily_probe" in jobs) is verify_daily
