@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -77,7 +78,12 @@ def request_reissue(slack, user: str = REQUESTER, reason: str = "expires tomorro
     answer = slack.submit(user, ids.REISSUE_REQUEST_MODAL, {"reason": reason, **values})
     assert answer.status == 200 and answer.text in ("", "{}"), answer.text
     posted = slack.fake.wait_for("chat.postMessage", before + 1)[-1]
-    return int(buttons(posted.params["blocks"])[ids.APPROVE_REISSUE])
+    request_id = int(buttons(posted.params["blocks"])[ids.APPROVE_REISSUE])
+    deadline = time.monotonic() + 5  # the listener records the message's ts just after posting it
+    while slack.services.reissues.get(request_id).message_ts != posted.response["ts"]:
+        assert time.monotonic() < deadline, "the request message was never recorded"
+        time.sleep(0.01)
+    return request_id
 
 
 def click_and_wait(slack, user: str, action_id: str, value: str, method: str) -> Any:

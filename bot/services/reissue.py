@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Executable, select, update
 from sqlalchemy.orm import Session
 
 from bot import rules
@@ -292,7 +292,8 @@ class ReissueService:
             if outcome == APPROVED and (key is None or key.generation != request.generation):
                 voided = True
                 return
-            decided = session.execute(
+            decided = _changed(
+                session,
                 update(ReissueRequest)
                 .where(
                     ReissueRequest.id == request_id,
@@ -300,8 +301,8 @@ class ReissueService:
                     ReissueRequest.expires_at > now,
                 )
                 .values(status=outcome, decided_by=actor, decided_at=now)
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
             if decided != 1:  # someone else's click won the race
                 session.expire(request)
                 raise self._closed(self._request(session, request_id))
@@ -323,12 +324,13 @@ class ReissueService:
         with self.ctx.transaction() as session:
             request = self._request(session, request_id)
             key = self.ctx.keys.get(session, vendor_id=request.vendor_id)
-            changed = session.execute(
+            changed = _changed(
+                session,
                 update(ReissueRequest)
                 .where(ReissueRequest.id == request_id, ReissueRequest.status.in_((PENDING, APPROVED)))
                 .values(status=VOID, decided_at=self.ctx.clock.now())
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
             if changed:
                 self.ctx.record(
                     session,
@@ -375,12 +377,13 @@ class ReissueService:
             if request_ids is not None:
                 query = query.where(ReissueRequest.id.in_(list(request_ids)))
             for request_id in session.scalars(query.order_by(ReissueRequest.id)).all():
-                changed = session.execute(
+                changed = _changed(
+                    session,
                     update(ReissueRequest)
                     .where(ReissueRequest.id == request_id, ReissueRequest.status == PENDING)
                     .values(status=EXPIRED, decided_at=now)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                    .execution_options(synchronize_session=False),
+                )
                 if not changed:
                     continue  # another sweep or a click got there first
                 request = self._request(session, request_id)
@@ -634,6 +637,13 @@ class ReissueService:
             message_ts=request.message_ts,
             key_expires_on=key.expires_on if key else None,
         )
+
+
+def _changed(session: Session, statement: Executable) -> int:
+    """Rows a conditional UPDATE changed: 0 means its condition no longer held (someone else got there first)."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def _json(text: str) -> dict[str, Any]:

@@ -444,11 +444,15 @@ class ReissueMessages:
         answer = self.client.chat_postMessage(channel=channel, text=request_text(info), blocks=blocks)
         self.services.reissues.set_message(info.id, channel_id=answer["channel"], ts=answer["ts"])
 
-    def refresh(self, info: ReissueInfo) -> None:
-        if not (info.channel_id and info.message_ts):
+    def refresh(self, info: ReissueInfo, click: Click | None = None) -> None:
+        """Re-render the request message in place; a click's own message when the post is not recorded yet."""
+        channel, ts = info.channel_id, info.message_ts
+        if not ts and click is not None:
+            channel, ts = click.channel_id, click.message_ts
+        if not (channel and ts):
             return
         blocks = build_request_blocks(info, self.services.reissues.approver_mentions(), self.tz)
-        self.client.chat_update(channel=info.channel_id, ts=info.message_ts, text=request_text(info), blocks=blocks)
+        self.client.chat_update(channel=channel, ts=ts, text=request_text(info), blocks=blocks)
 
 
 def _refuse(respond: Respond, error: KeybotError) -> None:
@@ -533,9 +537,9 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
                 except KeybotError:
                     return
                 if current.status in (EXPIRED, VOID):  # this click closed it: show that to everyone
-                    messages.refresh(current)
+                    messages.refresh(current, click)
             return
-        messages.refresh(info)
+        messages.refresh(info, click)
 
     @app.action(ids.APPROVE_REISSUE)
     def handle_approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
