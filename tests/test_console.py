@@ -216,3 +216,11 @@ def test_demo_defaults_to_the_demo_admin_and_tick_is_refused_outside_it(services
     script = Script([":quit"])
     run_demo(None, out=script.screen, read=script)
     assert f"You are @{DEMO_ADMIN}" in script.screen.getvalue()
+
+
+def test_home_tab_lists_the_keys(services: Services) -> None:
+    services.keys.register(ADMIN, factories.form("A00012345", label="Busan Store"))
+    screen = run_session(services, [":home", ":quit"])
+    home = after(screen, f"── App Home of @{ADMIN}")
+    assert "A00012345" in home and "Busan Store" in home
+    assert factories.SECRET_MARK not in screen

@@ -38,6 +38,7 @@ Type what you would type in Slack, e.g. `{ids.COMMAND} help`, `{ids.COMMAND} sta
   N or #N          click button #N of a message shown above
   :as U…           act as another Slack user (approvals need a second person)
   :group S… U… U…  who belongs to a user group listed in KEYBOT_APPROVERS
+  :home            open the bot's App Home tab
   :tick [days]     (demo only) move the clock forward (default 1 day) and run the reminder sweep
   :help            this help
   :quit            leave (Ctrl-D works too)
@@ -179,6 +180,8 @@ class Console:
             self.say(f"Members of {args[0].upper()}: {', '.join(args[1:]) or 'nobody'}.")
         elif word == ":tick":
             self._tick(args)
+        elif word == ":home":
+            self.open_home()
         else:
             self.say(f"Unknown console command {word}. Type :help.")
         return None
@@ -213,12 +216,12 @@ class Console:
         self._triggers.add(trigger)
         return trigger
 
-    def _dispatch(self, body: str) -> BoltResponse:
+    def _dispatch(self, body: str, content_type: str = "application/x-www-form-urlencoded") -> BoltResponse:
         """Sign like Slack does (v0 HMAC over timestamp and body) and hand to Bolt, which verifies it."""
         timestamp = str(int(time.time()))  # Bolt checks it against the real time, demo clock or not
         signature = SignatureVerifier(self.signing_secret).generate_signature(timestamp=timestamp, body=body)
         headers = {
-            "content-type": "application/x-www-form-urlencoded",
+            "content-type": content_type,
             "x-slack-request-timestamp": timestamp,
             "x-slack-signature": signature or "",
         }
@@ -279,6 +282,27 @@ class Console:
             del self._outbox[mark:]
             self._post_reply(self.channel, None, reply)  # Slack shows the ack's reply first
             self._outbox.extend(caused)
+        self._flush()
+
+    def open_home(self) -> None:
+        """Open the bot's App Home tab: Slack sends an ``app_home_opened`` event."""
+        n = next(self._counter)
+        event = {
+            "token": "console",
+            "team_id": TEAM_ID,
+            "api_app_id": APP_ID,
+            "type": "event_callback",
+            "event_id": f"Ev0CONSOLE{n:06d}",
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_home_opened",
+                "user": self.user,
+                "channel": f"D{self.user[1:]}",
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+        }
+        self._dispatch(json.dumps(event), "application/json")
         self._flush()
 
     def click(self, number: int) -> None:
