@@ -29,7 +29,8 @@ UNREACHABLE = "http://127.0.0.1:9"  # the demo's keys are made up: never send th
 INTRO = f"""\
 Demo mode: a throwaway database with four sample keys, and a clock that only moves when you say :tick.
   You are {DEMO_NAMES[DEMO_ADMIN]} = {DEMO_ADMIN}. {DEMO_NAMES[DEMO_APPROVER]} = {DEMO_APPROVER} may approve reissues
-  (:as {DEMO_APPROVER} to be them). Try: /coupang-key status, :tick, /coupang-key reissue A00010002."""
+  (:as {DEMO_APPROVER} to be them). Try: /coupang-key status, :tick, /coupang-key reissue A00010002.
+  The sample keys are made up, so Verify reaches no Coupang server here."""
 
 
 class MovableClock:

@@ -26,6 +26,7 @@ EMOJI = {
     "hourglass_flowing_sand": "⏳",
     "no_entry": "⛔",
     "information_source": "ℹ️",
+    "grey_question": "❔",
 }
 SECRET_WORDS = ("secret", "access_key", "access key")
 
