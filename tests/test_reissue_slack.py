@@ -364,3 +364,19 @@ def test_scheduler_runs_the_expiry_and_chain_head_jobs(slack, services):
     jobs = {job.id: job for job in scheduler.get_jobs()}
     assert jobs["reissue_expiry"].func is expire_requests
     assert jobs["audit_chain_head"].func is post_chain_head
+
+
+def test_group_membership_is_cached_briefly(slack, services, key, travel):
+    slack.fake.set_usergroup(GROUP, [GROUPIE])
+    assert services.reissues.is_approver(GROUPIE) and not services.reissues.is_approver(STRANGER)
+    assert len(slack.fake.calls_to("usergroups.users.list")) == 1  # one call for a burst of clicks
+    slack.fake.set_usergroup(GROUP, [])
+    travel.shift(61)
+    assert not services.reissues.is_approver(GROUPIE)  # removed from the group: refused within a minute
+    assert len(slack.fake.calls_to("usergroups.users.list")) == 2
+
+
+def test_unknown_group_refuses_instead_of_failing(slack, services, key):
+    request_id = request_reissue(slack)  # GROUP was never set up in the fake: no_such_subteam
+    refusal = click_and_wait(slack, GROUPIE, ids.APPROVE_REISSUE, str(request_id), "response_url")
+    assert "Only approvers" in refusal.params["text"]
