@@ -184,10 +184,13 @@ class ReminderService:
             ).where(Key.expires_on <= horizon)
         ).all()
         wanted: dict[tuple[str, int, int], Reminder] = {}
+        by_expiry: dict[date, int | None] = {}  # ~200 distinct expiry dates however many keys
         for vendor_id, label, generation, expires_on, owner_id, channel_id in rows:
-            milestone = latest_due_milestone(
-                expires_on, now, settings.reminder_days, settings.reminder_time, settings.timezone
-            )
+            if expires_on not in by_expiry:
+                by_expiry[expires_on] = latest_due_milestone(
+                    expires_on, now, settings.reminder_days, settings.reminder_time, settings.timezone
+                )
+            milestone = by_expiry[expires_on]
             if milestone is None:
                 continue
             channel = channel_id or settings.channel
@@ -208,10 +211,10 @@ class ReminderService:
                 channel_id=channel,
             )
         stale = now - self.claim_timeout
-        found: dict[tuple[str, int, int], tuple[int, str, datetime]] = {}
-        vendors = sorted({vendor_id for vendor_id, _, _ in wanted})
-        for start in range(0, len(vendors), _CHUNK):
-            # vendor_id leads the unique index, so this is an index lookup (a row-value IN list is not, on PG)
+        found: dict[tuple[str, int, int], tuple[int, str, bool]] = {}
+        milestones = sorted({milestone for _, _, milestone in wanted})
+        if wanted:
+            # one indexed join instead of IN lists: the deliveries of the same keys, at the wanted milestones
             for row in session.execute(
                 select(
                     ReminderDelivery.vendor_id,
@@ -219,8 +222,13 @@ class ReminderService:
                     ReminderDelivery.milestone,
                     ReminderDelivery.id,
                     ReminderDelivery.status,
-                    ReminderDelivery.claimed_at,
-                ).where(ReminderDelivery.vendor_id.in_(vendors[start : start + _CHUNK]))
+                    ReminderDelivery.claimed_at < stale,
+                )
+                .join(
+                    Key,
+                    and_(Key.vendor_id == ReminderDelivery.vendor_id, Key.generation == ReminderDelivery.generation),
+                )
+                .where(Key.expires_on <= horizon, ReminderDelivery.milestone.in_(milestones))
             ):
                 if (row[0], row[1], row[2]) in wanted:
                     found[(row[0], row[1], row[2])] = (row[3], row[4], row[5])
@@ -229,7 +237,7 @@ class ReminderService:
             existing = found.get(triple)
             if existing is None:
                 candidates.append(_Candidate(reminder, None))
-            elif existing[1] == FAILED or (existing[1] == CLAIMED and existing[2] < stale):
+            elif existing[1] == FAILED or (existing[1] == CLAIMED and existing[2]):
                 candidates.append(_Candidate(reminder, existing[0]))
         return candidates
 
