@@ -258,3 +258,15 @@ def test_reminders_run_as_of_posts_once_and_dry_run_records_nothing(settings, mo
         for output in (early, dry, real, again):
             assert SECRET_MARK not in output
         assert SECRET_MARK not in fake.all_text()
+
+
+def test_the_reminders_request_reissue_button_opens_the_request_form(slack):
+    with time_machine.travel(kst(date(2026, 11, 14), 9), tick=True):
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+        [button] = buttons(posts(slack.fake)[0])
+        response = slack.click("UOWNER001", button["action_id"], button["value"])
+        assert response.status == 200
+        [opened] = slack.fake.wait_for("views.open")
+    assert opened.params["view"]["callback_id"] == ids.REISSUE_REQUEST_MODAL
+    assert "A00012345" in str(opened.params["view"])
