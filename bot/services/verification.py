@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, not_, or_, select, update
+from sqlalchemy import CursorResult, and_, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot import rules
@@ -154,15 +154,16 @@ class VerificationService:
         key = self.ctx.keys.get(session, vendor_id=vendor_id)
         if key is None:
             raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
-        won = session.execute(
+        won = _rows(
+            session,
             update(Key)
             .where(
                 Key.id == key.id,
                 or_(Key.verify_attempted_at.is_(None), Key.verify_attempted_at <= now - MIN_INTERVAL),
             )
             .values(verify_attempted_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
         if not won:
             session.refresh(key)  # another process may have claimed it after we read the row
             result = self._repeat(key, now)
@@ -171,7 +172,7 @@ class VerificationService:
                 actor,
                 "key.verify_repeated",
                 vendor_id,
-                {"outcome": str(result.outcome), "seconds_ago": _seconds(now - key.verify_attempted_at)},
+                {"outcome": str(result.outcome), "seconds_ago": _seconds(now - (key.verify_attempted_at or now))},
             )
             return result
         access_key, secret_key = self.ctx.keys.secrets(key)
@@ -191,7 +192,7 @@ class VerificationService:
         seconds = "second" if ago == 1 else "seconds"
         finished = key.verified_at is not None and key.verified_at >= attempted and key.verify_outcome
         if finished:
-            outcome = VerifyOutcome(key.verify_outcome)
+            outcome = VerifyOutcome(str(key.verify_outcome))
             detail = (
                 f"Checked {ago} {seconds} ago (at most one check per vendor ID every 10 seconds). "
                 f"Result: {key.verify_detail}"
@@ -297,12 +298,13 @@ class VerificationService:
         results = []
         for vendor_id in vendor_ids:
             with self.ctx.transaction() as session:
-                won = session.execute(
+                won = _rows(
+                    session,
                     update(Key)
                     .where(Key.vendor_id == vendor_id, due)
                     .values(deadline_checked_at=now)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                    .execution_options(synchronize_session=False),
+                )
             if not won:
                 continue
             result = self._verify_quietly(vendor_id, Trigger.DEADLINE)
@@ -341,12 +343,13 @@ class VerificationService:
             if deadline is not None and now < deadline:
                 continue
             with self.ctx.transaction() as session:
-                won = session.execute(
+                won = _rows(
+                    session,
                     update(Key)
                     .where(Key.vendor_id == vendor_id, or_(Key.probed_at.is_(None), Key.probed_at < slot))
                     .values(probed_at=now)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                    .execution_options(synchronize_session=False),
+                )
             if not won:
                 continue
             result = self._verify_quietly(vendor_id, Trigger.PROBE)
@@ -365,6 +368,12 @@ class VerificationService:
         except Exception:
             logger.exception("%s check of %s failed", trigger, vendor_id)
         return None
+
+
+def _rows(session: Session, statement: Any) -> int:
+    """Rows a conditional UPDATE changed: 1 means this caller won the claim."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return result.rowcount
 
 
 def _seconds(delta: timedelta) -> int:
