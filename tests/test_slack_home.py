@@ -24,10 +24,11 @@ def test_opening_app_home_publishes_the_dashboard(slack):
     assert actions == {ids.EDIT_LINKING, ids.REQUEST_REISSUE, ids.VERIFY_KEY}
 
 
-def test_edit_button_in_app_home_opens_the_modal_and_refusals_arrive_by_dm(slack):
+def test_edit_button_in_app_home_opens_the_modal_and_a_refusal_opens_a_notice(slack):
     slack.services.keys.register(ADMIN, factories.form("A00000001"))
     slack.click(ADMIN, ids.EDIT_LINKING, "A00000001", container="home")
     assert slack.last_modal(ids.EDIT_LINKING_MODAL)
     slack.click(USER, ids.EDIT_LINKING, "A00000001", container="home")
-    dm = slack.fake.wait_for("chat.postMessage")[0].params
-    assert dm["channel"] == USER and "Only" in dm["text"]
+    notice = slack.fake.wait_for("views.open", count=2)[-1].params["view"]
+    assert "Only" in str(notice) and notice.get("callback_id") is None
+    assert slack.fake.calls_to("chat.postMessage") == []

@@ -102,11 +102,12 @@ class KeyListeners:
     # ------------------------------------------------------------ buttons
 
     def _tell(self, click: ButtonClick, client: WebClient, respond: Respond, text: str) -> None:
-        """A private note to whoever clicked: in the conversation when there is one, else in a DM."""
+        """A private note to whoever clicked: ephemeral in the conversation, or a small modal from App Home
+        (the manifest has no Messages tab, so a DM would not be seen)."""
         if click.response_url:
             respond(text=text, response_type=EPHEMERAL, replace_original=False)
         else:
-            client.chat_postMessage(channel=click.user_id, text=text)
+            client.views_open(trigger_id=click.trigger_id, view=views.build_notice_modal(text))
 
     def handle_edit_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
@@ -143,7 +144,7 @@ class KeyListeners:
         if click.response_url:
             respond(text=text, response_type=EPHEMERAL, replace_original=True)
         else:
-            client.chat_postMessage(channel=click.user_id, text=text)
+            self._tell(click, client, respond, text)
 
     # ------------------------------------------------------------ modals
 

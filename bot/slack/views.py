@@ -464,5 +464,15 @@ def edited_text(status: KeyStatus, tz: ZoneInfo) -> str:
     )
 
 
+def build_notice_modal(text: str) -> View:
+    """A one-message modal, for answers to clicks that have no conversation to reply in (App Home)."""
+    return View(
+        type="modal",
+        title="Coupang Keybot",
+        close="OK",
+        blocks=[SectionBlock(text=_mrkdwn(_truncate(text, 3000)))],
+    )
+
+
 def refusal_text(message: str) -> str:
     return f":warning: {message}"
