@@ -149,17 +149,20 @@ def key_page(
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:
     """(healthy, in reissue window, expired) counted in the database, without loading any key."""
-    def count(*conditions: Any) -> Any:  # each one a range count over the expires_on index, not a table scan
-        return select(func.count(Key.id)).where(*conditions).scalar_subquery()
+    # a bare count(*) (fast in every database) minus two short range counts over the expires_on index:
+    # the keys near or past expiry are few, so nothing here walks all 10,000 rows
+    def count(*conditions: Any) -> Any:
+        return select(func.count()).select_from(Key).where(*conditions).scalar_subquery()
 
     row = session.execute(
         select(
-            count(Key.expires_on > window_end),
+            count(),
             count(Key.expires_on >= today, Key.expires_on <= window_end),
             count(Key.expires_on < today),
         )
     ).one()
-    return int(row[0]), int(row[1]), int(row[2])
+    total, window, expired = int(row[0]), int(row[1]), int(row[2])
+    return total - window - expired, window, expired
 
 
 # ---------------------------------------------------------------- linking-info edits
