@@ -172,6 +172,7 @@ def run() -> str:
             rows.append(("bare Bolt app, again", "–", *measure(port, fake, "status")))
     baseline_p99 = max(rows[0][3], rows[-1][3])
     worst = rows[-2][3] - baseline_p99
+    growth = rows[-2][3] - rows[1][3]
     lines = [
         "## ack_latency: `/coupang-key status` round trip over HTTP",
         "",
@@ -184,7 +185,11 @@ def run() -> str:
         "",
         f"At 10,000 keys the status p99 is {worst:+.2f} ms from the bare app's "
         f"({'within' if worst <= 10 else 'OVER'} the 10 ms goal; Slack allows 3,000 ms). "
-        "Status loads one page of 15 keys and counts phases in SQL, so its cost does not grow with the key count.",
+        f"From 10 to 10,000 keys its p99 moves {growth:+.2f} ms: status loads one page of 15 keys and counts "
+        "phases with count(*) and two short index ranges, so what remains is the fixed cost of one database "
+        "transaction and building the Block Kit reply, plus scheduling noise in the tail. Bolt's thread runner "
+        "checks for ack() every 10 ms (slack_bolt/listener/thread_runner.py), so any listener that is not "
+        "instant pays one such step over an ack-only app.",
     ]
     return "\n".join(lines)
 
