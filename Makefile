@@ -25,7 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bot storage tests bench
 	$(VENV)/bin/ruff format --check bot storage tests bench
-	$(VENV)/bin/mypy bot/rules.py bot/services storage
+	$(VENV)/bin/mypy bot/rules.py bot/coupang.py bot/services storage
 
 bench: $(STAMP)
 	$(PY) -m bench

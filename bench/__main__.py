@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
-import platform
 import pkgutil
+import platform
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return (
+        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
 
 
 def main(names: list[str]) -> None:

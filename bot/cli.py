@@ -85,9 +85,7 @@ def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int
         json.dump([s.as_json() for s in statuses], out, ensure_ascii=False, indent=2)
         out.write("\n")
     elif not statuses:
-        print(
-            "No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`.", file=out
-        )
+        print("No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`.", file=out)
     else:
         for status in statuses:
             print(format_status_line(status), file=out)
@@ -104,15 +102,11 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
             unknown = [c for c in columns if c not in CSV_COLUMNS]
             if missing or unknown:
                 problem = (
-                    f"missing columns: {', '.join(missing)}"
-                    if missing
-                    else f"unknown columns: {', '.join(unknown)}"
+                    f"missing columns: {', '.join(missing)}" if missing else f"unknown columns: {', '.join(unknown)}"
                 )
                 print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
                 return FAILED
-            rows = [
-                (reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader
-            ]
+            rows = [(reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader]
     except OSError as exc:
         print(f"Cannot read {path}: {exc.strerror}.", file=sys.stderr)
         return FAILED
@@ -255,9 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print what would be posted; record nothing")
     run.set_defaults(handler=cmd_reminders_run)
 
-    mk = sub.add_parser("master-key", help="master key maintenance").add_subparsers(
-        dest="mk_command", required=True
-    )
+    mk = sub.add_parser("master-key", help="master key maintenance").add_subparsers(dest="mk_command", required=True)
     mk.add_parser("rotate", help="re-encrypt everything under the first key").set_defaults(
         handler=cmd_master_key_rotate
     )

@@ -127,9 +127,7 @@ class CoupangClient:
     def __repr__(self) -> str:
         return f"CoupangClient({self.base_url!r}, timeout={self.timeout}, max_retries={self.max_retries})"
 
-    def check_key(
-        self, vendor_id: str, access_key: str, secret_key: str, now: Callable[[], datetime]
-    ) -> CheckResult:
+    def check_key(self, vendor_id: str, access_key: str, secret_key: str, now: Callable[[], datetime]) -> CheckResult:
         """One cheap read-only call that checks key, IP allow-list and vendor ID together.
 
         4xx answers are final (retrying them gets the IP blocked); 5xx, timeouts and connection errors
@@ -218,8 +216,7 @@ def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) ->
             return result(Outcome.WORKS, f"The key works: Coupang accepted a signed call for {vendor_id}.")
         return result(
             Outcome.UNAVAILABLE,
-            "Coupang answered HTTP 200 but not with the expected JSON, so the key's state is unknown. "
-            "Try again later.",
+            "Coupang answered HTTP 200 but not with the expected JSON, so the key's state is unknown. Try again later.",
         )
     if status == 401:
         if "expired" in lowered:
@@ -265,8 +262,7 @@ def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) ->
     if status >= 500:
         return result(
             Outcome.UNAVAILABLE,
-            f"Coupang's gateway had trouble (HTTP {status}, {tries}), so the key's state is unknown. "
-            "Try again later.",
+            f"Coupang's gateway had trouble (HTTP {status}, {tries}), so the key's state is unknown. Try again later.",
         )
     return result(
         Outcome.UNAVAILABLE,

@@ -58,9 +58,7 @@ class AuditLog:
         vendor_id: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> AuditEvent:
-        head = session.execute(
-            select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update()
-        ).scalar_one_or_none()
+        head = session.execute(select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update()).scalar_one_or_none()
         if head is None:
             head = AuditHead(id=_HEAD_ID, seq=0, mac=GENESIS)
             session.add(head)
@@ -138,6 +136,4 @@ class VerifyResult:
 
 def _in_order(session: Session) -> Iterator[AuditEvent]:
     # ordered by insertion id, not seq: a reordered or renumbered entry then shows up as a seq mismatch
-    yield from session.execute(
-        select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=500)
-    ).scalars()
+    yield from session.execute(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=500)).scalars()

@@ -28,9 +28,9 @@ class DecryptionError(Exception):
 
 def derive(master_key: bytes, purpose: str) -> bytes:
     """A sub-key for one purpose, so the encryption key itself is never used for anything else."""
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=f"coupang-keybot/{purpose}".encode()
-    ).derive(master_key)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"coupang-keybot/{purpose}".encode()).derive(
+        master_key
+    )
 
 
 def key_id(master_key: bytes) -> bytes:

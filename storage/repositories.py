@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.crypto import DecryptionError, Keyring, associated_data
@@ -69,12 +69,8 @@ class KeyRepository:
         """The plain Access and Secret Key. Raises DecryptionError naming the vendor ID, never a value."""
         try:
             return (
-                self.keyring.decrypt(
-                    key.access_key_ct, associated_data(key.vendor_id, key.generation, ACCESS)
-                ),
-                self.keyring.decrypt(
-                    key.secret_key_ct, associated_data(key.vendor_id, key.generation, SECRET)
-                ),
+                self.keyring.decrypt(key.access_key_ct, associated_data(key.vendor_id, key.generation, ACCESS)),
+                self.keyring.decrypt(key.secret_key_ct, associated_data(key.vendor_id, key.generation, SECRET)),
             )
         except DecryptionError as exc:
             raise DecryptionError(f"could not decrypt the key of {key.vendor_id}: {exc}") from None
@@ -100,20 +96,12 @@ class KeyRepository:
 
     def next_generation(self, session: Session, *, vendor_id: str) -> int:
         """A re-registered vendor ID continues its generation count, so old reminders never match."""
-        last = session.scalar(
-            select(func.max(KeyGeneration.generation)).where(KeyGeneration.vendor_id == vendor_id)
-        )
+        last = session.scalar(select(func.max(KeyGeneration.generation)).where(KeyGeneration.vendor_id == vendor_id))
         return (last or 0) + 1
 
-    def _set_secrets(
-        self, key: Key, access_key: str, secret_key: str, *, keep_fingerprint: bool = False
-    ) -> None:
-        key.access_key_ct = self.keyring.encrypt(
-            access_key, associated_data(key.vendor_id, key.generation, ACCESS)
-        )
-        key.secret_key_ct = self.keyring.encrypt(
-            secret_key, associated_data(key.vendor_id, key.generation, SECRET)
-        )
+    def _set_secrets(self, key: Key, access_key: str, secret_key: str, *, keep_fingerprint: bool = False) -> None:
+        key.access_key_ct = self.keyring.encrypt(access_key, associated_data(key.vendor_id, key.generation, ACCESS))
+        key.secret_key_ct = self.keyring.encrypt(secret_key, associated_data(key.vendor_id, key.generation, SECRET))
         key.access_key_mask = _mask(access_key)
         if not keep_fingerprint:
             key.secret_fingerprint = self.keyring.fingerprint(secret_key)
@@ -137,9 +125,7 @@ def _mask(value: str) -> str:
     return f"{value[:4]}…{value[-4:]}" if len(value) > 8 else "…"
 
 
-def key_page(
-    session: Session, *, offset: int, limit: int, expiring_before: date | None = None
-) -> Sequence[Key]:
+def key_page(session: Session, *, offset: int, limit: int, expiring_before: date | None = None) -> Sequence[Key]:
     """One page of keys by expiry (most urgent first); ``expiring_before``: only keys expiring on or before it."""
     query = select(Key).order_by(Key.expires_on, Key.vendor_id).offset(offset).limit(limit)
     if expiring_before is not None:
@@ -149,6 +135,7 @@ def key_page(
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:
     """(healthy, in reissue window, expired) counted in the database, without loading any key."""
+
     # a bare count(*) (fast in every database) minus two short range counts over the expires_on index:
     # the keys near or past expiry are few, so nothing here walks all 10,000 rows
     def count(*conditions: Any) -> Any:
@@ -176,9 +163,7 @@ def edit_times(session: Session, *, vendor_id: str, since: datetime) -> list[dat
     )
 
 
-def edit_counts(
-    session: Session, *, since: datetime, vendor_ids: Sequence[str] | None = None
-) -> dict[str, int]:
+def edit_counts(session: Session, *, since: datetime, vendor_ids: Sequence[str] | None = None) -> dict[str, int]:
     query = select(LinkEdit.vendor_id, func.count()).where(LinkEdit.edited_at > since)
     if vendor_ids is not None:
         query = query.where(LinkEdit.vendor_id.in_(list(vendor_ids)))
@@ -217,7 +202,12 @@ def add_approver(session: Session, *, user_id: str, by: str, at: datetime) -> bo
 
 
 def remove_approver(session: Session, *, user_id: str) -> bool:
-    return bool(session.execute(delete(Approver).where(Approver.user_id == user_id)).rowcount)
+    approver = session.get(Approver, user_id)
+    if approver is None:
+        return False
+    session.delete(approver)
+    session.flush()
+    return True
 
 
 # ---------------------------------------------------------------- audit reads

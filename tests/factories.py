@@ -17,9 +17,7 @@ def secret_key(vendor_id: str) -> str:
     return f"{SECRET_MARK}{vendor_id}xyz0123456789"
 
 
-def form(
-    vendor_id: str = "A00012345", *, issued_on: date | str | None = "2026-06-01", **overrides
-) -> RegistrationForm:
+def form(vendor_id: str = "A00012345", *, issued_on: date | str | None = "2026-06-01", **overrides) -> RegistrationForm:
     values = dict(
         vendor_id=vendor_id,
         label=f"Shop {vendor_id}",

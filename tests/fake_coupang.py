@@ -89,9 +89,7 @@ class FakeCoupang:
     ) -> None:
         """Answer the next ``count`` requests with ``status`` (e.g. 429 or 500) without checking them."""
         with self._lock:
-            self._script.extend(
-                [_Scripted(status=status, body=body, headers=tuple((headers or {}).items()))] * count
-            )
+            self._script.extend([_Scripted(status=status, body=body, headers=tuple((headers or {}).items()))] * count)
 
     def slow_next(self, count: int, seconds: float) -> None:
         """Make the next ``count`` requests wait ``seconds``, then answer normally (to outlast a timeout)."""
@@ -109,9 +107,7 @@ class FakeCoupang:
     def start(self) -> FakeCoupang:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 

@@ -141,9 +141,7 @@ class FakeSlack:
     def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
         """Block until `count` calls to `method` arrived (listeners may run after Bolt acks)."""
         with self._lock:
-            done = self._lock.wait_for(
-                lambda: sum(c.method == method for c in self._calls) >= count, timeout=timeout
-            )
+            done = self._lock.wait_for(lambda: sum(c.method == method for c in self._calls) >= count, timeout=timeout)
         if not done:
             raise AssertionError(f"expected {count} call(s) to {method}, got {self.calls_to(method)}")
         return self.calls_to(method)

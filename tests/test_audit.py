@@ -58,7 +58,8 @@ def test_inserted_entry_is_named(chained):
     execute(
         chained,
         "INSERT INTO audit_events (id, seq, at, actor, action, vendor_id, details, key_id, prev_mac, mac) "
-        "SELECT 100, 99, at, actor, 'key.deleted', vendor_id, details, key_id, mac, mac FROM audit_events WHERE seq = 5",
+        "SELECT 100, 99, at, actor, 'key.deleted', vendor_id, details, key_id, mac, mac "
+        "FROM audit_events WHERE seq = 5",
     )
     result = chained.audit.verify()
     assert (result.ok, result.broken_seq) == (False, 99)

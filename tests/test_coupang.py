@@ -78,9 +78,7 @@ def seoul_process_tz() -> Iterator[None]:
         time.tzset()
 
 
-def check(
-    client: CoupangClient, *, secret: str = SECRET, vendor: str = VENDOR, now=lambda: NOW
-) -> CheckResult:
+def check(client: CoupangClient, *, secret: str = SECRET, vendor: str = VENDOR, now=lambda: NOW) -> CheckResult:
     return client.check_key(vendor, ACCESS, secret, now)
 
 
@@ -95,9 +93,7 @@ def test_signature_is_hex_hmac_sha256_of_the_documented_message() -> None:
     message = "250102T030405Z" + "GET" + CHECK_PATH + "pageNum=1&pageSize=1"
     assert signature("test-secret-key", message) == expected_hmac("test-secret-key", message)
     # Pinned with `openssl dgst -sha256 -hmac test-secret-key`, so a shared mistake cannot hide here.
-    assert signature("test-secret-key", message) == (
-        "660ebf88a02eed1d130cc80d57e5cf6de806ac3f36fb63ef3ee9c324d8268ddf"
-    )
+    assert signature("test-secret-key", message) == ("660ebf88a02eed1d130cc80d57e5cf6de806ac3f36fb63ef3ee9c324d8268ddf")
 
 
 def test_authorization_header_has_exactly_the_documented_shape() -> None:
@@ -205,9 +201,7 @@ def test_a_clock_off_by_under_five_minutes_still_works(client: CoupangClient) ->
     assert check(client, now=lambda: NOW + timedelta(minutes=4)).outcome is Outcome.WORKS
 
 
-def test_an_ip_missing_from_the_linking_info(
-    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
-) -> None:
+def test_an_ip_missing_from_the_linking_info(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep) -> None:
     gateway.add_key(ACCESS, SECRET, VENDOR, allowed_ips=("203.0.113.7",))
     result = check(client)
     assert (result.outcome, result.http_status, result.attempts) == (Outcome.IP_NOT_ALLOWED, 403, 1)
@@ -232,9 +226,7 @@ def test_another_403_means_the_key_is_refused(gateway: FakeCoupang, client: Coup
     assert len(gateway.requests) == 1
 
 
-def test_a_vendor_id_that_is_not_the_keys(
-    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
-) -> None:
+def test_a_vendor_id_that_is_not_the_keys(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep) -> None:
     result = check(client, vendor="A99999999")
     assert (result.outcome, result.http_status, result.attempts) == (Outcome.WRONG_VENDOR, 404, 1)
     assert "A99999999" in result.detail and "vendor ID" in result.detail
@@ -251,9 +243,7 @@ def test_rate_limiting_is_not_retried(gateway: FakeCoupang, client: CoupangClien
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 429])
-def test_no_4xx_is_ever_retried(
-    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep, status: int
-) -> None:
+def test_no_4xx_is_ever_retried(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep, status: int) -> None:
     # Bursts of failing calls get the bot's IP blocked by Coupang.
     gateway.answer_next(3, status)
     result = check(client)
@@ -285,9 +275,7 @@ def test_a_gateway_that_keeps_failing_is_tried_three_times_with_backoff(
     assert sleep.calls == [0.5, 1.0]
 
 
-def test_a_slow_gateway_times_out_and_is_retried(
-    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
-) -> None:
+def test_a_slow_gateway_times_out_and_is_retried(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep) -> None:
     gateway.slow_next(3, seconds=2)
     started = time.monotonic()
     result = check(client)
@@ -297,9 +285,7 @@ def test_a_slow_gateway_times_out_and_is_retried(
     assert len(gateway.requests) == 3 and sleep.calls == [0.5, 1.0]
 
 
-def test_one_slow_answer_then_a_working_key(
-    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
-) -> None:
+def test_one_slow_answer_then_a_working_key(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep) -> None:
     gateway.slow_next(1, seconds=2)
     result = check(client)
     assert (result.outcome, result.attempts) == (Outcome.WORKS, 2)
@@ -326,9 +312,7 @@ def test_a_200_without_the_expected_json_is_not_called_working(
     assert len(gateway.requests) == 1 and sleep.calls == []
 
 
-def test_a_redirect_is_not_followed_so_the_signed_header_stays_put(
-    gateway: FakeCoupang, client: CoupangClient
-) -> None:
+def test_a_redirect_is_not_followed_so_the_signed_header_stays_put(gateway: FakeCoupang, client: CoupangClient) -> None:
     gateway.answer_next(1, 302, body="", headers={"Location": f"{gateway.url}/elsewhere"})
     result = check(client)
     assert (result.outcome, result.http_status) == (Outcome.UNAVAILABLE, 302)

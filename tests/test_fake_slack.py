@@ -63,9 +63,7 @@ def test_form_encoded_methods_are_decoded(fake: FakeSlack) -> None:
     assert fake.calls_to("users.info")[0].headers["content-type"] == "application/x-www-form-urlencoded"
 
 
-def test_trigger_ids_are_single_use_and_expire_after_three_seconds(
-    fake: FakeSlack, clock: ManualClock
-) -> None:
+def test_trigger_ids_are_single_use_and_expire_after_three_seconds(fake: FakeSlack, clock: ManualClock) -> None:
     client = client_for(fake)
     view = {"type": "modal", "title": {"type": "plain_text", "text": "Add key"}, "blocks": []}
     trigger_id = fake.new_trigger_id()

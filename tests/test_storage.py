@@ -75,9 +75,7 @@ def test_master_key_rotation_keeps_everything(settings, db_url):
         old.keys.register(ADMIN, form(vendor_id))
     old.engine.dispose()
 
-    rotating = build_services(
-        make_settings(DATABASE_URL=db_url, KEYBOT_MASTER_KEY=f"{SECOND_KEY},{MASTER_KEY}")
-    )
+    rotating = build_services(make_settings(DATABASE_URL=db_url, KEYBOT_MASTER_KEY=f"{SECOND_KEY},{MASTER_KEY}"))
     assert rotating.keys.rotate_master_key("cli") == (3, 3)
     rotating.engine.dispose()
 
@@ -98,9 +96,8 @@ def test_wrong_master_key_names_vendor_and_changes_nothing(settings, db_url):
     wrong = build_services(make_settings(DATABASE_URL=db_url, KEYBOT_MASTER_KEY=SECOND_KEY))
     with pytest.raises(Exception, match="audit chain broken|A00012345"):
         wrong.keys.rotate_master_key("cli")
-    with wrong.ctx.transaction() as session:
-        with pytest.raises(DecryptionError, match="A00012345"):
-            wrong.ctx.keys.secrets(wrong.ctx.keys.get(session, vendor_id="A00012345"))
+    with wrong.ctx.transaction() as session, pytest.raises(DecryptionError, match="A00012345"):
+        wrong.ctx.keys.secrets(wrong.ctx.keys.get(session, vendor_id="A00012345"))
     assert dump(wrong) == before
     wrong.engine.dispose()
 
@@ -139,14 +136,10 @@ def test_eleventh_edit_in_a_week_is_refused_and_changes_nothing(services):
         services.keys.register(ADMIN, form("A00012345"))
         for i in range(10):
             traveller.shift(3600)
-            services.keys.edit_linking(
-                ADMIN, "A00012345", validate_linking_info("integrator", f"Integrator {i}")
-            )
+            services.keys.edit_linking(ADMIN, "A00012345", validate_linking_info("integrator", f"Integrator {i}"))
         traveller.shift(3600)
         with pytest.raises(InvalidInput, match=r"next edit is possible at 2026-11-27 10:00"):
-            services.keys.edit_linking(
-                ADMIN, "A00012345", validate_linking_info("integrator", "One too many")
-            )
+            services.keys.edit_linking(ADMIN, "A00012345", validate_linking_info("integrator", "One too many"))
         status = services.keys.status("A00012345")
         assert status.linking.integrator_name == "Integrator 9"
         assert status.edits_last_7_days == 10
@@ -157,9 +150,7 @@ def test_eleventh_edit_in_a_week_is_refused_and_changes_nothing(services):
 @time_machine.travel(NOW, tick=False)
 def test_edit_starts_thirty_minute_propagation(services):
     services.keys.register(ADMIN, form("A00012345"))
-    status = services.keys.edit_linking(
-        ADMIN, "A00012345", LinkingInfo(integration="integrator", integrator_name="X")
-    )
+    status = services.keys.edit_linking(ADMIN, "A00012345", LinkingInfo(integration="integrator", integrator_name="X"))
     assert status.propagating_until.isoformat() == "2026-11-27T03:30:00+00:00"
 
 

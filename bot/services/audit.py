@@ -62,12 +62,9 @@ class AuditService:
     def entries(self, *, vendor_id: str | None = None, limit: int | None = None) -> Sequence[AuditEntry]:
         """Newest first when ``limit`` is given (the latest N), otherwise the whole log in order."""
         with self.ctx.transaction() as session:
-            events = repo.audit_events(
-                session, vendor_id=vendor_id, limit=limit, newest_first=limit is not None
-            )
+            events = repo.audit_events(session, vendor_id=vendor_id, limit=limit, newest_first=limit is not None)
             return [
-                AuditEntry(e.seq, e.at, e.actor, e.action, e.vendor_id, json.loads(e.details), e.mac)
-                for e in events
+                AuditEntry(e.seq, e.at, e.actor, e.action, e.vendor_id, json.loads(e.details), e.mac) for e in events
             ]
 
     def export(self, out: TextIO, fmt: str = "csv") -> int:

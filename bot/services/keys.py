@@ -168,7 +168,7 @@ def validate_registration(form: RegistrationForm) -> NewKey:
     access_key = check(rules.validate_key_part, "access_key", form.access_key, "Access Key")
     secret_key = check(rules.validate_key_part, "secret_key", form.secret_key, "Secret Key")
     if access_key and secret_key and access_key == secret_key:
-        errors["secret_key"] = "The Secret Key is the same as the Access Key: paste the Secret Key here."
+        errors["secret_key"] = "The Secret Key is the same as the Access Key: paste the Secret Key here."  # noqa: S105
     issued_on = check(_parse_date, form.issued_on, "Issue date", "issued_on")
     expires_on = check(_parse_date, form.expires_on, "Expiry date", "expires_on")
     dates = None
@@ -214,15 +214,11 @@ class KeyService:
     def require_owner_or_admin(self, actor: str, key: Key) -> None:
         if not (self.is_admin(actor) or key.owner_id == actor):
             owner = f"the key's owner <@{key.owner_id}> or " if key.owner_id else ""
-            raise NotAllowed(
-                f"Only {owner}an admin may change {key.vendor_id}. Admins: {self._admins_text()}."
-            )
+            raise NotAllowed(f"Only {owner}an admin may change {key.vendor_id}. Admins: {self._admins_text()}.")
 
     # ------------------------------------------------------------ reads
 
-    def statuses(
-        self, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None
-    ) -> list[KeyStatus]:
+    def statuses(self, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None) -> list[KeyStatus]:
         """All keys (or the ones named), most urgent first."""
         now = now or self.ctx.clock.now()
         with self.ctx.transaction() as session:
@@ -230,9 +226,7 @@ class KeyService:
             edits = repo.edit_counts(session, since=repo.week_ago(now))
             requests = repo.open_requests(session, now=now)
             today = self.ctx.today(now)
-            result = [
-                self._status(k, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys
-            ]
+            result = [self._status(k, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
         return sorted(result, key=lambda s: (s.days_left, s.vendor_id))
 
     def status(self, vendor_id: str, *, now: datetime | None = None) -> KeyStatus:
@@ -260,9 +254,7 @@ class KeyService:
             vendor_ids = [k.vendor_id for k in keys]
             edits = repo.edit_counts(session, since=repo.week_ago(now), vendor_ids=vendor_ids)
             requests = repo.open_requests(session, now=now) if keys else {}
-            page = [
-                self._status(k, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys
-            ]
+            page = [self._status(k, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
         matching = in_window + expired if expiring else healthy + in_window + expired
         return StatusPage(page, max(offset, 0), matching, healthy, in_window, expired)
 
@@ -273,9 +265,7 @@ class KeyService:
     def edits_left(self, vendor_id: str, *, now: datetime | None = None) -> rules.EditQuota:
         now = now or self.ctx.clock.now()
         with self.ctx.transaction() as session:
-            return rules.edit_quota(
-                repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now)), now
-            )
+            return rules.edit_quota(repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now)), now)
 
     @staticmethod
     def _status(key: Key, today: date, edits: int, request: ReissueRequest | None) -> KeyStatus:
@@ -299,9 +289,7 @@ class KeyService:
             verify_outcome=key.verify_outcome,
             verified_at=key.verified_at,
             open_request=(
-                OpenRequest(request.id, request.status, request.path, request.requested_by)
-                if request
-                else None
+                OpenRequest(request.id, request.status, request.path, request.requested_by) if request else None
             ),
         )
 
@@ -315,9 +303,7 @@ class KeyService:
             return new.vendor_id
 
         typed = (form.vendor_id or "").strip().upper()
-        vendor_id = self.ctx.audited(
-            actor, "key.register", typed if rules.is_vendor_id(typed) else None, work
-        )
+        vendor_id = self.ctx.audited(actor, "key.register", typed if rules.is_vendor_id(typed) else None, work)
         return self.status(vendor_id)
 
     def _insert(self, session: Session, actor: str, new: NewKey, action: str) -> None:
@@ -426,17 +412,13 @@ class KeyService:
             try:
                 new = validate_registration(form_from_csv(row))
                 if new.vendor_id in seen:
-                    raise InvalidInput.one(
-                        "vendor_id", f"{new.vendor_id} is already on line {seen[new.vendor_id]}."
-                    )
+                    raise InvalidInput.one("vendor_id", f"{new.vendor_id} is already on line {seen[new.vendor_id]}.")
                 seen[new.vendor_id] = line
                 valid.append(new)
             except InvalidInput as error:
                 report.errors.append((line, _describe(error)))
         with self.ctx.transaction() as session:
-            existing = {
-                k.vendor_id for k in self.ctx.keys.all(session, vendor_ids=[n.vendor_id for n in valid])
-            }
+            existing = {k.vendor_id for k in self.ctx.keys.all(session, vendor_ids=[n.vendor_id for n in valid])}
         for new in valid:
             if new.vendor_id in existing:
                 line = seen[new.vendor_id]
@@ -444,9 +426,7 @@ class KeyService:
         report.errors.sort()
         valid = [n for n in valid if n.vendor_id not in existing]
         if report.errors and not skip_invalid:
-            self.ctx.refuse(
-                actor, "key.import", None, InvalidInput({"file": f"{len(report.errors)} invalid row(s)"})
-            )
+            self.ctx.refuse(actor, "key.import", None, InvalidInput({"file": f"{len(report.errors)} invalid row(s)"}))
             return report
 
         def work(session: Session) -> None:
@@ -467,14 +447,10 @@ class KeyService:
         with self.ctx.transaction() as session:
             check = self.ctx.audit.verify(session)
             if not check.ok:
-                raise NotAllowed(
-                    f"Refusing to rotate: {check.describe()}. Run `coupang-keybot audit verify`."
-                )
+                raise NotAllowed(f"Refusing to rotate: {check.describe()}. Run `coupang-keybot audit verify`.")
             changed = sum(self.ctx.keys.reencrypt(key) for key in self.ctx.keys.all(session))
             entries = self.ctx.audit.rechain(session)
-            self.ctx.record(
-                session, actor, "master_key.rotated", None, {"keys": changed, "audit_entries": entries}
-            )
+            self.ctx.record(session, actor, "master_key.rotated", None, {"keys": changed, "audit_entries": entries})
         return changed, entries
 
 

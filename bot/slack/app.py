@@ -28,9 +28,7 @@ def build_client(settings: Settings, *, retry_handlers: list[RetryHandler] | Non
     return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, retry_handlers=retry_handlers)
 
 
-def build_app(
-    services: Services, *, client: WebClient | None = None, listener_executor: Executor | None = None
-) -> App:
+def build_app(services: Services, *, client: WebClient | None = None, listener_executor: Executor | None = None) -> App:
     """``listener_executor``: the console passes one that runs listeners inline, so output is in order."""
     settings = services.ctx.settings
     app = App(

@@ -10,9 +10,7 @@ from storage.db import make_engine
 from storage.models import Base
 
 config = context.config
-engine = config.attributes.get("engine") or make_engine(
-    os.environ.get("DATABASE_URL", "sqlite:///data/keybot.db")
-)
+engine = config.attributes.get("engine") or make_engine(os.environ.get("DATABASE_URL", "sqlite:///data/keybot.db"))
 
 with engine.connect() as connection:
     context.configure(
