@@ -54,6 +54,7 @@ from bot.services.reissue import (
 )
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +64,6 @@ REASON = "reason"
 EMERGENCY = "emergency"
 NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON = "new_secret_key", "new_access_key", "new_expires_on"
 _VALUE = "value"  # action_id of every input element in these modals
-
-
-def escape(text: object) -> str:
-    """User text inside mrkdwn: ``<!channel>`` or ``<@U…>`` in a reason must ping nobody."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _when(at: datetime | None, tz: ZoneInfo) -> str:

@@ -24,6 +24,7 @@ from bot import rules
 from bot.bootstrap import Services
 from bot.services.reminders import Reminder
 from bot.slack import ids
+from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +32,6 @@ MAX_BLOCKS = 50  # Slack's limit per message
 MAX_SECTION_TEXT = 2900  # Slack allows 3000 characters in a section's text
 BUTTONS_PER_ACTIONS = 25
 DIGEST_LABEL_CHARS = 60
-
-
-def escape(text: str) -> str:
-    """User text inside mrkdwn: ``<!channel>`` or ``<@U…>`` in a label must ping nobody."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _owner(reminder: Reminder) -> str:

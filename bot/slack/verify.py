@@ -26,6 +26,7 @@ from bot.rules import KeybotError
 from bot.services.verification import WHAT_TO_CHECK, VerifyOutcome, VerifyResult
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,6 @@ _TITLE = {
     VerifyOutcome.NOT_ACTIVE_YET: "is not active yet",
     VerifyOutcome.IN_PROGRESS: "is being checked",
 }
-
-
-def escape(text: object) -> str:
-    """User text (labels) and Coupang's words inside mrkdwn: ``<!channel>`` must ping nobody."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @dataclass(frozen=True)
@@ -109,36 +105,37 @@ def build_checklist() -> str:
     return "*What to check:*\n" + "\n".join(f"• {item}" for item in WHAT_TO_CHECK)
 
 
-def build_deadline_blocks(result: VerifyResult, tz: ZoneInfo) -> list[Block]:
-    """The automatic check once a reissued or edited key's access deadline has passed."""
-    if result.works:
-        head = f":white_check_mark: *{result.vendor_id}* {escape(result.label)}: the key works with Coupang now."
-    else:
-        head = (
-            f":rotating_light: *{result.vendor_id}* {escape(result.label)}: the key still fails after its "
-            f"activation deadline ({_TITLE[result.outcome]})."
-        )
+def _check_blocks(result: VerifyResult, tz: ZoneInfo, *, works: str, fails: str, source: str) -> list[Block]:
+    """A check the bot made by itself, posted to the key's channel; a failure comes with what to check."""
+    name = f"*{result.vendor_id}* {escape(result.label)}"
+    head = (
+        f":white_check_mark: {name}: {works}"
+        if result.works
+        else f":rotating_light: {name}: {fails} ({_TITLE[result.outcome]})."
+    )
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"{head}\n{escape(result.detail)}"))]
     if not result.works:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=build_checklist())))
-    blocks.append(_context(result, tz, "Automatic check after a reissue or a linking-info edit"))
+    blocks.append(_context(result, tz, source))
     return blocks
+
+
+def build_deadline_blocks(result: VerifyResult, tz: ZoneInfo) -> list[Block]:
+    """The automatic check once a reissued or edited key's access deadline has passed."""
+    return _check_blocks(
+        result,
+        tz,
+        works="the key works with Coupang now.",
+        fails="the key still fails after its activation deadline",
+        source="Automatic check after a reissue or a linking-info edit",
+    )
 
 
 def build_probe_change_blocks(result: VerifyResult, tz: ZoneInfo) -> list[Block]:
     """The daily probe found a change: a key that stopped working, or works again."""
-    if result.works:
-        head = f":white_check_mark: *{result.vendor_id}* {escape(result.label)}: the key works again."
-    else:
-        head = (
-            f":rotating_light: *{result.vendor_id}* {escape(result.label)}: the key stopped working "
-            f"({_TITLE[result.outcome]})."
-        )
-    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"{head}\n{escape(result.detail)}"))]
-    if not result.works:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=build_checklist())))
-    blocks.append(_context(result, tz, "Daily key probe"))
-    return blocks
+    return _check_blocks(
+        result, tz, works="the key works again.", fails="the key stopped working", source="Daily key probe"
+    )
 
 
 def _dicts(blocks: Sequence[Block]) -> list[dict[str, Any]]:
