@@ -12,6 +12,8 @@ from bot.services.audit import AuditEntry
 from bot.services.keys import KeyStatus, OpenRequest, StatusPage
 from bot.slack import ids, views
 
+SEOUL = ZoneInfo("Asia/Seoul")
+
 
 def status(n: int = 0, *, days: int = 30, label: str = "Shop", **overrides) -> KeyStatus:
     values = dict(
@@ -47,7 +49,9 @@ def dicts(blocks) -> list[dict]:
 
 
 def test_a_key_section_shows_what_the_issue_lists():
-    text = views.key_summary_text(status(days=10, open_request=OpenRequest(7, "pending", "reissue", "UUSER0001")))
+    text = views.key_summary_text(
+        status(days=10, open_request=OpenRequest(7, "pending", "reissue", "UUSER0001")), SEOUL
+    )
     for expected in (
         "A00000000",
         "Shop",
@@ -67,14 +71,14 @@ def test_a_key_section_shows_what_the_issue_lists():
 
 def test_user_text_is_escaped():
     text = views.key_summary_text(
-        status(label="<!channel> & <@U123>", linking=LinkingInfo(Integration.INTEGRATOR, "<!here>"))
+        status(label="<!channel> & <@U123>", linking=LinkingInfo(Integration.INTEGRATOR, "<!here>")), SEOUL
     )
     assert "<!channel>" not in text and "<!here>" not in text and "<@U123>" not in text
     assert "&lt;!channel&gt; &amp; &lt;@U123&gt;" in text
 
 
 def test_status_page_stays_within_fifty_blocks_with_a_next_page_button():
-    blocks = dicts(views.build_status_blocks(page([status(n) for n in range(15)], matching=40)))
+    blocks = dicts(views.build_status_blocks(page([status(n) for n in range(15)], matching=40), SEOUL))
     assert len(blocks) <= views.MAX_BLOCKS
     assert sum(b["type"] == "section" for b in blocks) == 15
     button = blocks[-1]["elements"][0]
@@ -84,13 +88,13 @@ def test_status_page_stays_within_fifty_blocks_with_a_next_page_button():
 
 
 def test_last_page_has_no_next_button():
-    blocks = dicts(views.build_status_blocks(page([status(n) for n in range(10)], offset=30, matching=40)))
+    blocks = dicts(views.build_status_blocks(page([status(n) for n in range(10)], offset=30, matching=40), SEOUL))
     assert all(b.get("block_id") != "status-pages" for b in blocks)
     assert "31–40 of 40" in json.dumps(blocks, ensure_ascii=False)
 
 
 def test_every_key_has_edit_reissue_and_verify_buttons_carrying_its_vendor_id():
-    blocks = dicts(views.build_key_blocks(status(5)))
+    blocks = dicts(views.build_key_blocks(status(5), SEOUL))
     elements = blocks[1]["elements"]
     assert [(e["action_id"], e["value"]) for e in elements] == [
         (ids.EDIT_LINKING, "A00000005"),
@@ -100,7 +104,7 @@ def test_every_key_has_edit_reissue_and_verify_buttons_carrying_its_vendor_id():
 
 
 def test_empty_status_says_how_to_register():
-    assert "/coupang-key add" in json.dumps(dicts(views.build_status_blocks(page([]))))
+    assert "/coupang-key add" in json.dumps(dicts(views.build_status_blocks(page([]), SEOUL)))
 
 
 def test_days_left_bar_is_full_when_new_and_empty_when_expired():
@@ -111,7 +115,7 @@ def test_days_left_bar_is_full_when_new_and_empty_when_expired():
 
 def test_home_is_sorted_by_expiry_and_within_slacks_limit():
     statuses = [status(n, days=100 - n, expires_on=date(2027, 1, 1).fromordinal(739000 - n)) for n in range(80)]
-    view = views.build_home_view(statuses).to_dict()
+    view = views.build_home_view(statuses, SEOUL).to_dict()
     assert view["type"] == "home" and len(view["blocks"]) <= 100
     sections = [b for b in view["blocks"] if b.get("block_id", "").startswith("home-key-")]
     assert sections[0]["block_id"] == "home-key-A00000079"  # expires first
@@ -170,7 +174,7 @@ def test_history_escapes_details_and_shows_local_time():
         {"label": "<!channel>"},
         "mac",
     )
-    text = json.dumps(dicts(views.build_history_blocks("A00012345", [entry], ZoneInfo("Asia/Seoul"))))
+    text = json.dumps(dicts(views.build_history_blocks("A00012345", [entry], SEOUL)))
     assert "2026-11-27 09:30" in text and "&lt;!channel&gt;" in text and "<!channel>" not in text
 
 
@@ -182,3 +186,17 @@ def test_delete_asks_for_confirmation():
 
 def test_phase_labels_cover_every_phase():
     assert set(views.PHASE_LABEL) == set(Phase)
+
+
+def test_status_shows_propagation_and_the_last_check_in_local_time():
+    text = views.key_summary_text(
+        status(
+            days=10,
+            propagating_until=datetime(2026, 11, 27, 3, 30, tzinfo=UTC),
+            verify_outcome="ip_not_allowed",
+            verified_at=datetime(2026, 11, 27, 3, 0, tzinfo=UTC),
+        ),
+        SEOUL,
+    )
+    assert "the key works by 2026-11-27 12:30" in text
+    assert "Last check: ip not allowed (2026-11-27 12:00)" in text

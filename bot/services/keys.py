@@ -81,7 +81,7 @@ class KeyStatus:
     edits_last_7_days: int
     owner_id: str | None
     channel_id: str | None
-    propagating_until: datetime | None
+    propagating_until: datetime | None  # set only while Coupang may still be applying a change
     verify_outcome: str | None
     verified_at: datetime | None
     open_request: OpenRequest | None = None
@@ -226,7 +226,7 @@ class KeyService:
             edits = repo.edit_counts(session, since=repo.week_ago(now))
             requests = repo.open_requests(session, now=now)
             today = self.ctx.today(now)
-            result = [self._status(k, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
+            result = [self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
         return sorted(result, key=lambda s: (s.days_left, s.vendor_id))
 
     def status(self, vendor_id: str, *, now: datetime | None = None) -> KeyStatus:
@@ -254,7 +254,7 @@ class KeyService:
             vendor_ids = [k.vendor_id for k in keys]
             edits = repo.edit_counts(session, since=repo.week_ago(now), vendor_ids=vendor_ids)
             requests = repo.open_requests(session, now=now) if keys else {}
-            page = [self._status(k, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
+            page = [self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
         matching = in_window + expired if expiring else healthy + in_window + expired
         return StatusPage(page, max(offset, 0), matching, healthy, in_window, expired)
 
@@ -268,7 +268,7 @@ class KeyService:
             return rules.edit_quota(repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now)), now)
 
     @staticmethod
-    def _status(key: Key, today: date, edits: int, request: ReissueRequest | None) -> KeyStatus:
+    def _status(key: Key, now: datetime, today: date, edits: int, request: ReissueRequest | None) -> KeyStatus:
         days = rules.days_left(key.expires_on, today)
         return KeyStatus(
             vendor_id=key.vendor_id,
@@ -285,7 +285,7 @@ class KeyService:
             edits_last_7_days=edits,
             owner_id=key.owner_id,
             channel_id=key.channel_id,
-            propagating_until=key.access_deadline,
+            propagating_until=key.access_deadline if key.access_deadline and key.access_deadline > now else None,
             verify_outcome=key.verify_outcome,
             verified_at=key.verified_at,
             open_request=(

@@ -43,7 +43,7 @@ class KeyListeners:
             status = self.services.keys.status(arg)
             ack(
                 text=f"{status.vendor_id}: {rules.describe_days_left(status.days_left)}",
-                blocks=views.build_single_status_blocks(status),
+                blocks=views.build_single_status_blocks(status, self.services.ctx.settings.timezone),
                 response_type=EPHEMERAL,
             )
             return
@@ -51,7 +51,7 @@ class KeyListeners:
         page = self.services.keys.status_page(limit=views.PAGE_SIZE, expiring=expiring)
         ack(
             text=views.status_fallback_text(page),
-            blocks=views.build_status_blocks(page, expiring=expiring),
+            blocks=views.build_status_blocks(page, self.services.ctx.settings.timezone, expiring=expiring),
             response_type=EPHEMERAL,
         )
 
@@ -127,7 +127,7 @@ class KeyListeners:
         )
         respond(
             text=views.status_fallback_text(page),
-            blocks=views.build_status_blocks(page, expiring=page_request.expiring),
+            blocks=views.build_status_blocks(page, self.services.ctx.settings.timezone, expiring=page_request.expiring),
             response_type=EPHEMERAL,
             replace_original=True,
         )

@@ -78,16 +78,12 @@ def days_left_bar(days: int, cells: int = BAR_CELLS) -> str:
     return "▰" * filled + "▱" * (cells - filled)
 
 
-def key_summary_text(status: KeyStatus) -> str:
+def key_summary_text(status: KeyStatus, tz: ZoneInfo) -> str:
     """The mrkdwn body of one key's section (≤ 3000 characters)."""
     reissue = (
         "WING's *Reissue* button is active now"
         if status.reissue_button_active
-        else (
-            "expired: issue a new key in WING"
-            if status.phase is Phase.EXPIRED
-            else f"WING's Reissue button opens {rules.REISSUE_WINDOW_DAYS} days before expiry"
-        )
+        else f"WING's Reissue button opens {rules.REISSUE_WINDOW_DAYS} days before expiry"
     )
     lines = [
         f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}",
@@ -96,6 +92,13 @@ def key_summary_text(status: KeyStatus) -> str:
         f"{reissue} · linking-info edits this week: {status.edits_last_7_days}/{rules.EDITS_PER_WEEK}",
         f"Linking: {escape(_truncate(status.linking.summary(), 600))}",
     ]
+    if status.propagating_until:
+        lines.append(
+            f":hourglass: Coupang is applying a change: the key works by {_local(status.propagating_until, tz)}"
+        )
+    if status.verify_outcome and status.verified_at:
+        outcome = status.verify_outcome.replace("_", " ")
+        lines.append(f"Last check: {escape(outcome)} ({_local(status.verified_at, tz)})")
     if status.owner_id:
         lines.append(f"Owner: <@{escape(status.owner_id)}>")
     if status.open_request:
@@ -122,9 +125,9 @@ def build_key_buttons(status: KeyStatus) -> ActionsBlock:
     )
 
 
-def build_key_blocks(status: KeyStatus) -> list[Block]:
+def build_key_blocks(status: KeyStatus, tz: ZoneInfo) -> list[Block]:
     return [
-        SectionBlock(block_id=f"key-{status.vendor_id}", text=_mrkdwn(key_summary_text(status))),
+        SectionBlock(block_id=f"key-{status.vendor_id}", text=_mrkdwn(key_summary_text(status, tz))),
         build_key_buttons(status),
     ]
 
@@ -141,7 +144,7 @@ def next_page_value(offset: int, expiring: bool) -> str:
     return json.dumps({"offset": offset, "expiring": expiring}, separators=(",", ":"))
 
 
-def build_status_blocks(page: StatusPage, *, expiring: bool = False) -> list[Block]:
+def build_status_blocks(page: StatusPage, tz: ZoneInfo, *, expiring: bool = False) -> list[Block]:
     """The ``status`` reply: a summary, one section + buttons per key, and a next-page button (≤ 50 blocks)."""
     if not page.statuses:
         text = (
@@ -161,7 +164,7 @@ def build_status_blocks(page: StatusPage, *, expiring: bool = False) -> list[Blo
         )
     ]
     for status in page.statuses[:PAGE_SIZE]:
-        blocks.extend(build_key_blocks(status))
+        blocks.extend(build_key_blocks(status, tz))
     if page.next_offset is not None:
         blocks.append(
             ActionsBlock(
@@ -179,8 +182,8 @@ def build_status_blocks(page: StatusPage, *, expiring: bool = False) -> list[Blo
     return blocks
 
 
-def build_single_status_blocks(status: KeyStatus) -> list[Block]:
-    return build_key_blocks(status)
+def build_single_status_blocks(status: KeyStatus, tz: ZoneInfo) -> list[Block]:
+    return build_key_blocks(status, tz)
 
 
 def status_fallback_text(page: StatusPage) -> str:
@@ -190,7 +193,7 @@ def status_fallback_text(page: StatusPage) -> str:
 # ---------------------------------------------------------------- App Home
 
 
-def build_home_view(statuses: Sequence[KeyStatus]) -> View:
+def build_home_view(statuses: Sequence[KeyStatus], tz: ZoneInfo) -> View:
     """Every key sorted by expiry with a days-left bar and the same buttons (App Home holds 100 blocks)."""
     ordered = sorted(statuses, key=lambda s: (s.expires_on, s.vendor_id))
     healthy = sum(s.phase is Phase.HEALTHY for s in ordered)
@@ -208,9 +211,8 @@ def build_home_view(statuses: Sequence[KeyStatus]) -> View:
     if not ordered:
         blocks.append(SectionBlock(text=_mrkdwn("No keys registered yet. Register one with `/coupang-key add`.")))
     for status in ordered[:HOME_MAX_KEYS]:
-        text = f"`{days_left_bar(status.days_left)}` {rules.describe_days_left(status.days_left)}\n" + key_summary_text(
-            status
-        )
+        bar = f"`{days_left_bar(status.days_left)}` {rules.describe_days_left(status.days_left)}"
+        text = f"{bar}\n{key_summary_text(status, tz)}"
         blocks.append(SectionBlock(block_id=f"home-key-{status.vendor_id}", text=_mrkdwn(text)))
         blocks.append(build_key_buttons(status))
     if len(ordered) > HOME_MAX_KEYS:
