@@ -42,7 +42,7 @@ def test_slash_command_points_at_the_events_endpoint(manifest: dict) -> None:
 
     assert command["command"] == "/coupang-key"
     assert urlsplit(command["url"]).path == EVENTS_PATH
-    assert command["should_escape"] is False
+    assert command["should_escape"] is True  # `approvers add @name` must arrive as a user ID
     for subcommand in ("status", "add", "reissue VENDOR_ID", "approvers", "help"):
         assert subcommand in command["usage_hint"]
 

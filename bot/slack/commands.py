@@ -15,6 +15,8 @@ from bot.slack import ids
 
 logger = logging.getLogger(__name__)
 
+BROKEN = ":x: Something went wrong on the bot's side and nothing was changed. It is logged; try again or ask an admin."
+
 
 @dataclass(frozen=True)
 class CommandRequest:
@@ -82,10 +84,15 @@ class CommandRouter:
             subcommand.handler(request, tracking_ack, client, respond)
         except KeybotError as error:
             reply = {"text": f":warning: {error}", "response_type": "ephemeral"}
-            if acked:
-                respond(**reply)
-            else:
-                ack(**reply)
+        except Exception:
+            logger.exception("/coupang-key %s failed", request.name)
+            reply = {"text": BROKEN, "response_type": "ephemeral"}
+        else:
+            return
+        if acked:
+            respond(**reply)
+        else:
+            ack(**reply)
 
 
 def register(app: App, router: CommandRouter) -> None:
