@@ -174,9 +174,7 @@ def test_parse_user_ref():
         parse_user_ref("@bob")
 
 
-def test_concurrent_approvals_yield_one_decision(services, key, db_url):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("row-level races need PostgreSQL")
+def test_concurrent_approvals_yield_one_decision(services, key):
     info = services.reissues.request(REQUESTER, VENDOR, "rotate")
     barrier = threading.Barrier(2)
     outcomes: list[str] = []

@@ -277,9 +277,7 @@ def test_bad_secret_shape_is_a_form_error_that_does_not_echo_it(slack, services,
     assert_no_secret(slack, services, caplog)
 
 
-def test_concurrent_approvals_yield_one_decision(slack, services, key, db_url):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("row-level races need PostgreSQL")
+def test_concurrent_approvals_yield_one_decision(slack, services, key):
     request_id = request_reissue(slack)
     barrier = threading.Barrier(2)
 
