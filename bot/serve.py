@@ -28,7 +28,7 @@ To connect the bot to Slack:
      "Signing Secret" from "Basic Information" in .env as SLACK_SIGNING_SECRET.
   3. Install the app to your workspace and put the "Bot User OAuth Token" in .env as SLACK_BOT_TOKEN=xoxb-...
   4. Invite the bot to your reminder channel and set KEYBOT_CHANNEL to that channel's ID.
-Then run `make run` again."""
+Then run `make run` again. Until then, `.venv/bin/coupang-keybot console --demo` shows the bot in a terminal."""
 
 
 def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO) -> int:
