@@ -1,7 +1,7 @@
 """``make bench``: runs every benchmark module in bench/ and writes bench/RESULTS.md.
 
 Each module ``bench/<name>.py`` defines ``run() -> str`` returning a Markdown section (heading, table, notes).
-``python -m bench ack_latency`` runs just one.
+``python -m bench ack_latency`` runs just one and keeps the other sections of RESULTS.md as they were.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import importlib
 import os
 import pkgutil
 import platform
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).parent
+RESULTS = HERE / "RESULTS.md"
 
 
 def machine() -> str:
@@ -31,15 +33,31 @@ def machine() -> str:
     )
 
 
+def section(name: str, body: str) -> str:
+    stamp = f"_bench/{name}.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}_"
+    return f"<!-- bench:{name} -->\n{body.strip()}\n\n{stamp}\n<!-- /bench:{name} -->"
+
+
+def existing_sections() -> dict[str, str]:
+    """Sections already in RESULTS.md, so running one benchmark keeps the others' results."""
+    if not RESULTS.exists():
+        return {}
+    pattern = re.compile(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", re.S)
+    return {m.group(1): m.group(0) for m in pattern.finditer(RESULTS.read_text())}
+
+
 def main(names: list[str]) -> None:
-    modules = names or sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if not m.name.startswith("_"))
-    sections = []
-    for name in modules:
+    available = sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if not m.name.startswith("_"))
+    unknown = sorted(set(names) - set(available))
+    if unknown:
+        sys.exit(f"no benchmark named {', '.join(unknown)}; available: {', '.join(available)}")
+    sections = existing_sections()
+    for name in names or available:
         print(f"running bench/{name}.py ...", file=sys.stderr)
-        sections.append(importlib.import_module(f"bench.{name}").run())
-    header = f"# Benchmark results\n\nMachine: {machine()}  \nDate: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
-    (HERE / "RESULTS.md").write_text(header + "\n" + "\n\n".join(sections) + "\n")
-    print((HERE / "RESULTS.md").read_text())
+        sections[name] = section(name, importlib.import_module(f"bench.{name}").run())
+    header = "# Benchmark results\n\nWritten by `make bench`; each section names its machine and date.\n"
+    RESULTS.write_text(header + "\n" + "\n\n".join(sections[n] for n in available if n in sections) + "\n")
+    print(RESULTS.read_text())
 
 
 if __name__ == "__main__":
