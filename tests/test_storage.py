@@ -188,3 +188,11 @@ def test_key_model_stores_aware_utc(services):
         key = session.query(Key).one()
         assert key.created_at.utcoffset().total_seconds() == 0
         assert key.created_at.isoformat() == "2026-11-27T14:30:00+00:00"
+
+
+def test_forms_holding_secrets_never_show_them_in_a_repr():
+    from bot.services.keys import validate_registration
+
+    typed = form("A00012345")
+    assert SECRET_MARK not in repr(typed)
+    assert SECRET_MARK not in repr(validate_registration(typed))

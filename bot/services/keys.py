@@ -26,8 +26,8 @@ class RegistrationForm:
 
     vendor_id: str = ""
     label: str = ""
-    access_key: str = ""
-    secret_key: str = ""
+    access_key: str = field(default="", repr=False)  # never in a repr, log or traceback
+    secret_key: str = field(default="", repr=False)
     issued_on: str | date | None = None
     expires_on: str | date | None = None
     channel_id: str | None = None
