@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.loopback import LoopbackServer
+
 CHECK_PATH = re.compile(r"/v2/providers/openapi/apis/api/v5/vendors/([^/]+)/returnShippingCenters")
 _AUTHORIZATION = re.compile(
     r"CEA algorithm=HmacSHA256, access-key=(?P<access_key>[^,\s]+), "
@@ -57,7 +59,7 @@ class _Scripted:
     delay: float = 0.0  # wait this long before answering (then check the request as usual)
 
 
-class FakeCoupang:
+class FakeCoupang(LoopbackServer):
     """The gateway; ``clock`` is its own time, used to refuse signed-dates more than 5 minutes off."""
 
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
@@ -69,8 +71,6 @@ class FakeCoupang:
         self._script: deque[_Scripted] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ set-up
 
@@ -98,32 +98,12 @@ class FakeCoupang:
 
     # ------------------------------------------------------------ lifecycle
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start the fake gateway first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeCoupang:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
+    def _build_server(self) -> ThreadingHTTPServer:
+        return ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
 
     def stop(self) -> None:
         self._stopping.set()  # cut short any slow answer still waiting
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeCoupang:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().stop()
 
     # ------------------------------------------------------------ the gateway's logic
 

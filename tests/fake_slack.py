@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.loopback import LoopbackServer
+
 TRIGGER_TTL_SECONDS = 3.0
 # Fields Slack accepts as JSON-encoded strings inside a form or JSON body.
 JSON_STRING_FIELDS = ("blocks", "attachments", "view", "metadata", "user_auth_blocks")
@@ -47,7 +49,7 @@ class Call:
     response: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._lock = threading.Condition()
@@ -58,10 +60,9 @@ class FakeSlack:
         self._usergroups: dict[str, list[str]] = {}
         self._users: dict[str, dict[str, Any]] = {}
         self._counter = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
 
-    # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> FakeSlack:
+    # --- lifecycle (LoopbackServer: start/stop/url) ----------------------------------------------
+    def _build_server(self) -> ThreadingHTTPServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -73,27 +74,7 @@ class FakeSlack:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "FakeSlack is not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
     @property
     def base_url(self) -> str:

@@ -43,7 +43,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -64,6 +63,7 @@ from bot.slack import ids
 from bot.slack.app import build_app
 from bot.wsgi import EVENTS_PATH, build_wsgi, database_answers
 from tests.fake_slack import FakeSlack
+from tests.loopback import LoopbackServer
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test"
@@ -195,7 +195,7 @@ def signed_headers(
     }
 
 
-class SlackHarness:
+class SlackHarness(LoopbackServer):
     def __init__(self, services: Services, fake: FakeSlack, *, signing_secret: str = SIGNING_SECRET) -> None:
         settings = services.ctx.settings
         services.ctx.settings = replace(
@@ -210,37 +210,11 @@ class SlackHarness:
         self.client = WebClient(token=BOT_TOKEN, base_url=fake.base_url, retry_handlers=fast_retry_handlers())
         self.app = build_app(services, client=self.client)
         self.wsgi = build_wsgi(self.app, healthy=lambda: database_answers(services.engine))
-        self._server: WSGIServer | None = None
         self._counter = 0
 
-    # --- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> SlackHarness:
-        self._server = make_server(
-            "127.0.0.1", 0, self.wsgi, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
-        )
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> SlackHarness:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "harness not started"
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    # --- lifecycle (LoopbackServer: start/stop/port/url) -----------------------------------------
+    def _build_server(self) -> WSGIServer:
+        return make_server("127.0.0.1", 0, self.wsgi, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
 
     # --- raw HTTP --------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None) -> Response:
