@@ -23,9 +23,9 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Select, and_, case, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from bot import rules
 from bot.services.base import Context
@@ -168,12 +168,31 @@ class ReminderService:
         with self.ctx.transaction() as session:
             return [c.reminder for c in self._candidates(session, now)]
 
-    def _candidates(self, session: Session, now: datetime) -> list[_Candidate]:
+    def due_query(self, session: Session, now: datetime) -> tuple[Select[*tuple[Any, ...]] | None, dict[date, int]]:
+        """The query for keys whose latest due milestone has no delivery yet (or a failed or stale claim).
+
+        The milestone depends only on the expiry date, so it is worked out once per distinct date (a few hundred
+        at most) and handed to the database as a CASE; the database then walks the ``expires_on`` index and
+        probes the unique (vendor ID, generation, milestone) index, returning only what is left to post. In the
+        steady state, every few minutes, that is nothing, whatever the number of keys.
+        """
         settings = self.ctx.settings
-        today = rules.local_date(now, settings.timezone)
-        horizon = today + timedelta(days=max(settings.reminder_days, default=0))
-        # keys.expires_on is indexed: only keys this close to expiry (or past it) can have anything due
-        rows = session.execute(
+        horizon = rules.local_date(now, settings.timezone) + timedelta(days=max(settings.reminder_days, default=0))
+        dates = session.scalars(select(Key.expires_on).where(Key.expires_on <= horizon).distinct()).all()
+        due = {
+            day: milestone
+            for day in dates
+            if (
+                milestone := latest_due_milestone(
+                    day, now, settings.reminder_days, settings.reminder_time, settings.timezone
+                )
+            )
+            is not None
+        }
+        if not due:
+            return None, due
+        delivery = aliased(ReminderDelivery)
+        query = (
             select(
                 Key.vendor_id,
                 Key.label,
@@ -181,18 +200,34 @@ class ReminderService:
                 Key.expires_on,
                 Key.owner_id,
                 Key.channel_id,
-            ).where(Key.expires_on <= horizon)
-        ).all()
-        wanted: dict[tuple[str, int, int], Reminder] = {}
-        by_expiry: dict[date, int | None] = {}  # ~200 distinct expiry dates however many keys
-        for vendor_id, label, generation, expires_on, owner_id, channel_id in rows:
-            if expires_on not in by_expiry:
-                by_expiry[expires_on] = latest_due_milestone(
-                    expires_on, now, settings.reminder_days, settings.reminder_time, settings.timezone
-                )
-            milestone = by_expiry[expires_on]
-            if milestone is None:
-                continue
+                delivery.id,
+            )
+            .outerjoin(
+                delivery,
+                and_(
+                    delivery.vendor_id == Key.vendor_id,
+                    delivery.generation == Key.generation,
+                    delivery.milestone == case(due, value=Key.expires_on),
+                ),
+            )
+            .where(
+                Key.expires_on.in_(list(due)),
+                or_(
+                    delivery.id.is_(None),
+                    delivery.status == FAILED,
+                    and_(delivery.status == CLAIMED, delivery.claimed_at < now - self.claim_timeout),
+                ),
+            )
+        )
+        return query, due
+
+    def _candidates(self, session: Session, now: datetime) -> list[_Candidate]:
+        settings = self.ctx.settings
+        today = rules.local_date(now, settings.timezone)
+        query, due = self.due_query(session, now)
+        rows = session.execute(query).all() if query is not None else []
+        candidates = []
+        for vendor_id, label, generation, expires_on, owner_id, channel_id, existing_id in rows:
             channel = channel_id or settings.channel
             if not channel:
                 logger.warning(
@@ -200,45 +235,17 @@ class ReminderService:
                     vendor_id,
                 )
                 continue
-            wanted[(vendor_id, generation, milestone)] = Reminder(
+            reminder = Reminder(
                 vendor_id=vendor_id,
                 label=label,
                 generation=generation,
-                milestone=milestone,
+                milestone=due[expires_on],
                 expires_on=expires_on,
                 days_left=rules.days_left(expires_on, today),
                 owner_id=owner_id,
                 channel_id=channel,
             )
-        stale = now - self.claim_timeout
-        found: dict[tuple[str, int, int], tuple[int, str, bool]] = {}
-        milestones = sorted({milestone for _, _, milestone in wanted})
-        if wanted:
-            # one indexed join instead of IN lists: the deliveries of the same keys, at the wanted milestones
-            for row in session.execute(
-                select(
-                    ReminderDelivery.vendor_id,
-                    ReminderDelivery.generation,
-                    ReminderDelivery.milestone,
-                    ReminderDelivery.id,
-                    ReminderDelivery.status,
-                    ReminderDelivery.claimed_at < stale,
-                )
-                .join(
-                    Key,
-                    and_(Key.vendor_id == ReminderDelivery.vendor_id, Key.generation == ReminderDelivery.generation),
-                )
-                .where(Key.expires_on <= horizon, ReminderDelivery.milestone.in_(milestones))
-            ):
-                if (row[0], row[1], row[2]) in wanted:
-                    found[(row[0], row[1], row[2])] = (row[3], row[4], row[5])
-        candidates = []
-        for triple, reminder in wanted.items():
-            existing = found.get(triple)
-            if existing is None:
-                candidates.append(_Candidate(reminder, None))
-            elif existing[1] == FAILED or (existing[1] == CLAIMED and existing[2]):
-                candidates.append(_Candidate(reminder, existing[0]))
+            candidates.append(_Candidate(reminder, existing_id))
         return candidates
 
     # ------------------------------------------------------------ the sweep
