@@ -51,7 +51,6 @@ def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO)
 
 def _serve_socket_mode(services: Services, *, scheduler: bool, out: TextIO) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
-    from slack_sdk import WebClient
 
     from bot.scheduler import build_scheduler
     from bot.slack.app import build_app
@@ -62,7 +61,9 @@ def _serve_socket_mode(services: Services, *, scheduler: bool, out: TextIO) -> i
     if jobs is not None:
         jobs.start()
     print("Connecting to Slack in Socket Mode…", file=out, flush=True)
-    handler = SocketModeHandler(app, settings.slack_app_token, web_client=WebClient(base_url=settings.slack_api_url))
+    # app.client: SLACK_API_URL and the retry handlers, so a 5xx or a lost connection on apps.connections.open
+    # is retried instead of ending serve (the SDK sends the app token, not the bot token, for that call)
+    handler = SocketModeHandler(app, settings.slack_app_token, web_client=app.client)
     try:
         handler.start()  # blocks until interrupted
     except KeyboardInterrupt:

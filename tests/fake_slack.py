@@ -60,6 +60,8 @@ class FakeSlack(LoopbackServer):
         self._usergroups: dict[str, list[str]] = {}
         self._users: dict[str, dict[str, Any]] = {}
         self._counter = itertools.count(1)
+        # Socket Mode: once set (e.g. to a FakeSocketMode's ws_url), apps.connections.open hands it out
+        self.socket_mode_url: str | None = None
 
     # --- lifecycle (LoopbackServer: start/stop/url) ----------------------------------------------
     def _build_server(self) -> ThreadingHTTPServer:
@@ -169,6 +171,8 @@ class FakeSlack(LoopbackServer):
             status, response = 404, {"ok": False, "error": "not_found"}
         elif method == "response_url":
             status, response = 200, {"ok": True}
+        elif method == "apps.connections.open" and self.socket_mode_url is not None:
+            status, response = 200, self._open_connection(headers.get("authorization", ""))
         elif not headers.get("authorization", "").startswith("Bearer xoxb-"):
             status, response = 200, {"ok": False, "error": "not_authed"}
         else:
@@ -226,6 +230,14 @@ class FakeSlack(LoopbackServer):
             channel = {"id": cid, "name": f"channel-{cid.lower()}", "is_channel": True, "is_member": True}
             return {"ok": True, "channel": channel}
         return {"ok": False, "error": "unknown_method"}
+
+    def _open_connection(self, authorization: str) -> dict[str, Any]:
+        """apps.connections.open takes only an app-level token, in the Authorization header."""
+        if not authorization.startswith("Bearer "):
+            return {"ok": False, "error": "not_authed"}
+        if not authorization.startswith("Bearer xapp-"):
+            return {"ok": False, "error": "not_allowed_token_type"}
+        return {"ok": True, "url": self.socket_mode_url}
 
     def _use_trigger(self, trigger_id: str) -> bool:
         with self._lock:
