@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, insert, select, text
+from sqlalchemy import Engine, create_engine, delete, insert, text
 from sqlalchemy.engine import make_url
 
 from bot.bootstrap import Services, build_services
@@ -144,8 +144,11 @@ def _undo_sweep(engine: Engine, at: datetime) -> None:
 
 
 def _explain(engine: Engine, services: Services) -> str:
-    horizon = TODAY + timedelta(days=max(services.ctx.settings.reminder_days))
-    query = select(Key.vendor_id, Key.generation, Key.expires_on).where(Key.expires_on <= horizon)
+    """The plan of the query a sweep runs to find what is left to post."""
+    with services.ctx.transaction() as session:
+        query, _ = services.reminders.due_query(session, _nine(TODAY, services))
+    if query is None:
+        return "nothing can be due: only the distinct-dates lookup ran"
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
