@@ -14,14 +14,16 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 from dotenv import dotenv_values
 
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
-from bot.rules import KeybotError, describe_days_left
+from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
@@ -72,11 +74,29 @@ def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) ->
     return OK
 
 
-def format_status_line(s: KeyStatus) -> str:
-    return (
-        f"{s.vendor_id}  {s.label}  {s.access_key_mask}  expires {s.expires_on}  {describe_days_left(s.days_left)}  "
-        f"[{s.phase}]  gen {s.generation}  edits {s.edits_last_7_days}/10"
-    ) + (f"  checked {s.verify_outcome} {s.verified_at:%Y-%m-%d %H:%M} UTC" if s.verified_at else "")
+def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
+    """One key for a terminal: the same facts as a ``/coupang-key status`` entry, in plain text."""
+
+    def local(at: datetime) -> str:
+        return at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+    button = "WING Reissue button active" if s.reissue_button_active else "WING Reissue button not active yet"
+    lines = [
+        f"{s.vendor_id}  {s.label}  "
+        f"(access key {s.access_key_mask}, secret {s.secret_fingerprint}, gen {s.generation})",
+        f"  expires {s.expires_on}  {describe_days_left(s.days_left)}  [{s.phase}]  {button}",
+        f"  {s.linking.summary()}  ·  linking-info edits this week {s.edits_last_7_days}/{EDITS_PER_WEEK}",
+    ]
+    extra = []
+    if s.propagating_until:
+        extra.append(f"Coupang applies the last change by {local(s.propagating_until)}")
+    if s.verified_at:
+        extra.append(f"checked {s.verify_outcome} {local(s.verified_at)}")
+    if s.open_request:
+        extra.append(f"reissue request #{s.open_request.id} {s.open_request.status}")
+    if extra:
+        lines.append("  " + "  ·  ".join(extra))
+    return "\n".join(lines)
 
 
 def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int:
@@ -88,7 +108,7 @@ def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int
         print("No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`.", file=out)
     else:
         for status in statuses:
-            print(format_status_line(status), file=out)
+            print(format_status(status, services.ctx.settings.timezone), file=out)
     return OK
 
 
