@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from storage.crypto import DecryptionError, Keyring, associated_data
 from storage.models import Approver, AuditEvent, Key, KeyGeneration, LinkEdit, ReissueRequest
@@ -127,7 +127,14 @@ def _mask(value: str) -> str:
 
 def key_page(session: Session, *, offset: int, limit: int, expiring_before: date | None = None) -> Sequence[Key]:
     """One page of keys by expiry (most urgent first); ``expiring_before``: only keys expiring on or before it."""
-    query = select(Key).order_by(Key.expires_on, Key.vendor_id).offset(offset).limit(limit)
+    # the ciphertexts are not needed to show a key: leave them in the database
+    query = (
+        select(Key)
+        .options(defer(Key.access_key_ct), defer(Key.secret_key_ct))
+        .order_by(Key.expires_on, Key.vendor_id)
+        .offset(offset)
+        .limit(limit)
+    )
     if expiring_before is not None:
         query = query.where(Key.expires_on <= expiring_before)
     return session.scalars(query).all()
