@@ -103,7 +103,7 @@ class KeyListeners:
 
     def _tell(self, click: ButtonClick, client: WebClient, respond: Respond, text: str) -> None:
         """A private note to whoever clicked: ephemeral in the conversation, or a small modal from App Home
-        (the manifest has no Messages tab, so a DM would not be seen)."""
+        (seen at once where the click happened, rather than in the Messages tab)."""
         if click.response_url:
             respond(text=text, response_type=EPHEMERAL, replace_original=False)
         else:
