@@ -442,13 +442,14 @@ class KeyService:
     def rotate_master_key(self, actor: str) -> tuple[int, int]:
         """Re-encrypt every secret and re-MAC the audit chain under the first master key.
 
-        Checks the chain and decrypts everything first; any failure raises and changes nothing.
+        Every secret must decrypt (a failure names the vendor ID) and the chain must verify before anything is
+        re-sealed; any failure raises and the transaction rolls back, changing nothing.
         """
         with self.ctx.transaction() as session:
+            changed = sum(self.ctx.keys.reencrypt(key) for key in self.ctx.keys.all(session))
             check = self.ctx.audit.verify(session)
             if not check.ok:
                 raise NotAllowed(f"Refusing to rotate: {check.describe()}. Run `coupang-keybot audit verify`.")
-            changed = sum(self.ctx.keys.reencrypt(key) for key in self.ctx.keys.all(session))
             entries = self.ctx.audit.rechain(session)
             self.ctx.record(session, actor, "master_key.rotated", None, {"keys": changed, "audit_entries": entries})
         return changed, entries
