@@ -184,3 +184,11 @@ def test_fresh_start_without_slack_explains_and_exits_non_zero(tmp_path):
     served = run("serve")
     assert served.returncode != 0
     assert "SLACK_BOT_TOKEN" in served.stdout and "manifest.yml" in served.stdout
+
+
+def test_import_never_prints_a_key_even_from_a_shifted_row(cli, tmp_path):
+    shifted = f"{secret_key('A00000001')},Shop,{access_key('A00000001')},{secret_key('A00000001')},2026-06-01"
+    code, out, err = cli("keys", "import", write_csv(tmp_path, shifted))
+    assert code == 1 and "keys.csv:2: vendor_id" in err
+    assert "[secret_key hidden]" in err
+    assert SECRET_MARK not in err + out

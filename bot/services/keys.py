@@ -416,7 +416,7 @@ class KeyService:
                 seen[new.vendor_id] = line
                 valid.append(new)
             except InvalidInput as error:
-                report.errors.append((line, _describe(error)))
+                report.errors.append((line, _without_secrets(_describe(error), row)))
         with self.ctx.transaction() as session:
             existing = {k.vendor_id for k in self.ctx.keys.all(session, vendor_ids=[n.vendor_id for n in valid])}
         for new in valid:
@@ -457,6 +457,15 @@ class KeyService:
 
 def _describe(error: InvalidInput) -> str:
     return "; ".join(f"{name}: {message}" for name, message in error.errors.items())
+
+
+def _without_secrets(text: str, row: Mapping[str, str | None]) -> str:
+    """A row whose columns slipped can put a key where a message quotes the value: never print it."""
+    for column in ("access_key", "secret_key"):
+        value = (row.get(column) or "").strip()
+        if len(value) >= 8:
+            text = text.replace(value, f"[{column} hidden]")
+    return text
 
 
 CSV_COLUMNS = (
