@@ -58,7 +58,7 @@ class AuditLog:
         vendor_id: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> AuditEvent:
-        head = session.execute(select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update()).scalar_one_or_none()
+        head = self.lock_head(session)
         if head is None:
             head = AuditHead(id=_HEAD_ID, seq=0, mac=GENESIS)
             session.add(head)
@@ -119,6 +119,11 @@ class AuditLog:
     @staticmethod
     def head(session: Session) -> AuditHead | None:
         return session.get(AuditHead, _HEAD_ID)
+
+    @staticmethod
+    def lock_head(session: Session) -> AuditHead | None:
+        """The head row, locked until the transaction ends: appends and claims made under it are serialised."""
+        return session.execute(select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update()).scalar_one_or_none()
 
 
 @dataclass(frozen=True)

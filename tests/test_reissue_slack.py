@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -329,13 +330,39 @@ def test_audit_command_is_for_admins_and_approvers(slack, services, key):
     assert "key.registered" in shown and "audit.read.refused" in shown
 
 
-def test_chain_head_is_posted_shortened(slack, services, key):
+def test_chain_head_is_posted_shortened_once_a_day(slack, services, key, travel):
+    seq, mac = services.audit.head()
     assert post_chain_head(services, slack.client)
     posted = slack.fake.wait_for("chat.postMessage")[-1].params
-    seq, mac = services.audit.head()
     assert posted["channel"] == "CREMIND01"
     assert f"#{seq}" in posted["text"] and mac[:16] in posted["text"] and mac not in posted["text"]
+    claim = services.audit.entries(limit=1)[0]
+    assert (claim.action, claim.details["seq"], claim.details["mac"]) == ("audit.head_posted", seq, mac[:16])
+    assert services.audit.verify().ok
+
+    assert not post_chain_head(services, slack.client)  # a second process, or a restart, the same day
+    travel.shift(timedelta(days=1))
+    assert post_chain_head(services, slack.client)
+    assert len(slack.fake.calls_to("chat.postMessage")) == 2
     assert chain_head_text(None).endswith("empty.")
+
+
+def test_racing_processes_post_the_chain_head_once(slack, services, key):
+    barrier = threading.Barrier(3)
+    results: list[bool] = []
+
+    def tick() -> None:
+        barrier.wait()
+        results.append(post_chain_head(services, slack.client))
+
+    threads = [threading.Thread(target=tick) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False, False, True]
+    assert len(slack.fake.calls_to("chat.postMessage")) == 1
+    assert services.audit.verify().ok
 
 
 def test_request_blocks_escape_the_reason_and_stay_valid(services, key):

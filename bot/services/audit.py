@@ -6,13 +6,14 @@ import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from bot.services.base import Context
 from storage import repositories as repo
 from storage.audit import VerifyResult
 
+HEAD_POSTED = "audit.head_posted"
 EXPORT_COLUMNS = ("seq", "at", "actor", "action", "vendor_id", "details", "mac")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -58,6 +59,26 @@ class AuditService:
         with self.ctx.transaction() as session:
             head = self.ctx.audit.head(session)
             return (head.seq, head.mac) if head else None
+
+    def claim_daily_head(self) -> tuple[int, str] | None:
+        """The head to post today, or None when another process (or an earlier run) already claimed today's post.
+
+        The claim is itself an audit entry, written under the chain's head lock, so several ``serve`` processes
+        on one database post the head once a day. The head returned is the one before the claim entry.
+        """
+        now = self.ctx.clock.now()
+        day = self.ctx.today(now).isoformat()
+        with self.ctx.transaction() as session:
+            head = self.ctx.audit.lock_head(session)
+            if head is None or repo.has_audit_event(
+                session, action=HEAD_POSTED, since=now - timedelta(days=2), day=day
+            ):
+                return None
+            claimed = (head.seq, head.mac)
+            self.ctx.record(
+                session, "scheduler", HEAD_POSTED, None, {"day": day, "seq": head.seq, "mac": head.mac[:16]}
+            )
+        return claimed
 
     def entries(self, *, vendor_id: str | None = None, limit: int | None = None) -> Sequence[AuditEntry]:
         """Newest first when ``limit`` is given (the latest N), otherwise the whole log in order."""

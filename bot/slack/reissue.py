@@ -589,11 +589,15 @@ def expire_requests(services: Services, client: WebClient) -> int:
 
 
 def post_chain_head(services: Services, client: WebClient) -> bool:
+    """Once a day, whichever process gets here first posts the chain head; the others find it claimed."""
     channel = services.ctx.settings.channel
     if not channel:
         logger.warning("KEYBOT_CHANNEL is not set: the audit chain head is not posted")
         return False
-    client.chat_postMessage(channel=channel, text=chain_head_text(services.audit.head()))
+    head = services.audit.claim_daily_head()
+    if head is None:
+        return False
+    client.chat_postMessage(channel=channel, text=chain_head_text(head))
     return True
 
 
