@@ -317,7 +317,11 @@ def edit_quota(edit_times: Iterable[datetime], now: datetime) -> EditQuota:
 
 
 def check_edit_allowed(edit_times: Iterable[datetime], now: datetime, tz: ZoneInfo) -> EditQuota:
-    quota = edit_quota(edit_times, now)
+    return require_edit_slot(edit_quota(edit_times, now), tz)
+
+
+def require_edit_slot(quota: EditQuota, tz: ZoneInfo) -> EditQuota:
+    """The quota, or a refusal saying when (in ``tz``) the next edit becomes possible."""
     if quota.next_possible_at is not None:
         when = quota.next_possible_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
         raise InvalidInput.one(

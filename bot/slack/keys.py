@@ -91,12 +91,7 @@ class KeyListeners:
     def _edit_modal(self, user_id: str, vendor_id: str, channel_id: str | None) -> Any:
         status = self.services.keys.check_can_change(user_id, vendor_id, "key.edit")
         quota = self.services.keys.edits_left(status.vendor_id)
-        if quota.next_possible_at is not None:
-            when = quota.next_possible_at.astimezone(self.services.ctx.settings.timezone)
-            raise KeybotError(
-                f"The linking info of {status.vendor_id} was already edited {rules.EDITS_PER_WEEK} times in the "
-                f"last 7 days (Coupang's limit). The next edit is possible at {when:%Y-%m-%d %H:%M}."
-            )
+        rules.require_edit_slot(quota, self.services.ctx.settings.timezone)
         return views.build_edit_linking_modal(status, quota, channel_id=channel_id)
 
     # ------------------------------------------------------------ buttons
