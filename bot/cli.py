@@ -14,7 +14,6 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
@@ -23,7 +22,7 @@ from dotenv import dotenv_values
 
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
-from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left
+from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_local
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
@@ -77,9 +76,6 @@ def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) ->
 def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
     """One key for a terminal: the same facts as a ``/coupang-key status`` entry, in plain text."""
 
-    def local(at: datetime) -> str:
-        return at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-
     button = "WING Reissue button active" if s.reissue_button_active else "WING Reissue button not active yet"
     lines = [
         f"{s.vendor_id}  {s.label}  "
@@ -89,9 +85,9 @@ def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
     ]
     extra = []
     if s.propagating_until:
-        extra.append(f"Coupang applies the last change by {local(s.propagating_until)}")
+        extra.append(f"Coupang applies the last change by {format_local(s.propagating_until, tz)}")
     if s.verified_at:
-        extra.append(f"checked {s.verify_outcome} {local(s.verified_at)}")
+        extra.append(f"checked {s.verify_outcome} {format_local(s.verified_at, tz)}")
     if s.open_request:
         extra.append(f"reissue request #{s.open_request.id} {s.open_request.status}")
     if extra:

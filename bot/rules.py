@@ -116,6 +116,11 @@ def milestone_date(expires_on: date, days_before: int) -> date:
     return expires_on - timedelta(days=days_before)
 
 
+def format_local(at: datetime, tz: ZoneInfo) -> str:
+    """``YYYY-MM-DD HH:MM`` on the wall clock of ``tz``: how every time is shown to a person."""
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
 def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
     """``day`` at wall-clock ``at`` in ``tz``, as an aware UTC datetime."""
     return datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
@@ -323,7 +328,7 @@ def check_edit_allowed(edit_times: Iterable[datetime], now: datetime, tz: ZoneIn
 def require_edit_slot(quota: EditQuota, tz: ZoneInfo) -> EditQuota:
     """The quota, or a refusal saying when (in ``tz``) the next edit becomes possible."""
     if quota.next_possible_at is not None:
-        when = quota.next_possible_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        when = format_local(quota.next_possible_at, tz)
         raise InvalidInput.one(
             "integration",
             f"The linking info was already edited {EDITS_PER_WEEK} times in the last 7 days, which is "

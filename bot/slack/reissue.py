@@ -67,7 +67,7 @@ _VALUE = "value"  # action_id of every input element in these modals
 
 
 def _when(at: datetime | None, tz: ZoneInfo) -> str:
-    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M") + f" ({tz.key})" if at else "—"
+    return f"{rules.format_local(at, tz)} ({tz.key})" if at else "—"
 
 
 # ---------------------------------------------------------------- user groups (the service's GroupMembers)

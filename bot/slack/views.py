@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import (
@@ -93,12 +92,11 @@ def key_summary_text(status: KeyStatus, tz: ZoneInfo) -> str:
         f"Linking: {escape(_truncate(status.linking.summary(), 600))}",
     ]
     if status.propagating_until:
-        lines.append(
-            f":hourglass: Coupang is applying a change: the key works by {_local(status.propagating_until, tz)}"
-        )
+        works_by = rules.format_local(status.propagating_until, tz)
+        lines.append(f":hourglass: Coupang is applying a change: the key works by {works_by}")
     if status.verify_outcome and status.verified_at:
         outcome = status.verify_outcome.replace("_", " ")
-        lines.append(f"Last check: {escape(outcome)} ({_local(status.verified_at, tz)})")
+        lines.append(f"Last check: {escape(outcome)} ({rules.format_local(status.verified_at, tz)})")
     if status.owner_id:
         lines.append(f"Owner: <@{escape(status.owner_id)}>")
     if status.open_request:
@@ -437,17 +435,13 @@ def build_history_blocks(vendor_id: str, entries: Sequence[AuditEntry], tz: Zone
     if not entries:
         blocks.append(ContextBlock(elements=[_mrkdwn("Nothing recorded for this vendor ID.")]))
     for entry in entries[:HISTORY_LIMIT]:
-        when = _local(entry.at, tz)
+        when = rules.format_local(entry.at, tz)
         details = _details_text(entry.details)
         text = f"`{when}` *{escape(entry.action)}* by {escape(entry.actor)}"
         if details:
             text += f"\n{escape(details)}"
         blocks.append(ContextBlock(elements=[_mrkdwn(text)]))
     return blocks
-
-
-def _local(at: datetime, tz: ZoneInfo) -> str:
-    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
 def registered_text(status: KeyStatus) -> str:
@@ -458,7 +452,7 @@ def registered_text(status: KeyStatus) -> str:
 
 
 def edited_text(status: KeyStatus, tz: ZoneInfo) -> str:
-    until = f" until {_local(status.propagating_until, tz)}" if status.propagating_until else ""
+    until = f" until {rules.format_local(status.propagating_until, tz)}" if status.propagating_until else ""
     return (
         f":white_check_mark: Saved the linking info of *{escape(status.vendor_id)}*. Coupang may take up to "
         f"30 minutes to apply it (propagating{until}). Edits this week: {status.edits_last_7_days}/"
