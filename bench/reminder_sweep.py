@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from bot.bootstrap import Services, build_services
 from bot.config import load_settings
-from bot.services.reminders import DELIVERED, Reminder, latest_due_milestone
+from bot.services.reminders import DELIVERED, Notifier, Reminder, latest_due_milestone
 from storage.db import make_engine, upgrade
 from storage.models import Key, ReminderDelivery
 
@@ -37,7 +37,7 @@ EXPIRED_DAYS = 10  # keys up to 10 days past expiry are still around
 TODAY = date(2026, 12, 1)
 
 
-class RecordingNotifier:
+class RecordingNotifier(Notifier):
     def __init__(self) -> None:
         self.messages = 0
         self.reminders = 0

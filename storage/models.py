@@ -137,6 +137,9 @@ class ReminderDelivery(Base):
     # claimed → delivered; failed (a post that did not go out: a later sweep may re-claim it);
     # skipped (a milestone missed during downtime, superseded by a later one: never posted)
     status: Mapped[str] = mapped_column(String(16), default="claimed")
+    # set when an attempt ended without knowing whether Slack posted it (timeout, dropped connection, 5xx,
+    # a crash mid-post): the claim time of that attempt, from which the channel's history is searched first
+    unsure_since: Mapped[datetime | None] = mapped_column()
 
 
 class ReissueRequest(Base):
@@ -158,6 +161,13 @@ class ReissueRequest(Base):
     completed_at: Mapped[datetime | None] = mapped_column()
     channel_id: Mapped[str | None] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))
+    # posting the request message, claimed like a reminder delivery: claimed → delivered (message_ts set),
+    # or failed (the scheduler re-claims it); unsure_since as in ReminderDelivery
+    post_status: Mapped[str] = mapped_column(String(16), default="claimed", server_default="delivered")
+    post_claimed_at: Mapped[datetime | None] = mapped_column()
+    post_claimed_by: Mapped[str | None] = mapped_column(String(64))
+    post_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    post_unsure_since: Mapped[datetime | None] = mapped_column()
 
 
 class Approver(Base):

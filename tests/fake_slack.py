@@ -26,6 +26,19 @@ from urllib.parse import parse_qsl, urlsplit
 from tests.loopback import LoopbackServer
 
 TRIGGER_TTL_SECONDS = 3.0
+# Slack's published Block Kit and message limits (https://api.slack.com/reference/block-kit)
+MAX_MESSAGE_BLOCKS, MAX_VIEW_BLOCKS = 50, 100
+MAX_MESSAGE_TEXT = 40_000
+MAX_SECTION_TEXT, MAX_FIELDS, MAX_FIELD_TEXT = 3000, 10, 2000
+MAX_HEADER_TEXT = 150
+MAX_BUTTON_TEXT, MAX_BUTTON_VALUE = 75, 2000
+MAX_VIEW_TITLE = 24  # title, submit and close
+MAX_PRIVATE_METADATA = 3000
+MAX_OPTIONS, MAX_OPTION_TEXT, MAX_OPTION_VALUE = 100, 75, 150
+MAX_ACTIONS_ELEMENTS, MAX_CONTEXT_ELEMENTS = 25, 10
+MESSAGE_METHODS = ("chat.postMessage", "chat.postEphemeral", "chat.update", "response_url")
+VIEW_METHODS = ("views.open", "views.update", "views.push", "views.publish")
+HISTORY_PAGE = 100
 # Fields Slack accepts as JSON-encoded strings inside a form or JSON body.
 JSON_STRING_FIELDS = ("blocks", "attachments", "view", "metadata", "user_auth_blocks")
 BOT_IDENTITY = dict(
@@ -36,6 +49,130 @@ BOT_IDENTITY = dict(
     user_id="U0BOT",
     bot_id="B0BOT",
 )
+
+
+def _text(obj: Any) -> str:
+    return str(obj.get("text", "")) if isinstance(obj, dict) else ""
+
+
+def element_errors(element: Any, where: str) -> list[str]:
+    """Button and option limits of one interactive element."""
+    if not isinstance(element, dict):
+        return [f"must be an object [json-pointer:{where}]"]
+    errors = []
+    if element.get("type") == "button":
+        if len(_text(element.get("text"))) > MAX_BUTTON_TEXT:
+            errors.append(f"must be less than {MAX_BUTTON_TEXT + 1} characters [json-pointer:{where}/text/text]")
+        if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE:
+            errors.append(f"must be less than {MAX_BUTTON_VALUE + 1} characters [json-pointer:{where}/value]")
+    options = element.get("options")
+    if isinstance(options, list):
+        if len(options) > MAX_OPTIONS:
+            errors.append(f"must provide an array of no more than {MAX_OPTIONS} items [json-pointer:{where}/options]")
+        for i, option in enumerate(options):
+            if len(_text(option.get("text"))) > MAX_OPTION_TEXT:
+                errors.append(f"must be less than {MAX_OPTION_TEXT + 1} characters [json-pointer:{where}/options/{i}]")
+            if len(str(option.get("value", ""))) > MAX_OPTION_VALUE:
+                errors.append(f"must be less than {MAX_OPTION_VALUE + 1} characters [json-pointer:{where}/options/{i}]")
+    return errors
+
+
+def block_errors(blocks: Any, limit: int, root: str = "/blocks") -> list[str]:
+    """What Slack says about ``blocks``: the count, unique block_ids, unique action_ids per block, text limits."""
+    if not isinstance(blocks, list):
+        return [f"must be an array [json-pointer:{root}]"]
+    errors = []
+    if len(blocks) > limit:
+        errors.append(f"must provide an array of no more than {limit} items [json-pointer:{root}]")
+    block_ids: set[str] = set()
+    for i, block in enumerate(blocks):
+        where = f"{root}/{i}"
+        if not isinstance(block, dict):
+            errors.append(f"must be an object [json-pointer:{where}]")
+            continue
+        block_id = block.get("block_id")
+        if block_id is not None:
+            if block_id in block_ids:
+                errors.append(f"block_id '{block_id}' already exists [json-pointer:{where}/block_id]")
+            block_ids.add(block_id)
+        kind = block.get("type")
+        elements = block.get("elements") if isinstance(block.get("elements"), list) else []
+        if kind == "section":
+            if len(_text(block.get("text"))) > MAX_SECTION_TEXT:
+                errors.append(f"must be less than {MAX_SECTION_TEXT + 1} characters [json-pointer:{where}/text]")
+            fields = block.get("fields") or []
+            if len(fields) > MAX_FIELDS:
+                errors.append(f"must provide an array of no more than {MAX_FIELDS} items [json-pointer:{where}/fields]")
+            errors += [
+                f"must be less than {MAX_FIELD_TEXT + 1} characters [json-pointer:{where}/fields/{j}]"
+                for j, f in enumerate(fields)
+                if len(_text(f)) > MAX_FIELD_TEXT
+            ]
+            if "accessory" in block:
+                errors += element_errors(block["accessory"], f"{where}/accessory")
+        elif kind == "header" and len(_text(block.get("text"))) > MAX_HEADER_TEXT:
+            errors.append(f"must be less than {MAX_HEADER_TEXT + 1} characters [json-pointer:{where}/text]")
+        elif kind == "actions":
+            if len(elements) > MAX_ACTIONS_ELEMENTS:
+                errors.append(f"must provide an array of no more than {MAX_ACTIONS_ELEMENTS} items [json-pointer:{where}]")
+            action_ids: set[str] = set()
+            for j, element in enumerate(elements):
+                action_id = element.get("action_id") if isinstance(element, dict) else None
+                if action_id is not None and action_id in action_ids:
+                    errors.append(f"action_id '{action_id}' already exists [json-pointer:{where}/elements/{j}]")
+                action_ids.add(str(action_id))
+                errors += element_errors(element, f"{where}/elements/{j}")
+        elif kind == "context" and len(elements) > MAX_CONTEXT_ELEMENTS:
+            errors.append(f"must provide an array of no more than {MAX_CONTEXT_ELEMENTS} items [json-pointer:{where}]")
+        elif kind == "input" and "element" in block:
+            errors += element_errors(block["element"], f"{where}/element")
+    return errors
+
+
+def message_refusal(params: dict[str, Any]) -> dict[str, Any] | None:
+    """Slack's answer to a message it will not post (chat.* and response URLs), or None."""
+    if len(str(params.get("text") or "")) > MAX_MESSAGE_TEXT:
+        return {"ok": False, "error": "msg_too_long"}
+    metadata = params.get("metadata")
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and isinstance(metadata.get("event_type"), str)
+        and isinstance(metadata.get("event_payload"), dict)
+    ):
+        return {"ok": False, "error": "invalid_metadata_format"}
+    errors = block_errors(params["blocks"], MAX_MESSAGE_BLOCKS) if "blocks" in params else []
+    if errors:
+        return {"ok": False, "error": "invalid_blocks", "errors": errors, "response_metadata": {"messages": errors}}
+    return None
+
+
+def view_refusal(params: dict[str, Any]) -> dict[str, Any] | None:
+    """Slack's answer to a modal or Home view it will not show (views.*), or None."""
+    view = params.get("view")
+    if not isinstance(view, dict):
+        errors = ["must be an object [json-pointer:/view]"]
+    else:
+        errors = block_errors(view.get("blocks", []), MAX_VIEW_BLOCKS, "/view/blocks")
+        errors += [
+            f"must be less than {MAX_VIEW_TITLE + 1} characters [json-pointer:/view/{name}/text]"
+            for name in ("title", "submit", "close")
+            if len(_text(view.get(name))) > MAX_VIEW_TITLE
+        ]
+        if len(str(view.get("private_metadata") or "")) > MAX_PRIVATE_METADATA:
+            errors.append(f"must be less than {MAX_PRIVATE_METADATA + 1} characters [json-pointer:/view/private_metadata]")
+    if errors:
+        return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": errors}}
+    return None
+
+
+REFUSALS = ("msg_too_long", "invalid_metadata_format", "invalid_blocks", "invalid_arguments")
+
+
+@dataclass(frozen=True)
+class Planned:
+    status: int | None  # None: the connection drops without an answer
+    retry_after: int = 1
+    posted: bool = False  # Slack acted on the request, then the answer was lost
 
 
 @dataclass(frozen=True)
@@ -51,11 +188,12 @@ class Call:
 
 class FakeSlack(LoopbackServer):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
+        self.clock = clock  # trigger expiry; message ts follow time.time(), which time-machine moves
         self._lock = threading.Condition()
         self._calls: list[Call] = []
         self._failures: list[Call] = []
-        self._planned: dict[str, list[tuple[int, int]]] = {}
+        self._planned: dict[str, list[Planned | None]] = {}  # None: that request goes through
+        self._history: dict[str, list[dict[str, Any]]] = {}  # channel -> messages, oldest first
         self._triggers: dict[str, float | None] = {}  # trigger id -> issued at, None once used
         self._usergroups: dict[str, list[str]] = {}
         self._users: dict[str, dict[str, Any]] = {}
@@ -102,10 +240,23 @@ class FakeSlack(LoopbackServer):
     def response_url(self) -> str:
         return f"{self.url}/respond/{next(self._counter)}"
 
-    def fail_next(self, method: str, status: int = 429, retry_after: int = 1, times: int = 1) -> None:
-        """The next `times` requests to `method` fail: 429 with Retry-After, or any other HTTP status."""
+    def fail_next(
+        self,
+        method: str,
+        status: int | None = 429,
+        retry_after: int = 1,
+        times: int = 1,
+        *,
+        posted: bool = False,
+        after: int = 0,
+    ) -> None:
+        """After `after` requests that go through, the next `times` requests to `method` fail: 429 with
+        Retry-After, any other HTTP status, or (status None) a connection dropped without an answer.
+        ``posted=True``: Slack did the work first (the message is in `calls` and in the channel's history) and
+        only the answer is lost, as after a timeout."""
         with self._lock:
-            self._planned.setdefault(method, []).extend([(status, retry_after)] * times)
+            planned = self._planned.setdefault(method, [])
+            planned.extend([None] * after + [Planned(status, retry_after, posted)] * times)
 
     # --- inspection ------------------------------------------------------------------------------
     @property
@@ -118,8 +269,18 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             return list(self._failures)
 
+    @property
+    def refused(self) -> list[Call]:
+        """Requests Slack refused for breaking its Block Kit or message rules."""
+        return [c for c in self.failures if c.response.get("error") in REFUSALS]
+
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
+
+    def history(self, channel: str) -> list[dict[str, Any]]:
+        """The messages in ``channel``, oldest first, as conversations.history (with metadata) shows them."""
+        with self._lock:
+            return [dict(m) for m in self._history.get(channel, [])]
 
     def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
         """Block until `count` calls to `method` arrived (listeners may run after Bolt acks)."""
@@ -160,13 +321,18 @@ class FakeSlack(LoopbackServer):
             planned = self._planned.get(method)
             failure = planned.pop(0) if planned else None
         extra_headers: dict[str, str] = {}
-        if failure is not None:
-            status, retry_after = failure
+        refusal = None
+        if failure is not None and not failure.posted:
+            status = failure.status or 0
             if status == 429:
-                extra_headers["Retry-After"] = str(retry_after)
+                extra_headers["Retry-After"] = str(failure.retry_after)
                 response = {"ok": False, "error": "ratelimited"}
             else:
                 response = {"ok": False, "error": "fatal_error"}
+        elif method in MESSAGE_METHODS and (refusal := message_refusal(params)) is not None:
+            status, response = (400 if method == "response_url" else 200), refusal
+        elif method in VIEW_METHODS and (refusal := view_refusal(params)) is not None:
+            status, response = 200, refusal
         elif method == "not_found":
             status, response = 404, {"ok": False, "error": "not_found"}
         elif method == "response_url":
@@ -179,10 +345,24 @@ class FakeSlack(LoopbackServer):
             status, response = 200, self._answer(method, params)
 
         call = Call(method, params, headers, body, split.path, status, response)
+        delivered = refusal is None and (failure is None or failure.posted)
         with self._lock:
-            (self._failures if failure is not None else self._calls).append(call)
+            (self._calls if delivered else self._failures).append(call)
             self._lock.notify_all()
+        if failure is not None and failure.posted:  # the work is done; now lose the answer
+            if failure.status is None:
+                req.close_connection = True
+                return
+            status, response = failure.status, {"ok": False, "error": "fatal_error"}
 
+        if method == "response_url" and refusal is not None:  # response URLs answer in plain text
+            payload = str(refusal["error"]).encode()
+            req.send_response(status)
+            req.send_header("Content-Type", "text/plain")
+            req.send_header("Content-Length", str(len(payload)))
+            req.end_headers()
+            req.wfile.write(payload)
+            return
         payload = json.dumps(response).encode()
         req.send_response(status)
         req.send_header("Content-Type", "application/json; charset=utf-8")
@@ -195,18 +375,27 @@ class FakeSlack(LoopbackServer):
     def _answer(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             n = next(self._counter)
-        ts = f"{1700000000 + n}.{n:06d}"
+        ts = f"{int(time.time())}.{n:06d}"  # unique, and ordered like Slack's within one clock
         if method == "auth.test":
             return {"ok": True, **BOT_IDENTITY}
         if method == "chat.postMessage":
-            message = {"type": "message", "text": p.get("text", ""), "ts": ts, "bot_id": "B0BOT"}
-            if "blocks" in p:
-                message["blocks"] = p["blocks"]
+            message = {"type": "message", "text": p.get("text", ""), "ts": ts, "bot_id": "B0BOT", "user": "U0BOT"}
+            for name in ("blocks", "metadata"):
+                if name in p:
+                    message[name] = p[name]
+            with self._lock:
+                self._history.setdefault(str(p.get("channel")), []).append(message)
             return {"ok": True, "channel": p.get("channel"), "ts": ts, "message": message}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": ts}
         if method == "chat.update":
+            with self._lock:
+                for message in self._history.get(str(p.get("channel")), []):
+                    if message["ts"] == p.get("ts"):
+                        message.update({k: p[k] for k in ("text", "blocks", "metadata") if k in p})
             return {"ok": True, "channel": p.get("channel"), "ts": p.get("ts"), "text": p.get("text", "")}
+        if method == "conversations.history":
+            return self._conversation_history(p)
         if method in ("views.open", "views.push") and not self._use_trigger(str(p.get("trigger_id", ""))):
             return {"ok": False, "error": "invalid_trigger_id"}
         if method.startswith("views."):
@@ -230,6 +419,31 @@ class FakeSlack(LoopbackServer):
             channel = {"id": cid, "name": f"channel-{cid.lower()}", "is_channel": True, "is_member": True}
             return {"ok": True, "channel": channel}
         return {"ok": False, "error": "unknown_method"}
+
+    def _conversation_history(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, ``oldest``/``latest`` exclusive unless ``inclusive``, ``limit`` a page, then a cursor.
+        Message metadata is shown only with ``include_all_metadata``."""
+        inclusive = str(p.get("inclusive", "")).lower() in ("1", "true")
+        oldest, latest = float(p.get("oldest") or 0), float(p.get("latest") or "inf")
+        with self._lock:
+            messages = [
+                dict(m)
+                for m in reversed(self._history.get(str(p.get("channel")), []))
+                if (oldest <= float(m["ts"]) if inclusive else oldest < float(m["ts"]))
+                and (float(m["ts"]) <= latest if inclusive else float(m["ts"]) < latest)
+            ]
+        if str(p.get("include_all_metadata", "")).lower() not in ("1", "true"):
+            for message in messages:
+                message.pop("metadata", None)
+        start = int(str(p.get("cursor") or "page:0").removeprefix("page:") or 0)
+        limit = min(int(p.get("limit") or HISTORY_PAGE), 999)
+        page, more = messages[start : start + limit], start + limit < len(messages)
+        return {
+            "ok": True,
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": f"page:{start + limit}" if more else ""},
+        }
 
     def _open_connection(self, authorization: str) -> dict[str, Any]:
         """apps.connections.open takes only an app-level token, in the Authorization header."""

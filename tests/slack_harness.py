@@ -401,6 +401,8 @@ class SlackHarness(LoopbackServer):
 def fake_slack() -> Iterator[FakeSlack]:
     with FakeSlack() as fake:
         yield fake
+    # whatever a test checked, nothing the bot sent may break Slack's Block Kit and message rules
+    assert [(c.method, c.response) for c in fake.refused] == []
 
 
 @pytest.fixture

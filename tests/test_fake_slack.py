@@ -142,3 +142,172 @@ def test_wait_for_sees_calls_made_from_another_thread(fake: FakeSlack) -> None:
     with pytest.raises(AssertionError):
         fake.wait_for("chat.update", timeout=0.05)
     later.join()
+
+
+# ---------------------------------------------------------------- Slack's Block Kit and message rules
+
+
+def section(text: str = "x", **extra) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}, **extra}
+
+
+def button(action_id: str = "a", text: str = "Go", value: str = "v") -> dict:
+    return {"type": "button", "action_id": action_id, "text": {"type": "plain_text", "text": text}, "value": value}
+
+
+def options(n: int, text: str = "o", value: str = "v") -> list[dict]:
+    return [{"text": {"type": "plain_text", "text": f"{text}{i}"}, "value": f"{value}{i}"} for i in range(n)]
+
+
+def select(opts: list[dict]) -> dict:
+    return {"type": "static_select", "action_id": "pick", "options": opts}
+
+
+MESSAGE_RULES = {
+    "duplicate block_id": [section(block_id="b"), section(block_id="b")],
+    "duplicate action_id in one actions block": [{"type": "actions", "elements": [button("a"), button("a")]}],
+    "51 blocks": [section() for _ in range(51)],
+    "section text over 3000": [section("x" * 3001)],
+    "11 fields": [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11}],
+    "a field over 2000": [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2001}]}],
+    "header over 150": [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}],
+    "button text over 75": [{"type": "actions", "elements": [button(text="t" * 76)]}],
+    "button value over 2000": [{"type": "actions", "elements": [button(value="v" * 2001)]}],
+    "accessory button value over 2000": [section(accessory=button(value="v" * 2001))],
+    "101 options": [section(accessory=select(options(101)))],
+    "option text over 75": [{"type": "actions", "elements": [select(options(1, text="t" * 75))]}],
+    "option value over 150": [{"type": "actions", "elements": [select(options(1, value="v" * 150))]}],
+}
+
+
+@pytest.mark.parametrize("rule", list(MESSAGE_RULES))
+def test_every_message_method_refuses_blocks_slack_refuses(fake: FakeSlack, rule: str) -> None:
+    blocks = MESSAGE_RULES[rule]
+    client = client_for(fake)
+
+    for call in (
+        lambda: client.chat_postMessage(channel="C1", text="t", blocks=blocks),
+        lambda: client.chat_postEphemeral(channel="C1", user="U1", text="t", blocks=blocks),
+        lambda: client.chat_update(channel="C1", ts="1.000001", text="t", blocks=blocks),
+    ):
+        with pytest.raises(SlackApiError, match="invalid_blocks"):
+            call()
+    answer = WebhookClient(fake.response_url()).send(text="t", blocks=blocks)
+
+    assert (answer.status_code, answer.body) == (400, "invalid_blocks")
+    assert fake.calls == [] and len(fake.refused) == 4
+    assert fake.history("C1") == []
+
+
+def test_the_same_blocks_within_the_limits_are_accepted(fake: FakeSlack) -> None:
+    blocks = [section("x" * 3000, block_id="one", accessory=select(options(100, "t" * 70, "v" * 140)))]
+    blocks += [{"type": "actions", "block_id": "two", "elements": [button("a", "t" * 75, "v" * 2000), button("b")]}]
+    blocks += [{"type": "actions", "block_id": "three", "elements": [button("a")]}]  # unique per block only
+    blocks += [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2000}] * 10}]
+    blocks += [{"type": "header", "text": {"type": "plain_text", "text": "h" * 150}}]
+    blocks += [section() for _ in range(50 - len(blocks))]
+
+    client_for(fake).chat_postMessage(channel="C1", text="t" * 40_000, blocks=blocks)
+
+    assert fake.refused == [] and len(fake.history("C1")) == 1
+
+
+def test_message_text_over_forty_thousand_characters_is_too_long(fake: FakeSlack) -> None:
+    with pytest.raises(SlackApiError, match="msg_too_long"):
+        client_for(fake).chat_postMessage(channel="C1", text="t" * 40_001)
+
+
+def modal(**changes) -> dict:
+    view = {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "t" * 24},
+        "submit": {"type": "plain_text", "text": "s" * 24},
+        "close": {"type": "plain_text", "text": "c" * 24},
+        "private_metadata": "m" * 3000,
+        "blocks": [section() for _ in range(100)],
+    }
+    view.update(changes)
+    return view
+
+
+VIEW_RULES = {
+    "101 blocks": modal(blocks=[section() for _ in range(101)]),
+    "title over 24": modal(title={"type": "plain_text", "text": "t" * 25}),
+    "submit over 24": modal(submit={"type": "plain_text", "text": "s" * 25}),
+    "close over 24": modal(close={"type": "plain_text", "text": "c" * 25}),
+    "private_metadata over 3000": modal(private_metadata="m" * 3001),
+    "duplicate block_id": modal(blocks=[section(block_id="b"), section(block_id="b")]),
+    "duplicate action_id": modal(blocks=[{"type": "actions", "elements": [button("a"), button("a")]}]),
+}
+
+
+@pytest.mark.parametrize("rule", list(VIEW_RULES))
+def test_every_view_method_refuses_views_slack_refuses(fake: FakeSlack, rule: str) -> None:
+    view = VIEW_RULES[rule]
+    client = client_for(fake)
+    home = {k: v for k, v in view.items() if k not in ("title", "submit", "close")} | {"type": "home"}
+
+    calls = [
+        lambda: client.views_open(trigger_id=fake.new_trigger_id(), view=view),
+        lambda: client.views_push(trigger_id=fake.new_trigger_id(), view=view),
+        lambda: client.views_update(view_id="V1", view=view),
+    ]
+    if rule.split()[0] not in ("title", "submit", "close"):  # App Home has none of these
+        calls.append(lambda: client.views_publish(user_id="U1", view=home))
+    for call in calls:
+        with pytest.raises(SlackApiError, match="invalid_arguments"):
+            call()
+    assert fake.calls == [] and len(fake.refused) == len(calls)
+
+
+def test_a_view_at_the_limits_is_accepted(fake: FakeSlack) -> None:
+    client_for(fake).views_open(trigger_id=fake.new_trigger_id(), view=modal())
+    client_for(fake).views_publish(user_id="U1", view={"type": "home", "blocks": [section() for _ in range(100)]})
+    assert fake.refused == []
+
+
+def test_metadata_must_name_an_event_type_and_carry_a_payload(fake: FakeSlack) -> None:
+    with pytest.raises(SlackApiError, match="invalid_metadata_format"):
+        client_for(fake).chat_postMessage(channel="C1", text="t", metadata={"event_type": "x"})
+
+
+# ---------------------------------------------------------------- channel history, and answers lost on the way
+
+
+def test_history_pages_newest_first_since_oldest_with_metadata_only_when_asked(fake: FakeSlack) -> None:
+    client = client_for(fake)
+    first = client.chat_postMessage(channel="C1", text="before")["ts"]
+    for n in range(5):
+        client.chat_postMessage(
+            channel="C1", text=f"m{n}", metadata={"event_type": "keybot_test", "event_payload": {"n": n}}
+        )
+    client.chat_postMessage(channel="C2", text="elsewhere")
+
+    seen, cursor = [], None
+    while True:
+        page = client.conversations_history(
+            channel="C1", oldest=first, limit=2, include_all_metadata=True, cursor=cursor
+        )
+        seen += page["messages"]
+        cursor = page["response_metadata"]["next_cursor"]
+        if not page["has_more"]:
+            break
+    plain = client.conversations_history(channel="C1")["messages"]
+
+    assert [m["text"] for m in seen] == ["m4", "m3", "m2", "m1", "m0"]  # oldest is exclusive
+    assert [m["metadata"]["event_payload"]["n"] for m in seen] == [4, 3, 2, 1, 0]
+    assert "metadata" not in plain[0] and len(plain) == 6
+
+
+@pytest.mark.parametrize("status", [500, None], ids=["500", "connection dropped"])
+def test_a_post_can_succeed_while_its_answer_is_lost(fake: FakeSlack, status) -> None:
+    fake.fail_next("chat.postMessage", status=status, posted=True)
+
+    with pytest.raises(Exception) as lost:  # no retry handlers: a retry would post it twice
+        client_for(fake, retry_handlers=[]).chat_postMessage(channel="C1", text="did it go?")
+    client_for(fake).chat_postMessage(channel="C1", text="next")
+
+    if status == 500:
+        assert isinstance(lost.value, SlackApiError) and lost.value.response.status_code == 500
+    assert [m["text"] for m in fake.history("C1")] == ["did it go?", "next"]
+    assert len(fake.calls_to("chat.postMessage")) == 2 and fake.failures == []

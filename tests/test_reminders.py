@@ -18,6 +18,7 @@ from bot.services.reminders import (
     DELIVERED,
     FAILED,
     SKIPPED,
+    Notifier,
     Reminder,
     headline,
     latest_due_milestone,
@@ -36,7 +37,7 @@ def kst(day: date, hour: int = 9, minute: int = 0) -> datetime:
 
 
 @dataclass
-class RecordingNotifier:
+class RecordingNotifier(Notifier):
     posts: list[tuple[str, tuple[Reminder, ...]]] = field(default_factory=list)
     fail: int = 0  # the next `fail` posts raise
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 import time_machine
 from slack_sdk import WebClient
-from slack_sdk.http_retry import RateLimitErrorRetryHandler
 
 from bot import cli
 from bot.bootstrap import build_services
@@ -100,35 +101,118 @@ def test_the_scheduler_sweeps_once_at_start_up(slack):
 # ---------------------------------------------------------------- Slack having a bad day
 
 
-def test_slack_answering_500_for_a_while_delays_the_reminder_which_then_arrives_once(slack):
-    notifier = SlackNotifier(slack.app.client)  # fast retries: 3 attempts per sweep
-    slack.fake.fail_next("chat.postMessage", status=500, times=5)
+def history_calls(fake: FakeSlack) -> list[dict[str, Any]]:
+    return [c.params for c in fake.calls_to("conversations.history")]
+
+
+def test_slack_answering_500_three_times_delays_the_reminder_which_then_arrives_once(slack):
+    notifier = SlackNotifier(slack.app.client)
+    slack.fake.fail_next("chat.postMessage", status=500, times=3)
     with time_machine.travel(kst(date(2026, 11, 28), 9), tick=False) as traveller:  # D-0
         slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
-        for _ in range(4):
+        for _ in range(5):
             slack.services.reminders.sweep(notifier)
             traveller.shift(timedelta(minutes=5))
-    assert len(slack.fake.failures) == 5
+    assert len(slack.fake.failures) == 3  # one attempt per sweep: a 500 may have posted, so never retried blindly
     [message] = posts(slack.fake)
     assert "Expires today: API calls will fail" in str(message["blocks"])
-    assert slack.services.reminders.deliveries()[0].status == DELIVERED
+    assert len(history_calls(slack.fake)) == 3  # each retry first looked for the lost one
+    [row] = [r for r in slack.services.reminders.deliveries() if r.milestone == 0]  # D-14…D-1: skipped
+    assert (row.status, row.attempts) == (DELIVERED, 4)
 
 
-def test_slack_rate_limiting_delays_the_reminder_which_then_arrives_once(slack):
-    impatient = WebClient(
-        token="xoxb-test", base_url=slack.fake.base_url, retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)]
-    )
-    slack.fake.fail_next("chat.postMessage", status=429, retry_after=1, times=3)
+def test_slack_rate_limiting_four_times_delays_the_reminder_which_then_arrives_once(slack):
+    # 429 means Slack did nothing: the client waits Retry-After and retries, and no history is read
+    slack.fake.fail_next("chat.postMessage", status=429, retry_after=0, times=4)
     with time_machine.travel(kst(date(2026, 11, 14), 9), tick=False) as traveller:
         slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
-        first = slack.services.reminders.sweep(SlackNotifier(impatient))  # 429, waits Retry-After, 429: gives up
+        first = slack.services.reminders.sweep(SlackNotifier(slack.app.client))  # 1 + 3 retries: all 429
         assert first.delivered == 0 and posts(slack.fake) == []
         traveller.shift(timedelta(minutes=5))
-        second = slack.services.reminders.sweep(SlackNotifier(impatient))  # 429, waits, then posts
+        second = slack.services.reminders.sweep(SlackNotifier(slack.app.client))
         traveller.shift(timedelta(minutes=5))
-        third = slack.services.reminders.sweep(SlackNotifier(impatient))
+        third = slack.services.reminders.sweep(SlackNotifier(slack.app.client))
     assert (second.delivered, third.delivered) == (1, 0)
-    assert len(posts(slack.fake)) == 1 and len(slack.fake.failures) == 3
+    assert len(posts(slack.fake)) == 1 and len(slack.fake.failures) == 4
+    assert history_calls(slack.fake) == []
+
+
+@pytest.mark.parametrize("status", [None, 500], ids=["timeout or dropped connection", "5xx"])
+def test_a_reminder_slack_posted_while_its_answer_was_lost_is_not_posted_again(slack, status):
+    slack.fake.fail_next("chat.postMessage", status=status, posted=True)
+    with time_machine.travel(kst(date(2026, 11, 14), 9), tick=False) as traveller:
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        first = slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+        assert first.delivered == 0 and len(first.failed) == 1
+        traveller.shift(timedelta(minutes=5))
+        second = slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+        traveller.shift(timedelta(minutes=5))
+        third = slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+    [message] = slack.fake.history("CSHOP0001")
+    assert len(posts(slack.fake)) == 1
+    assert (second.found, second.delivered, third.found, third.delivered) == (1, 0, 0, 0)
+    [row] = slack.services.reminders.deliveries()
+    assert (row.status, row.message_ts) == (DELIVERED, message["ts"])
+    assert message["metadata"] == {"event_type": "keybot_reminder", "event_payload": {"delivery_ids": [row.id]}}
+    [lookup] = history_calls(slack.fake)
+    assert lookup["channel"] == "CSHOP0001" and lookup["include_all_metadata"] in ("1", "true", True)
+    found = [e for e in slack.services.audit.entries() if e.action == "reminder.posted"]
+    assert len(found) == 1 and found[0].details["found_in_history"] is True
+
+
+@pytest.mark.parametrize("slack_posted", [True, False], ids=["slack posted", "slack did not post"])
+def test_a_half_failed_split_digest_posts_each_part_once(slack, slack_posted):
+    notifier = SlackNotifier(slack.app.client, max_blocks=4)  # a small message size: 25 keys a part
+    slack.fake.fail_next("chat.postMessage", status=500, posted=slack_posted, after=1)  # the second part
+    with time_machine.travel(kst(date(2026, 11, 14), 9), tick=False) as traveller:
+        for n in range(30):
+            slack.services.keys.register(ADMIN, form(f"A{n:08d}", issued_on="2026-06-01"))
+        first = slack.services.reminders.sweep(notifier)
+        assert [len(p.reminders) for p in first.posts] == [25] and [len(p.reminders) for p in first.failed] == [5]
+        traveller.shift(timedelta(minutes=5))
+        slack.services.reminders.sweep(notifier)
+        traveller.shift(timedelta(minutes=5))
+        slack.services.reminders.sweep(notifier)
+    shown = [b["value"] for m in slack.fake.history("CSHOP0001") for b in buttons(m)]
+    assert sorted(shown) == [f"A{n:08d}" for n in range(30)]  # every key once: none lost, none twice
+    rows = slack.services.reminders.deliveries()
+    assert len(rows) == 30 and {r.status for r in rows} == {DELIVERED}
+    assert len({r.message_ts for r in rows}) == (2 if slack_posted else 6)  # the rest come as 5 single posts
+
+
+class Killed(BaseException):
+    """kill -9: the sweep stops where it is, nothing after this line runs (not even `except Exception`)."""
+
+
+class DyingNotifier(SlackNotifier):
+    def __init__(self, client: WebClient, *, after_posting: bool):
+        super().__init__(client)
+        self.after_posting = after_posting
+
+    def post(self, channel: str, reminders: Sequence[Reminder]) -> str:
+        if self.after_posting:
+            super().post(channel, reminders)
+        raise Killed
+
+
+@pytest.mark.parametrize("after_posting", [True, False], ids=["killed after slack posted", "killed before"])
+def test_a_sweep_killed_mid_post_is_finished_by_another_process_without_a_duplicate(slack, settings, after_posting):
+    with time_machine.travel(kst(date(2026, 11, 14), 9), tick=False) as traveller:
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        slack.services.keys.register(ADMIN, form("A00012346", issued_on="2026-06-01"))
+        with pytest.raises(Killed):
+            slack.services.reminders.sweep(DyingNotifier(slack.app.client, after_posting=after_posting))
+        other = build_services(settings)
+        traveller.shift(timedelta(minutes=5))
+        fresh = other.reminders.sweep(SlackNotifier(slack.app.client))  # the dead claim is not stale yet
+        traveller.shift(timedelta(minutes=6))
+        late = other.reminders.sweep(SlackNotifier(slack.app.client))
+        other.engine.dispose()
+    sent = sorted(buttons(m)[0]["value"] for m in slack.fake.history("CSHOP0001"))
+    assert sent == ["A00012345", "A00012346"]
+    # the dead sweep's claims wait out the claim timeout; then the one in flight is found, the other posted
+    assert (fresh.delivered, late.found, late.delivered) == ((0, 1, 1) if after_posting else (0, 0, 2))
+    assert {r.status for r in slack.services.reminders.deliveries()} == {DELIVERED}
 
 
 # ---------------------------------------------------------------- several instances

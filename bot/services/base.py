@@ -33,6 +33,13 @@ class NotFound(KeybotError):
     pass
 
 
+class MaybePosted(Exception):
+    """A post whose answer was lost (timeout, dropped connection, 5xx): Slack may have posted it or not.
+
+    Raised by the Slack layer; the caller looks for the message in the channel's history before posting again.
+    """
+
+
 @dataclass
 class Context:
     """The wiring every service receives."""

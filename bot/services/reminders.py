@@ -7,6 +7,12 @@ is marked delivered with the message ``ts``; a failed post marks it ``failed`` s
 a claim left behind by a crash may be re-claimed after :data:`CLAIM_TIMEOUT`. Older milestones missed during
 downtime are recorded as ``skipped``, so only the latest one is ever posted (no spam after an outage).
 
+A digest that needs several messages is posted part by part, each part's rows marked delivered as soon as it is
+posted, so a failing later part never re-posts the earlier ones. Every message carries its delivery IDs (Slack
+message metadata): when an attempt ended without an answer (timeout, dropped connection, 5xx, a crash mid-post)
+the row keeps ``unsure_since``, and before posting again the sweep looks for the message in the channel's history
+since then, marking it delivered when it is there.
+
 Nothing here knows Slack: posting goes through a :class:`Notifier` (see ``bot/slack/reminders.py``).
 """
 
@@ -18,17 +24,17 @@ import socket
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, case, insert, or_, select, update
+from sqlalchemy import Select, and_, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from bot import rules
-from bot.services.base import Context
+from bot.services.base import Context, MaybePosted
 from storage.models import Key, ReminderDelivery
 
 logger = logging.getLogger(__name__)
@@ -92,19 +98,31 @@ class Reminder:
     days_left: int
     owner_id: str | None
     channel_id: str
+    delivery_id: int | None = None  # the claimed row, once claimed: the message's metadata names it
 
     @property
     def headline(self) -> str:
         return headline(self.milestone, self.days_left)
 
 
-class Notifier(Protocol):
-    """Posts one message to ``channel``: one reminder, or a digest when given several. Returns its ts.
+class Notifier:
+    """Where reminders go (``bot/slack/reminders.py`` posts them to Slack)."""
 
-    Raises on failure (any exception: the claim is released and a later sweep retries).
-    """
+    def parts(self, reminders: Sequence[Reminder]) -> list[tuple[Reminder, ...]]:
+        """How a digest of ``reminders`` splits into messages (each is claimed and marked on its own)."""
+        return [tuple(reminders)]
 
-    def post(self, channel: str, reminders: Sequence[Reminder]) -> str: ...
+    def post(self, channel: str, reminders: Sequence[Reminder]) -> str:
+        """Posts one message to ``channel``: one reminder, or a digest when given several. Returns its ts.
+
+        Raises on failure: :class:`MaybePosted` when the message may have gone out, anything else when it
+        did not. The claim is released and a later sweep retries.
+        """
+        raise NotImplementedError
+
+    def find(self, channel: str, since: datetime) -> dict[int, str]:
+        """Delivery ID → ts of the reminder messages posted to ``channel`` since ``since``."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,7 @@ class SweepReport:
     failed: list[Post] = field(default_factory=list)
     no_channel: list[str] = field(default_factory=list)  # vendor IDs skipped: no channel anywhere
     skipped_older: int = 0  # older missed milestones recorded as skipped
+    found: int = 0  # reminders whose earlier attempt lost its answer, found already posted in the channel
 
     @property
     def delivered(self) -> int:
@@ -137,6 +156,13 @@ class SweepReport:
 class _Candidate:
     reminder: Reminder
     existing_id: int | None  # a failed or stale claim to re-claim; None → insert a new claim
+
+
+@dataclass
+class _Claimed:
+    reminders: list[Reminder] = field(default_factory=list)
+    unsure: dict[int, datetime] = field(default_factory=dict)  # delivery ID → search the channel from here
+    skipped: int = 0
 
 
 def group_posts(reminders: Sequence[Reminder]) -> list[tuple[str, tuple[Reminder, ...]]]:
@@ -260,53 +286,96 @@ class ReminderService:
         if notifier is None:
             raise ValueError("a sweep that posts needs a notifier")
         with self.ctx.transaction() as session:
-            claimed, report.skipped_older = self._claim(session, self._candidates(session, now), now)
-        for channel, group in group_posts(claimed):
-            try:
-                ts = notifier.post(channel, group)
-            except Exception as exc:  # noqa: BLE001 - Slack error, network, anything: retry on a later sweep
-                logger.exception("Posting %d reminder(s) to %s failed; a later sweep retries", len(group), channel)
-                self._release(group, now)
-                report.failed.append(Post(channel, group, error=exc.__class__.__name__))
-                continue
-            self._delivered(channel, group, ts, now)
-            report.posts.append(Post(channel, group, ts))
+            claimed = self._claim(session, self._candidates(session, now), now)
+        report.skipped_older = claimed.skipped
+        for channel, group in group_posts(self._find_posted(notifier, claimed, now, report)):
+            parts = notifier.parts(group) if len(group) > 1 else [group]
+            for number, part in enumerate(parts):
+                try:
+                    ts = notifier.post(channel, part)
+                except Exception as exc:  # noqa: BLE001 - Slack error, network, anything: retry on a later sweep
+                    logger.exception("Posting %d reminder(s) to %s failed; a later sweep retries", len(part), channel)
+                    self._release(part, unsure=isinstance(exc, MaybePosted))
+                    unsent = tuple(r for later in parts[number + 1 :] for r in later)
+                    self._release(unsent, unsure=False)  # never tried: certainly not posted
+                    report.failed.append(Post(channel, (*part, *unsent), error=exc.__class__.__name__))
+                    break
+                self._delivered(channel, part, ts, now)
+                report.posts.append(Post(channel, part, ts))
         return report
 
-    def _claim(self, session: Session, candidates: list[_Candidate], now: datetime) -> tuple[list[Reminder], int]:
-        claimed: list[Reminder] = []
+    def _find_posted(self, notifier: Notifier, claimed: _Claimed, now: datetime, report: SweepReport) -> list[Reminder]:
+        """Settle the claims whose last attempt lost its answer; returns the reminders still to post."""
+        unsure = [r for r in claimed.reminders if r.delivery_id in claimed.unsure]
+        if not unsure:
+            return claimed.reminders
+        settled: set[int] = set()
+        by_channel: dict[str, list[Reminder]] = defaultdict(list)
+        for reminder in unsure:
+            by_channel[reminder.channel_id].append(reminder)
+        for channel, items in by_channel.items():
+            since = min(claimed.unsure[r.delivery_id or 0] for r in items)
+            try:
+                posted = notifier.find(channel, since)
+            except Exception:  # noqa: BLE001 - cannot tell yet: keep the rows unsure, a later sweep looks again
+                logger.exception(
+                    "Could not read %s's history to settle %d reminder(s); retried later", channel, len(items)
+                )
+                self._release(items, unsure=True)
+                settled.update(r.delivery_id or 0 for r in items)
+                continue
+            by_ts: dict[str, list[Reminder]] = defaultdict(list)
+            for reminder in items:
+                if reminder.delivery_id in posted:
+                    by_ts[posted[reminder.delivery_id or 0]].append(reminder)
+            for ts, found in by_ts.items():
+                logger.info(
+                    "%d reminder(s) were already posted to %s (ts %s): not posted again", len(found), channel, ts
+                )
+                self._delivered(channel, found, ts, now, found=True)
+                settled.update(r.delivery_id or 0 for r in found)
+                report.found += len(found)
+        return [r for r in claimed.reminders if r.delivery_id not in settled]
+
+    def _claim(self, session: Session, candidates: list[_Candidate], now: datetime) -> _Claimed:
+        claimed = _Claimed()
         fresh = [c.reminder for c in candidates if c.existing_id is None]
         for start in range(0, len(fresh), _CHUNK):
             chunk = fresh[start : start + _CHUNK]
-            won = self._insert_new(session, [self._row(r, now, CLAIMED) for r in chunk], returning=True)
-            claimed.extend(r for r in chunk if (r.vendor_id, r.generation, r.milestone) in won)
+            won = self._insert_new(session, [self._row(r, now, CLAIMED) for r in chunk])
+            claimed.reminders.extend(
+                replace(r, delivery_id=won[key])
+                for r in chunk
+                if (key := (r.vendor_id, r.generation, r.milestone)) in won
+            )
+        stale = and_(ReminderDelivery.status == CLAIMED, ReminderDelivery.claimed_at < now - self.claim_timeout)
         for candidate in candidates:
             if candidate.existing_id is None:
                 continue
-            # conditional: of two sweeps re-claiming the same row, exactly one sees rowcount 1
-            result = session.execute(
+            # conditional: of two sweeps re-claiming the same row, exactly one gets it back. A stale claim's
+            # post may have gone out before its process died: it is unsure from that claim on.
+            won_row = session.execute(
                 update(ReminderDelivery)
-                .where(
-                    ReminderDelivery.id == candidate.existing_id,
-                    or_(
-                        ReminderDelivery.status == FAILED,
-                        and_(
-                            ReminderDelivery.status == CLAIMED,
-                            ReminderDelivery.claimed_at < now - self.claim_timeout,
-                        ),
-                    ),
-                )
+                .where(ReminderDelivery.id == candidate.existing_id, or_(ReminderDelivery.status == FAILED, stale))
                 .values(
                     status=CLAIMED,
                     claimed_at=now,
                     claimed_by=self.instance,
                     attempts=ReminderDelivery.attempts + 1,
+                    unsure_since=func.coalesce(
+                        ReminderDelivery.unsure_since,
+                        case((ReminderDelivery.status == CLAIMED, ReminderDelivery.claimed_at), else_=None),
+                    ),
                 )
-            )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                claimed.append(candidate.reminder)
-        skipped = self._skip_older(session, claimed, now)
-        return claimed, skipped
+                .returning(ReminderDelivery.unsure_since)
+                .execution_options(synchronize_session=False)
+            ).first()
+            if won_row is not None:
+                claimed.reminders.append(replace(candidate.reminder, delivery_id=candidate.existing_id))
+                if won_row.unsure_since is not None:
+                    claimed.unsure[candidate.existing_id] = won_row.unsure_since
+        claimed.skipped = self._skip_older(session, claimed.reminders, now)
+        return claimed
 
     def _skip_older(self, session: Session, claimed: list[Reminder], now: datetime) -> int:
         """Record the older milestones of each claimed reminder as skipped, so they never post later."""
@@ -318,7 +387,7 @@ class ReminderService:
         ]
         inserted = 0
         for start in range(0, len(rows), _CHUNK):
-            inserted += len(self._insert_new(session, rows[start : start + _CHUNK], returning=True))
+            inserted += len(self._insert_new(session, rows[start : start + _CHUNK]))
         return inserted
 
     def _row(self, reminder: Reminder, now: datetime, status: str, *, milestone: int | None = None) -> dict[str, Any]:
@@ -333,12 +402,12 @@ class ReminderService:
             "status": status,
         }
 
-    def _insert_new(
-        self, session: Session, rows: list[dict[str, Any]], *, returning: bool
-    ) -> set[tuple[str, int, int]]:
-        """INSERT … ON CONFLICT DO NOTHING: rows another sweep already holds are left alone."""
+    def _insert_new(self, session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, int, int], int]:
+        """INSERT … ON CONFLICT DO NOTHING: rows another sweep already holds are left alone.
+
+        Returns (vendor ID, generation, milestone) → row ID of the rows inserted."""
         if not rows:
-            return set()
+            return {}
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
             statement: Any = postgresql.insert(ReminderDelivery).on_conflict_do_nothing()
@@ -347,20 +416,21 @@ class ReminderService:
         else:  # pragma: no cover - other databases: plain insert, a conflict fails the sweep (retried)
             statement = insert(ReminderDelivery)
         statement = statement.returning(
-            ReminderDelivery.vendor_id, ReminderDelivery.generation, ReminderDelivery.milestone
+            ReminderDelivery.vendor_id, ReminderDelivery.generation, ReminderDelivery.milestone, ReminderDelivery.id
         )
         # executemany: SQLAlchemy batches it as "insertmanyvalues" and still returns the rows inserted
-        return {(v, g, m) for v, g, m in session.execute(statement, rows)}
+        return {(v, g, m): i for v, g, m, i in session.execute(statement, rows)}
 
     def _mine(self, group: Sequence[Reminder]) -> Any:
-        # one claim per vendor ID per sweep, and earlier claims of this instance are settled already
         return and_(
-            ReminderDelivery.vendor_id.in_([r.vendor_id for r in group]),
+            ReminderDelivery.id.in_([r.delivery_id for r in group]),
             ReminderDelivery.claimed_by == self.instance,
             ReminderDelivery.status == CLAIMED,
         )
 
-    def _delivered(self, channel: str, group: Sequence[Reminder], ts: str, now: datetime) -> None:
+    def _delivered(
+        self, channel: str, group: Sequence[Reminder], ts: str, now: datetime, *, found: bool = False
+    ) -> None:
         with self.ctx.transaction() as session:
             for start in range(0, len(group), _CHUNK):
                 chunk = group[start : start + _CHUNK]
@@ -383,15 +453,22 @@ class ReminderService:
                     "channel": channel,
                     "ts": ts,
                     "digest": len(group) > 1,
+                    **({"found_in_history": True} if found else {}),
                 },
                 at=now,
             )
 
-    def _release(self, group: Sequence[Reminder], now: datetime) -> None:
+    def _release(self, group: Sequence[Reminder], *, unsure: bool) -> None:
+        """Back to ``failed`` for a later sweep; ``unsure``: the post may have gone out, look for it first."""
+        if not group:
+            return
+        values: dict[str, Any] = {"status": FAILED}
+        if unsure:
+            values["unsure_since"] = func.coalesce(ReminderDelivery.unsure_since, ReminderDelivery.claimed_at)
         with self.ctx.transaction() as session:
             for start in range(0, len(group), _CHUNK):
                 session.execute(
-                    update(ReminderDelivery).where(self._mine(group[start : start + _CHUNK])).values(status=FAILED)
+                    update(ReminderDelivery).where(self._mine(group[start : start + _CHUNK])).values(values)
                 )
 
     # ------------------------------------------------------------ inspection (tests, status views)
@@ -433,6 +510,7 @@ def describe_sweep(report: SweepReport, tz: ZoneInfo) -> list[str]:
         f"{len(report.posts)} message(s){'' if report.dry_run else ' posted'}"
         + (f", {len(report.failed)} message(s) failed" if report.failed else "")
         + (f", {report.skipped_older} older missed milestone(s) skipped" if report.skipped_older else "")
+        + (f", {report.found} found already posted (Slack's answer was lost)" if report.found else "")
         + "."
     )
     return lines

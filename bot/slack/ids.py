@@ -4,6 +4,8 @@ Form block_ids equal the service's field names (``vendor_id``, ``ip_addresses``â
 errors map straight onto ``ack(response_action="errors", errors=...)``.
 """
 
+import re
+
 COMMAND = "/coupang-key"
 
 # buttons (action_id); the button's value carries the vendor ID or request ID
@@ -15,6 +17,17 @@ DELETE_KEY = "delete_key"
 APPROVE_REISSUE = "approve_reissue"
 DENY_REISSUE = "deny_reissue"
 ENTER_NEW_KEY = "enter_new_key"
+
+
+def for_key(action_id: str, vendor_id: str) -> str:
+    """One action_id per key, for several of the same button in one actions block (Slack wants them unique)."""
+    return f"{action_id}:{vendor_id}"
+
+
+def any_key(action_id: str) -> re.Pattern[str]:
+    """Matches ``action_id`` itself and every :func:`for_key` variant of it (for ``app.action``)."""
+    return re.compile(rf"^{re.escape(action_id)}(:.+)?$")
+
 
 # modals (callback_id)
 REGISTER_MODAL = "register_key"

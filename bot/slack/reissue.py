@@ -500,7 +500,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     )
     router.add("audit", "audit", f"the latest {AUDIT_LIMIT} audit events (admins, approvers)", handle_audit_command)
 
-    @app.action(ids.REQUEST_REISSUE)
+    @app.action(ids.any_key(ids.REQUEST_REISSUE))
     def handle_request_reissue(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
         click = parse_click(body)

@@ -22,8 +22,9 @@ from slack_sdk.models.blocks import (
 
 from bot import rules
 from bot.bootstrap import Services
-from bot.services.reminders import Reminder
+from bot.services.reminders import Notifier, Reminder
 from bot.slack import ids
+from bot.slack.posting import post_once, posted_since, posting_client
 from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ MAX_BLOCKS = 50  # Slack's limit per message
 MAX_SECTION_TEXT = 2900  # Slack allows 3000 characters in a section's text
 BUTTONS_PER_ACTIONS = 25
 DIGEST_LABEL_CHARS = 60
+EVENT_TYPE = "keybot_reminder"  # message metadata: {"delivery_ids": [...]} names the claimed rows
 
 
 def _owner(reminder: Reminder) -> str:
@@ -42,8 +44,10 @@ def _milestone_name(reminder: Reminder) -> str:
     return f"D-{reminder.milestone}" if reminder.milestone >= 0 else f"D+{-reminder.milestone}"
 
 
-def reissue_button(vendor_id: str, *, text: str = "Request reissue") -> ButtonElement:
-    return ButtonElement(text=text, action_id=ids.REQUEST_REISSUE, value=vendor_id, style="primary")
+def reissue_button(
+    vendor_id: str, *, text: str = "Request reissue", action_id: str = ids.REQUEST_REISSUE
+) -> ButtonElement:
+    return ButtonElement(text=text, action_id=action_id, value=vendor_id, style="primary")
 
 
 def reminder_text(reminder: Reminder) -> str:
@@ -108,34 +112,70 @@ def build_digest_blocks(reminders: Sequence[Reminder]) -> list[Block]:
     for start in range(0, len(reminders), BUTTONS_PER_ACTIONS):
         chunk = reminders[start : start + BUTTONS_PER_ACTIONS]
         blocks.append(
-            ActionsBlock(elements=[reissue_button(r.vendor_id, text=f"Reissue {r.vendor_id}") for r in chunk])
+            ActionsBlock(
+                elements=[
+                    reissue_button(
+                        r.vendor_id,
+                        text=f"Reissue {r.vendor_id}",
+                        action_id=ids.for_key(ids.REQUEST_REISSUE, r.vendor_id),
+                    )
+                    for r in chunk
+                ]
+            )
         )
     return blocks
 
 
-def split_messages(blocks: list[Block]) -> list[list[Block]]:
-    """Slack takes at most 50 blocks a message; a digest for hundreds of keys may need a continuation."""
-    return [blocks[start : start + MAX_BLOCKS] for start in range(0, len(blocks), MAX_BLOCKS)] or [[]]
+def digest_parts(reminders: Sequence[Reminder], max_blocks: int = MAX_BLOCKS) -> list[tuple[Reminder, ...]]:
+    """Consecutive runs of ``reminders`` whose :func:`build_digest_blocks` each fit in one message."""
+    parts: list[tuple[Reminder, ...]] = []
+    part: list[Reminder] = []
+    sections = section_chars = 0
+    for reminder in reminders:
+        line = len(_digest_line(reminder)) + 1
+        new_section = not part or section_chars + line > MAX_SECTION_TEXT
+        buttons = len(part) + 1
+        blocks = 1 + sections + new_section + -(-buttons // BUTTONS_PER_ACTIONS)
+        if part and blocks > max_blocks:
+            parts.append(tuple(part))
+            part, sections, section_chars, new_section = [], 0, 0, True
+        part.append(reminder)
+        sections, section_chars = (sections + 1, line) if new_section else (sections, section_chars + line)
+    return parts + [tuple(part)] if part else parts
 
 
-class SlackNotifier:
-    """:class:`bot.services.reminders.Notifier` over the Web API (the client's retry handlers honour Retry-After)."""
+class SlackNotifier(Notifier):
+    """Reminders over the Web API: one message per part, tagged with its delivery IDs, never retried blindly."""
 
-    def __init__(self, client: WebClient):
-        self.client = client
+    def __init__(self, client: WebClient, *, max_blocks: int = MAX_BLOCKS):
+        self.client = posting_client(client)
+        self.max_blocks = max_blocks
+
+    def parts(self, reminders: Sequence[Reminder]) -> list[tuple[Reminder, ...]]:
+        return digest_parts(reminders, self.max_blocks)
 
     def post(self, channel: str, reminders: Sequence[Reminder]) -> str:
         if len(reminders) == 1:
-            text, messages = reminder_text(reminders[0]), [build_reminder_blocks(reminders[0])]
+            text, blocks = reminder_text(reminders[0]), build_reminder_blocks(reminders[0])
         else:
-            text, messages = digest_text(reminders), split_messages(build_digest_blocks(reminders))
-        first_ts = ""
-        for blocks in messages:
-            response = self.client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
-            )
-            first_ts = first_ts or str(response["ts"])
-        return first_ts
+            text, blocks = digest_text(reminders), build_digest_blocks(reminders)
+        response = post_once(
+            self.client,
+            event_type=EVENT_TYPE,
+            payload={"delivery_ids": [r.delivery_id for r in reminders if r.delivery_id is not None]},
+            channel=channel,
+            text=text,
+            blocks=blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        return str(response["ts"])
+
+    def find(self, channel: str, since: datetime) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for payload, ts in posted_since(self.client, channel, since, EVENT_TYPE):
+            found.update((int(i), ts) for i in payload.get("delivery_ids") or [])
+        return found
 
 
 SWEEP_EVERY_MINUTES = 5

@@ -1,0 +1,87 @@
+"""Posting a message exactly once despite lost answers: no blind retries, metadata, and a look in the history.
+
+A post whose answer is lost (timeout, dropped connection, 5xx) may or may not be in the channel. Retrying it at
+once, as ``slack_sdk``'s server-error and connection-error retry handlers would, posts it twice when it was. So
+posts go through :func:`posting_client` (it retries only 429, which Slack sends before doing anything), carry
+message metadata naming what they are, and a lost answer becomes :class:`bot.services.base.MaybePosted`; before
+posting again, :func:`posted_since` finds the message in the channel's history (``channels:history`` /
+``groups:history``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry import RateLimitErrorRetryHandler
+from slack_sdk.web import SlackResponse
+
+from bot.services.base import MaybePosted
+
+logger = logging.getLogger(__name__)
+
+HISTORY_PAGE = 200
+MAX_HISTORY_PAGES = 25  # 5,000 messages since the lost attempt; beyond that the post is repeated
+CLOCK_SKEW = timedelta(minutes=2)  # our clock against Slack's: search a little before the claim
+
+
+def posting_client(client: WebClient) -> WebClient:
+    """``client`` without the retry handlers that would repeat a post Slack may already have made."""
+    return WebClient(
+        token=client.token,
+        base_url=client.base_url,
+        timeout=client.timeout,
+        retry_handlers=[h for h in client.retry_handlers if isinstance(h, RateLimitErrorRetryHandler)],
+    )
+
+
+def post_once(client: WebClient, *, event_type: str, payload: dict[str, Any], **message: Any) -> SlackResponse:
+    """``chat.postMessage`` tagged with metadata; raises MaybePosted when the answer was lost."""
+    try:
+        return client.chat_postMessage(**message, metadata={"event_type": event_type, "event_payload": payload})
+    except SlackApiError as exc:
+        if exc.response.status_code >= 500:
+            raise MaybePosted(f"Slack answered HTTP {exc.response.status_code}") from exc
+        raise
+    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets and dropped connections
+        raise MaybePosted(f"no answer from Slack: {exc.__class__.__name__}") from exc
+
+
+def posted_since(client: WebClient, channel: str, since: datetime, event_type: str) -> Iterator[tuple[dict, str]]:
+    """(event payload, ts) of each message with ``event_type`` metadata posted to ``channel`` since ``since``.
+
+    Yields nothing when Slack refuses to show the history (e.g. the app was not reinstalled with the history
+    scopes, or the channel is a DM): the caller then posts again, as it did before it could look. Network errors
+    and 5xx propagate, so the caller can try again later instead of guessing.
+    """
+    cursor = None
+    oldest = f"{(since - CLOCK_SKEW).timestamp():.6f}"
+    for _ in range(MAX_HISTORY_PAGES):
+        try:
+            page = client.conversations_history(
+                channel=channel, oldest=oldest, limit=HISTORY_PAGE, include_all_metadata=True, cursor=cursor
+            )
+        except SlackApiError as exc:
+            if exc.response.status_code >= 500:
+                raise
+            logger.warning(
+                "Cannot read the history of %s (%s): a post whose answer was lost is posted again",
+                channel,
+                exc.response.get("error"),
+            )
+            return
+        for message in page.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            if metadata.get("event_type") == event_type:
+                yield metadata.get("event_payload") or {}, str(message["ts"])
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        if not (page.get("has_more") and cursor):
+            return
+    logger.warning(
+        "More than %d messages in %s since %s: stopped looking", HISTORY_PAGE * MAX_HISTORY_PAGES, channel, since
+    )
