@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +34,11 @@ class NotAllowed(KeybotError):
 
 class NotFound(KeybotError):
     pass
+
+
+def instance_name() -> str:
+    """Who holds a claim: host, process and a random tag (unique per service object)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class MaybePosted(Exception):

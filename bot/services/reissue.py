@@ -19,30 +19,34 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, Executable, select, update
+from sqlalchemy import CursorResult, Executable, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot import rules
 from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
-from bot.services.base import Context, NotAllowed, NotFound
+from bot.services.base import Context, NotAllowed, NotFound, instance_name
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
 
 logger = logging.getLogger(__name__)
 
 REQUEST_TTL = timedelta(hours=24)
+POST_CLAIM_TIMEOUT = timedelta(minutes=10)  # a post claimed this long ago by a process that died is re-claimed
 MAX_REASON = 1000
 SYSTEM_ACTOR = "keybot"
 
-PENDING, APPROVED, DENIED, EXPIRED, VOID, COMPLETED = (
+PENDING, APPROVED, DENIED, EXPIRED, VOID, COMPLETED, SUPERSEDED = (
     "pending",
     "approved",
     "denied",
     "expired",
     "void",
     "completed",
+    "superseded",  # never posted, and replaced by a newer request for the same key
 )
+# posting the request message (post_status)
+POST_CLAIMED, POST_DELIVERED, POST_FAILED = "claimed", "delivered", "failed"
 
 # group ID (S…) -> the user IDs in it; raises or returns an empty set when it cannot tell
 GroupMembers = Callable[[str], set[str]]
@@ -142,6 +146,7 @@ class ReissueService:
     def __init__(self, ctx: Context, group_members: GroupMembers | None = None):
         self.ctx = ctx
         self.group_members: GroupMembers = group_members or no_groups
+        self.instance = instance_name()
 
     # ------------------------------------------------------------ who may do what
 
@@ -219,6 +224,7 @@ class ReissueService:
             key = self._key(session, valid, for_update=True)  # serialises two requests for one key
             self._refuse_if_open(session, key)
             now = self.ctx.clock.now()
+            self._supersede_unposted(session, actor, key.vendor_id, now)
             plan = self._plan(key, now)
             row = ReissueRequest(
                 vendor_id=key.vendor_id,
@@ -231,6 +237,10 @@ class ReissueService:
                 expires_at=now + REQUEST_TTL,
                 status=PENDING,
                 channel_id=key.channel_id or self.ctx.settings.channel,
+                # the caller posts the message right away: claimed by this process, like a reminder
+                post_status=POST_CLAIMED,
+                post_claimed_at=now,
+                post_claimed_by=self.instance,
             )
             session.add(row)
             session.flush()
@@ -258,8 +268,90 @@ class ReissueService:
             session.execute(
                 update(ReissueRequest)
                 .where(ReissueRequest.id == request_id)
-                .values(channel_id=channel_id, message_ts=ts)
+                .values(channel_id=channel_id, message_ts=ts, post_status=POST_DELIVERED)
             )
+
+    # ------------------------------------------------------------ posting the request message
+
+    def post_failed(self, request_id: int, *, unsure: bool) -> None:
+        """The post did not go out (a later :meth:`claim_unposted` retries it); ``unsure``: it may have."""
+        values: dict[str, Any] = {"post_status": POST_FAILED}
+        if unsure:
+            values["post_unsure_since"] = func.coalesce(
+                ReissueRequest.post_unsure_since, ReissueRequest.post_claimed_at
+            )
+        with self.ctx.transaction() as session:
+            session.execute(
+                update(ReissueRequest)
+                .where(ReissueRequest.id == request_id, ReissueRequest.post_status == POST_CLAIMED)
+                .values(values)
+                .execution_options(synchronize_session=False)
+            )
+
+    def claim_unposted(self, now: datetime | None = None) -> list[tuple[ReissueInfo, datetime | None]]:
+        """Pending requests whose message is not posted (a failed post, or a claim left by a dead process).
+
+        Each is claimed by a conditional UPDATE, so one process posts it. Returns each request with the time
+        from which the channel's history must be searched first (None: certainly never posted).
+        """
+        now = now or self.ctx.clock.now()
+        retry = or_(
+            ReissueRequest.post_status == POST_FAILED,
+            and_(
+                ReissueRequest.post_status == POST_CLAIMED,
+                ReissueRequest.post_claimed_at < now - POST_CLAIM_TIMEOUT,
+            ),
+        )
+        unposted = and_(
+            ReissueRequest.status == PENDING,
+            ReissueRequest.expires_at > now,
+            ReissueRequest.message_ts.is_(None),
+            retry,
+        )
+        claimed: list[tuple[ReissueInfo, datetime | None]] = []
+        with self.ctx.transaction() as session:
+            for request_id in session.scalars(select(ReissueRequest.id).where(unposted).order_by(ReissueRequest.id)):
+                won = session.execute(
+                    update(ReissueRequest)
+                    .where(ReissueRequest.id == request_id, unposted)
+                    .values(
+                        post_status=POST_CLAIMED,
+                        post_claimed_at=now,
+                        post_claimed_by=self.instance,
+                        post_attempts=ReissueRequest.post_attempts + 1,
+                        post_unsure_since=func.coalesce(
+                            ReissueRequest.post_unsure_since,
+                            case(
+                                (ReissueRequest.post_status == POST_CLAIMED, ReissueRequest.post_claimed_at),
+                                else_=None,
+                            ),
+                        ),
+                    )
+                    .returning(ReissueRequest.post_unsure_since)
+                    .execution_options(synchronize_session=False)
+                ).first()
+                if won is not None:
+                    claimed.append((self._info(session, self._request(session, request_id)), won.post_unsure_since))
+        return claimed
+
+    def _supersede_unposted(self, session: Session, actor: str, vendor_id: str, now: datetime) -> None:
+        """A pending request nobody could see (its message never posted) gives way to a new one."""
+        stuck = session.scalars(
+            select(ReissueRequest.id).where(
+                ReissueRequest.vendor_id == vendor_id,
+                ReissueRequest.status == PENDING,
+                ReissueRequest.message_ts.is_(None),
+            )
+        ).all()
+        for request_id in stuck:
+            if _changed(
+                session,
+                update(ReissueRequest)
+                .where(ReissueRequest.id == request_id, ReissueRequest.status == PENDING)
+                .values(status=SUPERSEDED, decided_at=now)
+                .execution_options(synchronize_session=False),
+            ):
+                self.ctx.record(session, actor, "reissue.superseded", vendor_id, {"request_id": request_id}, at=now)
 
     def get(self, request_id: int) -> ReissueInfo:
         with self.ctx.transaction() as session:
@@ -364,6 +456,8 @@ class ReissueService:
             return NotAllowed("This reissue is already done.")
         if request.status == VOID:
             return NotAllowed("This request is void: the key changed after it was made.")
+        if request.status == SUPERSEDED:
+            return NotAllowed("This request was replaced by a newer one for the same key.")
         return NotAllowed(f"This request is {request.status}.")
 
     # ------------------------------------------------------------ expiry
@@ -586,8 +680,8 @@ class ReissueService:
 
     def _refuse_if_open(self, session: Session, key: Key) -> None:
         open_one = repo.open_requests(session, now=self.ctx.clock.now()).get(key.vendor_id)
-        if open_one is None:
-            return
+        if open_one is None or (open_one.status == PENDING and open_one.message_ts is None):
+            return  # a request whose message never posted blocks nobody: nobody could decide it
         state = "approved, waiting for the new key" if open_one.status == APPROVED else "waiting for approval"
         where = f" in <#{open_one.channel_id}>" if open_one.channel_id else ""
         raise NotAllowed(

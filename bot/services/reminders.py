@@ -19,9 +19,6 @@ Nothing here knows Slack: posting goes through a :class:`Notifier` (see ``bot/sl
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from bot import rules
-from bot.services.base import Context, MaybePosted
+from bot.services.base import Context, MaybePosted, instance_name
 from storage.models import Key, ReminderDelivery
 
 logger = logging.getLogger(__name__)
@@ -183,7 +180,7 @@ def group_posts(reminders: Sequence[Reminder]) -> list[tuple[str, tuple[Reminder
 class ReminderService:
     def __init__(self, ctx: Context, *, instance: str | None = None, claim_timeout: timedelta = CLAIM_TIMEOUT):
         self.ctx = ctx
-        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.instance = instance or instance_name()
         self.claim_timeout = claim_timeout
 
     # ------------------------------------------------------------ reads

@@ -37,13 +37,14 @@ from bot import rules
 from bot.bootstrap import Services
 from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
-from bot.services.base import Clock
+from bot.services.base import Clock, MaybePosted
 from bot.services.reissue import (
     APPROVED,
     COMPLETED,
     DENIED,
     EXPIRED,
     PENDING,
+    SUPERSEDED,
     VOID,
     ApproverList,
     Completion,
@@ -54,16 +55,19 @@ from bot.services.reissue import (
 )
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.posting import post_once, posted_since, posting_client
 from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
 
 GROUP_CACHE_SECONDS = 60
+POST_RETRY_MINUTES = 2
 AUDIT_LIMIT = 20
 REASON = "reason"
 EMERGENCY = "emergency"
 NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON = "new_secret_key", "new_access_key", "new_expires_on"
 _VALUE = "value"  # action_id of every input element in these modals
+EVENT_TYPE = "keybot_reissue_request"  # message metadata: {"request_id": N}
 
 
 def _when(at: datetime | None, tz: ZoneInfo) -> str:
@@ -336,6 +340,7 @@ def build_request_blocks(info: ReissueInfo, approvers: Sequence[str], tz: ZoneIn
         EXPIRED: f":hourglass: Expired undecided at {_when(info.expires_at, tz)}.",
         VOID: ":heavy_multiplication_x: Void: the key changed after this request was made.",
         COMPLETED: f":key: Done: approved by <@{info.decided_by}>, new key entered.",
+        SUPERSEDED: ":heavy_multiplication_x: Replaced by a newer request for the same key.",
     }.get(info.status, f"Status: {info.status}")
     blocks.append(SectionBlock(block_id="outcome", text=MarkdownTextObject(text=outcome)))
     return blocks
@@ -429,16 +434,56 @@ class ReissueMessages:
 
     def __init__(self, services: Services, client: WebClient):
         self.services, self.client = services, client
+        self.poster = posting_client(client)
 
     @property
     def tz(self) -> ZoneInfo:
         return self.services.ctx.settings.timezone
 
-    def post(self, info: ReissueInfo, fallback_channel: str) -> None:
-        channel = info.channel_id or fallback_channel
-        blocks = build_request_blocks(info, self.services.reissues.approver_mentions(), self.tz)
-        answer = self.client.chat_postMessage(channel=channel, text=request_text(info), blocks=blocks)
-        self.services.reissues.set_message(info.id, channel_id=answer["channel"], ts=answer["ts"])
+    def post(self, info: ReissueInfo, *, unsure_since: datetime | None = None) -> None:
+        """Post a claimed request's message once (to its channel, or the requester's DM when none is set).
+
+        ``unsure_since``: an earlier attempt lost its answer, so look for it in the history first. On failure
+        the claim is released for the scheduler's next try, and the error is raised.
+        """
+        reissues = self.services.reissues
+        channel = info.channel_id or info.requested_by
+        if unsure_since is not None:
+            for payload, ts in posted_since(self.poster, channel, unsure_since, EVENT_TYPE):
+                if payload.get("request_id") == info.id:
+                    logger.info("Reissue request #%s was already posted (ts %s): not posted again", info.id, ts)
+                    reissues.set_message(info.id, channel_id=channel, ts=ts)
+                    return
+        blocks = build_request_blocks(info, reissues.approver_mentions(), self.tz)
+        try:
+            answer = post_once(
+                self.poster,
+                event_type=EVENT_TYPE,
+                payload={"request_id": info.id},
+                channel=channel,
+                text=request_text(info),
+                blocks=blocks,
+            )
+        except Exception as exc:
+            reissues.post_failed(info.id, unsure=isinstance(exc, MaybePosted))
+            raise
+        reissues.set_message(info.id, channel_id=answer["channel"], ts=answer["ts"])
+        current = reissues.get(info.id)
+        if current.status != PENDING:  # replaced or expired while it was being posted: show that
+            self.refresh(current)
+
+    def tell_not_posted(self, info: ReissueInfo) -> None:
+        """The requester alone learns that approvers cannot see the request yet, and that it is retried."""
+        where = f"<#{info.channel_id}>" if info.channel_id else "Slack"
+        text = (
+            f":warning: Your reissue request #{info.id} for {info.vendor_id} is saved, but it could not be "
+            f"posted to {where} yet, so approvers have not seen it. The bot tries again every few minutes; "
+            "nothing to do unless you want to ask again (a new request replaces this one)."
+        )
+        try:
+            self.client.chat_postMessage(channel=info.requested_by, text=text)
+        except Exception:  # Slack is down for this too: the scheduler still posts the request
+            logger.exception("could not tell %s that request #%s is not posted yet", info.requested_by, info.id)
 
     def refresh(self, info: ReissueInfo, click: Click | None = None) -> None:
         """Re-render the request message in place; a click's own message when the post is not recorded yet."""
@@ -518,7 +563,11 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             ack(response_action="errors", errors=_form_errors(error, REASON, (REASON, EMERGENCY)))
             return
         ack()
-        messages.post(info, fallback_channel=sub.user_id)
+        try:
+            messages.post(info)
+        except Exception:  # noqa: BLE001 - the scheduler posts it later; the requester is told privately
+            logger.exception("could not post reissue request #%s; the scheduler retries", info.id)
+            messages.tell_not_posted(info)
 
     def decide(decision: Callable[[str, int], ReissueInfo], body: dict[str, Any], respond: Respond) -> None:
         click = parse_click(body)
@@ -588,6 +637,19 @@ def expire_requests(services: Services, client: WebClient) -> int:
     return len(expired)
 
 
+def post_unposted_requests(services: Services, client: WebClient) -> int:
+    """Post the request messages that failed (or whose process died) before approvers could see them."""
+    messages = ReissueMessages(services, client)
+    posted = 0
+    for info, unsure_since in services.reissues.claim_unposted():
+        try:
+            messages.post(info, unsure_since=unsure_since)
+            posted += 1
+        except Exception:  # noqa: BLE001 - released for the next run; one failure must not stop the others
+            logger.exception("posting reissue request #%s failed again; retried in a few minutes", info.id)
+    return posted
+
+
 def post_chain_head(services: Services, client: WebClient) -> bool:
     """Once a day, whichever process gets here first posts the chain head; the others find it claimed."""
     channel = services.ctx.settings.channel
@@ -604,6 +666,15 @@ def post_chain_head(services: Services, client: WebClient) -> bool:
 def add_reissue_jobs(scheduler: BaseScheduler, services: Services, client: WebClient) -> None:
     scheduler.add_job(
         expire_requests, "interval", minutes=5, args=[services, client], id="reissue_expiry", coalesce=True
+    )
+    scheduler.add_job(
+        post_unposted_requests,
+        "interval",
+        minutes=POST_RETRY_MINUTES,
+        args=[services, client],
+        id="reissue_posts",
+        coalesce=True,
+        max_instances=1,
     )
     reminder = services.ctx.settings.reminder_time
     scheduler.add_job(

@@ -1,0 +1,91 @@
+"""An approval request whose message Slack did not take: retried by the scheduler, posted once, never blocking.
+
+End to end through the signed HTTP stack and the fake Slack, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import time_machine
+
+from bot.scheduler import build_scheduler
+from bot.slack import ids
+from bot.slack.reissue import post_unposted_requests
+from tests.conftest import ADMIN, make_settings
+from tests.factories import form
+from tests.test_reissue_slack import APPROVER, IN_WINDOW, REQUESTER, VENDOR, buttons, request_reissue
+
+CHANNEL = "CSHOP0001"  # form()'s channel
+
+
+@pytest.fixture
+def settings(db_url):
+    return make_settings(DATABASE_URL=db_url, KEYBOT_APPROVERS=APPROVER)
+
+
+@pytest.fixture
+def travel():
+    with time_machine.travel(IN_WINDOW, tick=True) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def key(services, travel):
+    return services.keys.register(ADMIN, form(VENDOR))
+
+
+def request_messages(slack) -> list[dict[str, Any]]:
+    """The request messages in the key's channel (what approvers see)."""
+    return [m for m in slack.fake.history(CHANNEL) if ids.APPROVE_REISSUE in buttons(m.get("blocks", []))]
+
+
+def submit_request(slack, user: str = REQUESTER) -> None:
+    assert slack.slash(user, f"reissue {VENDOR}").status == 200
+    slack.last_modal(ids.REISSUE_REQUEST_MODAL)
+    answer = slack.submit(user, ids.REISSUE_REQUEST_MODAL, {"reason": "expires tomorrow"})
+    assert answer.status == 200 and answer.text in ("", "{}"), answer.text
+
+
+def the_dm(slack, after: int = 0) -> dict[str, Any]:
+    """The private note to the requester (a DM: the post to the channel just failed), after `after` posts."""
+    calls = slack.fake.wait_for("chat.postMessage", after + 1)
+    [note] = [c.params for c in calls if c.params["channel"] == REQUESTER]
+    return note
+
+
+@pytest.mark.parametrize("slack_posted", [False, True], ids=["slack did not post", "answer lost after posting"])
+def test_a_request_slack_did_not_take_is_posted_once_by_the_scheduler(slack, services, key, slack_posted):
+    slack.fake.fail_next("chat.postMessage", status=500, posted=slack_posted)
+
+    submit_request(slack)
+    note = the_dm(slack, after=1 if slack_posted else 0)
+    assert services.reissues.get(1).message_ts is None
+    assert post_unposted_requests(services, slack.client) == 1
+    assert post_unposted_requests(services, slack.client) == 0
+
+    assert "could not be posted" in note["text"] and "#1 " in note["text"]
+    [message] = request_messages(slack)  # once, whether or not Slack had posted it the first time
+    assert message["metadata"] == {"event_type": "keybot_reissue_request", "event_payload": {"request_id": 1}}
+    info = services.reissues.get(1)
+    assert (info.status, info.message_ts, info.channel_id) == ("pending", message["ts"], CHANNEL)
+    assert len(slack.fake.calls_to("conversations.history")) == 1  # the 500 was ambiguous: looked first
+
+
+def test_a_request_whose_message_never_posted_does_not_block_a_new_one(slack, services, key):
+    slack.fake.fail_next("chat.postMessage", status=429, retry_after=0, times=4)  # 429: certainly not posted
+    submit_request(slack)
+    the_dm(slack)
+
+    second = request_reissue(slack)  # no "already has an open request … see #channel": it is taken and posted
+
+    assert services.reissues.get(1).status == "superseded"
+    assert post_unposted_requests(services, slack.client) == 0  # the replaced one is never posted
+    assert [int(buttons(m["blocks"])[ids.APPROVE_REISSUE]) for m in request_messages(slack)] == [second]
+    assert "reissue.superseded" in [e.action for e in services.audit.entries()]
+
+
+def test_the_scheduler_retries_unposted_requests(slack, services):
+    scheduler = build_scheduler(services, slack.app)
+    assert scheduler.get_job("reissue_posts").func is post_unposted_requests
