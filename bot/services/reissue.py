@@ -335,15 +335,11 @@ class ReissueService:
         return claimed
 
     def _supersede_unposted(self, session: Session, actor: str, vendor_id: str, now: datetime) -> None:
-        """A pending request nobody could see (its message never posted) gives way to a new one."""
-        stuck = session.scalars(
-            select(ReissueRequest.id).where(
-                ReissueRequest.vendor_id == vendor_id,
-                ReissueRequest.status == PENDING,
-                ReissueRequest.message_ts.is_(None),
-            )
+        """A pending request nobody could see (its message could not be posted) gives way to a new one."""
+        pending = session.scalars(
+            select(ReissueRequest).where(ReissueRequest.vendor_id == vendor_id, ReissueRequest.status == PENDING)
         ).all()
-        for request_id in stuck:
+        for request_id in [r.id for r in pending if _not_posted(r, now)]:
             if _changed(
                 session,
                 update(ReissueRequest)
@@ -679,9 +675,10 @@ class ReissueService:
         return key
 
     def _refuse_if_open(self, session: Session, key: Key) -> None:
-        open_one = repo.open_requests(session, now=self.ctx.clock.now()).get(key.vendor_id)
-        if open_one is None or (open_one.status == PENDING and open_one.message_ts is None):
-            return  # a request whose message never posted blocks nobody: nobody could decide it
+        now = self.ctx.clock.now()
+        open_one = repo.open_requests(session, now=now).get(key.vendor_id)
+        if open_one is None or _not_posted(open_one, now):
+            return  # a request whose message could not be posted blocks nobody: nobody could decide it
         state = "approved, waiting for the new key" if open_one.status == APPROVED else "waiting for approval"
         where = f" in <#{open_one.channel_id}>" if open_one.channel_id else ""
         raise NotAllowed(
@@ -731,6 +728,18 @@ class ReissueService:
             message_ts=request.message_ts,
             key_expires_on=key.expires_on if key else None,
         )
+
+
+def _not_posted(request: ReissueRequest, now: datetime) -> bool:
+    """Pending without a message, and not being posted right now (the post failed, or its process died)."""
+    return (
+        request.status == PENDING
+        and request.message_ts is None
+        and (
+            request.post_status == POST_FAILED
+            or (request.post_claimed_at is not None and request.post_claimed_at < now - POST_CLAIM_TIMEOUT)
+        )
+    )
 
 
 def _changed(session: Session, statement: Executable) -> int:
