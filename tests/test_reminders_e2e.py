@@ -303,6 +303,13 @@ def test_six_keys_due_in_one_channel_arrive_as_one_digest_with_a_button_each(sla
     assert [b["value"] for b in buttons(message)] == [f"A0000000{n}" for n in range(1, 7)]
     assert len(slack.services.reminders.deliveries()) == 6
     assert SECRET_MARK not in slack.fake.all_text()
+    # each button has its own action_id (Slack refuses duplicates in a block), and each still opens the form
+    third = buttons(message)[2]
+    assert len({b["action_id"] for b in buttons(message)}) == 6
+    with time_machine.travel(kst(date(2026, 11, 14), 9), tick=True):
+        assert slack.click("UOWNER001", third["action_id"], third["value"]).status == 200
+        [opened] = slack.fake.wait_for("views.open")
+    assert opened.params["view"]["private_metadata"] == "A00000003"
 
 
 # ---------------------------------------------------------------- the command line
