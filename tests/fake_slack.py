@@ -9,6 +9,12 @@ slack_sdk sends chat.* and views.* as JSON and users.info, usergroups.users.list
 conversations.info and auth.test as form-encoded POSTs (whatever their documented verb), so both
 bodies are decoded into `Call.params`. Injected failures land in `failures`, not `calls`, so a test
 can tell a retried attempt from a delivered message.
+
+Like Slack, it refuses messages and views that break Block Kit's rules (`invalid_blocks`, `invalid_arguments`,
+`msg_too_long`, `invalid_metadata_format`; see `block_errors`); refused calls are in `failures` and `refused`,
+and the `fake_slack` fixture fails any test after which something was refused. Posted messages (with their
+metadata) form each channel's history for `conversations.history`; `fail_next(..., posted=True)` posts and
+then loses the answer, as a timeout after Slack posted would.
 """
 
 from __future__ import annotations
@@ -51,6 +57,14 @@ BOT_IDENTITY = dict(
 )
 
 
+def _too_long(limit: int, where: str) -> str:
+    return f"must be less than {limit + 1} characters [json-pointer:{where}]"
+
+
+def _too_many(limit: int, where: str) -> str:
+    return f"must provide an array of no more than {limit} items [json-pointer:{where}]"
+
+
 def _text(obj: Any) -> str:
     return str(obj.get("text", "")) if isinstance(obj, dict) else ""
 
@@ -62,18 +76,18 @@ def element_errors(element: Any, where: str) -> list[str]:
     errors = []
     if element.get("type") == "button":
         if len(_text(element.get("text"))) > MAX_BUTTON_TEXT:
-            errors.append(f"must be less than {MAX_BUTTON_TEXT + 1} characters [json-pointer:{where}/text/text]")
+            errors.append(_too_long(MAX_BUTTON_TEXT, f"{where}/text/text"))
         if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE:
-            errors.append(f"must be less than {MAX_BUTTON_VALUE + 1} characters [json-pointer:{where}/value]")
+            errors.append(_too_long(MAX_BUTTON_VALUE, f"{where}/value"))
     options = element.get("options")
     if isinstance(options, list):
         if len(options) > MAX_OPTIONS:
-            errors.append(f"must provide an array of no more than {MAX_OPTIONS} items [json-pointer:{where}/options]")
+            errors.append(_too_many(MAX_OPTIONS, f"{where}/options"))
         for i, option in enumerate(options):
             if len(_text(option.get("text"))) > MAX_OPTION_TEXT:
-                errors.append(f"must be less than {MAX_OPTION_TEXT + 1} characters [json-pointer:{where}/options/{i}]")
+                errors.append(_too_long(MAX_OPTION_TEXT, f"{where}/options/{i}"))
             if len(str(option.get("value", ""))) > MAX_OPTION_VALUE:
-                errors.append(f"must be less than {MAX_OPTION_VALUE + 1} characters [json-pointer:{where}/options/{i}]")
+                errors.append(_too_long(MAX_OPTION_VALUE, f"{where}/options/{i}"))
     return errors
 
 
@@ -83,7 +97,7 @@ def block_errors(blocks: Any, limit: int, root: str = "/blocks") -> list[str]:
         return [f"must be an array [json-pointer:{root}]"]
     errors = []
     if len(blocks) > limit:
-        errors.append(f"must provide an array of no more than {limit} items [json-pointer:{root}]")
+        errors.append(_too_many(limit, root))
     block_ids: set[str] = set()
     for i, block in enumerate(blocks):
         where = f"{root}/{i}"
@@ -99,22 +113,22 @@ def block_errors(blocks: Any, limit: int, root: str = "/blocks") -> list[str]:
         elements = block.get("elements") if isinstance(block.get("elements"), list) else []
         if kind == "section":
             if len(_text(block.get("text"))) > MAX_SECTION_TEXT:
-                errors.append(f"must be less than {MAX_SECTION_TEXT + 1} characters [json-pointer:{where}/text]")
+                errors.append(_too_long(MAX_SECTION_TEXT, f"{where}/text"))
             fields = block.get("fields") or []
             if len(fields) > MAX_FIELDS:
-                errors.append(f"must provide an array of no more than {MAX_FIELDS} items [json-pointer:{where}/fields]")
+                errors.append(_too_many(MAX_FIELDS, f"{where}/fields"))
             errors += [
-                f"must be less than {MAX_FIELD_TEXT + 1} characters [json-pointer:{where}/fields/{j}]"
+                _too_long(MAX_FIELD_TEXT, f"{where}/fields/{j}")
                 for j, f in enumerate(fields)
                 if len(_text(f)) > MAX_FIELD_TEXT
             ]
             if "accessory" in block:
                 errors += element_errors(block["accessory"], f"{where}/accessory")
         elif kind == "header" and len(_text(block.get("text"))) > MAX_HEADER_TEXT:
-            errors.append(f"must be less than {MAX_HEADER_TEXT + 1} characters [json-pointer:{where}/text]")
+            errors.append(_too_long(MAX_HEADER_TEXT, f"{where}/text"))
         elif kind == "actions":
             if len(elements) > MAX_ACTIONS_ELEMENTS:
-                errors.append(f"must provide an array of no more than {MAX_ACTIONS_ELEMENTS} items [json-pointer:{where}]")
+                errors.append(_too_many(MAX_ACTIONS_ELEMENTS, where))
             action_ids: set[str] = set()
             for j, element in enumerate(elements):
                 action_id = element.get("action_id") if isinstance(element, dict) else None
@@ -123,7 +137,7 @@ def block_errors(blocks: Any, limit: int, root: str = "/blocks") -> list[str]:
                 action_ids.add(str(action_id))
                 errors += element_errors(element, f"{where}/elements/{j}")
         elif kind == "context" and len(elements) > MAX_CONTEXT_ELEMENTS:
-            errors.append(f"must provide an array of no more than {MAX_CONTEXT_ELEMENTS} items [json-pointer:{where}]")
+            errors.append(_too_many(MAX_CONTEXT_ELEMENTS, where))
         elif kind == "input" and "element" in block:
             errors += element_errors(block["element"], f"{where}/element")
     return errors
@@ -154,12 +168,12 @@ def view_refusal(params: dict[str, Any]) -> dict[str, Any] | None:
     else:
         errors = block_errors(view.get("blocks", []), MAX_VIEW_BLOCKS, "/view/blocks")
         errors += [
-            f"must be less than {MAX_VIEW_TITLE + 1} characters [json-pointer:/view/{name}/text]"
+            _too_long(MAX_VIEW_TITLE, f"/view/{name}/text")
             for name in ("title", "submit", "close")
             if len(_text(view.get(name))) > MAX_VIEW_TITLE
         ]
         if len(str(view.get("private_metadata") or "")) > MAX_PRIVATE_METADATA:
-            errors.append(f"must be less than {MAX_PRIVATE_METADATA + 1} characters [json-pointer:/view/private_metadata]")
+            errors.append(_too_long(MAX_PRIVATE_METADATA, "/view/private_metadata"))
     if errors:
         return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": errors}}
     return None

@@ -320,6 +320,7 @@ class ReminderService:
                 )
                 self._release(items, unsure=True)
                 settled.update(r.delivery_id or 0 for r in items)
+                report.failed.append(Post(channel, tuple(items), error="history unreadable"))
                 continue
             by_ts: dict[str, list[Reminder]] = defaultdict(list)
             for reminder in items:

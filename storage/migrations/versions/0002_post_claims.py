@@ -22,15 +22,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("unsure_since", storage.models.UTCDateTime(timezone=True), nullable=True))
     with op.batch_alter_table("reissue_requests", schema=None) as batch_op:
         # requests made before this migration were posted (or never will be): "delivered"
-        batch_op.add_column(
-            sa.Column("post_status", sa.String(length=16), nullable=False, server_default="delivered")
-        )
+        batch_op.add_column(sa.Column("post_status", sa.String(length=16), nullable=False, server_default="delivered"))
         batch_op.add_column(sa.Column("post_claimed_at", storage.models.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("post_claimed_by", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("post_attempts", sa.Integer(), nullable=False, server_default="1"))
-        batch_op.add_column(
-            sa.Column("post_unsure_since", storage.models.UTCDateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("post_unsure_since", storage.models.UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
