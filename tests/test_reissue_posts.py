@@ -8,32 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import time_machine
 
 from bot.scheduler import build_scheduler
 from bot.slack import ids
 from bot.slack.reissue import post_unposted_requests
-from tests.conftest import ADMIN, make_settings
-from tests.factories import form
-from tests.test_reissue_slack import APPROVER, IN_WINDOW, REQUESTER, VENDOR, buttons, request_reissue
+from tests import test_reissue_slack as reissue_e2e
+from tests.test_reissue_slack import REQUESTER, VENDOR, buttons, request_reissue
+
+settings, travel, key = reissue_e2e.settings, reissue_e2e.travel, reissue_e2e.key  # same approvers, clock, key
 
 CHANNEL = "CSHOP0001"  # form()'s channel
-
-
-@pytest.fixture
-def settings(db_url):
-    return make_settings(DATABASE_URL=db_url, KEYBOT_APPROVERS=APPROVER)
-
-
-@pytest.fixture
-def travel():
-    with time_machine.travel(IN_WINDOW, tick=True) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def key(services, travel):
-    return services.keys.register(ADMIN, form(VENDOR))
 
 
 def request_messages(slack) -> list[dict[str, Any]]:
@@ -56,7 +40,8 @@ def the_dm(slack, after: int = 0) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("slack_posted", [False, True], ids=["slack did not post", "answer lost after posting"])
-def test_a_request_slack_did_not_take_is_posted_once_by_the_scheduler(slack, services, key, slack_posted):
+@pytest.mark.usefixtures("key")
+def test_a_request_slack_did_not_take_is_posted_once_by_the_scheduler(slack, services, slack_posted):
     slack.fake.fail_next("chat.postMessage", status=500, posted=slack_posted)
 
     submit_request(slack)
@@ -73,7 +58,8 @@ def test_a_request_slack_did_not_take_is_posted_once_by_the_scheduler(slack, ser
     assert len(slack.fake.calls_to("conversations.history")) == 1  # the 500 was ambiguous: looked first
 
 
-def test_a_request_whose_message_never_posted_does_not_block_a_new_one(slack, services, key):
+@pytest.mark.usefixtures("key")
+def test_a_request_whose_message_never_posted_does_not_block_a_new_one(slack, services):
     slack.fake.fail_next("chat.postMessage", status=429, retry_after=0, times=4)  # 429: certainly not posted
     submit_request(slack)
     the_dm(slack)
