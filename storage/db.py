@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -142,12 +142,10 @@ def ping(engine: Engine, timeout: float = 1.0) -> bool:
     answered = threading.Event()
 
     def attempt() -> None:
-        try:
-            with deadline(timeout), engine.connect() as connection:
-                connection.execution_options(**{_READ_ONLY: True}).execute(text("SELECT 1"))
+        # any failure means "not answering"
+        with suppress(Exception), deadline(timeout), engine.connect() as connection:
+            connection.execution_options(**{_READ_ONLY: True}).execute(text("SELECT 1"))
             answered.set()
-        except Exception:  # noqa: BLE001 - any failure means "not answering"
-            pass
 
     threading.Thread(target=attempt, name="db-ping", daemon=True).start()
     return answered.wait(timeout)

@@ -309,9 +309,7 @@ class KeyService:
 
         typed = (form.vendor_id or "").strip().upper()
         # the status comes from the same transaction: once it commits, nothing left can fail and say "not saved"
-        status: KeyStatus = self.ctx.audited(
-            actor, "key.register", typed if rules.is_vendor_id(typed) else None, work
-        )
+        status: KeyStatus = self.ctx.audited(actor, "key.register", typed if rules.is_vendor_id(typed) else None, work)
         return status
 
     def _insert(self, session: Session, actor: str, new: NewKey, action: str) -> None:

@@ -68,7 +68,8 @@ def handle_listener_error(
         blocks = [b.get("block_id") for b in (body.get("view") or {}).get("blocks") or [] if b.get("type") == "input"]
         if blocks:
             return BoltResponse(status=200, body={"response_action": "errors", "errors": {blocks[0]: text}})
-        return BoltResponse(status=200, body={"response_action": "update", "view": views.build_notice_modal(text).to_dict()})
+        notice = views.build_notice_modal(text).to_dict()
+        return BoltResponse(status=200, body={"response_action": "update", "view": notice})
     if response is not None:  # a command or click not acknowledged yet
         return BoltResponse(status=200, body={"response_type": "ephemeral", "text": text})
     if respond is not None and body.get("response_url"):
