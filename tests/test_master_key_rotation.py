@@ -41,8 +41,9 @@ def test_a_process_older_than_the_rotation_refuses_writes_says_restart_and_fails
     assert RESTART in (old.master_key_problem() or "")
     with pytest.raises(KeybotError, match=RESTART):
         old.keys.register(ADMIN, factories.form("A00000002"))  # would encrypt under the retired key
+    integrator = LinkingInfo(Integration.INTEGRATOR, integrator_name="Listing Tool Inc")
     with pytest.raises(KeybotError, match=RESTART):
-        old.keys.edit_linking(ADMIN, "A00000001", LinkingInfo(Integration.INTEGRATOR, integrator_name="Listing Tool Inc"))
+        old.keys.edit_linking(ADMIN, "A00000001", integrator)
     with SlackHarness(old, fake_slack) as slack:
         assert slack.get("/healthz").status == 503
         open_register_modal(slack)
