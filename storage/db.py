@@ -5,7 +5,8 @@ two writers queue on the database lock instead of failing half-way; a read-only 
 starts with a plain ``BEGIN``, so in WAL mode it never waits behind a writer. PostgreSQL: conditional updates and
 row locks, with ``lock_timeout`` and ``statement_timeout`` set for each transaction.
 
-Every wait is bounded: by default :data:`WAIT_SECONDS` (``serve``'s scheduler, the CLI), and inside
+Every wait is bounded: by default :data:`WAIT_SECONDS` for a lock and :data:`STATEMENT_SECONDS` for a
+PostgreSQL statement (``serve``'s scheduler, the CLI), and inside
 :func:`deadline` (each Slack request) by the time left until that deadline. A wait that runs out raises an error
 for which :func:`is_busy` is true, and the transaction rolls back.
 """
@@ -28,7 +29,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-WAIT_SECONDS = 10.0  # the longest wait for a lock (or a statement) outside a Slack request
+WAIT_SECONDS = 10.0  # the longest wait for a lock outside a Slack request
+STATEMENT_SECONDS = 60.0  # PostgreSQL: the longest statement outside a Slack request (exports, migrations)
 CONNECT_SECONDS = 5  # PostgreSQL connect timeout: an unreachable host fails instead of hanging
 _READ_ONLY = "keybot_read_only"  # execution option marking a transaction that only reads
 _deadline: ContextVar[float | None] = ContextVar("keybot_db_deadline", default=None)
@@ -48,15 +50,15 @@ def deadline(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
-def _wait_ms() -> int:
-    """How long the transaction about to begin may wait, in milliseconds."""
+def _wait_ms(longest: float = WAIT_SECONDS) -> int:
+    """How long the transaction about to begin may wait, in milliseconds: ``longest``, or less near a deadline."""
     limit = _deadline.get()
     if limit is None:
-        return int(WAIT_SECONDS * 1000)
+        return int(longest * 1000)
     left = limit - time.monotonic()
     if left <= 0:
         raise DeadlinePassed("the database did not answer in time")
-    return max(1, int(min(left, WAIT_SECONDS) * 1000))
+    return max(1, int(min(left, longest) * 1000))
 
 
 def is_busy(error: BaseException) -> bool:
@@ -76,15 +78,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("hide_parameters", True)  # SQL errors never carry values (ciphertexts, user text) into logs
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
-        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        postgres = parsed.get_backend_name() == "postgresql"
+        if postgres and "connect_timeout" not in parsed.query:
             kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_SECONDS})
         engine = create_engine(url, **kwargs)
+        if postgres:
 
-        @event.listens_for(engine, "begin")
-        def _bound_waits(connection: Any) -> None:
-            if engine.dialect.name == "postgresql":
-                ms = _wait_ms()
-                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}")
+            @event.listens_for(engine, "begin")
+            def _bound_waits(connection: Any) -> None:
+                lock, statement = _wait_ms(), _wait_ms(STATEMENT_SECONDS)
+                sql = f"SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {statement}"
+                connection.exec_driver_sql(sql)
 
         return engine
 
