@@ -119,10 +119,5 @@ def _unavailable_as_refusal() -> Iterator[None]:
     except Exception as error:
         if not db.is_busy(error):
             raise
-        logger.warning("database busy, nothing saved: %s", _first_line(error))
+        logger.warning("database busy, nothing saved (%s)", type(getattr(error, "orig", None) or error).__name__)
         raise Unavailable(BUSY) from None
-
-
-def _first_line(error: BaseException) -> str:
-    cause = getattr(error, "orig", None) or error
-    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"

@@ -18,6 +18,7 @@ from slack_bolt import BoltResponse, Respond
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.rules import KeybotError
 from bot.slack import views
 from bot.slack.commands import BROKEN
 from storage.db import deadline
@@ -57,7 +58,10 @@ def handle_listener_error(
     client: WebClient,
 ) -> BoltResponse | None:
     """``response`` is Bolt's pending answer when the listener had not acknowledged yet (None once it had)."""
-    if isinstance(error, SQLAlchemyError):
+    if isinstance(error, KeybotError):  # e.g. "the database is busy" where no listener shows refusals (App Home)
+        logger.info("a Slack request was refused: %s", error)
+        text = views.refusal_text(str(error))
+    elif isinstance(error, SQLAlchemyError):
         cause = getattr(error, "orig", None) or error
         logger.error("a Slack request failed on a database error: %s", type(cause).__name__)  # no SQL, no values
         text = DATABASE_FAILED
