@@ -35,6 +35,11 @@ class Services:
         assert isinstance(bind, Engine)
         return bind
 
+    def master_key_problem(self) -> str | None:
+        """Why this process must be restarted (KEYBOT_MASTER_KEY rotated since it started), or None: for /healthz."""
+        with self.ctx.reading() as session:
+            return self.ctx.audit.retired_key_problem(session)
+
 
 def build_services(
     settings: Settings,

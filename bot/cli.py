@@ -19,6 +19,9 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from dotenv import dotenv_values
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
@@ -26,7 +29,7 @@ from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_lo
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
-from storage.db import upgrade
+from storage.db import make_engine, upgrade
 
 OK, FAILED, USAGE = 0, 1, 2
 ENV_FILE = Path(".env")
@@ -300,20 +303,54 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return cmd_console_demo(args, out)
     try:
         settings = load_environment()
+        engine = open_database(settings.database_url)
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return USAGE
     configure_logging(settings.log_level)
-    services = build_services(settings)
+    services = build_services(settings, engine=engine)
     try:
         if args.command != "db":
             upgrade(services.engine)
-        return int(args.handler(services, args, out))
+        code = int(args.handler(services, args, out))
+        out.flush()  # here, so a reader that went away (`| head`) is noticed while we can still exit quietly
+        return code
+    except BrokenPipeError:
+        if out is sys.stdout:  # nothing more can reach the reader; keep the interpreter's last flush quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return FAILED
     except DecryptionError as exc:
         print(f"{exc}. Is KEYBOT_MASTER_KEY the key this database was written with?", file=sys.stderr)
         return FAILED
     except KeybotError as exc:
         print(str(exc), file=sys.stderr)
         return FAILED
+    except (OperationalError, InterfaceError) as exc:
+        print(cannot_reach(settings.database_url, exc), file=sys.stderr)
+        return USAGE
     finally:
         services.engine.dispose()
+
+
+def open_database(url: str) -> Engine:
+    """The engine for ``DATABASE_URL``; a URL that cannot name a usable database is a ConfigError."""
+    try:
+        return make_engine(url)
+    except (NoSuchModuleError, ImportError):
+        problem = f"DATABASE_URL names a database this bot has no driver for ({url.split(':', 1)[0]})"
+    except (ArgumentError, ValueError):
+        problem = "DATABASE_URL is not a database URL"
+    except OSError as exc:  # the SQLite file's folder cannot be created
+        problem = f"DATABASE_URL points to a folder that cannot be created ({exc.strerror})"
+    raise ConfigError(f"{problem}: use sqlite:///data/keybot.db or postgresql+psycopg://user:password@host/keybot.")
+
+
+def cannot_reach(url: str, exc: DBAPIError) -> str:
+    parsed = make_url(url)
+    reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    if parsed.password:
+        reason = reason.replace(str(parsed.password), "***")
+    return (
+        f"Cannot use the database at {parsed.render_as_string(hide_password=True)}: {reason}. "
+        "Check DATABASE_URL and that the database is running."
+    )

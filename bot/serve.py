@@ -85,7 +85,7 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         print("HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode).", file=out)
         return 2
     app = build_app(services)
-    wsgi = build_wsgi(app, healthy=lambda: database_answers(services.engine))
+    wsgi = build_wsgi(app, healthy=lambda: database_answers(services.engine) and not services.master_key_problem())
 
     def post_worker_init(worker: Any) -> None:
         # connections opened before the fork (migrations) must not be shared with the worker

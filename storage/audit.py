@@ -4,6 +4,10 @@ Entry n stores ``prev_mac`` (entry n-1's MAC) and ``mac = HMAC-SHA256(k, prev_ma
 where k is derived from a master key named by the entry's ``key_id``. Editing, deleting, inserting or reordering
 an entry breaks the MAC or the link of that entry or the next one; ``verify`` names the first one broken.
 Appends lock the single ``audit_head`` row, so concurrent writers queue instead of forking the chain.
+
+A process whose master keys predate a rotation must not seal entries (or encrypt secrets) under the retired key:
+when the newest entry is sealed with a key this process does not have, appends raise :class:`RetiredMasterKey`.
+Every encrypting write appends in the same transaction, so its ciphertext rolls back with it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ from storage.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
 _HEAD_ID = 1
+RETIRED = (
+    "The audit log is sealed with a master key this process does not have: KEYBOT_MASTER_KEY was rotated after "
+    "it started. Nothing was saved; restart with the new KEYBOT_MASTER_KEY."
+)
+
+
+class RetiredMasterKey(Exception):
+    """This process's master keys are older than the one the audit chain is sealed with."""
 
 
 def canonical(event: AuditEvent) -> bytes:
@@ -62,6 +74,8 @@ class AuditLog:
         if head is None:
             head = AuditHead(id=_HEAD_ID, seq=0, mac=GENESIS)
             session.add(head)
+        elif self.retired_key_problem(session, head):
+            raise RetiredMasterKey(RETIRED)
         event = AuditEvent(
             seq=head.seq + 1,
             at=at,
@@ -115,6 +129,18 @@ class AuditLog:
             head.mac = prev_mac
         session.flush()
         return count
+
+    def retired_key_problem(self, session: Session, head: AuditHead | None = None) -> str | None:
+        """Why this process must not write (see the module docstring), or None.
+
+        A head entry sealed with a key we have but not the first one is an older key (the chain is not rotated
+        yet), which is fine; only a key we do not have means someone rotated after we started.
+        """
+        head = head or self.head(session)
+        if head is None or head.seq == 0:
+            return None
+        sealed_with = session.scalar(select(AuditEvent.key_id).where(AuditEvent.seq == head.seq))
+        return None if sealed_with is None or self._keyring.knows(sealed_with) else RETIRED
 
     @staticmethod
     def head(session: Session) -> AuditHead | None:

@@ -60,6 +60,10 @@ class Keyring:
     def master_key(self, kid: bytes) -> bytes | None:
         return next((master for i, _, master in self._keys if i == kid), None)
 
+    def knows(self, kid_hex: str) -> bool:
+        """Whether one of the configured master keys has this key id (as stored, in hex)."""
+        return any(i.hex() == kid_hex for i, _, _ in self._keys)
+
     def encrypt(self, plaintext: str, aad: bytes) -> bytes:
         kid, key, _ = self._keys[0]
         nonce = os.urandom(_NONCE_LEN)

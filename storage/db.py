@@ -1,33 +1,100 @@
-"""Engine, sessions and migrations.
+"""Engine, sessions, migrations, and a bound on every database wait.
 
-SQLite gets ``BEGIN IMMEDIATE`` transactions (the recipe from SQLAlchemy's pysqlite docs), so two writers
-queue on the database lock instead of failing half-way, plus WAL and a busy timeout. PostgreSQL needs nothing
-special: conditional updates and row locks do the rest.
+SQLite: a transaction that writes starts with ``BEGIN IMMEDIATE`` (the recipe from SQLAlchemy's pysqlite docs), so
+two writers queue on the database lock instead of failing half-way; a read-only transaction (:func:`reading`)
+starts with a plain ``BEGIN``, so in WAL mode it never waits behind a writer. PostgreSQL: conditional updates and
+row locks, with ``lock_timeout`` and ``statement_timeout`` set for each transaction.
+
+Every wait is bounded: by default :data:`WAIT_SECONDS` for a lock and :data:`STATEMENT_SECONDS` for a
+PostgreSQL statement (``serve``'s scheduler, the CLI), and inside
+:func:`deadline` (each Slack request) by the time left until that deadline. A wait that runs out raises an error
+for which :func:`is_busy` is true, and the transaction rolls back.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+WAIT_SECONDS = 10.0  # the longest wait for a lock outside a Slack request
+STATEMENT_SECONDS = 60.0  # PostgreSQL: the longest statement outside a Slack request (exports, migrations)
+CONNECT_SECONDS = 5  # PostgreSQL connect timeout: an unreachable host fails instead of hanging
+_READ_ONLY = "keybot_read_only"  # execution option marking a transaction that only reads
+_deadline: ContextVar[float | None] = ContextVar("keybot_db_deadline", default=None)
+
+
+class DeadlinePassed(Exception):
+    """The deadline set by :func:`deadline` passed before this transaction could start."""
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Database waits started in this block (in this thread) end ``seconds`` from now at the latest."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _wait_ms(longest: float = WAIT_SECONDS) -> int:
+    """How long the transaction about to begin may wait, in milliseconds: ``longest``, or less near a deadline."""
+    limit = _deadline.get()
+    if limit is None:
+        return int(longest * 1000)
+    left = limit - time.monotonic()
+    if left <= 0:
+        raise DeadlinePassed("the database did not answer in time")
+    return max(1, int(min(left, longest) * 1000))
+
+
+def is_busy(error: BaseException) -> bool:
+    """True for a wait that ran out: SQLite's lock, PostgreSQL's lock or statement timeout, the pool, a deadline."""
+    if isinstance(error, DeadlinePassed | sa_exc.TimeoutError):
+        return True
+    orig = getattr(error, "orig", None)
+    if getattr(orig, "sqlstate", None) in ("55P03", "57014"):  # lock_not_available, query_canceled
+        return True
+    return isinstance(error, sa_exc.OperationalError) and any(
+        word in str(orig) for word in ("database is locked", "database is busy")
+    )
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
+    kwargs.setdefault("hide_parameters", True)  # SQL errors never carry values (ciphertexts, user text) into logs
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **kwargs)
+        postgres = parsed.get_backend_name() == "postgresql"
+        if postgres and "connect_timeout" not in parsed.query:
+            kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_SECONDS})
+        engine = create_engine(url, **kwargs)
+        if postgres:
+
+            @event.listens_for(engine, "begin")
+            def _bound_waits(connection: Any) -> None:
+                lock, statement = _wait_ms(), _wait_ms(STATEMENT_SECONDS)
+                sql = f"SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {statement}"
+                connection.exec_driver_sql(sql)
+
+        return engine
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+    engine = create_engine(url, connect_args={"timeout": WAIT_SECONDS, "check_same_thread": False}, **kwargs)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -40,13 +107,23 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {_wait_ms()}")
+        read_only = connection.get_execution_options().get(_READ_ONLY)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def reading(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction for reads only: on SQLite it starts deferred, so it never waits behind a writer."""
+    with sessions() as session, session.begin():
+        session.connection(execution_options={_READ_ONLY: True})
+        yield session
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -61,10 +138,18 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
-def ping(engine: Engine) -> bool:
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not answering"
-        return False
+def ping(engine: Engine, timeout: float = 1.0) -> bool:
+    """True when the database answers ``SELECT 1`` within ``timeout`` seconds; never takes longer than that.
+
+    The query runs in a daemon thread, so even a connection attempt that hangs is abandoned on time.
+    """
+    answered = threading.Event()
+
+    def attempt() -> None:
+        # any failure means "not answering"
+        with suppress(Exception), deadline(timeout), engine.connect() as connection:
+            connection.execution_options(**{_READ_ONLY: True}).execute(text("SELECT 1"))
+            answered.set()
+
+    threading.Thread(target=attempt, name="db-ping", daemon=True).start()
+    return answered.wait(timeout)

@@ -209,7 +209,9 @@ class SlackHarness(LoopbackServer):
         self.signing_secret = services.ctx.settings.slack_signing_secret or signing_secret
         self.client = WebClient(token=BOT_TOKEN, base_url=fake.base_url, retry_handlers=fast_retry_handlers())
         self.app = build_app(services, client=self.client)
-        self.wsgi = build_wsgi(self.app, healthy=lambda: database_answers(services.engine))
+        self.wsgi = build_wsgi(
+            self.app, healthy=lambda: database_answers(services.engine) and not services.master_key_problem()
+        )
         self._counter = 0
 
     # --- lifecycle (LoopbackServer: start/stop/port/url) -----------------------------------------

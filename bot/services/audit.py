@@ -51,12 +51,12 @@ class AuditService:
         self.ctx = ctx
 
     def verify(self) -> VerifyResult:
-        with self.ctx.transaction() as session:
+        with self.ctx.reading() as session:
             return self.ctx.audit.verify(session)
 
     def head(self) -> tuple[int, str] | None:
         """The newest entry's number and MAC: posted to Slack daily so a rewrite can be noticed."""
-        with self.ctx.transaction() as session:
+        with self.ctx.reading() as session:
             head = self.ctx.audit.head(session)
             return (head.seq, head.mac) if head else None
 
@@ -82,7 +82,7 @@ class AuditService:
 
     def entries(self, *, vendor_id: str | None = None, limit: int | None = None) -> Sequence[AuditEntry]:
         """Newest first when ``limit`` is given (the latest N), otherwise the whole log in order."""
-        with self.ctx.transaction() as session:
+        with self.ctx.reading() as session:
             events = repo.audit_events(session, vendor_id=vendor_id, limit=limit, newest_first=limit is not None)
             return [
                 AuditEntry(e.seq, e.at, e.actor, e.action, e.vendor_id, json.loads(e.details), e.mac) for e in events

@@ -1,10 +1,11 @@
-"""What every service shares: the clock, the transaction helper and refusals that are audited."""
+"""What every service shares: the clock, the transaction helpers and refusals that are audited."""
 
 from __future__ import annotations
 
 import os
 import socket
 import uuid
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,8 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.config import Settings
 from bot.rules import InvalidInput, KeybotError, local_date
-from storage.audit import AuditLog
+from storage import db
+from storage.audit import AuditLog, RetiredMasterKey
 from storage.repositories import KeyRepository
+
+logger = logging.getLogger(__name__)
+
+BUSY = "The database is busy — nothing was saved, try again."
 
 
 class Clock(Protocol):
@@ -46,6 +52,8 @@ class MaybePosted(Exception):
 
     Raised by the Slack layer; the caller looks for the message in the channel's history before posting again.
     """
+class Unavailable(KeybotError):
+    """The bot cannot do this right now (database busy, master key retired): nothing changed, nothing is audited."""
 
 
 @dataclass
@@ -63,7 +71,14 @@ class Context:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self.sessions.begin() as session:
+        """One transaction that may write; it rolls back on any error."""
+        with _unavailable_as_refusal(), self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """One transaction that only reads (on SQLite it never queues behind a writer)."""
+        with _unavailable_as_refusal(), db.reading(self.sessions) as session:
             yield session
 
     def record(
@@ -100,5 +115,22 @@ class Context:
         try:
             with self.transaction() as session:
                 return work(session)
+        except Unavailable:
+            raise
         except KeybotError as error:
             raise self.refuse(actor, action, vendor_id, error) from None
+
+
+@contextmanager
+def _unavailable_as_refusal() -> Iterator[None]:
+    """A wait that ran out, or a retired master key, becomes a sentence for the person (the work rolled back)."""
+    try:
+        yield
+    except RetiredMasterKey as error:
+        logger.error("%s", error)
+        raise Unavailable(str(error)) from None
+    except Exception as error:
+        if not db.is_busy(error):
+            raise
+        logger.warning("database busy, nothing saved (%s)", type(getattr(error, "orig", None) or error).__name__)
+        raise Unavailable(BUSY) from None

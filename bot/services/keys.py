@@ -220,13 +220,18 @@ class KeyService:
 
     def statuses(self, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None) -> list[KeyStatus]:
         """All keys (or the ones named), most urgent first."""
+        with self.ctx.reading() as session:
+            return self._statuses(session, vendor_ids=vendor_ids, now=now)
+
+    def _statuses(
+        self, session: Session, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None
+    ) -> list[KeyStatus]:
         now = now or self.ctx.clock.now()
-        with self.ctx.transaction() as session:
-            keys = self.ctx.keys.all(session, vendor_ids=vendor_ids)
-            edits = repo.edit_counts(session, since=repo.week_ago(now))
-            requests = repo.open_requests(session, now=now)
-            today = self.ctx.today(now)
-            result = [self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
+        keys = self.ctx.keys.all(session, vendor_ids=vendor_ids)
+        edits = repo.edit_counts(session, since=repo.week_ago(now))
+        requests = repo.open_requests(session, now=now)
+        today = self.ctx.today(now)
+        result = [self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
         return sorted(result, key=lambda s: (s.days_left, s.vendor_id))
 
     def status(self, vendor_id: str, *, now: datetime | None = None) -> KeyStatus:
@@ -243,7 +248,7 @@ class KeyService:
         now = now or self.ctx.clock.now()
         today = self.ctx.today(now)
         window_end = today + timedelta(days=rules.REISSUE_WINDOW_DAYS)
-        with self.ctx.transaction() as session:
+        with self.ctx.reading() as session:
             keys = repo.key_page(
                 session,
                 offset=max(offset, 0),
@@ -264,7 +269,7 @@ class KeyService:
 
     def edits_left(self, vendor_id: str, *, now: datetime | None = None) -> rules.EditQuota:
         now = now or self.ctx.clock.now()
-        with self.ctx.transaction() as session:
+        with self.ctx.reading() as session:
             return rules.edit_quota(repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now)), now)
 
     @staticmethod
@@ -296,15 +301,16 @@ class KeyService:
     # ------------------------------------------------------------ writes
 
     def register(self, actor: str, form: RegistrationForm) -> KeyStatus:
-        def work(session: Session) -> str:
+        def work(session: Session) -> KeyStatus:
             self.require_admin(actor)
             new = validate_registration(form)
             self._insert(session, actor, new, "key.registered")
-            return new.vendor_id
+            return self._statuses(session, vendor_ids=[new.vendor_id])[0]
 
         typed = (form.vendor_id or "").strip().upper()
-        vendor_id = self.ctx.audited(actor, "key.register", typed if rules.is_vendor_id(typed) else None, work)
-        return self.status(vendor_id)
+        # the status comes from the same transaction: once it commits, nothing left can fail and say "not saved"
+        status: KeyStatus = self.ctx.audited(actor, "key.register", typed if rules.is_vendor_id(typed) else None, work)
+        return status
 
     def _insert(self, session: Session, actor: str, new: NewKey, action: str) -> None:
         if self.ctx.keys.get(session, vendor_id=new.vendor_id) is not None:
@@ -344,7 +350,7 @@ class KeyService:
     def edit_linking(self, actor: str, vendor_id: str, linking: LinkingInfo) -> KeyStatus:
         vendor_id = rules.validate_vendor_id(vendor_id)
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> KeyStatus:
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
             now = self.ctx.clock.now()
@@ -362,9 +368,10 @@ class KeyService:
                 vendor_id,
                 {"before": before, "after": linking.summary(), "edits_last_7_days": quota.used + 1},
             )
+            return self._statuses(session, vendor_ids=[vendor_id], now=now)[0]
 
-        self.ctx.audited(actor, "key.edit", vendor_id, work)
-        return self.status(vendor_id)
+        status: KeyStatus = self.ctx.audited(actor, "key.edit", vendor_id, work)
+        return status
 
     def delete(self, actor: str, vendor_id: str) -> None:
         vendor_id = rules.validate_vendor_id(vendor_id)

@@ -13,6 +13,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from bot.bootstrap import Services
 from bot.config import Settings
 from bot.slack import commands, home, keys, reissue, verify
+from bot.slack.failures import DeadlineExecutor, handle_listener_error
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         token_verification_enabled=False,  # no auth.test call at start-up; tokens are checked by Slack per call
         logger=logging.getLogger("bot.slack.bolt"),
-        listener_executor=listener_executor,
+        listener_executor=DeadlineExecutor(listener_executor),
     )
+    app.error(handle_listener_error)
     router = commands.CommandRouter()
     # Each listener module adds its listeners and sub-commands here.
     commands.register(app, router)
