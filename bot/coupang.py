@@ -248,7 +248,7 @@ def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) ->
                 Outcome.BLOCKED,
                 'Coupang is blocking calls from the bot\'s address for a while (HTTP 403 "Access Denied" page), '
                 "which it does after a burst of failing calls. This says nothing about the key: wait (minutes to "
-                "tens of minutes) and check again later; every call before then prolongs the block.",
+                "tens of minutes) before checking again.",
             )
         return result(
             Outcome.INVALID_KEY,

@@ -268,7 +268,7 @@ def test_a_burst_of_failing_calls_gets_an_access_denied_page_which_is_a_temporar
     assert (result.outcome, result.http_status, result.attempts) == (Outcome.BLOCKED, 403, 1)
     assert "wait" in result.detail and "says nothing about the key" in result.detail
     assert "refused the key" not in result.detail
-    assert sleep.calls == []  # never retried: retrying prolongs the block
+    assert sleep.calls == []  # never retried: a 4xx is final
 
 
 def test_the_block_ends_after_a_while() -> None:
