@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModu
 
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
-from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_local
+from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_local, path_for, wing_advice
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
@@ -79,11 +79,11 @@ def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) ->
 def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
     """One key for a terminal: the same facts as a ``/coupang-key status`` entry, in plain text."""
 
-    button = "WING Reissue button active" if s.reissue_button_active else "WING Reissue button not active yet"
     lines = [
         f"{s.vendor_id}  {s.label}  "
         f"(access key {s.access_key_mask}, secret {s.secret_fingerprint}, gen {s.generation})",
-        f"  expires {s.expires_on}  {describe_days_left(s.days_left)}  [{s.phase}]  {button}",
+        f"  expires {s.expires_on}  {describe_days_left(s.days_left)}  [{s.phase}]",
+        f"  {wing_advice(path_for(s.days_left))}",
         f"  {s.linking.summary()}  ·  linking-info edits this week {s.edits_last_7_days}/{EDITS_PER_WEEK}",
     ]
     extra = []

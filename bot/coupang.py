@@ -69,6 +69,7 @@ class Outcome(enum.StrEnum):
     IP_NOT_ALLOWED = "ip_not_allowed"
     WRONG_VENDOR = "wrong_vendor"
     RATE_LIMITED = "rate_limited"
+    BLOCKED = "blocked"  # Coupang's edge blocks the caller for a while after a burst of failing calls
     UNAVAILABLE = "unavailable"  # the key's state is unknown: ask again later
 
 
@@ -242,6 +243,13 @@ def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) ->
                 f"contain the bot's public egress address{seen}. Add it in WING; the change takes up to "
                 "30 minutes.",
             )
+        if "access denied" in lowered and "<html" in lowered:  # the edge's page, not the gateway's JSON
+            return result(
+                Outcome.BLOCKED,
+                'Coupang is blocking calls from the bot\'s address for a while (HTTP 403 "Access Denied" page), '
+                "which it does after a burst of failing calls. This says nothing about the key: wait (minutes to "
+                "tens of minutes) before checking again.",
+            )
         return result(
             Outcome.INVALID_KEY,
             "Coupang refused the key (HTTP 403): it is not allowed to call this API. Check the key and its "
@@ -250,8 +258,9 @@ def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) ->
     if status == 404:
         return result(
             Outcome.WRONG_VENDOR,
-            f"Coupang does not know vendor ID {vendor_id} for this key (HTTP 404). Check the vendor ID "
-            "(A followed by 8 digits) in WING; repeated 404s can get the bot's IP blocked.",
+            f"Coupang answered 404 Not Found: wrong vendor ID or path. Check that {vendor_id} is the vendor ID "
+            "(업체코드, A followed by 8 digits) of the seller account this key was issued for; Coupang does not "
+            "say what an unknown vendor ID returns, so this is the likely cause, not a certainty.",
         )
     if status == 429:
         return result(

@@ -53,8 +53,11 @@ class Phase(enum.StrEnum):
 
 
 class ReissuePath(enum.StrEnum):
-    REISSUE = "reissue"  # inside the window: WING's Reissue button, works within 30 minutes
-    EARLY = "early"  # before it: delete, then issue a new key, which may take 24 hours or more
+    """How a key is replaced in WING, which depends only on the days left (DOMAIN.md facts 5, 6, 7 and 12)."""
+
+    REISSUE = "reissue"  # D-14 to D-0: WING's Reissue (재발급) button; works within 30 minutes
+    EARLY = "early"  # before D-14: Delete (삭제), then Issue (발급); may take 24 hours
+    AFTER_EXPIRY = "after_expiry"  # past expiry: Issue (발급), linking info chosen again; may take 24 hours
 
 
 class Integration(enum.StrEnum):
@@ -108,8 +111,8 @@ def describe_days_left(days: int) -> str:
 
 
 def reissue_button_active(days: int) -> bool:
-    """WING's Reissue button works from D-14 on; after expiry reissuing is still the way back."""
-    return days <= REISSUE_WINDOW_DAYS
+    """WING's Reissue button works from D-14 to D-0; after expiry the way back is Issue (발급)."""
+    return path_for(days) is ReissuePath.REISSUE
 
 
 def milestone_date(expires_on: date, days_before: int) -> date:
@@ -130,14 +133,56 @@ def milestone_due_at(expires_on: date, days_before: int, at: time, tz: ZoneInfo)
     return local_instant(milestone_date(expires_on, days_before), at, tz)
 
 
+def path_for(days: int) -> ReissuePath:
+    """The way to a new key with ``days`` left: delete + issue before D-14, Reissue to D-0, Issue after."""
+    if days < 0:
+        return ReissuePath.AFTER_EXPIRY
+    if days <= REISSUE_WINDOW_DAYS:
+        return ReissuePath.REISSUE
+    return ReissuePath.EARLY
+
+
 def reissue_path(expires_on: date, today: date) -> ReissuePath:
-    """Inside the window (and after expiry, when WING also offers it) a reissue; before it, delete + issue."""
-    return ReissuePath.EARLY if days_left(expires_on, today) > REISSUE_WINDOW_DAYS else ReissuePath.REISSUE
+    return path_for(days_left(expires_on, today))
+
+
+def path_now(planned: ReissuePath, expires_on: date, today: date) -> ReissuePath:
+    """A request's path today: once the key has expired, whatever was planned, the way back is Issue."""
+    current = reissue_path(expires_on, today)
+    return current if current is ReissuePath.AFTER_EXPIRY else planned
+
+
+def access_delay(path: ReissuePath) -> timedelta:
+    """How long Coupang may take to accept a key replaced by ``path``: 30 minutes for a reissue, else 24 hours."""
+    return REISSUE_ACCESS_DELAY if path is ReissuePath.REISSUE else NEW_KEY_ACCESS_DELAY
 
 
 def access_deadline(path: ReissuePath, at: datetime) -> datetime:
     """When a key changed at ``at`` by ``path`` is guaranteed to work."""
-    return at + (REISSUE_ACCESS_DELAY if path is ReissuePath.REISSUE else NEW_KEY_ACCESS_DELAY)
+    return at + access_delay(path)
+
+
+def describe_delay(path: ReissuePath) -> str:
+    """``30 minutes`` or ``24 hours``."""
+    minutes = int(access_delay(path).total_seconds()) // 60
+    return f"{minutes // 60} hours" if minutes % 60 == 0 else f"{minutes} minutes"
+
+
+WING_ACTION = {
+    ReissuePath.REISSUE: "Reissue (재발급)",
+    ReissuePath.EARLY: "Delete (삭제), then Issue (발급)",
+    ReissuePath.AFTER_EXPIRY: "Issue (발급), choosing the linking info (Integrator or self-developed) again",
+}
+
+
+def wing_advice(path: ReissuePath) -> str:
+    """One sentence, for status and reminders: what to press in WING now and how long the new key takes."""
+    delay = describe_delay(path)
+    if path is ReissuePath.REISSUE:
+        return f"WING's Reissue (재발급) button is active: the new key works within {delay}"
+    if path is ReissuePath.AFTER_EXPIRY:
+        return f"In WING press {WING_ACTION[path]}; the new key may take {delay} to work"
+    return f"WING's Reissue button opens {REISSUE_WINDOW_DAYS} days before expiry (before that: {WING_ACTION[path]})"
 
 
 # ---------------------------------------------------------------- identifiers and secrets

@@ -180,7 +180,7 @@ def test_request_approve_and_enter_the_new_key_as_two_people(services: Services)
             click("Approve"),
             f":as {ADMIN}",
             click("Enter new key"),
-            {"New Secret Key": new_secret},
+            {"New Access Key": "AKIAnewaccess0123456789", "New Secret Key": new_secret},
             "s",
             ":quit",
         ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -220,7 +221,7 @@ def test_an_ip_refusal_that_does_not_name_the_ip(gateway: FakeCoupang, client: C
 
 
 def test_another_403_means_the_key_is_refused(gateway: FakeCoupang, client: CoupangClient) -> None:
-    gateway.answer_next(1, 403, body='{"code":403,"message":"Forbidden"}')
+    gateway.answer_next(1, 403, body='{"code":"ERROR","message":"Forbidden"}')
     result = check(client)
     assert (result.outcome, result.http_status) == (Outcome.INVALID_KEY, 403)
     assert len(gateway.requests) == 1
@@ -229,9 +230,56 @@ def test_another_403_means_the_key_is_refused(gateway: FakeCoupang, client: Coup
 def test_a_vendor_id_that_is_not_the_keys(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep) -> None:
     result = check(client, vendor="A99999999")
     assert (result.outcome, result.http_status, result.attempts) == (Outcome.WRONG_VENDOR, 404, 1)
-    assert "A99999999" in result.detail and "vendor ID" in result.detail
+    assert "A99999999" in result.detail and "wrong vendor ID or path" in result.detail
+    assert "not a certainty" in result.detail
     assert gateway.requests[0].path == CHECK_PATH.replace(VENDOR, "A99999999")
     assert len(gateway.requests) == 1 and sleep.calls == []
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """A raw request to the fake gateway: status, Content-Type and body."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - a local test server
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def test_the_fake_gateway_answers_401s_with_coupangs_json_bodies(gateway: FakeCoupang) -> None:
+    url = f"{gateway.url}{CHECK_PATH}?pageNum=1&pageSize=1"
+    status, content_type, body = get(url, {"Authorization": "CEA nonsense"})
+    assert (status, content_type) == (401, "application/json;charset=UTF-8")
+    assert json.loads(body) == {"code": "ERROR", "message": "HMAC format is invalid."}
+    header = authorization("GET", CHECK_PATH, "pageNum=1&pageSize=1", ACCESS, "SECRET-wrong-0000000000", NOW)
+    assert json.loads(get(url, {"Authorization": header})[2]) == {"code": "ERROR", "message": "Invalid signature."}
+
+
+def test_a_burst_of_failing_calls_gets_an_access_denied_page_which_is_a_temporary_block(
+    gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep
+) -> None:
+    failures = [check(client, secret="SECRET-someone-elses-secret-key-0000") for _ in range(gateway.burst_limit)]
+    assert {r.outcome for r in failures} == {Outcome.INVALID_KEY}
+    status, content_type, body = get(f"{gateway.url}{CHECK_PATH}")
+    assert (status, content_type) == (403, "text/html") and "<TITLE>Access Denied</TITLE>" in body
+
+    result = check(client)  # the right key, while the block lasts
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.BLOCKED, 403, 1)
+    assert "wait" in result.detail and "says nothing about the key" in result.detail
+    assert "refused the key" not in result.detail
+    assert sleep.calls == []  # never retried: a 4xx is final
+
+
+def test_the_block_ends_after_a_while() -> None:
+    now = [NOW]
+    with FakeCoupang(clock=lambda: now[0]) as gateway:
+        gateway.add_key(ACCESS, SECRET, VENDOR)
+        gateway.block()
+        blocked = CoupangClient(gateway.url, timeout=0.2, sleep=FakeSleep())
+        assert blocked.check_key(VENDOR, ACCESS, SECRET, lambda: now[0]).outcome is Outcome.BLOCKED
+        now[0] += gateway.block_duration
+        assert blocked.check_key(VENDOR, ACCESS, SECRET, lambda: now[0]).outcome is Outcome.WORKS
 
 
 def test_rate_limiting_is_not_retried(gateway: FakeCoupang, client: CoupangClient, sleep: FakeSleep) -> None:

@@ -14,11 +14,12 @@ from bot.rules import InvalidInput, ReissuePath
 from bot.services.base import NotAllowed
 from bot.services.reissue import NewKeyForm, parse_user_ref
 from tests.conftest import ADMIN, make_settings
-from tests.factories import SECRET_MARK, access_key, form, secret_key
+from tests.factories import SECRET_MARK, form, secret_key
 
 APPROVER, APPROVER2, REQUESTER = "UAPPROVE1", "UAPPROVE2", "UREQUEST1"
 VENDOR = "A00012345"
 NEW_SECRET = f"{SECRET_MARK}NEWnew0123456789abcdef"
+NEW_ACCESS = "AKIAnewaccess0123456789"
 # form() issues on 2026-06-01 → expires 2026-11-28: inside the window on 2026-11-27
 IN_WINDOW = "2026-11-27T03:00:00Z"
 
@@ -135,21 +136,23 @@ def test_approval_of_a_changed_key_is_void(services, key):
     assert {"reissue.voided", "reissue.approve.refused"} <= set(actions(services))
 
 
+def new_key(secret: str = NEW_SECRET, access: str = NEW_ACCESS, **values) -> NewKeyForm:
+    return NewKeyForm(new_secret_key=secret, new_access_key=access, **values)
+
+
 def test_complete_stores_a_new_generation(services, key):
     info = services.reissues.request(REQUESTER, VENDOR, "rotate")
     services.reissues.approve(APPROVER, info.id)
     with pytest.raises(NotAllowed, match="Only the requester"):
-        services.reissues.complete(APPROVER2, info.id, NewKeyForm(new_secret_key=NEW_SECRET))
+        services.reissues.complete(APPROVER2, info.id, new_key())
     with pytest.raises(InvalidInput) as caught:
-        services.reissues.complete(REQUESTER, info.id, NewKeyForm(new_secret_key="short secret"))
+        services.reissues.complete(REQUESTER, info.id, new_key("short secret"))
     assert set(caught.value.errors) == {"new_secret_key"}
-    done = services.reissues.complete(
-        REQUESTER, info.id, NewKeyForm(new_secret_key=NEW_SECRET, new_expires_on="2027-05-26")
-    )
+    done = services.reissues.complete(REQUESTER, info.id, new_key(new_expires_on="2027-05-26"))
     assert (done.generation, done.expires_on) == (2, date(2027, 5, 26))
     with services.ctx.transaction() as session:
         stored = services.ctx.keys.get(session, vendor_id=VENDOR)
-        assert services.ctx.keys.secrets(stored) == (access_key(VENDOR), NEW_SECRET)
+        assert services.ctx.keys.secrets(stored) == (NEW_ACCESS, NEW_SECRET)
         assert stored.access_deadline is not None
     status = services.keys.status(VENDOR)
     assert status.generation == 2 and status.open_request is None
@@ -157,7 +160,26 @@ def test_complete_stores_a_new_generation(services, key):
     details = json.dumps([e.details for e in services.audit.entries()])
     assert SECRET_MARK not in details and secret_key(VENDOR) not in details
     with pytest.raises(NotAllowed, match="already done"):
-        services.reissues.complete(APPROVER, info.id, NewKeyForm(new_secret_key=NEW_SECRET))
+        services.reissues.complete(APPROVER, info.id, new_key())
+
+
+def test_the_new_key_needs_both_keys_and_a_secret_that_is_not_the_stored_one(services, key):
+    """A reissue changes the Access Key and the Secret Key; the stored secret pasted again is a mistake."""
+    info = services.reissues.request(REQUESTER, VENDOR, "rotate")
+    services.reissues.approve(APPROVER, info.id)
+    with pytest.raises(InvalidInput) as caught:
+        services.reissues.complete(REQUESTER, info.id, NewKeyForm(new_secret_key=NEW_SECRET))
+    assert set(caught.value.errors) == {"new_access_key"}
+    with pytest.raises(InvalidInput) as caught:
+        services.reissues.complete(REQUESTER, info.id, new_key(f"  {secret_key(VENDOR)} "))
+    assert set(caught.value.errors) == {"new_secret_key"}
+    assert "already stored" in caught.value.errors["new_secret_key"]
+    assert secret_key(VENDOR) not in str(caught.value)
+    assert services.keys.status(VENDOR).generation == 1  # nothing saved
+    assert services.reissues.get(info.id).status == "approved"
+    assert actions(services)[-2:] == ["reissue.complete.refused", "reissue.complete.refused"]
+    details = json.dumps([e.details for e in services.audit.entries()])
+    assert SECRET_MARK not in details and NEW_ACCESS not in details
 
 
 def test_audit_log_is_for_admins_and_approvers(services, key):

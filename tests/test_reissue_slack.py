@@ -100,7 +100,9 @@ def last_update(slack) -> dict[str, Any]:
 def complete(slack, request_id: int, user: str = REQUESTER, **values: Any) -> Any:
     click_and_wait(slack, user, ids.ENTER_NEW_KEY, str(request_id), "views.open")
     before = len(slack.fake.calls_to("chat.postMessage"))
-    answer = slack.submit(user, ids.NEW_KEY_MODAL, {"new_secret_key": NEW_SECRET, **values})
+    answer = slack.submit(
+        user, ids.NEW_KEY_MODAL, {"new_access_key": NEW_ACCESS, "new_secret_key": NEW_SECRET, **values}
+    )
     assert answer.status == 200 and answer.text in ("", "{}"), answer.text
     return slack.fake.wait_for("chat.postMessage", before + 1)[-1]
 
@@ -135,9 +137,9 @@ def test_reissue_in_the_window_from_request_to_new_key(slack, services, key, cap
     approved = last_update(slack)
     assert approved["ts"] == slack.fake.calls_to("chat.postMessage")[-1].response["ts"]
     assert set(buttons(approved["blocks"])) == {ids.ENTER_NEW_KEY}  # Approve / Deny removed
-    assert "click *Reissue*" in strings(approved["blocks"])
+    assert "click *Reissue (재발급)*" in strings(approved["blocks"])
 
-    announced = complete(slack, request_id, new_access_key=NEW_ACCESS, new_expires_on="2027-05-26")
+    announced = complete(slack, request_id, new_expires_on="2027-05-26")
     new_key_modal = slack.last_modal(ids.NEW_KEY_MODAL)
     dates = [b["element"].get("initial_date") for b in new_key_modal["blocks"] if b.get("type") == "input"]
     assert "2027-05-26" in dates  # today (2026-11-27) + 180 days
@@ -167,7 +169,7 @@ def test_early_reissue_warns_and_waits_24_hours(slack, services, travel, caplog)
     assert "Early reissue" in modal and "24 hours or more" in modal and "stops working at once" in modal
 
     click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
-    assert "*Delete*, then *Issue*" in strings(last_update(slack)["blocks"])
+    assert "*Delete (삭제)*, then *Issue (발급)*" in strings(last_update(slack)["blocks"])
     complete(slack, request_id, user=APPROVER)
 
     status = services.keys.status(VENDOR)
@@ -175,8 +177,69 @@ def test_early_reissue_warns_and_waits_24_hours(slack, services, travel, caplog)
     assert 23.9 < hours <= 24
     with services.ctx.transaction() as session:
         stored = services.ctx.keys.get(session, vendor_id=VENDOR)
-        assert services.ctx.keys.secrets(stored) == (access_key(VENDOR), NEW_SECRET)
+        assert services.ctx.keys.secrets(stored) == (NEW_ACCESS, NEW_SECRET)
     assert services.audit.verify().ok
+    assert_no_secret(slack, services, caplog)
+
+
+def test_after_expiry_the_way_back_is_issue_with_the_linking_info_and_24_hours(slack, services, travel, caplog):
+    services.keys.register(ADMIN, form(VENDOR, issued_on="2026-05-01"))  # expired on 2026-10-28
+    status = slack.slash(REQUESTER, f"status {VENDOR}").text_of()
+    assert "expired 30 days ago" in status and "Issue (발급)" in status and "24 hours" in status
+    assert "Reissue (재발급) button is active" not in status
+
+    request_id = request_reissue(slack)
+    modal = strings(slack.last_modal(ids.REISSUE_REQUEST_MODAL))
+    assert "*Issue (발급)*" in modal and "linking info" in modal and "24 hours" in modal
+    assert "30 minutes" not in modal and "Reissue (재발급)" not in modal
+    assert "issue after expiry" in strings(slack.fake.calls_to("chat.postMessage")[-1].params["blocks"])
+
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    steps = strings(last_update(slack)["blocks"])
+    assert "click *Issue (발급)*" in steps and "연동업체 선택" in steps and "직접 입력" in steps
+    assert "*24 hours*" in steps and "재발급" not in steps
+    complete(slack, request_id)
+
+    status = services.keys.status(VENDOR)
+    hours = (status.propagating_until - services.ctx.clock.now()).total_seconds() / 3600
+    assert 23.9 < hours <= 24
+    [requested] = [e for e in services.audit.entries() if e.action == "reissue.requested"]
+    assert requested.details["path"] == "after_expiry"
+    assert_no_secret(slack, services, caplog)
+
+
+def test_a_reissue_the_key_outlives_is_done_by_issue_and_waits_24_hours(slack, services, key, travel):
+    travel.shift(20 * 3600)  # 08:00 on 2026-11-28 in Seoul: D-0, the Reissue path
+    request_id = request_reissue(slack)
+    travel.shift(17 * 3600)  # 01:00 on 2026-11-29 in Seoul: the key expired yesterday
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    steps = strings(last_update(slack)["blocks"])
+    assert "click *Issue (발급)*" in steps and "재발급" not in steps
+    complete(slack, request_id)
+    hours = (services.keys.status(VENDOR).propagating_until - services.ctx.clock.now()).total_seconds() / 3600
+    assert 23.9 < hours <= 24
+
+
+def test_the_new_key_form_needs_both_keys_and_refuses_the_stored_secret(slack, services, key, caplog):
+    caplog.set_level(logging.DEBUG)
+    request_id = request_reissue(slack)
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    click_and_wait(slack, REQUESTER, ids.ENTER_NEW_KEY, str(request_id), "views.open")
+    modal = slack.last_modal(ids.NEW_KEY_MODAL)
+    inputs = {b["block_id"]: b for b in modal["blocks"] if b["type"] == "input"}
+    assert not inputs["new_access_key"].get("optional") and not inputs["new_secret_key"].get("optional")
+
+    answer = slack.submit(REQUESTER, ids.NEW_KEY_MODAL, {"new_secret_key": NEW_SECRET})
+    assert answer.json()["response_action"] == "errors"
+    assert set(answer.json()["errors"]) == {"new_access_key"}
+    answer = slack.submit(
+        REQUESTER, ids.NEW_KEY_MODAL, {"new_access_key": NEW_ACCESS, "new_secret_key": secret_key(VENDOR)}
+    )
+    errors = answer.json()["errors"]
+    assert set(errors) == {"new_secret_key"} and "already stored" in errors["new_secret_key"]
+    assert secret_key(VENDOR) not in answer.text and access_key(VENDOR) not in answer.text
+    assert services.keys.status(VENDOR).generation == 1  # nothing saved
+    assert services.reissues.get(request_id).status == "approved"
     assert_no_secret(slack, services, caplog)
 
 

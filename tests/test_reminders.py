@@ -86,6 +86,10 @@ def test_headlines_say_what_the_email_milestones_mean():
     assert headline(1, 1) == "Expires tomorrow"
     assert headline(0, 0) == "Expires today: API calls will fail"
     assert headline(-3, -3).startswith("Expired 3 days ago")
+    # past expiry the way back is Issue (발급) with the linking info again, not the D-14 Reissue
+    expired = headline(-3, -3)
+    assert "Issue (발급)" in expired and "linking info" in expired and "24 hours" in expired
+    assert "재발급" not in expired and "reissue" not in expired.lower()
     # a late (caught-up) reminder tells the truth about today
     assert headline(7, 5) == "5 days left: the reissue button in WING is active"
 

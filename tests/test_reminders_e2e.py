@@ -74,6 +74,16 @@ def test_a_reminder_shows_what_the_team_needs_and_never_a_secret(slack):
     )
 
 
+def test_a_reminder_after_expiry_says_issue_with_the_linking_info_again(slack):
+    with time_machine.travel(kst(date(2026, 11, 30), 9, 1), tick=False):  # expired on 2026-11-28
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        assert slack.services.reminders.sweep(SlackNotifier(slack.app.client)).delivered == 1
+    [message] = posts(slack.fake)
+    body = str(message["blocks"]) + message["text"]
+    assert "Expired 2 days ago" in body and "Issue (발급)" in body and "linking info" in body
+    assert "24 hours" in body and "until it is reissued" not in body
+
+
 def test_a_new_app_and_services_on_the_same_database_post_nothing_again(slack, settings):
     with time_machine.travel(kst(date(2026, 11, 21), 9), tick=False):  # D-7
         slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))

@@ -27,6 +27,8 @@ from bot.rules import (
     local_date,
     milestone_date,
     milestone_due_at,
+    path_for,
+    path_now,
     phase_for,
     reissue_button_active,
     reissue_path,
@@ -35,6 +37,7 @@ from bot.rules import (
     validate_linking_info,
     validate_url,
     validate_vendor_id,
+    wing_advice,
 )
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -148,7 +151,7 @@ EXPIRES = date(2025, 6, 30)
         (date(2025, 6, 23), 7, Phase.REISSUE_WINDOW, True),
         (date(2025, 6, 29), 1, Phase.REISSUE_WINDOW, True),
         (date(2025, 6, 30), 0, Phase.REISSUE_WINDOW, True),  # D-0: "expires today", still usable
-        (date(2025, 7, 1), -1, Phase.EXPIRED, True),  # the day after expiry: reissuing is the way back
+        (date(2025, 7, 1), -1, Phase.EXPIRED, False),  # the day after expiry: Issue (발급), not Reissue
         (date(2025, 9, 1), -63, Phase.EXPIRED, None),
     ],
 )
@@ -275,13 +278,28 @@ AT = utc(2025, 6, 20, 3, 0)
         (date(2025, 1, 1), ReissuePath.EARLY, timedelta(hours=24)),
         (date(2025, 6, 16), ReissuePath.REISSUE, timedelta(minutes=30)),  # D-14: Reissue button
         (date(2025, 6, 30), ReissuePath.REISSUE, timedelta(minutes=30)),  # D-0
-        (date(2025, 7, 5), ReissuePath.REISSUE, timedelta(minutes=30)),  # after expiry
+        (date(2025, 7, 1), ReissuePath.AFTER_EXPIRY, timedelta(hours=24)),  # D+1: Issue, linking info again
+        (date(2025, 12, 5), ReissuePath.AFTER_EXPIRY, timedelta(hours=24)),
     ],
 )
 def test_reissue_path_and_access_deadline(today, path, delay):
     chosen = reissue_path(date(2025, 6, 30), today)
     assert chosen is path
     assert access_deadline(chosen, AT) == AT + delay
+
+
+@pytest.mark.parametrize("planned", list(ReissuePath))
+def test_a_request_whose_key_expires_before_it_is_done_takes_the_issue_path(planned):
+    assert path_now(planned, date(2025, 6, 30), date(2025, 6, 30)) is planned  # D-0: as planned
+    assert path_now(planned, date(2025, 6, 30), date(2025, 7, 1)) is ReissuePath.AFTER_EXPIRY
+
+
+def test_wing_advice_names_the_button_in_wings_korean_words_and_the_delay():
+    window, early, expired = (wing_advice(path_for(d)) for d in (14, 15, -1))
+    assert "Reissue (재발급)" in window and "30 minutes" in window
+    assert "Delete (삭제), then Issue (발급)" in early
+    assert "Issue (발급)" in expired and "linking info" in expired and "24 hours" in expired
+    assert "재발급" not in expired
 
 
 # ---------------------------------------------------------------- fact 8: linking info, integrator

@@ -136,12 +136,13 @@ def _other_vendor(gateway: FakeCoupang) -> None:
     [
         (_wrong_secret, VerifyOutcome.INVALID_KEY, 401, 1, "copied exactly"),
         (_ip_missing, VerifyOutcome.IP_NOT_ALLOWED, 403, 1, "IP list"),
-        (_other_vendor, VerifyOutcome.WRONG_VENDOR, 404, 1, "vendor ID"),
+        (_other_vendor, VerifyOutcome.WRONG_VENDOR, 404, 1, "wrong vendor ID or path"),
+        (lambda g: g.block(), VerifyOutcome.BLOCKED, 403, 1, "wait"),
         (lambda g: g.answer_next(5, 429), VerifyOutcome.RATE_LIMITED, 429, 1, "Try again"),
         (lambda g: g.answer_next(5, 500), VerifyOutcome.UNAVAILABLE, 500, 3, "state is unknown"),
         (lambda g: g.slow_next(5, seconds=3), VerifyOutcome.UNAVAILABLE, None, 3, "did not answer"),
     ],
-    ids=["401", "403", "404", "429", "500", "slow"],
+    ids=["401", "403", "404", "403-access-denied", "429", "500", "slow"],
 )
 def test_each_gateway_answer_is_classified_and_stored(
     svc: Services, gateway: FakeCoupang, script, outcome, status, requests, words
@@ -165,6 +166,40 @@ def test_unknown_or_malformed_vendor_ids_are_refused_and_audited(svc: Services, 
         svc.verification.verify(USER, "shop-1")
     assert gateway.requests == []
     assert [a for a, _ in audit_actions(svc, "A00000009")] == ["key.verify.refused"]
+
+
+def test_an_access_denied_block_is_not_called_a_bad_key(svc: Services, gateway: FakeCoupang, clock: Clock) -> None:
+    register(svc, gateway)
+    assert svc.verification.verify(USER, VENDOR).works
+    gateway.block()
+    clock.advance(seconds=11)
+    result = svc.verification.verify(USER, VENDOR)
+    assert result.outcome is VerifyOutcome.BLOCKED and result.ok is None and not result.failing
+    assert len(gateway.requests) == 2  # one call, not retried
+    with svc.ctx.transaction() as session:
+        assert session.scalars(select(Key.verify_ok).where(Key.vendor_id == VENDOR)).one() is True  # still works
+
+
+def test_an_integrator_key_is_not_checked_from_the_bot_and_not_called_failing(
+    settings: Settings, gateway: FakeCoupang, clock: Clock
+) -> None:
+    svc = build(replace(settings, verify_daily=True), clock, gateway)
+    try:
+        integrator = dict(integration="integrator", integrator_name="Sellmate", company_name="", company_url="")
+        register(svc, gateway, ip_addresses="", **integrator)
+        result = svc.verification.verify(USER, VENDOR)
+        assert result.outcome is VerifyOutcome.NOT_CHECKABLE and result.ok is None and not result.failing
+        assert "cannot be checked from the bot" in result.detail and "Sellmate" in result.detail
+        assert gateway.requests == []  # Coupang would see the bot's IP, which is not the integrator's
+        assert svc.keys.status(VENDOR).verify_outcome is None
+        assert audit_actions(svc)[-1] == ("key.verified", {"outcome": "not_checkable"})
+
+        set_deadline(svc, START - timedelta(minutes=1))  # after a reissue, and on the daily probe: no call either
+        clock.at = probe_slot(VENDOR, START, svc.ctx) + timedelta(minutes=1)
+        assert svc.verification.run_deadline_checks() == [] and svc.verification.run_daily_probe() == []
+        assert gateway.requests == []
+    finally:
+        svc.engine.dispose()
 
 
 # ---------------------------------------------------------------- at most one call per 10 seconds

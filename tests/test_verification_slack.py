@@ -130,6 +130,38 @@ def test_slash_verify_without_or_with_an_unknown_vendor_id(slack: SlackHarness, 
     assert gateway.requests == []
 
 
+def test_slash_verify_of_an_integrator_key_says_it_cannot_be_checked_from_the_bot(
+    slack: SlackHarness, gateway: FakeCoupang
+) -> None:
+    integrator = dict(integration="integrator", integrator_name="Sellmate", company_name="", company_url="")
+    register(slack.services, gateway, ip_addresses="", **integrator)
+    slack.slash(USER, f"verify {VENDOR}")
+    [answer] = wait_for_responses(slack)
+    assert "cannot be checked from the bot (it is called from the integrator's IPs)" in answer["text"]
+    assert ":x:" not in answer["text"] and "refused" not in text_of(answer)
+    assert gateway.requests == []
+
+
+def test_verify_while_coupang_blocks_the_bot_says_wait_not_bad_key(slack: SlackHarness, gateway: FakeCoupang) -> None:
+    register(slack.services, gateway)
+    gateway.block()
+    slack.click(USER, ids.VERIFY_KEY, VENDOR)
+    [answer] = wait_for_responses(slack)
+    assert "blocking the bot for a while (wait)" in answer["text"]
+    assert "Access Denied" in text_of(answer["blocks"]) and "says nothing about the key" in text_of(answer["blocks"])
+    assert "invalid" not in text_of(answer) and len(gateway.requests) == 1
+
+
+def test_verify_of_a_vendor_id_coupang_does_not_find_says_wrong_vendor_id_or_path(
+    slack: SlackHarness, gateway: FakeCoupang
+) -> None:
+    register(slack.services, gateway)
+    gateway.add_key(access_key(VENDOR), secret_key(VENDOR), "A99999999")
+    slack.slash(USER, f"verify {VENDOR}")
+    [answer] = wait_for_responses(slack)
+    assert "wrong vendor ID or path" in answer["text"] and "404" in text_of(answer["blocks"])
+
+
 # ---------------------------------------------------------------- the Verify button
 
 

@@ -59,7 +59,7 @@ def test_a_key_section_shows_what_the_issue_lists():
         "2026-12-27",
         "10 days left",
         "reissue window",
-        "Reissue* button is active",
+        "Reissue (재발급) button is active",
         "3/10",
         "Example Co",
         "211.45.10.3",
@@ -67,6 +67,13 @@ def test_a_key_section_shows_what_the_issue_lists():
         "pending",
     ):
         assert expected in text, expected
+
+
+def test_an_expired_key_says_issue_with_the_linking_info_again_and_24_hours():
+    text = views.key_summary_text(status(days=-3), SEOUL)
+    assert "expired 3 days ago" in text
+    assert "Issue (발급)" in text and "linking info" in text and "24 hours" in text
+    assert "Reissue" not in text.replace("Reissue request", "")
 
 
 def test_user_text_is_escaped():

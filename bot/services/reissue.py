@@ -11,6 +11,7 @@ moment someone clicks, never when the request was made.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -522,12 +523,10 @@ class ReissueService:
             if key is None or key.generation != request.generation:
                 stale = True
                 return None
-            secret, access, expires_on = self._validate(form)
-            if access is None:
-                access = self.ctx.keys.secrets(key)[0]
+            secret, access, expires_on = self._validate(form, self.ctx.keys.secrets(key)[1])
             now = self.ctx.clock.now()
             old_fingerprint = key.secret_fingerprint
-            path = ReissuePath(request.path)
+            path = rules.path_now(ReissuePath(request.path), key.expires_on, self.ctx.today(now))
             self.ctx.keys.new_generation(
                 session,
                 key=key,
@@ -551,8 +550,7 @@ class ReissueService:
                     "old_fingerprint": old_fingerprint,
                     "fingerprint": key.secret_fingerprint,
                     "expires_on": expires_on.isoformat(),
-                    "access_changed": form.new_access_key.strip() != "",
-                    "path": request.path,
+                    "path": str(path),
                 },
             )
             session.flush()
@@ -572,22 +570,28 @@ class ReissueService:
         assert done is not None
         return done
 
-    def _validate(self, form: NewKeyForm) -> tuple[str, str | None, date]:
+    def _validate(self, form: NewKeyForm, stored_secret: str) -> tuple[str, str, date]:
+        """Both keys (a reissue changes both) and a Secret Key that is not the one already stored."""
         errors: dict[str, str] = {}
         secret = access = None
         try:
             secret = rules.validate_key_part("new_secret_key", form.new_secret_key, "Secret Key")
+            if hmac.compare_digest(secret.encode(), stored_secret.encode()):
+                raise InvalidInput.one(
+                    "new_secret_key",
+                    "This is the Secret Key already stored: a reissue gives a new one, and the old one stops "
+                    "working at once. Copy the new Secret Key from WING.",
+                )
         except InvalidInput as exc:
             errors.update(exc.errors)
-        if (form.new_access_key or "").strip():
-            try:
-                access = rules.validate_key_part("new_access_key", form.new_access_key, "Access Key")
-            except InvalidInput as exc:
-                errors.update(exc.errors)
+        try:
+            access = rules.validate_key_part("new_access_key", form.new_access_key, "Access Key")
+        except InvalidInput as exc:
+            errors.update(exc.errors)
         expires_on = self._expiry(form.new_expires_on, errors)
         if errors:
             raise InvalidInput(errors)
-        assert secret is not None and expires_on is not None
+        assert secret is not None and access is not None and expires_on is not None
         return secret, access, expires_on
 
     def _expiry(self, raw: str | date | None, errors: dict[str, str]) -> date | None:
@@ -710,12 +714,15 @@ class ReissueService:
 
     def _info(self, session: Session, request: ReissueRequest) -> ReissueInfo:
         key = self.ctx.keys.get(session, vendor_id=request.vendor_id)
+        path = ReissuePath(request.path)
+        if key is not None:  # the steps shown follow the key's state now: expired since the request → Issue
+            path = rules.path_now(path, key.expires_on, self.ctx.today())
         return ReissueInfo(
             id=request.id,
             vendor_id=request.vendor_id,
             label=key.label if key else request.vendor_id,
             generation=request.generation,
-            path=ReissuePath(request.path),
+            path=path,
             reason=request.reason,
             emergency=request.emergency,
             requested_by=request.requested_by,

@@ -66,7 +66,8 @@ def headline(milestone: int, days_left: int) -> str:
     """What a reminder says first (plain text; ``days_left`` is the truth at posting time)."""
     late = days_left != milestone
     if days_left < 0:
-        return f"{rules.describe_days_left(days_left).capitalize()}: API calls fail until it is reissued"
+        expired = rules.describe_days_left(days_left).capitalize()
+        return f"{expired}: API calls fail until a new key is issued. {rules.wing_advice(rules.path_for(days_left))}"
     if days_left == 0:
         return "Expires today: API calls will fail"
     if days_left == 1:

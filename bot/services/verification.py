@@ -4,6 +4,7 @@ Three ways in, one path: a person (``verify``), the post-deadline check after a 
 (``run_deadline_checks``) and the daily probe (``run_daily_probe``). Each claims its right to call Coupang with a
 conditional UPDATE, so several processes (or a burst of clicks) make one call, and no transaction is held open
 while Coupang answers. Secrets are decrypted only to sign; they never reach a result, the audit log or a log line.
+An integrator key is called from the integrator's IPs, never the bot's: it is reported as not checkable, uncalled.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from bot import rules
 from bot.coupang import CheckResult
-from bot.rules import KeybotError
+from bot.rules import Integration, KeybotError
 from bot.services.base import Context, NotFound
 from storage.models import Key
 
@@ -53,11 +54,15 @@ class VerifyOutcome(enum.StrEnum):
     IP_NOT_ALLOWED = "ip_not_allowed"
     WRONG_VENDOR = "wrong_vendor"
     RATE_LIMITED = "rate_limited"
+    BLOCKED = "blocked"  # Coupang blocks the bot's IP for a while: says nothing about the key
     UNAVAILABLE = "unavailable"
     NOT_ACTIVE_YET = "not_active_yet"  # a failure before the key's access deadline: still propagating
+    NOT_CHECKABLE = "not_checkable"  # an integrator key: only the integrator's IPs may call with it
     IN_PROGRESS = "in_progress"  # another check of this vendor ID started seconds ago and has no result yet
 
 
+# Only a self-developed key can be called from the bot's IP; integrator keys are left out of scheduled checks.
+SELF_DEVELOPED = Key.integration == str(Integration.SELF)
 FAILING = frozenset({VerifyOutcome.INVALID_KEY, VerifyOutcome.IP_NOT_ALLOWED, VerifyOutcome.WRONG_VENDOR})
 DEFINITIVE = FAILING | {VerifyOutcome.WORKS}
 
@@ -154,6 +159,8 @@ class VerificationService:
         key = self.ctx.keys.get(session, vendor_id=vendor_id)
         if key is None:
             raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+        if key.integration == Integration.INTEGRATOR:
+            return self._not_checkable(session, actor, key, now)
         won = _rows(
             session,
             update(Key)
@@ -184,6 +191,24 @@ class VerificationService:
             verify_ok=key.verify_ok,
             access_key=access_key,
             secret_key=secret_key,
+        )
+
+    def _not_checkable(self, session: Session, actor: str, key: Key, now: datetime) -> VerifyResult:
+        """An integrator key works only from the integrator's IPs: the bot says so and calls nobody."""
+        self.ctx.record(session, actor, "key.verified", key.vendor_id, {"outcome": str(VerifyOutcome.NOT_CHECKABLE)})
+        return VerifyResult(
+            vendor_id=key.vendor_id,
+            label=key.label,
+            outcome=VerifyOutcome.NOT_CHECKABLE,
+            detail=(
+                f"This key is linked to the integrator {key.integrator_name}, so Coupang accepts it only from the "
+                "integrator's IP addresses: it cannot be checked from the bot. This is not a failure; ask the "
+                "integrator whether its calls work."
+            ),
+            checked_at=now,
+            fresh=True,
+            channel_id=key.channel_id or self.ctx.settings.channel,
+            previous_ok=key.verify_ok,
         )
 
     def _repeat(self, key: Key, now: datetime) -> VerifyResult:
@@ -292,7 +317,7 @@ class VerificationService:
         with self.ctx.transaction() as session:
             vendor_ids = session.scalars(
                 select(Key.vendor_id)
-                .where(due, Key.access_deadline > now - DEADLINE_LOOKBACK, not_(verified_since))
+                .where(due, SELF_DEVELOPED, Key.access_deadline > now - DEADLINE_LOOKBACK, not_(verified_since))
                 .order_by(Key.access_deadline)
             ).all()
         results = []
@@ -334,7 +359,9 @@ class VerificationService:
             return []
         now = self.ctx.clock.now()
         with self.ctx.transaction() as session:
-            rows = session.execute(select(Key.vendor_id, Key.probed_at, Key.access_deadline)).all()
+            rows = session.execute(
+                select(Key.vendor_id, Key.probed_at, Key.access_deadline).where(SELF_DEVELOPED)
+            ).all()
         changes = []
         for vendor_id, probed_at, deadline in rows:
             slot = probe_slot(vendor_id, now, self.ctx)

@@ -175,20 +175,27 @@ def request_id_of(value: str) -> int:
 
 
 def build_path_warning(plan: ReissuePlan) -> str:
+    delay = rules.describe_delay(plan.path)
     if plan.path is ReissuePath.REISSUE:
-        left = f"{plan.days_left} days left" if plan.days_left >= 0 else f"expired {-plan.days_left} days ago"
         return (
             f":information_source: *{plan.vendor_id}* is inside the reissue window "
-            f"({left}, expiry {plan.expires_on.isoformat()}): WING's *Reissue* button works. "
-            "The old Secret Key stops working the moment it is reissued; the new one works within *30 minutes*. "
-            "Every system using this key must then be updated."
+            f"({rules.describe_days_left(plan.days_left)}, expiry {plan.expires_on.isoformat()}): WING's "
+            f"*Reissue (재발급)* button works. The old Secret Key stops working the moment it is reissued; the new "
+            f"one works within *{delay}*. Every system using this key must then be updated."
+        )
+    if plan.path is ReissuePath.AFTER_EXPIRY:
+        return (
+            f":warning: *Expired: issue a new key.* {plan.vendor_id} {rules.describe_days_left(plan.days_left)} "
+            f"({plan.expires_on.isoformat()}), so WING's Reissue flow is over: press *Issue (발급)*, agree to the "
+            "terms and choose the linking info (Integrator or self-developed) again. The new key *may take "
+            f"{delay}* to start working; every order, stock and shipping sync using this key fails until then."
         )
     window_opens = rules.milestone_date(plan.expires_on, rules.REISSUE_WINDOW_DAYS)
     return (
         f":warning: *Early reissue: delete and issue.* {plan.vendor_id} still has {plan.days_left} days left, "
         f"so WING's Reissue button is not active yet (it opens on {window_opens.isoformat()}). The only way now "
-        "is to *delete* the key and *issue* a new one: *the old key stops working at once*, and the new key "
-        "*may take 24 hours or more* to start working. Every order, stock and shipping sync using this key "
+        "is *Delete (삭제)*, then *Issue (발급)*: *the old key stops working at once*, and the new key "
+        f"*may take {delay} or more* to start working. Every order, stock and shipping sync using this key "
         f"stops until then. Unless the key leaked, consider waiting until {window_opens.isoformat()}."
     )
 
@@ -244,31 +251,40 @@ def build_request_modal(plan: ReissuePlan) -> View:
 
 
 def _path_name(path: ReissuePath) -> str:
-    return (
-        "reissue (access within 30 minutes)"
-        if path is ReissuePath.REISSUE
-        else ("early delete-and-issue (old key dies at once, new key may take 24 hours or more)")
-    )
+    delay = rules.describe_delay(path)
+    if path is ReissuePath.REISSUE:
+        return f"reissue, {rules.WING_ACTION[path]} (access within {delay})"
+    if path is ReissuePath.AFTER_EXPIRY:
+        return f"issue after expiry, {rules.WING_ACTION[path]} (the new key may take {delay})"
+    return f"early delete-and-issue, {rules.WING_ACTION[path]} (old key dies at once, new key may take {delay} or more)"
 
 
 def wing_steps(path: ReissuePath) -> str:
-    """DOMAIN.md "How a key is reissued", for the path this request takes."""
+    """DOMAIN.md "How a key is reissued", for the path this request takes, with WING's Korean words."""
+    delay = rules.describe_delay(path)
     if path is ReissuePath.REISSUE:
-        step2 = "Find the Open API key and click *Reissue*."
-        step4 = "The old key stopped when you reissued. Wait up to *30 minutes* before calling the API."
+        step2 = "Find the Open API key and click *Reissue (재발급)*."
+        step4 = f"The old key stopped when you reissued. Wait up to *{delay}* before calling the API."
+    elif path is ReissuePath.AFTER_EXPIRY:
+        step2 = (
+            "The key has expired, so there is no Reissue: find the Open API key and click *Issue (발급)*, agree "
+            "to the terms and choose the linking info again: *Integrator (연동업체 선택)* or *self-developed "
+            "(직접 입력)* with company name (업체명), URL and IP addresses (IP 주소)."
+        )
+        step4 = f"API calls fail until the new key works, which may take up to *{delay}*."
     else:
         step2 = (
-            "Find the Open API key, click *Delete*, then *Issue*: agree to the terms and choose Integrator or "
-            "self-developed again, with the same linking info."
+            "Find the Open API key, click *Delete (삭제)*, then *Issue (발급)*: agree to the terms and choose "
+            "Integrator (연동업체 선택) or self-developed (직접 입력) again, with the same linking info."
         )
-        step4 = "The old key stopped when you deleted it. The new one may take *24 hours or more* to work."
+        step4 = f"The old key stopped when you deleted it. The new one may take *{delay} or more* to work."
     return "\n".join(
         [
             "*Do it in WING*",
             "1. Log in to <https://wing.coupang.com|WING>, click the account ID at the top right and open "
-            "*Seller Information* (or *Additional Sales Information*).",
+            "*Seller Information (판매자정보)* (or *Additional Sales Information (추가판매정보)*).",
             f"2. {step2}",
-            "3. Copy the new Secret Key (and the Access Key, if it changed) into *Enter new key* below — "
+            "3. Copy the new Access Key and Secret Key (both change) into *Enter new key* below — "
             "never into a channel.",
             f"4. {step4}",
         ]
@@ -358,19 +374,19 @@ def build_new_key_modal(info: ReissueInfo, default_expiry: date) -> View:
         blocks=[
             SectionBlock(
                 text=MarkdownTextObject(
-                    text=f"New key for *{escape(info.label)}* (`{info.vendor_id}`). It is stored encrypted "
-                    "and never shown again; the channel sees only its fingerprint."
+                    text=f"New key for *{escape(info.label)}* (`{info.vendor_id}`): WING gives a new Access Key "
+                    "*and* a new Secret Key, so paste both. They are stored encrypted and never shown again; "
+                    "the channel sees only the fingerprint."
                 )
+            ),
+            InputBlock(
+                block_id=NEW_ACCESS_KEY,
+                label=PlainTextObject(text="New Access Key"),
+                element=PlainTextInputElement(action_id=_VALUE, max_length=128),
             ),
             InputBlock(
                 block_id=NEW_SECRET_KEY,
                 label=PlainTextObject(text="New Secret Key"),
-                element=PlainTextInputElement(action_id=_VALUE, max_length=128),
-            ),
-            InputBlock(
-                block_id=NEW_ACCESS_KEY,
-                optional=True,
-                label=PlainTextObject(text="New Access Key (only if it changed)"),
                 element=PlainTextInputElement(action_id=_VALUE, max_length=128),
             ),
             InputBlock(

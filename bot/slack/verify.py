@@ -39,19 +39,23 @@ _ICON = {
     VerifyOutcome.IP_NOT_ALLOWED: ":no_entry:",
     VerifyOutcome.WRONG_VENDOR: ":x:",
     VerifyOutcome.RATE_LIMITED: ":hourglass:",
+    VerifyOutcome.BLOCKED: ":hourglass:",
     VerifyOutcome.UNAVAILABLE: ":grey_question:",
     VerifyOutcome.NOT_ACTIVE_YET: ":hourglass_flowing_sand:",
     VerifyOutcome.IN_PROGRESS: ":hourglass_flowing_sand:",
+    VerifyOutcome.NOT_CHECKABLE: ":information_source:",
 }
 _TITLE = {
     VerifyOutcome.WORKS: "works",
     VerifyOutcome.INVALID_KEY: "was refused: invalid or expired key",
     VerifyOutcome.IP_NOT_ALLOWED: "was refused: the bot's IP is not allowed",
-    VerifyOutcome.WRONG_VENDOR: "was refused: wrong vendor ID",
+    VerifyOutcome.WRONG_VENDOR: "was refused: wrong vendor ID or path",
     VerifyOutcome.RATE_LIMITED: "could not be checked: Coupang is rate-limiting",
+    VerifyOutcome.BLOCKED: "could not be checked: Coupang is blocking the bot for a while (wait)",
     VerifyOutcome.UNAVAILABLE: "could not be checked: Coupang unavailable",
     VerifyOutcome.NOT_ACTIVE_YET: "is not active yet",
     VerifyOutcome.IN_PROGRESS: "is being checked",
+    VerifyOutcome.NOT_CHECKABLE: "cannot be checked from the bot (it is called from the integrator's IPs)",
 }
 
 

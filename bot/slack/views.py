@@ -79,11 +79,7 @@ def days_left_bar(days: int, cells: int = BAR_CELLS) -> str:
 
 def key_summary_text(status: KeyStatus, tz: ZoneInfo) -> str:
     """The mrkdwn body of one key's section (≤ 3000 characters)."""
-    reissue = (
-        "WING's *Reissue* button is active now"
-        if status.reissue_button_active
-        else f"WING's Reissue button opens {rules.REISSUE_WINDOW_DAYS} days before expiry"
-    )
+    reissue = rules.wing_advice(rules.path_for(status.days_left))
     lines = [
         f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}",
         f"Access key `{escape(status.access_key_mask)}` · expires *{status.expires_on.isoformat()}* "
