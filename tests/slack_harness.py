@@ -185,9 +185,9 @@ def signed_headers(
     secret: str, body: str | bytes, *, timestamp: int | None = None, content_type: str | None = None
 ) -> dict[str, str]:
     """The headers Slack sends with ``body``: timestamp and ``v0=`` HMAC-SHA256 signature."""
-    raw = body.decode() if isinstance(body, bytes) else body
+    raw = body if isinstance(body, bytes) else body.encode()  # bytes as they are: even a body that is not UTF-8
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{raw}".encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
     return {
         "Content-Type": content_type or "application/x-www-form-urlencoded",
         "X-Slack-Request-Timestamp": ts,

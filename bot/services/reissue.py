@@ -67,7 +67,7 @@ def parse_user_ref(raw: str) -> str:
         return bare
     raise InvalidInput.one(
         "user",
-        f"{text or 'Nothing'} is not a Slack user: mention them (@name, picked from the list) "
+        f"{rules.quote(text) if text else 'Nothing'} is not a Slack user: mention them (@name, picked from the list) "
         "or give their member ID (U0123ABCD, from their profile's ⋮ menu).",
     )
 

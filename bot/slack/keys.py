@@ -114,9 +114,15 @@ class KeyListeners:
             return
         client.views_open(trigger_id=click.trigger_id, view=view)
 
-    def handle_next_page(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+    def handle_next_page(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
-        page_request = parse_page(parse_click(body).value)
+        click = parse_click(body)
+        try:
+            page_request = parse_page(click.value)
+        except KeybotError as error:
+            logger.warning("a next-page button carried a damaged value")
+            self._tell(click, client, respond, views.refusal_text(str(error)))
+            return
         page = self.services.keys.status_page(
             offset=page_request.offset, limit=views.PAGE_SIZE, expiring=page_request.expiring
         )

@@ -8,6 +8,7 @@ service has already audited them. Secrets typed into the new-key modal go to the
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -64,6 +65,7 @@ REASON = "reason"
 EMERGENCY = "emergency"
 NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON = "new_secret_key", "new_access_key", "new_expires_on"
 _VALUE = "value"  # action_id of every input element in these modals
+_REQUEST_ID = re.compile(r"[0-9]{1,9}")  # a request id as buttons and forms carry it: fits every INTEGER column
 
 
 def _when(at: datetime | None, tz: ZoneInfo) -> str:
@@ -139,9 +141,16 @@ def parse_request_submission(body: dict[str, Any]) -> RequestSubmission:
 def parse_new_key_submission(body: dict[str, Any]) -> NewKeySubmission:
     view = body["view"]
     values = view["state"]["values"]
+    metadata = view.get("private_metadata") or ""
+    if not _REQUEST_ID.fullmatch(metadata):
+        raise InvalidInput.one(
+            "request",
+            "This form lost its reissue request: close this form, then click "
+            "*Enter new key* on the approved request again.",
+        )
     return NewKeySubmission(
         user_id=body["user"]["id"],
-        request_id=int(view.get("private_metadata") or 0),
+        request_id=int(metadata),
         form=NewKeyForm(
             new_secret_key=_input(values, NEW_SECRET_KEY).get("value") or "",
             new_access_key=_input(values, NEW_ACCESS_KEY).get("value") or "",
@@ -162,7 +171,7 @@ def parse_click(body: dict[str, Any]) -> Click:
 
 
 def request_id_of(value: str) -> int:
-    if not value.isdigit():
+    if not _REQUEST_ID.fullmatch(value):
         raise InvalidInput.one("request", "This button does not name a reissue request.")
     return int(value)
 
@@ -527,7 +536,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             info = decision(click.user_id, request_id)
         except KeybotError as error:
             _refuse(respond, error)
-            if click.value.isdigit():
+            if _REQUEST_ID.fullmatch(click.value):
                 try:
                     current = reissues.get(int(click.value))
                 except KeybotError:
@@ -560,8 +569,8 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
 
     @app.view(ids.NEW_KEY_MODAL)
     def handle_new_key_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        sub = parse_new_key_submission(body)
         try:
+            sub = parse_new_key_submission(body)
             done = reissues.complete(sub.user_id, sub.request_id, sub.form)
         except KeybotError as error:
             blocks = (NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON)
