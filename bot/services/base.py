@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,8 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.config import Settings
 from bot.rules import InvalidInput, KeybotError, local_date
+from storage import repositories as repo
 from storage.audit import AuditLog
 from storage.repositories import KeyRepository
+
+logger = logging.getLogger(__name__)
 
 
 class Clock(Protocol):
@@ -31,6 +35,18 @@ class NotAllowed(KeybotError):
 
 class NotFound(KeybotError):
     pass
+
+
+@dataclass(frozen=True)
+class SubmissionId:
+    """One submission of a form: Slack's view id and hash. Sent again unchanged, it is the same submission."""
+
+    view_id: str
+    view_hash: str
+
+
+class AlreadyApplied(Exception):  # noqa: N818 - not an error of the person's: the form did its work already
+    """This submission changed something before; this time nothing was done."""
 
 
 @dataclass
@@ -69,6 +85,18 @@ class Context:
             vendor_id=vendor_id,
             details=details,
         )
+
+    def apply_once(self, session: Session, submission: SubmissionId | None) -> None:
+        """Record ``submission`` in the transaction that applies it, so it applies once: a replay raises
+        :class:`AlreadyApplied` and its transaction rolls back. A refused submission rolls back its record too,
+        so the corrected form can be sent again."""
+        if submission is None:
+            return
+        if not repo.record_submission(
+            session, view_id=submission.view_id, view_hash=submission.view_hash, at=self.clock.now()
+        ):
+            logger.info("form %s (hash %s) was applied already: not again", submission.view_id, submission.view_hash)
+            raise AlreadyApplied(submission.view_id)
 
     def refuse(self, actor: str, action: str, vendor_id: str | None, error: KeybotError) -> KeybotError:
         """Audit a refused attempt in its own transaction (the attempt itself changed nothing)."""

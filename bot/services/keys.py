@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from bot import rules
 from bot.rules import InvalidInput, LinkingInfo, Phase
-from bot.services.base import Context, NotAllowed, NotFound
+from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
 
@@ -295,8 +295,9 @@ class KeyService:
 
     # ------------------------------------------------------------ writes
 
-    def register(self, actor: str, form: RegistrationForm) -> KeyStatus:
+    def register(self, actor: str, form: RegistrationForm, *, submission: SubmissionId | None = None) -> KeyStatus:
         def work(session: Session) -> str:
+            self.ctx.apply_once(session, submission)
             self.require_admin(actor)
             new = validate_registration(form)
             self._insert(session, actor, new, "key.registered")
@@ -341,10 +342,13 @@ class KeyService:
             },
         )
 
-    def edit_linking(self, actor: str, vendor_id: str, linking: LinkingInfo) -> KeyStatus:
+    def edit_linking(
+        self, actor: str, vendor_id: str, linking: LinkingInfo, *, submission: SubmissionId | None = None
+    ) -> KeyStatus:
         vendor_id = rules.validate_vendor_id(vendor_id)
 
         def work(session: Session) -> None:
+            self.ctx.apply_once(session, submission)
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
             now = self.ctx.clock.now()

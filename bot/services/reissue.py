@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from bot import rules
 from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
-from bot.services.base import Context, NotAllowed, NotFound
+from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
 
@@ -206,11 +206,20 @@ class ReissueService:
 
         return self.ctx.audited(actor, "reissue.request", typed if rules.is_vendor_id(typed) else None, work)
 
-    def request(self, actor: str, vendor_id: str, reason: str, *, emergency: bool = False) -> ReissueInfo:
+    def request(
+        self,
+        actor: str,
+        vendor_id: str,
+        reason: str,
+        *,
+        emergency: bool = False,
+        submission: SubmissionId | None = None,
+    ) -> ReissueInfo:
         typed = (vendor_id or "").strip().upper()
         reason = (reason or "").strip()
 
         def work(session: Session) -> int:
+            self.ctx.apply_once(session, submission)
             valid = rules.validate_vendor_id(typed)
             if not reason:
                 raise InvalidInput.one("reason", "Say why the key needs a new secret (approvers read this).")
@@ -416,12 +425,15 @@ class ReissueService:
     def default_expiry(self) -> date:
         return rules.expiry_from_issue(self.ctx.today())
 
-    def complete(self, actor: str, request_id: int, form: NewKeyForm) -> Completion:
+    def complete(
+        self, actor: str, request_id: int, form: NewKeyForm, *, submission: SubmissionId | None = None
+    ) -> Completion:
         vendor_id = self._vendor_of(request_id)
         stale = False
 
         def work(session: Session) -> Completion | None:
             nonlocal stale
+            self.ctx.apply_once(session, submission)
             request = session.execute(
                 select(ReissueRequest).where(ReissueRequest.id == request_id).with_for_update()
             ).scalar_one_or_none()

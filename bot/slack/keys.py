@@ -13,9 +13,17 @@ from slack_sdk import WebClient
 from bot import rules
 from bot.bootstrap import Services
 from bot.rules import InvalidInput, KeybotError
+from bot.services.base import AlreadyApplied
 from bot.slack import ids, views
 from bot.slack.commands import CommandRequest, CommandRouter
-from bot.slack.parse import ButtonClick, parse_click, parse_linking, parse_page, parse_registration
+from bot.slack.parse import (
+    ButtonClick,
+    parse_click,
+    parse_linking,
+    parse_page,
+    parse_registration,
+    parse_submission_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +167,10 @@ class KeyListeners:
         submission, form = parse_registration(body)
         fields = _input_block_ids(body)
         try:
-            status = self.services.keys.register(submission.user_id, form)
+            status = self.services.keys.register(submission.user_id, form, submission=parse_submission_id(body))
+        except AlreadyApplied:
+            ack()
+            return
         except InvalidInput as error:
             ack(response_action="errors", errors=views.field_errors(error.errors, fields, "vendor_id"))
             return
@@ -183,7 +194,12 @@ class KeyListeners:
                 )
             except InvalidInput as error:
                 raise self.services.ctx.refuse(submission.user_id, "key.edit", submission.vendor_id, error) from None
-            status = self.services.keys.edit_linking(submission.user_id, submission.vendor_id, linking)
+            status = self.services.keys.edit_linking(
+                submission.user_id, submission.vendor_id, linking, submission=parse_submission_id(body)
+            )
+        except AlreadyApplied:
+            ack()
+            return
         except InvalidInput as error:
             ack(response_action="errors", errors=views.field_errors(error.errors, fields, "integration"))
             return

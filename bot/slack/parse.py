@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.rules import KeybotError
+from bot.services.base import SubmissionId
 from bot.services.keys import RegistrationForm
 from bot.slack import ids
 
@@ -40,6 +41,16 @@ def _metadata(view: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def parse_submission_id(body: dict[str, Any]) -> SubmissionId | None:
+    """The submitted view's id and hash: Slack sends a new hash when the form changed (e.g. corrected after an
+    error), the same one when the same submission is sent again."""
+    view = body.get("view") or {}
+    view_id, view_hash = view.get("id"), view.get("hash")
+    if not (view_id and view_hash and isinstance(view_id, str) and isinstance(view_hash, str)):
+        return None
+    return SubmissionId(view_id[:64], view_hash[:64])  # the columns' width; Slack's are far shorter
 
 
 @dataclass(frozen=True)

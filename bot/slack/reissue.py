@@ -38,7 +38,7 @@ from bot import rules
 from bot.bootstrap import Services
 from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
-from bot.services.base import Clock
+from bot.services.base import AlreadyApplied, Clock
 from bot.services.reissue import (
     APPROVED,
     COMPLETED,
@@ -55,6 +55,7 @@ from bot.services.reissue import (
 )
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.parse import parse_submission_id
 from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
@@ -522,7 +523,12 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     def handle_request_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         sub = parse_request_submission(body)
         try:
-            info = reissues.request(sub.user_id, sub.vendor_id, sub.reason, emergency=sub.emergency)
+            info = reissues.request(
+                sub.user_id, sub.vendor_id, sub.reason, emergency=sub.emergency, submission=parse_submission_id(body)
+            )
+        except AlreadyApplied:
+            ack()
+            return
         except KeybotError as error:
             ack(response_action="errors", errors=_form_errors(error, REASON, (REASON, EMERGENCY)))
             return
@@ -571,7 +577,10 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     def handle_new_key_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         try:
             sub = parse_new_key_submission(body)
-            done = reissues.complete(sub.user_id, sub.request_id, sub.form)
+            done = reissues.complete(sub.user_id, sub.request_id, sub.form, submission=parse_submission_id(body))
+        except AlreadyApplied:
+            ack()
+            return
         except KeybotError as error:
             blocks = (NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON)
             ack(response_action="errors", errors=_form_errors(error, NEW_SECRET_KEY, blocks))
