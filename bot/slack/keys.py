@@ -149,7 +149,8 @@ class KeyListeners:
         except KeybotError as error:
             self._tell(click, client, respond, views.refusal_text(str(error)))
             return
-        text = f":wastebasket: Deleted the key of *{views.escape(click.value)}*. Delete it in WING too if unused."
+        vendor_id = rules.validate_vendor_id(click.value)  # valid, as it was just deleted; not echoed as typed
+        text = f":wastebasket: Deleted the key of *{vendor_id}*. Delete it in WING too if unused."
         if click.response_url:
             respond(text=text, response_type=EPHEMERAL, replace_original=True)
         else:
