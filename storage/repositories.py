@@ -221,7 +221,7 @@ def remove_approver(session: Session, *, user_id: str) -> bool:
 
 # ---------------------------------------------------------------- form submissions
 
-SUBMISSION_MEMORY = timedelta(days=1)  # Slack refuses to sign anew after 5 minutes: a replay is older than that
+SUBMISSION_MEMORY = timedelta(days=1)  # far longer than a replay lives: Bolt refuses requests signed 5 minutes ago
 
 
 def record_submission(session: Session, *, view_id: str, view_hash: str, at: datetime) -> bool:

@@ -45,8 +45,9 @@ class SubmissionId:
     view_hash: str
 
 
-class AlreadyApplied(Exception):  # noqa: N818 - not an error of the person's: the form did its work already
-    """This submission changed something before; this time nothing was done."""
+class AlreadyApplied(Exception):
+    """This submission changed something before; this time nothing was done. Not a :class:`KeybotError`: the
+    person did nothing wrong, so nothing is refused or audited."""
 
 
 @dataclass
