@@ -13,6 +13,7 @@ from bot import rules
 from bot.slack import ids
 from tests import factories
 from tests.conftest import ADMIN, USER, make_settings
+from tests.factories import SECRET_MARK
 from tests.test_reissue_slack import APPROVER, IN_WINDOW, REQUESTER, VENDOR, click_and_wait, request_reissue
 
 
@@ -54,7 +55,7 @@ def test_a_non_numeric_timestamp_is_refused_with_401_without_a_signature(slack, 
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [
-        (form_payload("not json"), None),
+        (form_payload(f"not json {SECRET_MARK}"), None),
         (form_payload("[1, 2, 3]"), None),
         (form_payload('"a string"'), None),
         ("[1, 2, 3]", "application/json"),
@@ -80,6 +81,7 @@ def test_a_signed_payload_that_is_not_a_slack_object_gets_400(slack, caplog, bod
     assert answer.json() == {"error": "malformed request"}
     assert slack.fake.calls == []
     assert_one_quiet_line(caplog)
+    assert SECRET_MARK not in caplog.text  # the body is never logged: it may hold a key typed into a form
 
 
 def test_a_signed_body_that_is_not_utf8_gets_400(slack, caplog):
