@@ -46,6 +46,18 @@ class InvalidInput(KeybotError):
         return cls({field: message})
 
 
+QUOTE_LIMIT = 100  # characters of what a person typed that a reply repeats
+
+
+def quote(text: object) -> str:
+    """What a person typed, as every reply quotes it back: in quotes, newlines shown as ``\\n``, and cut to
+    ``QUOTE_LIMIT`` characters, so a megabyte pasted into a command is not sent back whole."""
+    value = str(text)
+    if len(value) > QUOTE_LIMIT:
+        value = value[: QUOTE_LIMIT - 1] + "…"
+    return repr(value)
+
+
 class Phase(enum.StrEnum):
     HEALTHY = "healthy"
     REISSUE_WINDOW = "reissue_window"
@@ -197,7 +209,7 @@ def validate_vendor_id(raw: str) -> str:
     if not _VENDOR_ID.fullmatch(value):
         raise InvalidInput.one(
             "vendor_id",
-            f"Vendor ID {raw.strip()!r} is not valid: it is A followed by 8 digits, e.g. A00012345.",
+            f"Vendor ID {quote((raw or '').strip())} is not valid: it is A followed by 8 digits, e.g. A00012345.",
         )
     return value
 
@@ -245,9 +257,9 @@ def validate_ip(raw: str) -> str:
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:
-        raise InvalidInput.one("ip_addresses", f"{raw!r} is not an IPv4 address such as 211.45.10.3.") from None
+        raise InvalidInput.one("ip_addresses", f"{quote(raw)} is not an IPv4 address such as 211.45.10.3.") from None
     if address.version != 4:
-        raise InvalidInput.one("ip_addresses", f"{raw} is IPv6; Coupang's allow-list takes IPv4 addresses only.")
+        raise InvalidInput.one("ip_addresses", f"{quote(raw)} is IPv6; Coupang's allow-list takes IPv4 addresses only.")
     if address.is_loopback:
         reason = "a loopback address"
     elif any(address in network for network in _PRIVATE_NETWORKS):
@@ -279,7 +291,7 @@ def validate_url(raw: str) -> str:
     ):
         raise InvalidInput.one(
             "company_url",
-            f"{value!r} is not a web address: enter your homepage or service page starting with "
+            f"{quote(value)} is not a web address: enter your homepage or service page starting with "
             f"http:// or https://, or {WING_URL} if you have none.",
         )
     return value

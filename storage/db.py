@@ -50,6 +50,11 @@ def deadline(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def lift_deadline() -> None:
+    """The answer has gone out: from here on this thread's waits have the ordinary bounds, not the deadline's."""
+    _deadline.set(None)
+
+
 def _wait_ms(longest: float = WAIT_SECONDS) -> int:
     """How long the transaction about to begin may wait, in milliseconds: ``longest``, or less near a deadline."""
     limit = _deadline.get()

@@ -205,3 +205,15 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     mac: Mapped[str] = mapped_column(String(64))
+
+
+class AppliedSubmission(Base):
+    """A form submission that changed something, by Slack's view id and hash. It is written in the same transaction
+    as the change, so the same submission sent again (a replay, a re-sent click) finds its row and changes nothing.
+    A form corrected after an error comes back with a new hash. Rows older than a day are pruned."""
+
+    __tablename__ = "applied_submissions"
+
+    view_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    view_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(index=True)

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer
 
 from storage.crypto import DecryptionError, Keyring, associated_data
-from storage.models import Approver, AuditEvent, Key, KeyGeneration, LinkEdit, ReissueRequest
+from storage.models import AppliedSubmission, Approver, AuditEvent, Key, KeyGeneration, LinkEdit, ReissueRequest
 
 ACCESS, SECRET = "access_key", "secret_key"
 
@@ -216,6 +217,25 @@ def remove_approver(session: Session, *, user_id: str) -> bool:
     session.delete(approver)
     session.flush()
     return True
+
+
+# ---------------------------------------------------------------- form submissions
+
+SUBMISSION_MEMORY = timedelta(days=1)  # far longer than a replay lives: Bolt refuses requests signed 5 minutes ago
+
+
+def record_submission(session: Session, *, view_id: str, view_hash: str, at: datetime) -> bool:
+    """Record a form submission as applied in this transaction; False when it already was. A transaction
+    recording the same one at the same time waits here for that one to commit (then False) or roll back."""
+    session.execute(delete(AppliedSubmission).where(AppliedSubmission.applied_at < at - SUBMISSION_MEMORY))
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(AppliedSubmission)
+        .values(view_id=view_id, view_hash=view_hash, applied_at=at)
+        .on_conflict_do_nothing()
+        .returning(AppliedSubmission.view_id)
+    )
+    return session.execute(statement).first() is not None
 
 
 # ---------------------------------------------------------------- audit reads

@@ -19,10 +19,13 @@ Sending (every helper returns a :class:`Response`: ``status``, ``headers``, ``te
   pickers, IDs for channel/user pickers, option value for radio buttons/static selects, list for multi-selects;
   element types come from ``view``, by default the last modal opened with that ``callback_id``; blocks left out
   keep their initial value, as in Slack, or are sent empty), or raw state ``{block_id: {action_id: {...}}}``.
-  ``private_metadata`` defaults to the opened modal's.
+  ``private_metadata`` defaults to the opened modal's. Each submission gets a new view hash and, unless
+  ``view_id`` is given (the same form submitted again after an error), a new view id.
 - ``slack.home_opened(user)`` — a signed ``app_home_opened`` event.
 - ``slack.event(event)`` — any signed ``event_callback``.
 - ``slack.raw_post(body, headers)`` — anything you like to ``/slack/events`` (forged or stale signatures).
+- ``slack.last_signed`` — ``(body, headers)`` of the last signed request; ``slack.replay()`` sends it again,
+  byte for byte (same signature).
 - ``slack.signed_headers(body, timestamp=None)`` — the headers Slack would send for ``body``.
 - ``slack.get(path)`` — e.g. ``slack.get("/healthz")``.
 
@@ -185,9 +188,9 @@ def signed_headers(
     secret: str, body: str | bytes, *, timestamp: int | None = None, content_type: str | None = None
 ) -> dict[str, str]:
     """The headers Slack sends with ``body``: timestamp and ``v0=`` HMAC-SHA256 signature."""
-    raw = body.decode() if isinstance(body, bytes) else body
+    raw = body if isinstance(body, bytes) else body.encode()  # bytes as they are: even a body that is not UTF-8
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{raw}".encode(), hashlib.sha256).hexdigest()
+    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
     return {
         "Content-Type": content_type or "application/x-www-form-urlencoded",
         "X-Slack-Request-Timestamp": ts,
@@ -213,6 +216,7 @@ class SlackHarness(LoopbackServer):
             self.app, healthy=lambda: database_answers(services.engine) and not services.master_key_problem()
         )
         self._counter = 0
+        self.last_signed: tuple[str, dict[str, str]] = ("", {})
 
     # --- lifecycle (LoopbackServer: start/stop/port/url) -----------------------------------------
     def _build_server(self) -> WSGIServer:
@@ -242,7 +246,13 @@ class SlackHarness(LoopbackServer):
         return self._request("POST", EVENTS_PATH, data, headers)
 
     def post_signed(self, body: str, *, content_type: str | None = None) -> Response:
-        return self.raw_post(body, self.signed_headers(body, content_type=content_type))
+        headers = self.signed_headers(body, content_type=content_type)
+        self.last_signed = (body, headers)
+        return self.raw_post(body, headers)
+
+    def replay(self) -> Response:
+        """The last signed request again, byte for byte with its signature, as someone who captured it would."""
+        return self.raw_post(*self.last_signed)
 
     def _post_payload(self, payload: Mapping[str, Any]) -> Response:
         return self.post_signed(urlencode({"payload": json.dumps(payload)}))
@@ -346,12 +356,13 @@ class SlackHarness(LoopbackServer):
         *,
         private_metadata: str | None = None,
         view: Mapping[str, Any] | None = None,
+        view_id: str | None = None,
     ) -> Response:
         if view is None:
             view = self.last_modal(callback_id)
         self._counter += 1
         full_view = {
-            "id": f"V{self._counter:08d}",
+            "id": view_id or f"V{self._counter:08d}",
             "team_id": TEAM["id"],
             "type": "modal",
             "title": view.get("title") or {"type": "plain_text", "text": "Modal"},

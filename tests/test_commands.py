@@ -27,7 +27,7 @@ def test_unknown_subcommand_answers_help_with_a_hint():
     router = CommandRouter()
     router.add("status", "status", "keys", lambda *a: None)
     ack, _ = run(router, "stauts A00012345")
-    assert "I don't know `stauts`" in ack.calls[0]["text"]
+    assert "I don't know 'stauts'" in ack.calls[0]["text"]
     assert "/coupang-key status" in ack.calls[0]["text"]
 
 

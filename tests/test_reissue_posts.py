@@ -75,3 +75,18 @@ def test_a_request_whose_message_never_posted_does_not_block_a_new_one(slack, se
 def test_the_scheduler_retries_unposted_requests(slack, services):
     scheduler = build_scheduler(services, slack.app)
     assert scheduler.get_job("reissue_posts").func is post_unposted_requests
+
+
+@pytest.mark.usefixtures("key")
+def test_a_request_posted_after_slack_rate_limited_it_for_seconds_is_recorded(slack, services):
+    """Slack's 429s take longer than the request's 2 s database budget; the answer went out long before, so the
+    post that finally succeeds is still recorded (not refused as "the database is busy")."""
+    slack.fake.fail_next("chat.postMessage", status=429, retry_after=1, times=3)
+
+    submit_request(slack)
+
+    [message] = [c.params for c in slack.fake.wait_for("chat.postMessage") if c.params["channel"] == CHANNEL]
+    info = services.reissues.get(1)
+    assert (info.status, info.channel_id) == ("pending", CHANNEL)
+    assert info.message_ts is not None and post_unposted_requests(services, slack.client) == 0
+    assert not [c for c in slack.fake.calls_to("chat.postMessage") if c.params["channel"] == REQUESTER]  # no DM

@@ -88,6 +88,11 @@ def test_serve_answers_health_and_a_signed_slash_command_over_http(db_url, fake_
 
         forged = signed_headers("not-the-secret", form)
         assert request(port, "POST", "/slack/events", form, forged)[0] == 401
+        # malformed, not a crash: gunicorn would answer an exception with its own HTML 500
+        not_a_number = {**signed_headers(SIGNING_SECRET, form), "X-Slack-Request-Timestamp": "soon"}
+        assert request(port, "POST", "/slack/events", form, not_a_number)[0] == 401
+        array = "payload=%5B1%5D"  # payload=[1]
+        assert request(port, "POST", "/slack/events", array, signed_headers(SIGNING_SECRET, array))[0] == 400
     finally:
         process.terminate()
         try:

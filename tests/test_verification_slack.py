@@ -96,7 +96,7 @@ def test_slash_verify_acks_at_once_then_answers_with_the_result(
     register(slack.services, gateway)
     ack = slack.slash(USER, f"verify {VENDOR}")
     assert ack.status == 200
-    assert f"Checking `{VENDOR}` with Coupang" in ack.text_of()
+    assert f"Checking '{VENDOR}' with Coupang" in ack.text_of()
     [answer] = wait_for_responses(slack)
     assert answer["response_type"] == "ephemeral"
     assert ":white_check_mark:" in answer["text"] and "works" in answer["text"]

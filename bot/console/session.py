@@ -482,7 +482,7 @@ class Console:
         self._dirty = True
 
     def _new_view_id(self) -> str:
-        return f"V0CONSOLE{next(self._counter):04d}"
+        return f"V0CONSOLE{secrets.token_hex(4).upper()}"  # unique across runs: view id + hash mark a submission
 
     # ------------------------------------------------------------------ the Web API and response_url, locally
 

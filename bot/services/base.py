@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
-import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.config import Settings
 from bot.rules import InvalidInput, KeybotError, local_date
 from storage import db
+from storage import repositories as repo
 from storage.audit import AuditLog, RetiredMasterKey
 from storage.repositories import KeyRepository
 
@@ -52,8 +53,23 @@ class MaybePosted(Exception):
 
     Raised by the Slack layer; the caller looks for the message in the channel's history before posting again.
     """
+
+
 class Unavailable(KeybotError):
     """The bot cannot do this right now (database busy, master key retired): nothing changed, nothing is audited."""
+
+
+@dataclass(frozen=True)
+class SubmissionId:
+    """One submission of a form: Slack's view id and hash. Sent again unchanged, it is the same submission."""
+
+    view_id: str
+    view_hash: str
+
+
+class AlreadyApplied(Exception):
+    """This submission changed something before; this time nothing was done. Not a :class:`KeybotError`: the
+    person did nothing wrong, so nothing is refused or audited."""
 
 
 @dataclass
@@ -99,6 +115,18 @@ class Context:
             vendor_id=vendor_id,
             details=details,
         )
+
+    def apply_once(self, session: Session, submission: SubmissionId | None) -> None:
+        """Record ``submission`` in the transaction that applies it, so it applies once: a replay raises
+        :class:`AlreadyApplied` and its transaction rolls back. A refused submission rolls back its record too,
+        so the corrected form can be sent again."""
+        if submission is None:
+            return
+        if not repo.record_submission(
+            session, view_id=submission.view_id, view_hash=submission.view_hash, at=self.clock.now()
+        ):
+            logger.info("form %s (hash %s) was applied already: not again", submission.view_id, submission.view_hash)
+            raise AlreadyApplied(submission.view_id)
 
     def refuse(self, actor: str, action: str, vendor_id: str | None, error: KeybotError) -> KeybotError:
         """Audit a refused attempt in its own transaction (the attempt itself changed nothing)."""

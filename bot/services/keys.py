@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from bot import rules
 from bot.rules import InvalidInput, LinkingInfo, Phase
-from bot.services.base import Context, NotAllowed, NotFound
+from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
 
@@ -139,7 +139,7 @@ def _parse_date(value: str | date | None, name: str, field_name: str) -> date | 
     value = value.strip()
     if not value:
         return None
-    problem = InvalidInput.one(field_name, f"{name} {value!r} is not a date: use YYYY-MM-DD.")
+    problem = InvalidInput.one(field_name, f"{name} {rules.quote(value)} is not a date: use YYYY-MM-DD.")
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         raise problem
     try:
@@ -176,10 +176,10 @@ def validate_registration(form: RegistrationForm) -> NewKey:
         dates = check(rules.resolve_dates, issued_on, expires_on)
     channel_id = (form.channel_id or "").strip() or None
     if channel_id and not _CHANNEL_ID.fullmatch(channel_id):
-        errors["channel_id"] = f"{channel_id!r} is not a Slack channel ID (it looks like C0123ABCD)."
+        errors["channel_id"] = f"{rules.quote(channel_id)} is not a Slack channel ID (it looks like C0123ABCD)."
     owner_id = (form.owner_id or "").strip() or None
     if owner_id and not _USER_ID.fullmatch(owner_id):
-        errors["owner_id"] = f"{owner_id!r} is not a Slack user ID (it looks like U0123ABCD)."
+        errors["owner_id"] = f"{rules.quote(owner_id)} is not a Slack user ID (it looks like U0123ABCD)."
     linking = check(
         rules.validate_linking_info,
         form.integration,
@@ -300,8 +300,9 @@ class KeyService:
 
     # ------------------------------------------------------------ writes
 
-    def register(self, actor: str, form: RegistrationForm) -> KeyStatus:
+    def register(self, actor: str, form: RegistrationForm, *, submission: SubmissionId | None = None) -> KeyStatus:
         def work(session: Session) -> KeyStatus:
+            self.ctx.apply_once(session, submission)
             self.require_admin(actor)
             new = validate_registration(form)
             self._insert(session, actor, new, "key.registered")
@@ -347,10 +348,13 @@ class KeyService:
             },
         )
 
-    def edit_linking(self, actor: str, vendor_id: str, linking: LinkingInfo) -> KeyStatus:
+    def edit_linking(
+        self, actor: str, vendor_id: str, linking: LinkingInfo, *, submission: SubmissionId | None = None
+    ) -> KeyStatus:
         vendor_id = rules.validate_vendor_id(vendor_id)
 
         def work(session: Session) -> KeyStatus:
+            self.ctx.apply_once(session, submission)
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
             now = self.ctx.clock.now()

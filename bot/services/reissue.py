@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from bot import rules
 from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
-from bot.services.base import Context, NotAllowed, NotFound, instance_name
+from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, instance_name
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
 
@@ -72,7 +72,7 @@ def parse_user_ref(raw: str) -> str:
         return bare
     raise InvalidInput.one(
         "user",
-        f"{text or 'Nothing'} is not a Slack user: mention them (@name, picked from the list) "
+        f"{rules.quote(text) if text else 'Nothing'} is not a Slack user: mention them (@name, picked from the list) "
         "or give their member ID (U0123ABCD, from their profile's ⋮ menu).",
     )
 
@@ -212,11 +212,20 @@ class ReissueService:
 
         return self.ctx.audited(actor, "reissue.request", typed if rules.is_vendor_id(typed) else None, work)
 
-    def request(self, actor: str, vendor_id: str, reason: str, *, emergency: bool = False) -> ReissueInfo:
+    def request(
+        self,
+        actor: str,
+        vendor_id: str,
+        reason: str,
+        *,
+        emergency: bool = False,
+        submission: SubmissionId | None = None,
+    ) -> ReissueInfo:
         typed = (vendor_id or "").strip().upper()
         reason = (reason or "").strip()
 
         def work(session: Session) -> int:
+            self.ctx.apply_once(session, submission)
             valid = rules.validate_vendor_id(typed)
             if not reason:
                 raise InvalidInput.one("reason", "Say why the key needs a new secret (approvers read this).")
@@ -507,12 +516,15 @@ class ReissueService:
     def default_expiry(self) -> date:
         return rules.expiry_from_issue(self.ctx.today())
 
-    def complete(self, actor: str, request_id: int, form: NewKeyForm) -> Completion:
+    def complete(
+        self, actor: str, request_id: int, form: NewKeyForm, *, submission: SubmissionId | None = None
+    ) -> Completion:
         vendor_id = self._vendor_of(request_id)
         stale = False
 
         def work(session: Session) -> Completion | None:
             nonlocal stale
+            self.ctx.apply_once(session, submission)
             request = session.execute(
                 select(ReissueRequest).where(ReissueRequest.id == request_id).with_for_update()
             ).scalar_one_or_none()

@@ -13,7 +13,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from bot.bootstrap import Services
 from bot.config import Settings
 from bot.slack import commands, home, keys, reissue, verify
-from bot.slack.failures import DeadlineExecutor, handle_listener_error
+from bot.slack.failures import DeadlineExecutor, handle_listener_error, unbound_after_ack
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
         listener_executor=DeadlineExecutor(listener_executor),
     )
     app.error(handle_listener_error)
+    app.middleware(unbound_after_ack)
     router = commands.CommandRouter()
     # Each listener module adds its listeners and sub-commands here.
     commands.register(app, router)

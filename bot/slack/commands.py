@@ -10,7 +10,7 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from bot.rules import KeybotError
+from bot.rules import KeybotError, quote
 from bot.slack import ids
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class CommandRouter:
         request = parse_command(body)
         subcommand = self._subcommands.get(request.name)
         if subcommand is None:
-            hint = f"I don't know `{request.name}`." if request.name else None
+            hint = f"I don't know {quote(request.name)}." if request.name else None
             ack(text=self.help_text(hint), response_type="ephemeral")
             return
         acked = False

@@ -13,9 +13,17 @@ from slack_sdk import WebClient
 from bot import rules
 from bot.bootstrap import Services
 from bot.rules import InvalidInput, KeybotError
+from bot.services.base import AlreadyApplied
 from bot.slack import ids, views
 from bot.slack.commands import CommandRequest, CommandRouter
-from bot.slack.parse import ButtonClick, parse_click, parse_linking, parse_page, parse_registration
+from bot.slack.parse import (
+    ButtonClick,
+    parse_click,
+    parse_linking,
+    parse_page,
+    parse_registration,
+    parse_submission_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +122,15 @@ class KeyListeners:
             return
         client.views_open(trigger_id=click.trigger_id, view=view)
 
-    def handle_next_page(self, ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+    def handle_next_page(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
-        page_request = parse_page(parse_click(body).value)
+        click = parse_click(body)
+        try:
+            page_request = parse_page(click.value)
+        except KeybotError as error:
+            logger.warning("a next-page button carried a damaged value")
+            self._tell(click, client, respond, views.refusal_text(str(error)))
+            return
         page = self.services.keys.status_page(
             offset=page_request.offset, limit=views.PAGE_SIZE, expiring=page_request.expiring
         )
@@ -135,7 +149,8 @@ class KeyListeners:
         except KeybotError as error:
             self._tell(click, client, respond, views.refusal_text(str(error)))
             return
-        text = f":wastebasket: Deleted the key of *{views.escape(click.value)}*. Delete it in WING too if unused."
+        vendor_id = rules.validate_vendor_id(click.value)  # valid, as it was just deleted; not echoed as typed
+        text = f":wastebasket: Deleted the key of *{vendor_id}*. Delete it in WING too if unused."
         if click.response_url:
             respond(text=text, response_type=EPHEMERAL, replace_original=True)
         else:
@@ -153,7 +168,10 @@ class KeyListeners:
         submission, form = parse_registration(body)
         fields = _input_block_ids(body)
         try:
-            status = self.services.keys.register(submission.user_id, form)
+            status = self.services.keys.register(submission.user_id, form, submission=parse_submission_id(body))
+        except AlreadyApplied:
+            ack()
+            return
         except InvalidInput as error:
             ack(response_action="errors", errors=views.field_errors(error.errors, fields, "vendor_id"))
             return
@@ -177,7 +195,12 @@ class KeyListeners:
                 )
             except InvalidInput as error:
                 raise self.services.ctx.refuse(submission.user_id, "key.edit", submission.vendor_id, error) from None
-            status = self.services.keys.edit_linking(submission.user_id, submission.vendor_id, linking)
+            status = self.services.keys.edit_linking(
+                submission.user_id, submission.vendor_id, linking, submission=parse_submission_id(body)
+            )
+        except AlreadyApplied:
+            ack()
+            return
         except InvalidInput as error:
             ack(response_action="errors", errors=views.field_errors(error.errors, fields, "integration"))
             return

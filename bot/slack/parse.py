@@ -6,7 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bot.rules import KeybotError
+from bot.services.base import SubmissionId
 from bot.services.keys import RegistrationForm
+from bot.slack import ids
 
 
 def _state(view: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +41,16 @@ def _metadata(view: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def parse_submission_id(body: dict[str, Any]) -> SubmissionId | None:
+    """The submitted view's id and hash: Slack sends a new hash when the form changed (e.g. corrected after an
+    error), the same one when the same submission is sent again."""
+    view = body.get("view") or {}
+    view_id, view_hash = view.get("id"), view.get("hash")
+    if not (view_id and view_hash and isinstance(view_id, str) and isinstance(view_hash, str)):
+        return None
+    return SubmissionId(view_id[:64], view_hash[:64])  # the columns' width; Slack's are far shorter
 
 
 @dataclass(frozen=True)
@@ -127,9 +140,16 @@ class PageRequest:
     expiring: bool
 
 
+MAX_PAGE_OFFSET = 1_000_000  # far beyond any key count, yet a number every database takes as an OFFSET
+
+
 def parse_page(value: str) -> PageRequest:
+    """The next-page button's value. A damaged one is refused with a sentence rather than reaching the database."""
     try:
         data = json.loads(value)
-        return PageRequest(max(int(data.get("offset", 0)), 0), bool(data.get("expiring", False)))
-    except (ValueError, TypeError, AttributeError):
-        return PageRequest(0, False)
+        offset, expiring = data.get("offset", 0), data.get("expiring", False)
+    except (ValueError, AttributeError):
+        offset = expiring = None
+    if type(offset) is not int or not 0 <= offset <= MAX_PAGE_OFFSET or type(expiring) is not bool:
+        raise KeybotError(f"This page button is damaged or out of date: run `{ids.COMMAND} status` again.")
+    return PageRequest(offset, expiring)

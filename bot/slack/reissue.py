@@ -8,6 +8,7 @@ service has already audited them. Secrets typed into the new-key modal go to the
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -37,7 +38,7 @@ from bot import rules
 from bot.bootstrap import Services
 from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
-from bot.services.base import Clock, MaybePosted
+from bot.services.base import AlreadyApplied, Clock, MaybePosted
 from bot.services.reissue import (
     APPROVED,
     COMPLETED,
@@ -55,6 +56,7 @@ from bot.services.reissue import (
 )
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.parse import parse_submission_id
 from bot.slack.posting import post_once, posted_since, posting_client
 from bot.slack.views import escape
 
@@ -68,6 +70,7 @@ EMERGENCY = "emergency"
 NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON = "new_secret_key", "new_access_key", "new_expires_on"
 _VALUE = "value"  # action_id of every input element in these modals
 EVENT_TYPE = "keybot_reissue_request"  # message metadata: {"request_id": N}
+_REQUEST_ID = re.compile(r"[0-9]{1,9}")  # a request id as buttons and forms carry it: fits every INTEGER column
 
 
 def _when(at: datetime | None, tz: ZoneInfo) -> str:
@@ -143,9 +146,16 @@ def parse_request_submission(body: dict[str, Any]) -> RequestSubmission:
 def parse_new_key_submission(body: dict[str, Any]) -> NewKeySubmission:
     view = body["view"]
     values = view["state"]["values"]
+    metadata = view.get("private_metadata") or ""
+    if not _REQUEST_ID.fullmatch(metadata):
+        raise InvalidInput.one(
+            "request",
+            "This form lost its reissue request: close this form, then click "
+            "*Enter new key* on the approved request again.",
+        )
     return NewKeySubmission(
         user_id=body["user"]["id"],
-        request_id=int(view.get("private_metadata") or 0),
+        request_id=int(metadata),
         form=NewKeyForm(
             new_secret_key=_input(values, NEW_SECRET_KEY).get("value") or "",
             new_access_key=_input(values, NEW_ACCESS_KEY).get("value") or "",
@@ -166,7 +176,7 @@ def parse_click(body: dict[str, Any]) -> Click:
 
 
 def request_id_of(value: str) -> int:
-    if not value.isdigit():
+    if not _REQUEST_ID.fullmatch(value):
         raise InvalidInput.one("request", "This button does not name a reissue request.")
     return int(value)
 
@@ -574,7 +584,12 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     def handle_request_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         sub = parse_request_submission(body)
         try:
-            info = reissues.request(sub.user_id, sub.vendor_id, sub.reason, emergency=sub.emergency)
+            info = reissues.request(
+                sub.user_id, sub.vendor_id, sub.reason, emergency=sub.emergency, submission=parse_submission_id(body)
+            )
+        except AlreadyApplied:
+            ack()
+            return
         except KeybotError as error:
             ack(response_action="errors", errors=_form_errors(error, REASON, (REASON, EMERGENCY)))
             return
@@ -592,7 +607,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             info = decision(click.user_id, request_id)
         except KeybotError as error:
             _refuse(respond, error)
-            if click.value.isdigit():
+            if _REQUEST_ID.fullmatch(click.value):
                 try:
                     current = reissues.get(int(click.value))
                 except KeybotError:
@@ -625,9 +640,12 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
 
     @app.view(ids.NEW_KEY_MODAL)
     def handle_new_key_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        sub = parse_new_key_submission(body)
         try:
-            done = reissues.complete(sub.user_id, sub.request_id, sub.form)
+            sub = parse_new_key_submission(body)
+            done = reissues.complete(sub.user_id, sub.request_id, sub.form, submission=parse_submission_id(body))
+        except AlreadyApplied:
+            ack()
+            return
         except KeybotError as error:
             blocks = (NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON)
             ack(response_action="errors", errors=_form_errors(error, NEW_SECRET_KEY, blocks))

@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot.bootstrap import Services
-from bot.rules import KeybotError
+from bot.rules import KeybotError, quote
 from bot.services.verification import WHAT_TO_CHECK, VerifyOutcome, VerifyResult
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
@@ -159,7 +159,7 @@ class VerifyListeners:
             ack(text=USAGE, response_type="ephemeral")
             return
         ack(
-            text=f":hourglass_flowing_sand: Checking `{escape(request.args[0])}` with Coupang…",
+            text=f":hourglass_flowing_sand: Checking {escape(quote(request.args[0]))} with Coupang…",
             response_type="ephemeral",
         )
         result = self.services.verification.verify(request.user_id, request.args[0])
