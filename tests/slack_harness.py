@@ -61,7 +61,8 @@ from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryInt
 from bot.bootstrap import Services
 from bot.slack import ids
 from bot.slack.app import build_app
-from bot.wsgi import EVENTS_PATH, build_wsgi, database_answers
+from bot.ops_http import build_ops_wsgi
+from bot.wsgi import EVENTS_PATH, build_wsgi
 from tests.fake_slack import FakeSlack
 from tests.loopback import LoopbackServer
 
@@ -209,7 +210,7 @@ class SlackHarness(LoopbackServer):
         self.signing_secret = services.ctx.settings.slack_signing_secret or signing_secret
         self.client = WebClient(token=BOT_TOKEN, base_url=fake.base_url, retry_handlers=fast_retry_handlers())
         self.app = build_app(services, client=self.client)
-        self.wsgi = build_wsgi(self.app, healthy=lambda: database_answers(services.engine))
+        self.wsgi = build_wsgi(self.app, ops=build_ops_wsgi(services))
         self._counter = 0
 
     # --- lifecycle (LoopbackServer: start/stop/port/url) -----------------------------------------
@@ -227,8 +228,8 @@ class SlackHarness(LoopbackServer):
         finally:
             connection.close()
 
-    def get(self, path: str) -> Response:
-        return self._request("GET", path)
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
+        return self._request("GET", path, headers=headers)
 
     def signed_headers(
         self, body: str | bytes, *, timestamp: int | None = None, content_type: str | None = None

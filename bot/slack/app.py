@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Executor
+from typing import Any
+from urllib.parse import urlsplit
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -12,6 +14,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot.bootstrap import Services
 from bot.config import Settings
+from bot.monitor import Monitor
 from bot.slack import commands, home, keys, reissue, verify
 
 logger = logging.getLogger(__name__)
@@ -28,11 +31,44 @@ def build_client(settings: Settings, *, retry_handlers: list[RetryHandler] | Non
     return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, retry_handlers=retry_handlers)
 
 
+class SlackAnswerObserver(RetryHandler):
+    """Sees every Web API answer (slack_sdk shows each one to the retry handlers) and never retries itself.
+
+    Errors are counted by method for ``/metrics``; an auth error such as ``invalid_auth`` turns ``/healthz`` to 503
+    until Slack answers a call successfully again.
+    """
+
+    def __init__(self, monitor: Monitor):
+        super().__init__(max_retry_count=0)
+        self.monitor = monitor
+
+    def can_retry(self, *, state: Any, request: Any, response: Any = None, error: Exception | None = None) -> bool:
+        method = urlsplit(request.url).path.rsplit("/", 1)[-1]
+        if response is None:
+            self.monitor.slack_answered(method, error.__class__.__name__ if error else "no_answer")
+        elif response.status_code != 200:
+            self.monitor.slack_answered(method, "ratelimited" if response.status_code == 429 else "http_error")
+        elif isinstance(response.body, dict) and "ok" in response.body:
+            self.monitor.slack_answered(method, None if response.body["ok"] else str(response.body.get("error")))
+        return False
+
+    def _can_retry(self, **kwargs: Any) -> bool:
+        return False
+
+
+def observe_answers(client: WebClient, monitor: Monitor) -> None:
+    """Put the observer first, so it sees the answers the other handlers retry too."""
+    if not any(isinstance(h, SlackAnswerObserver) for h in client.retry_handlers):
+        client.retry_handlers.insert(0, SlackAnswerObserver(monitor))
+
+
 def build_app(services: Services, *, client: WebClient | None = None, listener_executor: Executor | None = None) -> App:
     """``listener_executor``: the console passes one that runs listeners inline, so output is in order."""
     settings = services.ctx.settings
+    client = client or build_client(settings)
+    observe_answers(client, services.monitor)
     app = App(
-        client=client or build_client(settings),
+        client=client,
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         token_verification_enabled=False,  # no auth.test call at start-up; tokens are checked by Slack per call
         logger=logging.getLogger("bot.slack.bolt"),

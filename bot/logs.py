@@ -1,0 +1,42 @@
+"""Log set-up: ``LOG_FORMAT=text`` (a line for people) or ``json`` (one JSON object a line, for log shippers).
+
+JSON lines carry ``time`` (UTC, ISO-8601), ``level``, ``logger``, ``message``, the traceback as ``exception`` when
+there is one, and every extra field the call passed (``logger.info(..., extra={"vendor_id": ...})``). Each text
+field goes through :func:`bot.slack.redact.redact` here too, so a secret typed into a form never reaches the log in
+either format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.slack.redact import redact
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD and not name.startswith("_"):
+                line[name] = redact(value) if isinstance(value, str) else value
+        if record.exc_info:
+            line["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("alembic").setLevel(logging.WARNING)
