@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -27,6 +28,8 @@ class BackupError(Exception):
 
 def backup(engine: Engine, target: Path) -> None:
     url = engine.url
+    if not target.parent.is_dir():
+        raise BackupError(f"Cannot write {target}: the folder {target.parent} does not exist.")
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
     try:
@@ -46,12 +49,11 @@ def backup(engine: Engine, target: Path) -> None:
 def _sqlite(source: Path, partial: Path) -> None:
     if not source.exists():
         raise BackupError(f"The database file {source} does not exist.", usage=True)
-    src, dst = sqlite3.connect(source, timeout=30), sqlite3.connect(partial)
     try:
-        src.backup(dst)  # pages=-1: the whole database in one step, from one consistent snapshot
-    finally:
-        dst.close()
-        src.close()
+        with closing(sqlite3.connect(source, timeout=30)) as src, closing(sqlite3.connect(partial)) as dst:
+            src.backup(dst)  # pages=-1: the whole database in one step, from one consistent snapshot
+    except sqlite3.Error as exc:
+        raise BackupError(f"SQLite could not copy {source}: {exc}.") from None
 
 
 def _pg_dump(engine: Engine, partial: Path) -> None:
