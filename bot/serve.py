@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from typing import Any, TextIO
+from wsgiref.simple_server import WSGIServer
 
 from bot.bootstrap import Services
 
@@ -58,7 +59,11 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
 
     settings = services.ctx.settings
     app = build_app(services)
-    ops = serve_ops(build_ops_wsgi(services), port)  # Slack needs no inbound port; monitoring does
+    try:  # Slack needs no inbound port; monitoring does
+        ops: WSGIServer | None = serve_ops(build_ops_wsgi(services), port)
+    except OSError as exc:
+        logger.error("Cannot serve /healthz and /metrics on port %s (%s); set PORT to a free port", port, exc.strerror)
+        ops = None
     jobs = build_scheduler(services, app) if scheduler else None
     if jobs is not None:
         jobs.start()
@@ -72,7 +77,8 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
     except KeyboardInterrupt:
         pass
     finally:
-        ops.shutdown()
+        if ops is not None:
+            ops.shutdown()
         if jobs is not None:
             jobs.shutdown(wait=False)
     return 0
