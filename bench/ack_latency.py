@@ -26,9 +26,9 @@ from slack_sdk import WebClient
 
 from bot.bootstrap import Services, build_services
 from bot.config import load_settings
+from bot.ops_http import build_ops_wsgi
 from bot.slack import views
 from bot.slack.app import build_app
-from bot.ops_http import build_ops_wsgi
 from bot.wsgi import build_wsgi
 from storage.db import make_engine, upgrade
 from storage.models import Key

@@ -89,9 +89,7 @@ def slack_check(monitor: Monitor) -> Verdict:
     state = monitor.slack_state
     if state in (OK, "unknown"):
         return Verdict(True, state)
-    return Verdict(
-        False, f"Slack refuses the bot token ({state}): reinstall the app or update SLACK_BOT_TOKEN."
-    )
+    return Verdict(False, f"Slack refuses the bot token ({state}): reinstall the app or update SLACK_BOT_TOKEN.")
 
 
 def standard_checks(services: Services) -> list[HealthCheck]:

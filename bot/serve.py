@@ -87,9 +87,9 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
 def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from bot.ops_http import build_ops_wsgi
     from bot.scheduler import build_scheduler
     from bot.slack.app import build_app
-    from bot.ops_http import build_ops_wsgi
     from bot.wsgi import build_wsgi
 
     if not services.ctx.settings.slack_signing_secret:
@@ -127,7 +127,11 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         def load(self) -> Any:
             return wsgi
 
-    print(f"Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz, metrics: /metrics)", file=out, flush=True)
+    print(
+        f"Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz, metrics: /metrics)",
+        file=out,
+        flush=True,
+    )
     try:
         KeybotHTTP().run()
     except SystemExit as stop:

@@ -59,9 +59,9 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 
 from bot.bootstrap import Services
+from bot.ops_http import build_ops_wsgi
 from bot.slack import ids
 from bot.slack.app import build_app
-from bot.ops_http import build_ops_wsgi
 from bot.wsgi import EVENTS_PATH, build_wsgi
 from tests.fake_slack import FakeSlack
 from tests.loopback import LoopbackServer

@@ -60,7 +60,9 @@ def test_alert_rules_pass_their_promtool_unit_tests():
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    check = subprocess.run([promtool, "check", "rules", "keybot-alerts.yml"], cwd=PROMETHEUS, capture_output=True, text=True)
+    check = subprocess.run(
+        [promtool, "check", "rules", "keybot-alerts.yml"], cwd=PROMETHEUS, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     tested = subprocess.run(
         [promtool, "test", "rules", "keybot-alerts.test.yml"], cwd=PROMETHEUS, capture_output=True, text=True

@@ -16,8 +16,8 @@ from bot.logs import JsonFormatter
 from bot.slack import ids
 from tests.conftest import ADMIN, make_settings
 from tests.factories import SECRET_MARK
-from tests.test_slack_redact import ACCESS, submission
 from tests.test_slack_keys import GOOD
+from tests.test_slack_redact import ACCESS, submission
 
 
 @pytest.fixture
@@ -35,7 +35,9 @@ def json_lines():
 
 
 def test_json_lines_carry_time_level_logger_message_and_extra_fields(json_lines):
-    logging.getLogger("bot.services.reminders").warning("posting %s failed", "A00012345", extra={"vendor_id": "A00012345"})
+    logging.getLogger("bot.services.reminders").warning(
+        "posting %s failed", "A00012345", extra={"vendor_id": "A00012345"}
+    )
     try:
         raise RuntimeError("boom " + json.dumps(submission()))
     except RuntimeError:
@@ -92,7 +94,10 @@ def test_operations_settings_defaults_and_values():
         None,
     )
     chosen = make_settings(
-        LOG_FORMAT="JSON", KEYBOT_WEEKLY_SUMMARY="sun", KEYBOT_HEARTBEAT_URL="https://hc-ping.com/x/", KEYBOT_METRICS_TOKEN="t"
+        LOG_FORMAT="JSON",
+        KEYBOT_WEEKLY_SUMMARY="sun",
+        KEYBOT_HEARTBEAT_URL="https://hc-ping.com/x/",
+        KEYBOT_METRICS_TOKEN="t",
     )
     assert (chosen.log_format, chosen.weekly_summary_day, chosen.heartbeat_url, chosen.metrics_token) == (
         "json",

@@ -120,13 +120,18 @@ def test_metrics_equal_status_json(slack, services, db_url, monkeypatch, tmp_pat
         assert metrics["coupang_key_days_left"][labelled] == key["days_left"]
         assert metrics["coupang_key_generation"][vendor] == key["generation"]
         end_of_day = datetime.combine(
-            date.fromisoformat(key["expires_on"]) + timedelta(days=1), datetime.min.time(), tzinfo=services.ctx.settings.timezone
+            date.fromisoformat(key["expires_on"]) + timedelta(days=1),
+            datetime.min.time(),
+            tzinfo=services.ctx.settings.timezone,
         )
         assert metrics["coupang_key_expiry_timestamp_seconds"][vendor] == end_of_day.timestamp()
         assert metrics["coupang_key_reissue_request_open"][vendor] == (1 if key["open_request"] else 0)
     phases = {dict(labels)["phase"]: value for labels, value in metrics["coupang_keybot_keys"].items()}
     assert phases == {p: sum(k["phase"] == p for k in status) for p in ("healthy", "reissue_window", "expired")}
-    assert metrics["coupang_key_verification_ok"] == {(("vendor_id", "A00000001"),): 1, (("vendor_id", "A00000003"),): 0}
+    assert metrics["coupang_key_verification_ok"] == {
+        (("vendor_id", "A00000001"),): 1,
+        (("vendor_id", "A00000003"),): 0,
+    }
     assert "process_cpu_seconds_total" in metrics
     assert metrics["coupang_keybot_reminders_posted_total"] == {(): 0}
 

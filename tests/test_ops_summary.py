@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from bot.bootstrap import build_services
+from bot.services.overview import KeyFacts, Overview
 from bot.slack.reminders import run_sweep
 from bot.slack.summary import build_summary_blocks, post_weekly_summary
-from bot.services.overview import KeyFacts, Overview
 from tests.conftest import ADMIN, make_settings
 from tests.factories import form
 from tests.slack_harness import SlackHarness
@@ -68,7 +68,9 @@ def test_summary_weekday_is_configurable_and_off_disables_it(db_url, fake_slack)
 def test_summary_lists_keys_needing_attention_within_slack_limits(count):
     today = date(2026, 11, 30)
     keys = [
-        KeyFacts(f"A{n:08d}", "Shop <b> " + "L" * 200, today + timedelta(days=n % 20 - 5), n % 20 - 5, 1, None, n % 2 == 0)
+        KeyFacts(
+            f"A{n:08d}", "Shop <b> " + "L" * 200, today + timedelta(days=n % 20 - 5), n % 20 - 5, 1, None, n % 2 == 0
+        )
         for n in range(count)
     ]
     urgent = sorted(keys, key=lambda k: k.expires_on)[:11]

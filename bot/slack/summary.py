@@ -38,7 +38,9 @@ def build_summary_blocks(overview: Overview) -> list[Block]:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(_line(k) for k in attention))))
     more = overview.reissue_window + overview.expired - len(attention)
     if more > 0:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"…and {more} more: `/coupang-key status expiring`")]))
+        blocks.append(
+            ContextBlock(elements=[MarkdownTextObject(text=f"…and {more} more: `/coupang-key status expiring`")])
+        )
     return blocks
 
 
