@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, time, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, GCCollector, ProcessCollector
@@ -140,6 +140,3 @@ class Monitor:
                 self.slack_state = "ok"
             elif error in SLACK_AUTH_ERRORS:
                 self.slack_state = error
-
-    def families(self) -> Iterable[Metric]:
-        return self.registry.collect()
