@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -19,15 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text, update
 
 from bot.bootstrap import Services, build_services
-from bot.cli import main
 from bot.ops_http import build_ops_wsgi
 from bot.scheduler import build_scheduler
 from bot.slack.reminders import run_sweep
 from storage.models import Key
-from tests.conftest import ADMIN, MASTER_KEY, USER, make_settings
+from tests.conftest import ADMIN, USER, make_settings
 from tests.factories import SECRET_MARK, form
 from tests.loopback import LoopbackServer
 from tests.slack_harness import SlackHarness
+from tests.test_ops_backup import cli  # noqa: F401  (fixture)
 
 SEOUL_TODAY = datetime.now(UTC).astimezone(make_settings().timezone).date()
 
@@ -88,19 +86,7 @@ def scrape(harness: SlackHarness, **headers: str) -> dict[str, dict[tuple[tuple[
     return samples
 
 
-def cli_status(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> list[dict[str, Any]]:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("KEYBOT_", "SLACK_")) or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("KEYBOT_MASTER_KEY", MASTER_KEY)
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    out = io.StringIO()
-    assert main(["status", "--json"], out=out) == 0
-    return json.loads(out.getvalue())
-
-
-def test_metrics_equal_status_json(slack, services, db_url, monkeypatch, tmp_path):
+def test_metrics_equal_status_json(slack, services, db_url, cli):  # noqa: F811 - the imported fixture
     register(services, "A00000001", days_left=94)
     register(services, "A00000002", days_left=10)
     register(services, "A00000003", days_left=3)
@@ -111,7 +97,9 @@ def test_metrics_equal_status_json(slack, services, db_url, monkeypatch, tmp_pat
         session.execute(update(Key).where(Key.vendor_id == "A00000003").values(verify_ok=False))
 
     metrics = scrape(slack)
-    status = cli_status(db_url, monkeypatch, tmp_path)
+    code, out, _ = cli(db_url, "status", "--json")
+    assert code == 0
+    status = json.loads(out)
 
     assert len(status) == 4
     for key in status:
