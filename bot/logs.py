@@ -40,3 +40,23 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def gunicorn_logconfig(level: str) -> dict[str, Any]:
+    """gunicorn's ``logconfig_dict`` for ``LOG_FORMAT=json``: its own lines as JSON too, at ``LOG_LEVEL``.
+
+    gunicorn merges this over its defaults, whose handlers use the "generic" formatter replaced here; access
+    lines stay off as in text mode.
+    """
+
+    def logger(name: str, logger_level: str) -> dict[str, Any]:
+        return {"level": logger_level, "handlers": ["error_console"], "propagate": False, "qualname": name}
+
+    return {
+        "root": {"level": level, "handlers": ["error_console"]},
+        "loggers": {
+            "gunicorn.error": logger("gunicorn.error", level),
+            "gunicorn.access": logger("gunicorn.access", "WARNING"),
+        },
+        "formatters": {"generic": {"()": JsonFormatter}},
+    }

@@ -87,6 +87,7 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
 def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from bot.logs import gunicorn_logconfig
     from bot.ops_http import build_ops_wsgi
     from bot.scheduler import build_scheduler
     from bot.slack.app import build_app
@@ -118,6 +119,8 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         "errorlog": "-",
         "loglevel": services.ctx.settings.log_level.lower(),
     }
+    if services.ctx.settings.log_format == "json":
+        options["logconfig_dict"] = gunicorn_logconfig(services.ctx.settings.log_level)
 
     class KeybotHTTP(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

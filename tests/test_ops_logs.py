@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -14,10 +15,12 @@ import pytest
 from bot.config import ConfigError
 from bot.logs import JsonFormatter
 from bot.slack import ids
-from tests.conftest import ADMIN, make_settings
+from tests.conftest import ADMIN, MASTER_KEY, make_settings
 from tests.factories import SECRET_MARK
+from tests.slack_harness import SIGNING_SECRET
 from tests.test_slack_keys import GOOD
 from tests.test_slack_redact import ACCESS, submission
+from tests.test_slack_serve import free_port, wait_until_up
 
 
 @pytest.fixture
@@ -70,6 +73,33 @@ def test_configure_logging_json_writes_one_object_per_line():
     record = json.loads(line)
     assert record["message"] == "sweep done\nsecond line" and record["vendor_id"] == "A00012345"
     assert record["logger"] == "bot.scheduler" and record["level"] == "INFO"
+
+
+def test_serve_over_http_logs_only_json_lines(tmp_path, fake_slack):
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KEYBOT_", "DATABASE_URL"))},
+        "KEYBOT_MASTER_KEY": MASTER_KEY,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'keybot.db'}",
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": fake_slack.base_url,
+        "PORT": str(port),
+        "LOG_FORMAT": "json",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:  # a file, not a pipe nobody drains
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        assert wait_until_up(port, process)[0] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    lines = [line for line in log.read_text().splitlines() if not line.startswith("Serving Slack requests on")]
+    records = [json.loads(line) for line in lines]  # gunicorn's own lines included
+    assert {"gunicorn.error", "bot.serve"} <= {r["logger"] for r in records}
 
 
 @pytest.mark.parametrize(
