@@ -1,15 +1,17 @@
 """Log set-up: ``LOG_FORMAT=text`` (a line for people) or ``json`` (one JSON object a line, for log shippers).
 
 JSON lines carry ``time`` (UTC, ISO-8601), ``level``, ``logger``, ``message``, the traceback as ``exception`` when
-there is one, and every extra field the call passed (``logger.info(..., extra={"vendor_id": ...})``). Each text
-field goes through :func:`bot.slack.redact.redact` here too, so a secret typed into a form never reaches the log in
-either format.
+there is one, the fields bound with :func:`bind_log_fields` (the Slack request's ``request_id`` and ``user_id``)
+and every extra field the call passed (``logger.info(..., extra={"vendor_id": ...})``). Each text field goes
+through :func:`bot.slack.redact.redact` here too, so a secret typed into a form never reaches the log in either
+format.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +19,13 @@ from bot.slack.redact import redact
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_CONTEXT: ContextVar[dict[str, str]] = ContextVar("log_fields", default={})  # noqa: B039 - never mutated
+
+
+def bind_log_fields(**fields: str) -> None:
+    """From now on in this context (a request's thread, and work handed on with the context), JSON lines carry
+    ``fields``, until the next bind replaces them: each Slack request binds its own on arrival."""
+    _CONTEXT.set(fields)
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,6 +35,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
+            **_CONTEXT.get(),
         }
         for name, value in record.__dict__.items():
             if name not in _STANDARD and not name.startswith("_"):

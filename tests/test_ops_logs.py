@@ -61,6 +61,9 @@ def test_debug_logs_of_a_registration_in_json_hold_no_secret(slack, json_lines):
     lines = json_lines()
     assert lines  # DEBUG logging really was on, and every line parsed as JSON
     assert SECRET_MARK not in json.dumps(lines) and GOOD["access_key"] not in json.dumps(lines)
+    # the Web API calls the listener made (in Bolt's listener thread) name the request and the user
+    sdk = [line for line in lines if line["logger"].startswith("slack_sdk") and "chat.postEphemeral" in line["message"]]
+    assert sdk and all(line["user_id"] == ADMIN and line["request_id"] for line in sdk)
 
 
 def test_configure_logging_json_writes_one_object_per_line():

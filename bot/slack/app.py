@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from concurrent.futures import Executor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot.bootstrap import Services
 from bot.config import Settings
+from bot.logs import bind_log_fields
 from bot.monitor import Monitor
 from bot.slack import commands, home, keys, reissue, verify
 
@@ -62,6 +65,20 @@ def observe_answers(client: WebClient, monitor: Monitor) -> None:
         client.retry_handlers.insert(0, SlackAnswerObserver(monitor))
 
 
+class ContextPool(ThreadPoolExecutor):
+    """Bolt's listener pool, but each listener runs in the context of the request that queued it (log fields)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+def bind_request_ids(body: dict[str, Any], context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
+    """JSON log lines of this request carry its Slack trigger or event id and the user (``LOG_FORMAT=json``)."""
+    fields = {"request_id": body.get("trigger_id") or body.get("event_id"), "user_id": context.user_id}
+    bind_log_fields(**{k: str(v) for k, v in fields.items() if v})  # Bolt's next() returns before the listener runs
+    return next()
+
+
 def build_app(services: Services, *, client: WebClient | None = None, listener_executor: Executor | None = None) -> App:
     """``listener_executor``: the console passes one that runs listeners inline, so output is in order."""
     settings = services.ctx.settings
@@ -72,8 +89,9 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         token_verification_enabled=False,  # no auth.test call at start-up; tokens are checked by Slack per call
         logger=logging.getLogger("bot.slack.bolt"),
-        listener_executor=listener_executor,
+        listener_executor=listener_executor or ContextPool(max_workers=5),
     )
+    app.use(bind_request_ids)
     router = commands.CommandRouter()
     # Each listener module adds its listeners and sub-commands here.
     commands.register(app, router)
