@@ -15,9 +15,11 @@ import pytest
 from bot.config import ConfigError
 from bot.logs import JsonFormatter
 from bot.slack import ids
+from bot.slack.reminders import run_sweep
 from tests.conftest import ADMIN, MASTER_KEY, make_settings
 from tests.factories import SECRET_MARK
 from tests.slack_harness import SIGNING_SECRET
+from tests.test_ops_monitoring import register
 from tests.test_slack_keys import GOOD
 from tests.test_slack_redact import ACCESS, submission
 from tests.test_slack_serve import free_port, wait_until_up
@@ -139,3 +141,13 @@ def test_operations_settings_defaults_and_values():
         "t",
     )
     assert make_settings(KEYBOT_WEEKLY_SUMMARY="off").weekly_summary_day is None
+
+
+def test_a_failed_reminder_post_logs_its_vendor_id(slack, services, json_lines):
+    register(services, "A00000002", days_left=10)  # its D-14 reminder is due
+    slack.fake.revoke_token(slack.client.token)
+    assert run_sweep(services, slack.client).failed
+    (failed,) = [line for line in json_lines() if line["logger"] == "bot.services.reminders"]
+    assert failed["level"] == "ERROR" and failed["vendor_id"] == "A00000002"
+    assert "invalid_auth" in failed["exception"]
+    assert slack.client.token not in json.dumps(json_lines())

@@ -233,6 +233,7 @@ class ReminderService:
                 logger.warning(
                     "Reminder for %s is due but it has no channel and KEYBOT_CHANNEL is not set; skipped",
                     vendor_id,
+                    extra={"vendor_id": vendor_id},
                 )
                 continue
             reminder = Reminder(
@@ -265,7 +266,12 @@ class ReminderService:
             try:
                 ts = notifier.post(channel, group)
             except Exception as exc:  # noqa: BLE001 - Slack error, network, anything: retry on a later sweep
-                logger.exception("Posting %d reminder(s) to %s failed; a later sweep retries", len(group), channel)
+                logger.exception(
+                    "Posting %d reminder(s) to %s failed; a later sweep retries",
+                    len(group),
+                    channel,
+                    extra={"vendor_id": ",".join(r.vendor_id for r in group)},
+                )
                 self._release(group, now)
                 report.failed.append(Post(channel, group, error=exc.__class__.__name__))
                 continue
