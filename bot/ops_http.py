@@ -18,7 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 
 from bot.bootstrap import Services
-from bot.health import HealthCheck, health_report, standard_checks
+from bot.health import health_report, standard_checks
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -35,9 +35,9 @@ def _answer(start_response: StartResponse, status: str, body: bytes, content_typ
     return [body]
 
 
-def build_ops_wsgi(services: Services, *, checks: list[HealthCheck] | None = None) -> WSGIApplication:
+def build_ops_wsgi(services: Services) -> WSGIApplication:
     monitor = services.monitor
-    checks = standard_checks(services) if checks is None else checks
+    checks = standard_checks(services)
     metrics = make_wsgi_app(monitor.registry)
     token = services.ctx.settings.metrics_token
     expected = f"Bearer {token}".encode() if token else None
