@@ -26,9 +26,10 @@ from slack_sdk import WebClient
 
 from bot.bootstrap import Services, build_services
 from bot.config import load_settings
+from bot.ops_http import build_ops_wsgi
 from bot.slack import views
 from bot.slack.app import build_app
-from bot.wsgi import build_wsgi, database_answers
+from bot.wsgi import build_wsgi
 from storage.db import make_engine, upgrade
 from storage.models import Key
 from tests.fake_slack import FakeSlack
@@ -135,6 +136,11 @@ def listener_split(services: Services, rounds: int = 200) -> tuple[float, float]
     return statistics.median(load) * 1000, statistics.median(render) * 1000
 
 
+def no_ops(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("404 Not Found", [])
+    return [b""]
+
+
 def bare_app(fake: FakeSlack) -> App:
     app = App(
         client=WebClient(token="xoxb-bench", base_url=fake.base_url),
@@ -153,7 +159,7 @@ def run() -> str:
     rows = []
     splits: list[tuple[int, float, float]] = []
     with FakeSlack() as fake, tempfile.TemporaryDirectory() as tmp:
-        with served(build_wsgi(bare_app(fake), healthy=lambda: True)) as port:
+        with served(build_wsgi(bare_app(fake), ops=no_ops)) as port:
             bare = measure(port, fake, "status")
         rows.append(("bare Bolt app (ack only)", "–", *bare))
         for size in SIZES:
@@ -173,12 +179,12 @@ def run() -> str:
             services = build_services(settings, engine=engine)
             insert_keys(services, size)
             app = build_app(services, client=WebClient(token="xoxb-bench", base_url=fake.base_url))
-            with served(build_wsgi(app, healthy=lambda e=engine: database_answers(e))) as port:
+            with served(build_wsgi(app, ops=build_ops_wsgi(services))) as port:
                 rows.append(("`/coupang-key status`", f"{size:,}", *measure(port, fake, "status")))
             splits.append((size, *listener_split(services)))
             engine.dispose()
         # the bare app again, so drift during the run shows
-        with served(build_wsgi(bare_app(fake), healthy=lambda: True)) as port:
+        with served(build_wsgi(bare_app(fake), ops=no_ops)) as port:
             rows.append(("bare Bolt app, again", "–", *measure(port, fake, "status")))
     baseline_p99 = max(rows[0][3], rows[-1][3])
     worst = rows[-2][3] - baseline_p99

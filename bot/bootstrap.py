@@ -8,9 +8,11 @@ from sqlalchemy import Engine
 
 from bot.config import Settings
 from bot.coupang import CoupangClient
+from bot.monitor import Monitor
 from bot.services.audit import AuditService
 from bot.services.base import Clock, Context, SystemClock
 from bot.services.keys import KeyService
+from bot.services.overview import OverviewService
 from bot.services.reissue import GroupMembers, ReissueService
 from bot.services.reminders import ReminderService
 from bot.services.verification import KeyChecker, VerificationService
@@ -28,6 +30,8 @@ class Services:
     verification: VerificationService
     reissues: ReissueService
     reminders: ReminderService
+    overview: OverviewService
+    monitor: Monitor  # this process's sweeps and Slack answers, and the /metrics registry
 
     @property
     def engine(self) -> Engine:
@@ -57,6 +61,7 @@ def build_services(
         keys=KeyRepository(keyring),
         audit=AuditLog(keyring),
     )
+    overview = OverviewService(ctx)
     return Services(
         ctx=ctx,
         keys=KeyService(ctx),
@@ -64,4 +69,6 @@ def build_services(
         verification=VerificationService(ctx, coupang or CoupangClient(settings.coupang_api_url)),
         reissues=ReissueService(ctx, group_members),
         reminders=ReminderService(ctx),
+        overview=overview,
+        monitor=Monitor(settings, ctx.clock, overview),
     )

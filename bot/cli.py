@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModu
 
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
+from bot.logs import configure_logging
 from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_local, path_for, wing_advice
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from bot.services.reminders import describe_sweep, parse_as_of
@@ -173,6 +174,22 @@ def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int
     return OK if result.works else FAILED
 
 
+def cmd_backup(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.backup import BackupError, backup
+
+    target = Path(args.file)
+    try:
+        backup(services.engine, target)
+    except BackupError as exc:
+        print(str(exc), file=sys.stderr)
+        return USAGE if exc.usage else FAILED
+    except OSError as exc:
+        print(f"Cannot write {target}: {exc.strerror}.", file=sys.stderr)
+        return FAILED
+    print(f"Backed up the database to {target} ({target.stat().st_size} bytes).", file=out)
+    return OK
+
+
 def cmd_serve(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     from bot.serve import serve  # Slack-facing code is imported only when serving
 
@@ -273,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_master_key_rotate
     )
 
+    backup = sub.add_parser("backup", help="a consistent copy of the database, safe while the bot runs")
+    backup.add_argument("file", metavar="FILE")
+    backup.set_defaults(handler=cmd_backup)
+
     console = sub.add_parser("console", help="the bot in this terminal: type /coupang-key … as in Slack")
     console.add_argument("--as", dest="as_user", metavar="U…", help="act as this Slack user (default: first admin)")
     console.add_argument("--demo", action="store_true", help="throwaway database with sample keys and :tick")
@@ -285,11 +306,6 @@ def load_environment() -> Settings:
     """The process environment, falling back to ``.env`` (read without changing ``os.environ``)."""
     file_values = {k: v for k, v in dotenv_values(ENV_FILE).items() if v is not None}
     return load_settings({**file_values, **os.environ})
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -307,7 +323,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return USAGE
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     services = build_services(settings, engine=engine)
     try:
         if args.command != "db":

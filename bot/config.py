@@ -20,6 +20,7 @@ MASTER_KEY_HINT = "Run `coupang-keybot init` to write a .env with a fresh key."
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_APPROVER_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class ConfigError(Exception):
@@ -44,6 +45,11 @@ class Settings:
     verify_daily: bool = False
     port: int = 3000
     log_level: str = "INFO"
+    # operations (issue 12): logs, monitoring, weekly summary
+    log_format: str = "text"
+    heartbeat_url: str | None = None
+    metrics_token: str | None = None
+    weekly_summary_day: int | None = 0  # Monday=0 … Sunday=6; None: off
 
     @property
     def slack_configured(self) -> bool:
@@ -141,6 +147,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raise ConfigError(f"KEYBOT_VERIFY_DAILY={verify_daily!r} must be true or false.")
 
     slack_api_url = get("SLACK_API_URL") or "https://slack.com/api/"
+    log_format = (get("LOG_FORMAT") or "text").lower()
+    if log_format not in {"text", "json"}:
+        raise ConfigError(f"LOG_FORMAT={log_format!r} must be text or json.")
+    heartbeat_url = get("KEYBOT_HEARTBEAT_URL")
+    if heartbeat_url and not re.match(r"https?://[^/\s]+", heartbeat_url):
+        raise ConfigError("KEYBOT_HEARTBEAT_URL must be an http(s) URL such as https://hc-ping.com/<uuid>.")
+    summary = (get("KEYBOT_WEEKLY_SUMMARY") or "mon").lower()
+    if summary not in (*WEEKDAYS, "off"):
+        raise ConfigError(f"KEYBOT_WEEKLY_SUMMARY={summary!r} must be a weekday (mon, tue, … sun) or off.")
     return Settings(
         master_keys=parse_master_keys(get("KEYBOT_MASTER_KEY")),
         database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -163,4 +178,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         verify_daily=verify_daily in {"true", "1", "yes"},
         port=int(raw_port),
         log_level=log_level,
+        log_format=log_format,
+        heartbeat_url=heartbeat_url.rstrip("/") if heartbeat_url else None,
+        metrics_token=get("KEYBOT_METRICS_TOKEN"),
+        weekly_summary_day=None if summary == "off" else WEEKDAYS.index(summary),
     )

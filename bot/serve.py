@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from typing import Any, TextIO
+from wsgiref.simple_server import WSGIServer
 
 from bot.bootstrap import Services
 
@@ -45,22 +46,29 @@ def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO)
 
     redact.install()
     if settings.slack_app_token:
-        return _serve_socket_mode(services, scheduler=scheduler, out=out)
+        return _serve_socket_mode(services, port=port or settings.port, scheduler=scheduler, out=out)
     return _serve_http(services, port=port or settings.port, scheduler=scheduler, out=out)
 
 
-def _serve_socket_mode(services: Services, *, scheduler: bool, out: TextIO) -> int:
+def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    from bot.ops_http import build_ops_wsgi, serve_ops
     from bot.scheduler import build_scheduler
     from bot.slack.app import build_app
 
     settings = services.ctx.settings
     app = build_app(services)
+    try:  # Slack needs no inbound port; monitoring does
+        ops: WSGIServer | None = serve_ops(build_ops_wsgi(services), port)
+    except OSError as exc:
+        logger.error("Cannot serve /healthz and /metrics on port %s (%s); set PORT to a free port", port, exc.strerror)
+        ops = None
     jobs = build_scheduler(services, app) if scheduler else None
     if jobs is not None:
         jobs.start()
-    print("Connecting to Slack in Socket Mode…", file=out, flush=True)
+    services.monitor.started(scheduler=scheduler)
+    print(f"Connecting to Slack in Socket Mode… (health and metrics on port {port})", file=out, flush=True)
     # app.client: SLACK_API_URL and the retry handlers, so a 5xx or a lost connection on apps.connections.open
     # is retried instead of ending serve (the SDK sends the app token, not the bot token, for that call)
     handler = SocketModeHandler(app, settings.slack_app_token, web_client=app.client)
@@ -69,6 +77,8 @@ def _serve_socket_mode(services: Services, *, scheduler: bool, out: TextIO) -> i
     except KeyboardInterrupt:
         pass
     finally:
+        if ops is not None:
+            ops.shutdown()
         if jobs is not None:
             jobs.shutdown(wait=False)
     return 0
@@ -77,15 +87,17 @@ def _serve_socket_mode(services: Services, *, scheduler: bool, out: TextIO) -> i
 def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from bot.logs import gunicorn_logconfig
+    from bot.ops_http import build_ops_wsgi
     from bot.scheduler import build_scheduler
     from bot.slack.app import build_app
-    from bot.wsgi import build_wsgi, database_answers
+    from bot.wsgi import build_wsgi
 
     if not services.ctx.settings.slack_signing_secret:
         print("HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode).", file=out)
         return 2
     app = build_app(services)
-    wsgi = build_wsgi(app, healthy=lambda: database_answers(services.engine) and not services.master_key_problem())
+    wsgi = build_wsgi(app, ops=build_ops_wsgi(services))
 
     def post_worker_init(worker: Any) -> None:
         # connections opened before the fork (migrations) must not be shared with the worker
@@ -93,6 +105,7 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         if scheduler:
             build_scheduler(services, app).start()
             logger.info("scheduler started in worker %s", worker.pid)
+        services.monitor.started(scheduler=scheduler)
 
     options = {
         "bind": f"0.0.0.0:{port}",
@@ -106,6 +119,8 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         "errorlog": "-",
         "loglevel": services.ctx.settings.log_level.lower(),
     }
+    if services.ctx.settings.log_format == "json":
+        options["logconfig_dict"] = gunicorn_logconfig(services.ctx.settings.log_level)
 
     class KeybotHTTP(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -115,7 +130,11 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         def load(self) -> Any:
             return wsgi
 
-    print(f"Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz)", file=out, flush=True)
+    print(
+        f"Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz, metrics: /metrics)",
+        file=out,
+        flush=True,
+    )
     try:
         KeybotHTTP().run()
     except SystemExit as stop:

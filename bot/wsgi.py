@@ -1,11 +1,10 @@
-"""The HTTP face of the bot: ``POST /slack/events`` to Bolt, ``GET /healthz`` to a database check.
+"""The HTTP face of the bot: ``POST /slack/events`` to Bolt; ``/healthz`` and ``/metrics`` to :mod:`bot.ops_http`.
 
 gunicorn (``bot.serve``), the test harness and the latency benchmark all serve :func:`build_wsgi`'s app.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -16,31 +15,15 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
-from sqlalchemy import Engine, text
+
+from bot.ops_http import OPS_PATHS
 
 if TYPE_CHECKING:
-    from wsgiref.types import StartResponse, WSGIEnvironment
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-HEALTH_PATH = "/healthz"
-
-
-def database_answers(engine: Engine) -> bool:
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not healthy"; the log says why
-        logger.exception("health check: the database does not answer")
-        return False
-
-
-def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
-    payload = json.dumps(body).encode()
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
-    return [payload]
 
 
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
@@ -82,15 +65,13 @@ class GuardedSlackHandler(SlackRequestHandler):
         return self.app.dispatch(bolt_request)
 
 
-def build_wsgi(app: App, *, healthy: Callable[[], bool]) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
-    """A WSGI app: Slack requests go to Bolt (signature checked there), ``/healthz`` asks ``healthy()``."""
+def build_wsgi(app: App, *, ops: WSGIApplication) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
+    """A WSGI app: Slack requests go to Bolt (signature checked there); ``ops`` answers health and metrics."""
     slack = GuardedSlackHandler(app, path=EVENTS_PATH)
 
     def wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            if healthy():
-                return _json(start_response, "200 OK", {"ok": True})
-            return _json(start_response, "503 Service Unavailable", {"ok": False, "error": "database"})
+        if environ.get("PATH_INFO") in OPS_PATHS:
+            return ops(environ, start_response)
         return slack(environ, start_response)
 
     return wsgi

@@ -212,6 +212,7 @@ class FakeSlack(LoopbackServer):
         self._usergroups: dict[str, list[str]] = {}
         self._users: dict[str, dict[str, Any]] = {}
         self._counter = itertools.count(1)
+        self._revoked: set[str] = set()  # bot tokens answered with invalid_auth, as Slack does once revoked
         # Socket Mode: once set (e.g. to a FakeSocketMode's ws_url), apps.connections.open hands it out
         self.socket_mode_url: str | None = None
 
@@ -271,6 +272,15 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             planned = self._planned.setdefault(method, [])
             planned.extend([None] * after + [Planned(status, retry_after, posted)] * times)
+
+    def revoke_token(self, token: str) -> None:
+        """Every Web API call with ``token`` is answered ``invalid_auth`` (an uninstalled app, a revoked token)."""
+        with self._lock:
+            self._revoked.add(token)
+
+    def restore_token(self, token: str) -> None:
+        with self._lock:
+            self._revoked.discard(token)
 
     # --- inspection ------------------------------------------------------------------------------
     @property
@@ -355,6 +365,8 @@ class FakeSlack(LoopbackServer):
             status, response = 200, self._open_connection(headers.get("authorization", ""))
         elif not headers.get("authorization", "").startswith("Bearer xoxb-"):
             status, response = 200, {"ok": False, "error": "not_authed"}
+        elif headers["authorization"].removeprefix("Bearer ") in self._revoked:
+            status, response = 200, {"ok": False, "error": "invalid_auth"}
         else:
             status, response = 200, self._answer(method, params)
 

@@ -28,6 +28,7 @@ Sending (every helper returns a :class:`Response`: ``status``, ``headers``, ``te
   byte for byte (same signature).
 - ``slack.signed_headers(body, timestamp=None)`` — the headers Slack would send for ``body``.
 - ``slack.get(path)`` — e.g. ``slack.get("/healthz")``.
+- ``slack.settle()`` — wait until every listener so far has finished, including its work after ``ack()``.
 
 Inspecting:
 
@@ -47,7 +48,8 @@ import hmac
 import http.client
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
 from datetime import date
 from socketserver import ThreadingMixIn
@@ -62,9 +64,10 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 
 from bot.bootstrap import Services
+from bot.ops_http import build_ops_wsgi
 from bot.slack import ids
-from bot.slack.app import build_app
-from bot.wsgi import EVENTS_PATH, build_wsgi, database_answers
+from bot.slack.app import ContextPool, build_app
+from bot.wsgi import EVENTS_PATH, build_wsgi
 from tests.fake_slack import FakeSlack
 from tests.loopback import LoopbackServer
 
@@ -198,6 +201,24 @@ def signed_headers(
     }
 
 
+class _Listeners(ContextPool):
+    """The app's listener pool, remembering what it ran, so a test can wait for the work a listener does after
+    its ack (posting, recording the post) instead of for one Slack call it makes."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=5, thread_name_prefix="listener")
+        self._futures: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        self._futures.append(future)
+        return future
+
+    def settle(self, timeout: float = 10.0) -> None:
+        _, running = wait(self._futures, timeout=timeout)
+        assert not running, f"{len(running)} listener(s) still running after {timeout} s"
+
+
 class SlackHarness(LoopbackServer):
     def __init__(self, services: Services, fake: FakeSlack, *, signing_secret: str = SIGNING_SECRET) -> None:
         settings = services.ctx.settings
@@ -211,12 +232,15 @@ class SlackHarness(LoopbackServer):
         self.fake = fake
         self.signing_secret = services.ctx.settings.slack_signing_secret or signing_secret
         self.client = WebClient(token=BOT_TOKEN, base_url=fake.base_url, retry_handlers=fast_retry_handlers())
-        self.app = build_app(services, client=self.client)
-        self.wsgi = build_wsgi(
-            self.app, healthy=lambda: database_answers(services.engine) and not services.master_key_problem()
-        )
+        self.listeners = _Listeners()
+        self.app = build_app(services, client=self.client, listener_executor=self.listeners)
+        self.wsgi = build_wsgi(self.app, ops=build_ops_wsgi(services))
         self._counter = 0
         self.last_signed: tuple[str, dict[str, str]] = ("", {})
+
+    def settle(self) -> None:
+        """Wait until every listener started so far has finished, including its work after the ack."""
+        self.listeners.settle()
 
     # --- lifecycle (LoopbackServer: start/stop/port/url) -----------------------------------------
     def _build_server(self) -> WSGIServer:
@@ -233,8 +257,8 @@ class SlackHarness(LoopbackServer):
         finally:
             connection.close()
 
-    def get(self, path: str) -> Response:
-        return self._request("GET", path)
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
+        return self._request("GET", path, headers=headers)
 
     def signed_headers(
         self, body: str | bytes, *, timestamp: int | None = None, content_type: str | None = None

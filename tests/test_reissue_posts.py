@@ -84,8 +84,9 @@ def test_a_request_posted_after_slack_rate_limited_it_for_seconds_is_recorded(sl
     slack.fake.fail_next("chat.postMessage", status=429, retry_after=1, times=3)
 
     submit_request(slack)
+    slack.settle()
 
-    [message] = [c.params for c in slack.fake.wait_for("chat.postMessage") if c.params["channel"] == CHANNEL]
+    assert len(request_messages(slack)) == 1
     info = services.reissues.get(1)
     assert (info.status, info.channel_id) == ("pending", CHANNEL)
     assert info.message_ts is not None and post_unposted_requests(services, slack.client) == 0

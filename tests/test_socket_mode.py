@@ -6,6 +6,7 @@ FakeSlack answers apps.connections.open with the URL of a FakeSocketMode server,
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 from tests.conftest import ADMIN, MASTER_KEY
 from tests.fake_slack import FakeSlack
 from tests.fake_socket_mode import FakeSocketMode
+from tests.test_slack_serve import free_port, request
 
 APP_TOKEN = "xapp-test"
 BOT_TOKEN = "xoxb-test"
@@ -32,7 +34,7 @@ def socket_mode(fake_slack: FakeSlack) -> Iterator[FakeSocketMode]:
         yield server
 
 
-def start_serve(tmp_path: Path, fake_slack: FakeSlack) -> tuple[subprocess.Popen, Path]:
+def start_serve(tmp_path: Path, fake_slack: FakeSlack, port: int | None = None) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "serve.log"
     inherited = {
         k: v
@@ -47,6 +49,7 @@ def start_serve(tmp_path: Path, fake_slack: FakeSlack) -> tuple[subprocess.Popen
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_APP_TOKEN": APP_TOKEN,
         "SLACK_API_URL": fake_slack.base_url,
+        "PORT": str(port or free_port()),  # /healthz and /metrics
     }
     with log.open("w") as out:  # a file, not a pipe nobody drains
         process = subprocess.Popen(
@@ -98,9 +101,15 @@ def slash_command(fake_slack: FakeSlack, text: str) -> dict[str, str]:
 
 
 def test_serve_connects_in_socket_mode_and_acks_slash_commands(fake_slack, socket_mode, tmp_path):
-    process, log = start_serve(tmp_path, fake_slack)
+    port = free_port()
+    process, log = start_serve(tmp_path, fake_slack, port)
     try:
         wait_connected(socket_mode, process, log)
+        status, body = request(port, "GET", "/healthz")  # Socket Mode still answers health checks and scrapes
+        assert (status, json.loads(body)["checks"]["scheduler"]) == (200, "disabled")
+        status, body = request(port, "GET", "/metrics")
+        assert status == 200 and 'coupang_keybot_keys{phase="healthy"} 0.0' in body
+        assert request(port, "POST", "/slack/events")[0] == 404  # Slack comes over the WebSocket only
 
         (opened,) = fake_slack.calls_to("apps.connections.open")
         assert opened.headers["authorization"] == f"Bearer {APP_TOKEN}"  # the app-level token, not the bot's

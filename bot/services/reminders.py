@@ -257,6 +257,7 @@ class ReminderService:
                 logger.warning(
                     "Reminder for %s is due but it has no channel and KEYBOT_CHANNEL is not set; skipped",
                     vendor_id,
+                    extra={"vendor_id": vendor_id},
                 )
                 continue
             reminder = Reminder(
@@ -292,7 +293,12 @@ class ReminderService:
                 try:
                     ts = notifier.post(channel, part)
                 except Exception as exc:  # noqa: BLE001 - Slack error, network, anything: retry on a later sweep
-                    logger.exception("Posting %d reminder(s) to %s failed; a later sweep retries", len(part), channel)
+                    logger.exception(
+                        "Posting %d reminder(s) to %s failed; a later sweep retries",
+                        len(part),
+                        channel,
+                        extra={"vendor_id": ",".join(r.vendor_id for r in part)},
+                    )
                     self._release(part, unsure=isinstance(exc, MaybePosted))
                     unsent = tuple(r for later in parts[number + 1 :] for r in later)
                     self._release(unsent, unsure=False)  # never tried: certainly not posted

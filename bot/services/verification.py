@@ -391,9 +391,9 @@ class VerificationService:
         try:
             return self.verify(SCHEDULER, vendor_id, trigger=trigger)
         except KeybotError as error:  # e.g. the key was deleted meanwhile
-            logger.info("%s check of %s skipped: %s", trigger, vendor_id, error)
+            logger.info("%s check of %s skipped: %s", trigger, vendor_id, error, extra={"vendor_id": vendor_id})
         except Exception:
-            logger.exception("%s check of %s failed", trigger, vendor_id)
+            logger.exception("%s check of %s failed", trigger, vendor_id, extra={"vendor_id": vendor_id})
         return None
 
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from concurrent.futures import Executor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot.bootstrap import Services
 from bot.config import Settings
+from bot.logs import bind_log_fields
+from bot.monitor import Monitor
 from bot.slack import commands, home, keys, reissue, verify
-from bot.slack.failures import DeadlineExecutor, handle_listener_error, unbound_after_ack
+from bot.slack.failures import DeadlineExecutor, handle_listener_error
 
 logger = logging.getLogger(__name__)
 
@@ -29,18 +35,65 @@ def build_client(settings: Settings, *, retry_handlers: list[RetryHandler] | Non
     return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, retry_handlers=retry_handlers)
 
 
+class SlackAnswerObserver(RetryHandler):
+    """Sees every Web API answer (slack_sdk shows each one to the retry handlers) and never retries itself.
+
+    Errors are counted by method for ``/metrics``; an auth error such as ``invalid_auth`` turns ``/healthz`` to 503
+    until Slack answers a call successfully again.
+    """
+
+    def __init__(self, monitor: Monitor):
+        super().__init__(max_retry_count=0)
+        self.monitor = monitor
+
+    def can_retry(self, *, state: Any, request: Any, response: Any = None, error: Exception | None = None) -> bool:
+        method = urlsplit(request.url).path.rsplit("/", 1)[-1]
+        if response is None:
+            self.monitor.slack_answered(method, error.__class__.__name__ if error else "no_answer")
+        elif response.status_code != 200:
+            self.monitor.slack_answered(method, "ratelimited" if response.status_code == 429 else "http_error")
+        elif isinstance(response.body, dict) and "ok" in response.body:
+            self.monitor.slack_answered(method, None if response.body["ok"] else str(response.body.get("error")))
+        return False
+
+    def _can_retry(self, **kwargs: Any) -> bool:
+        return False
+
+
+def observe_answers(client: WebClient, monitor: Monitor) -> None:
+    """Put the observer first, so it sees the answers the other handlers retry too."""
+    if not any(isinstance(h, SlackAnswerObserver) for h in client.retry_handlers):
+        client.retry_handlers.insert(0, SlackAnswerObserver(monitor))
+
+
+class ContextPool(ThreadPoolExecutor):
+    """Bolt's listener pool, but each listener runs in the context of the request that queued it (log fields)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+def bind_request_ids(body: dict[str, Any], context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
+    """JSON log lines of this request carry its Slack trigger or event id and the user (``LOG_FORMAT=json``)."""
+    fields = {"request_id": body.get("trigger_id") or body.get("event_id"), "user_id": context.user_id}
+    bind_log_fields(**{k: str(v) for k, v in fields.items() if v})  # Bolt's next() returns before the listener runs
+    return next()
+
+
 def build_app(services: Services, *, client: WebClient | None = None, listener_executor: Executor | None = None) -> App:
     """``listener_executor``: the console passes one that runs listeners inline, so output is in order."""
     settings = services.ctx.settings
+    client = client or build_client(settings)
+    observe_answers(client, services.monitor)
     app = App(
-        client=client or build_client(settings),
+        client=client,
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         token_verification_enabled=False,  # no auth.test call at start-up; tokens are checked by Slack per call
         logger=logging.getLogger("bot.slack.bolt"),
-        listener_executor=DeadlineExecutor(listener_executor),
+        listener_executor=DeadlineExecutor(listener_executor or ContextPool(max_workers=5)),
     )
     app.error(handle_listener_error)
-    app.middleware(unbound_after_ack)
+    app.use(bind_request_ids)
     router = commands.CommandRouter()
     # Each listener module adds its listeners and sub-commands here.
     commands.register(app, router)

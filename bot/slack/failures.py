@@ -14,14 +14,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt import Ack, BoltContext, BoltResponse, Respond
+from slack_bolt import BoltResponse, Respond
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.rules import KeybotError
 from bot.slack import views
 from bot.slack.commands import BROKEN
-from storage.db import deadline, lift_deadline
+from storage.db import deadline
 
 logger = logging.getLogger(__name__)
 
@@ -48,26 +48,6 @@ class DeadlineExecutor(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-
-class AckThenUnbounded(Ack):
-    """Bolt's ``ack``, after which the listener is no longer racing Slack's deadline.
-
-    Work after the answer (posting a message, recording that it was posted) must not fail as "busy" because the
-    Slack calls before it used up the request's database budget.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> BoltResponse:
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            lift_deadline()
-
-
-def unbound_after_ack(context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
-    """Global middleware: every listener gets an :class:`AckThenUnbounded`."""
-    context["ack"] = AckThenUnbounded()
-    return next()
 
 
 def handle_listener_error(

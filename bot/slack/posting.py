@@ -18,7 +18,8 @@ from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry import RateLimitErrorRetryHandler
+from slack_sdk.http_retry import ConnectionErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.web import SlackResponse
 
 from bot.services.base import MaybePosted
@@ -30,13 +31,17 @@ MAX_HISTORY_PAGES = 25  # 5,000 messages since the lost attempt; beyond that the
 CLOCK_SKEW = timedelta(minutes=2)  # our clock against Slack's: search a little before the claim
 
 
+_AMBIGUOUS = (ServerErrorRetryHandler, ConnectionErrorRetryHandler)
+
+
 def posting_client(client: WebClient) -> WebClient:
-    """``client`` without the retry handlers that would repeat a post Slack may already have made."""
+    """``client`` without the retry handlers that would repeat a post Slack may already have made (5xx, a lost
+    connection); 429 is still retried (Slack did nothing), and observers of Slack's answers still see them."""
     return WebClient(
         token=client.token,
         base_url=client.base_url,
         timeout=client.timeout,
-        retry_handlers=[h for h in client.retry_handlers if isinstance(h, RateLimitErrorRetryHandler)],
+        retry_handlers=[h for h in client.retry_handlers if not isinstance(h, _AMBIGUOUS)],
     )
 
 

@@ -59,6 +59,7 @@ from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.parse import parse_submission_id
 from bot.slack.posting import post_once, posted_since, posting_client
 from bot.slack.views import escape
+from storage.db import lift_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -594,6 +595,9 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             ack(response_action="errors", errors=_form_errors(error, REASON, (REASON, EMERGENCY)))
             return
         ack()
+        # The person has their answer. Posting the request and recording the post is the bot's own work: it must
+        # not be refused as "busy" because Slack's rate limits used up the request's 2 s database budget.
+        lift_deadline()
         try:
             messages.post(info)
         except Exception:  # noqa: BLE001 - the scheduler posts it later; the requester is told privately

@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
 
 from bot import rules
 from bot.bootstrap import Services
-from bot.services.reminders import Notifier, Reminder
+from bot.services.reminders import Notifier, Reminder, SweepReport
 from bot.slack import ids
 from bot.slack.posting import post_once, posted_since, posting_client
 from bot.slack.views import escape
@@ -181,13 +181,28 @@ class SlackNotifier(Notifier):
 SWEEP_EVERY_MINUTES = 5
 
 
+def run_sweep(services: Services, client: WebClient) -> SweepReport | None:
+    """One scheduled sweep: due reminders, then the weekly summary when due; the monitor hears how it went
+    (``/healthz``, ``/metrics`` and the heartbeat ping)."""
+    from bot.slack.summary import post_weekly_summary
+
+    try:
+        report = services.reminders.sweep(SlackNotifier(client))
+        post_weekly_summary(services, client)
+    except Exception:  # noqa: BLE001 - the database or Slack is down: report it, the next sweep retries
+        logger.exception("The reminder sweep failed; the next one retries")
+        services.monitor.sweep_finished(ok=False)
+        return None
+    services.monitor.sweep_finished(ok=not report.failed, posted=report.delivered)
+    return report
+
+
 def add_reminder_job(scheduler: BaseScheduler, services: Services, client: WebClient) -> None:
     """The sweep runs at start-up and every few minutes; the database, not the scheduler, remembers."""
-    notifier = SlackNotifier(client)
     scheduler.add_job(
-        services.reminders.sweep,
+        run_sweep,
         "interval",
-        args=[notifier],
+        args=[services, client],
         minutes=SWEEP_EVERY_MINUTES,
         id="reminders",
         next_run_time=datetime.now(UTC),

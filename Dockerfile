@@ -1,0 +1,25 @@
+# coupang-keybot: `docker compose up` (compose.yaml) or `docker build -t coupang-keybot .`
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PORT=3000
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY storage ./storage
+RUN pip install . \
+    && useradd --create-home --uid 10001 keybot \
+    && mkdir -p /app/data \
+    && chown keybot /app/data
+
+USER keybot
+# SQLite (the default DATABASE_URL) lives here; with PostgreSQL it stays empty
+VOLUME ["/app/data"]
+EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '3000'), timeout=3)"]
+CMD ["coupang-keybot", "serve"]

@@ -1,0 +1,142 @@
+"""What the bot knows at a glance, for ``/metrics`` and the weekly summary: bounded reads, no secrets.
+
+The summary is claimed like the daily chain head: an audit entry written under the chain's head lock, so several
+``serve`` processes (and a restart the same day) post it once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+
+from bot import rules
+from bot.services.base import Context
+from storage import repositories as repo
+from storage.models import Key
+
+MAX_KEY_SERIES = 5000  # per-key metrics for at most this many keys (most urgent first)
+SUMMARY_POSTED = "summary.posted"
+SUMMARY_ATTENTION_LINES = 10
+
+
+@dataclass(frozen=True)
+class KeyFacts:
+    vendor_id: str
+    label: str
+    expires_on: date
+    days_left: int
+    generation: int
+    verify_ok: bool | None  # None before the first definitive check
+    open_request: bool  # a reissue request is pending or approved
+
+    @property
+    def phase(self) -> rules.Phase:
+        return rules.phase_for(self.days_left)
+
+
+@dataclass(frozen=True)
+class Overview:
+    today: date
+    keys: list[KeyFacts]  # most urgent first, at most the limit asked for
+    healthy: int
+    reissue_window: int
+    expired: int
+
+    @property
+    def total(self) -> int:
+        return self.healthy + self.reissue_window + self.expired
+
+    @property
+    def phases(self) -> dict[str, int]:
+        return {
+            str(rules.Phase.HEALTHY): self.healthy,
+            str(rules.Phase.REISSUE_WINDOW): self.reissue_window,
+            str(rules.Phase.EXPIRED): self.expired,
+        }
+
+    @property
+    def next_expiry(self) -> KeyFacts | None:
+        return next((k for k in self.keys if k.days_left >= 0), None)
+
+    def describe(self) -> str:
+        """One line: "6 keys: all healthy; next expiry A00012345 on 2027-03-02 (94 days)"."""
+        if not self.total:
+            return "No keys registered yet: add one with /coupang-key add."
+        counts = [
+            f"{n} {name}"
+            for n, name in (
+                (self.healthy, "healthy"),
+                (self.reissue_window, "in the reissue window"),
+                (self.expired, "expired"),
+            )
+            if n
+        ]
+        state = "all healthy" if self.healthy == self.total else ", ".join(counts)
+        line = f"{self.total} key{'s' if self.total != 1 else ''}: {state}"
+        upcoming = self.next_expiry
+        if upcoming is not None:
+            days = "today" if upcoming.days_left == 0 else f"{upcoming.days_left} day{'s' * (upcoming.days_left != 1)}"
+            line += f"; next expiry {upcoming.vendor_id} on {upcoming.expires_on.isoformat()} ({days})"
+        return line
+
+    def needing_attention(self) -> list[KeyFacts]:
+        return [k for k in self.keys if k.phase != rules.Phase.HEALTHY]
+
+
+def summary_due(now: datetime, ctx: Context) -> date | None:
+    """The local day whose weekly summary is due at ``now`` (the summary weekday, from the reminder time on)."""
+    settings = ctx.settings
+    if settings.weekly_summary_day is None:
+        return None
+    local = now.astimezone(settings.timezone)
+    if local.weekday() != settings.weekly_summary_day or local.time() < settings.reminder_time:
+        return None
+    return local.date()
+
+
+class OverviewService:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    def overview(self, *, limit: int = MAX_KEY_SERIES, now: datetime | None = None) -> Overview:
+        """Phase counts for every key, facts for the ``limit`` most urgent ones (ciphertexts are never read)."""
+        now = now or self.ctx.clock.now()
+        today = self.ctx.today(now)
+        with self.ctx.transaction() as session:
+            healthy, window, expired = repo.expiry_counts(
+                session, today=today, window_end=today + timedelta(days=rules.REISSUE_WINDOW_DAYS)
+            )
+            rows = session.execute(
+                select(Key.vendor_id, Key.label, Key.expires_on, Key.generation, Key.verify_ok)
+                .order_by(Key.expires_on, Key.vendor_id)
+                .limit(limit)
+            ).all()
+            requests = repo.open_requests(session, now=now) if rows else {}
+        keys = [
+            KeyFacts(
+                vendor_id=vendor_id,
+                label=label,
+                expires_on=expires_on,
+                days_left=rules.days_left(expires_on, today),
+                generation=generation,
+                verify_ok=verify_ok,
+                open_request=vendor_id in requests,
+            )
+            for vendor_id, label, expires_on, generation, verify_ok in rows
+        ]
+        return Overview(today, keys, healthy, window, expired)
+
+    def claim_weekly_summary(self, *, now: datetime | None = None) -> Overview | None:
+        """The overview to post when this week's summary is due and nobody claimed it yet, else None."""
+        now = now or self.ctx.clock.now()
+        day = summary_due(now, self.ctx)
+        if day is None:
+            return None
+        with self.ctx.transaction() as session:
+            self.ctx.audit.lock_head(session)
+            if repo.has_audit_event(session, action=SUMMARY_POSTED, since=now - timedelta(days=2), day=day.isoformat()):
+                return None
+            self.ctx.record(session, "scheduler", SUMMARY_POSTED, None, {"day": day.isoformat()}, at=now)
+        return self.overview(limit=SUMMARY_ATTENTION_LINES + 1, now=now)
