@@ -8,11 +8,13 @@ from sqlalchemy import Engine
 
 from bot.config import Settings
 from bot.coupang import CoupangClient
+from bot.destinations import Destinations
 from bot.services.audit import AuditService
 from bot.services.base import Clock, Context, SystemClock
 from bot.services.keys import KeyService
 from bot.services.reissue import GroupMembers, ReissueService
 from bot.services.reminders import ReminderService
+from bot.services.rollout import RolloutService
 from bot.services.verification import KeyChecker, VerificationService
 from storage.audit import AuditLog
 from storage.crypto import Keyring
@@ -28,6 +30,7 @@ class Services:
     verification: VerificationService
     reissues: ReissueService
     reminders: ReminderService
+    rollout: RolloutService
 
     @property
     def engine(self) -> Engine:
@@ -43,6 +46,7 @@ def build_services(
     clock: Clock | None = None,
     coupang: KeyChecker | None = None,
     group_members: GroupMembers | None = None,
+    destinations: Destinations | None = None,
 ) -> Services:
     keyring = Keyring(settings.master_keys)
     ctx = Context(
@@ -52,6 +56,14 @@ def build_services(
         keys=KeyRepository(keyring),
         audit=AuditLog(keyring),
     )
+    rollout = RolloutService(
+        ctx,
+        destinations
+        or Destinations(
+            vault_addr=settings.vault_addr, vault_token=settings.vault_token, vault_namespace=settings.vault_namespace
+        ),
+    )
+    ctx.wake_rollout = rollout.kick
     return Services(
         ctx=ctx,
         keys=KeyService(ctx),
@@ -59,4 +71,5 @@ def build_services(
         verification=VerificationService(ctx, coupang or CoupangClient(settings.coupang_api_url)),
         reissues=ReissueService(ctx, group_members),
         reminders=ReminderService(ctx),
+        rollout=rollout,
     )

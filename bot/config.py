@@ -44,6 +44,10 @@ class Settings:
     verify_daily: bool = False
     port: int = 3000
     log_level: str = "INFO"
+    # key rollout to Vault / OpenBao consumers (hvac); AWS consumers use boto3's own AWS_* chain
+    vault_addr: str | None = None
+    vault_token: str | None = field(default=None, repr=False)
+    vault_namespace: str | None = None
 
     @property
     def slack_configured(self) -> bool:
@@ -163,4 +167,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         verify_daily=verify_daily in {"true", "1", "yes"},
         port=int(raw_port),
         log_level=log_level,
+        vault_addr=get("VAULT_ADDR"),
+        vault_token=get("VAULT_TOKEN"),
+        vault_namespace=get("VAULT_NAMESPACE"),
     )
