@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from dotenv import dotenv_values
 
+from bot import consumers_cli
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
 from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_local
@@ -90,6 +91,8 @@ def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
         extra.append(f"checked {s.verify_outcome} {format_local(s.verified_at, tz)}")
     if s.open_request:
         extra.append(f"reissue request #{s.open_request.id} {s.open_request.status}")
+    if s.consumers:
+        extra.append(f"consumers {s.consumers[0]}/{s.consumers[1]}")
     if extra:
         lines.append("  " + "  ·  ".join(extra))
     return "\n".join(lines)
@@ -269,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_parser("rotate", help="re-encrypt everything under the first key").set_defaults(
         handler=cmd_master_key_rotate
     )
+
+    consumers_cli.add_parser(sub)
 
     console = sub.add_parser("console", help="the bot in this terminal: type /coupang-key … as in Slack")
     console.add_argument("--as", dest="as_user", metavar="U…", help="act as this Slack user (default: first admin)")

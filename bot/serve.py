@@ -77,6 +77,7 @@ def _serve_socket_mode(services: Services, *, scheduler: bool, out: TextIO) -> i
 def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from bot.confirm import CONFIRM_PATH, build_confirm_app
     from bot.scheduler import build_scheduler
     from bot.slack.app import build_app
     from bot.wsgi import build_wsgi, database_answers
@@ -85,7 +86,11 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         print("HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode).", file=out)
         return 2
     app = build_app(services)
-    wsgi = build_wsgi(app, healthy=lambda: database_answers(services.engine))
+    wsgi = build_wsgi(
+        app,
+        healthy=lambda: database_answers(services.engine),
+        routes={CONFIRM_PATH: build_confirm_app(services.rollout)},
+    )
 
     def post_worker_init(worker: Any) -> None:
         # connections opened before the fork (migrations) must not be shared with the worker

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
@@ -39,11 +39,21 @@ def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> l
     return [payload]
 
 
-def build_wsgi(app: App, *, healthy: Callable[[], bool]) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
-    """A WSGI app: Slack requests go to Bolt (signature checked there), ``/healthz`` asks ``healthy()``."""
+WSGIApp = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
+
+
+def build_wsgi(app: App, *, healthy: Callable[[], bool], routes: Mapping[str, WSGIApp] | None = None) -> WSGIApp:
+    """A WSGI app: Slack requests go to Bolt (signature checked there), ``/healthz`` asks ``healthy()``.
+
+    ``routes``: more paths, each to its own WSGI app (``/rollout/confirm``).
+    """
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
+    routes = dict(routes or {})
 
     def wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        route = routes.get(environ.get("PATH_INFO", ""))
+        if route is not None:
+            return route(environ, start_response)
         if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             if healthy():
                 return _json(start_response, "200 OK", {"ok": True})

@@ -59,6 +59,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 
 from bot.bootstrap import Services
+from bot.confirm import CONFIRM_PATH, build_confirm_app
 from bot.slack import ids
 from bot.slack.app import build_app
 from bot.wsgi import EVENTS_PATH, build_wsgi, database_answers
@@ -209,7 +210,11 @@ class SlackHarness(LoopbackServer):
         self.signing_secret = services.ctx.settings.slack_signing_secret or signing_secret
         self.client = WebClient(token=BOT_TOKEN, base_url=fake.base_url, retry_handlers=fast_retry_handlers())
         self.app = build_app(services, client=self.client)
-        self.wsgi = build_wsgi(self.app, healthy=lambda: database_answers(services.engine))
+        self.wsgi = build_wsgi(
+            self.app,
+            healthy=lambda: database_answers(services.engine),
+            routes={CONFIRM_PATH: build_confirm_app(services.rollout)},
+        )
         self._counter = 0
 
     # --- lifecycle (LoopbackServer: start/stop/port/url) -----------------------------------------

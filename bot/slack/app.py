@@ -12,7 +12,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from bot.bootstrap import Services
 from bot.config import Settings
-from bot.slack import commands, home, keys, reissue, verify
+from bot.slack import commands, home, keys, reissue, rollout, verify
 
 logger = logging.getLogger(__name__)
 
@@ -45,4 +45,5 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
     home.register(app, services)
     reissue.register(app, services, router)
     verify.register(app, services, router)
+    rollout.register(app, services, router)
     return app
