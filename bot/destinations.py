@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ TIMEOUT_SECONDS = 10
 WEBHOOK, AWS_SECRET, AWS_PARAMETER, VAULT = "webhook", "aws-secretsmanager", "aws-ssm", "vault"
 KINDS = (WEBHOOK, AWS_SECRET, AWS_PARAMETER, VAULT)
 EVENT_TYPE = "coupang_key.updated"
+QUIET_LOGGERS = ("botocore", "boto3", "hvac")
 _BODY_LIMIT = 2000  # bytes of an error answer read (the caller keeps 200 characters)
 
 
@@ -98,6 +100,8 @@ class Destinations:
         self.vault_addr, self.vault_token, self.vault_namespace = vault_addr, vault_token, vault_namespace
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        for name in QUIET_LOGGERS:  # at DEBUG they log request bodies, which hold the key
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     def deliver(self, delivery: Delivery, now: datetime) -> Outcome:
         try:

@@ -24,7 +24,7 @@ Sending (every helper returns a :class:`Response`: ``status``, ``headers``, ``te
 - ``slack.event(event)`` — any signed ``event_callback``.
 - ``slack.raw_post(body, headers)`` — anything you like to ``/slack/events`` (forged or stale signatures).
 - ``slack.signed_headers(body, timestamp=None)`` — the headers Slack would send for ``body``.
-- ``slack.get(path)`` — e.g. ``slack.get("/healthz")``.
+- ``slack.get(path)`` — e.g. ``slack.get("/healthz")``; ``slack.post(path, body, headers)`` — e.g. ``/rollout/confirm``.
 
 Inspecting:
 
@@ -234,6 +234,10 @@ class SlackHarness(LoopbackServer):
 
     def get(self, path: str) -> Response:
         return self._request("GET", path)
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        """A POST to another path of the bot, e.g. ``/rollout/confirm``."""
+        return self._request("POST", path, body, headers)
 
     def signed_headers(
         self, body: str | bytes, *, timestamp: int | None = None, content_type: str | None = None

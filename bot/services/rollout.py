@@ -405,9 +405,7 @@ class RolloutService:
             query = (
                 select(RolloutDelivery.id, RolloutDelivery.consumer_id)
                 .join(Consumer, Consumer.id == RolloutDelivery.consumer_id)
-                .join(
-                    Key, and_(Key.vendor_id == RolloutDelivery.vendor_id, Key.generation == RolloutDelivery.generation)
-                )
+                .join(Key, _current(RolloutDelivery))
                 .where(
                     RolloutDelivery.state == PENDING,
                     RolloutDelivery.next_attempt_at <= now,
@@ -592,12 +590,14 @@ class RolloutService:
             try:
                 Webhook(store.signing_secret_of(self.keyring, consumer)).verify(body, dict(headers), json_parse=False)
             except WebhookVerificationError:
-                return self._refused(vendor_id, name, 401, "bad or stale signature")
+                return self._refused(session, vendor_id, name, 401, "bad or stale signature")
             if generation != key.generation:
-                return self._refused(vendor_id, name, 409, f"generation {key.generation} is current, not {generation}")
+                return self._refused(
+                    session, vendor_id, name, 409, f"generation {key.generation} is current, not {generation}"
+                )
             expected = proof_for(self.ctx.keys.secrets(key)[1], vendor_id, generation)
             if not hmac.compare_digest(expected, proof.lower()):
-                return self._refused(vendor_id, name, 422, "the proof does not match the current Secret Key")
+                return self._refused(session, vendor_id, name, 422, "the proof does not match the current Secret Key")
             now = self.ctx.clock.now()
             delivery = _delivery(session, consumer.id, generation) or store.queue(
                 session, consumer=consumer, generation=generation, now=now
@@ -615,15 +615,10 @@ class RolloutService:
         self.report(vendor_id, generation)
         return ConfirmAnswer(200, {"ok": True, "state": CONFIRMED})
 
-    def _refused(self, vendor_id: str, name: str, status: int, reason: str) -> ConfirmAnswer:
-        with self.ctx.transaction() as session:
-            self.ctx.record(
-                session,
-                f"consumer:{name}",
-                "rollout.confirm.refused",
-                vendor_id,
-                {"name": name, "status": status, "reason": reason},
-            )
+    def _refused(self, session: Session, vendor_id: str, name: str, status: int, reason: str) -> ConfirmAnswer:
+        """Audited in the confirm's own transaction: a refusal changes nothing else."""
+        details = {"name": name, "status": status, "reason": reason}
+        self.ctx.record(session, f"consumer:{name}", "rollout.confirm.refused", vendor_id, details)
         return ConfirmAnswer(status, {"ok": False, "error": reason})
 
     # ------------------------------------------------------------ the background worker
@@ -667,12 +662,14 @@ class RolloutService:
     def _seconds_to_next(self) -> float:
         with self.ctx.transaction() as session:
             soonest = session.scalar(
-                select(func.min(RolloutDelivery.next_attempt_at)).where(RolloutDelivery.state == PENDING)
+                select(func.min(RolloutDelivery.next_attempt_at))
+                .join(Key, _current(RolloutDelivery))
+                .where(RolloutDelivery.state == PENDING)
             )
         if soonest is None:
             return self.poll_seconds
         seconds = (soonest - self.ctx.clock.now()).total_seconds()
-        return min(self.poll_seconds, max(0.05, seconds))
+        return min(self.poll_seconds, max(0.1, seconds))
 
 
 def _delivery(session: Session, consumer_id: int, generation: int) -> RolloutDelivery | None:
@@ -681,6 +678,11 @@ def _delivery(session: Session, consumer_id: int, generation: int) -> RolloutDel
             RolloutDelivery.consumer_id == consumer_id, RolloutDelivery.generation == generation
         )
     ).scalar_one_or_none()
+
+
+def _current(delivery: type[RolloutDelivery]) -> Any:
+    """The join condition "this delivery is of the key's current generation": only those are ever attempted."""
+    return and_(Key.vendor_id == delivery.vendor_id, Key.generation == delivery.generation)
 
 
 def _vendor(raw: str) -> str | None:
