@@ -13,6 +13,9 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from http.server import HTTPServer
+from pathlib import Path
+from threading import Thread
 from typing import Any
 
 import pytest
@@ -27,6 +30,7 @@ from tests.rollout_support import (  # noqa: F401  (fixtures)
     aws,
     aws_parameter,
     aws_secret,
+    free_port,
     openbao,
     receiver,
     vault_secret,
@@ -243,3 +247,32 @@ def test_confirm_answers(slack, services, key, receiver):  # noqa: F811
     assert right.status == 200 and states(services)["erp"].state == "confirmed"
     refusals = [e for e in services.audit.entries() if e.action == "rollout.confirm.refused"]
     assert sorted(e.details["status"] for e in refusals) == [401, 401, 409, 422]
+
+
+def readme_receiver() -> str:
+    """The example receiver of README.md's Rollout section, as printed there."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Rollout", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_receiver_gets_the_key_and_proves_it(slack, services, key, monkeypatch):
+    port = free_port()
+    added = services.rollout.add(ADMIN, VENDOR, "erp", "webhook", f"http://127.0.0.1:{port}/coupang-key")
+    monkeypatch.setenv("KEYBOT_SIGNING_SECRET", added.signing_secret)
+    code = readme_receiver()
+    code = code.replace("https://keybot.example.com", slack.url)
+    code = code.replace('HTTPServer(("", 8080), Receiver).serve_forever()', "")
+    received: list[tuple[str, str]] = []
+    namespace: dict[str, Any] = {"use_new_key": lambda access, secret: received.append((access, secret))}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README's example
+    server = HTTPServer(("127.0.0.1", port), namespace["Receiver"])
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reissue(slack)
+        wait_until(lambda: states(services)["erp"].state == "confirmed")
+        assert received[-1] == (NEW_ACCESS, NEW_SECRET)
+        wait_until(lambda: "1/1 delivered · 1 confirmed" in slack.fake.calls_to("chat.update")[-1].params["text"])
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -491,7 +491,8 @@ class RolloutService:
     def _settle(self, claim: _Claim, outcome: Outcome) -> None:
         with self.ctx.transaction() as session:
             now = self.ctx.clock.now()
-            delivery = session.get(RolloutDelivery, claim.delivery_id)
+            # locked: a confirmation committed meanwhile must be read, not overwritten
+            delivery = session.get(RolloutDelivery, claim.delivery_id, with_for_update=True)
             consumer = session.get(Consumer, delivery.consumer_id) if delivery else None
             if consumer is not None and consumer.lease_by == self.instance:
                 consumer.lease_until = consumer.lease_by = None
@@ -675,9 +676,9 @@ class RolloutService:
 
 def _delivery(session: Session, consumer_id: int, generation: int) -> RolloutDelivery | None:
     return session.execute(
-        select(RolloutDelivery).where(
-            RolloutDelivery.consumer_id == consumer_id, RolloutDelivery.generation == generation
-        )
+        select(RolloutDelivery)
+        .where(RolloutDelivery.consumer_id == consumer_id, RolloutDelivery.generation == generation)
+        .with_for_update()
     ).scalar_one_or_none()
 
 
