@@ -118,3 +118,9 @@ def consumer_counts(session: Session, *, vendor_ids: Iterable[str] | None = None
     if vendor_ids is not None:
         query = query.where(Consumer.vendor_id.in_(list(vendor_ids)))
     return {vendor_id: (int(ok or 0), int(total)) for vendor_id, ok, total in session.execute(query)}
+
+
+def delivery_states(session: Session) -> dict[str, int]:
+    """How many deliveries are in each state (for ``coupang_keybot_rollout_deliveries{state}``)."""
+    rows = session.execute(select(RolloutDelivery.state, func.count()).group_by(RolloutDelivery.state))
+    return {state: int(count) for state, count in rows}

@@ -135,6 +135,7 @@ def test_two_processes_deliver_each_attempt_once(settings, services, key, receiv
     other.engine.dispose()
     assert sorted(h.path for h in receiver.hits()) == [f"/hook-{n}" for n in range(6)]
     assert all(s.state == "delivered" and s.attempts == 1 for s in services.rollout.consumers(VENDOR))
+    assert services.rollout.delivery_states() == {"delivered": 6}
 
 
 def test_a_newer_generation_replaces_an_older_pending_delivery(services, key, receiver):  # noqa: F811

@@ -164,6 +164,8 @@ def test_new_key_reaches_all_four_kinds_and_a_consumer_proves_it(slack, services
 
     status = slack.slash(ADMIN, f"status {VENDOR}").text_of()
     assert "consumers 4/4" in status
+    assert slack.home_opened(ADMIN).status == 200
+    assert "consumers 4/4" in json.dumps(slack.fake.wait_for("views.publish")[-1].params["view"])
 
     audit = io.StringIO()
     services.audit.export(audit, "jsonl")

@@ -383,6 +383,10 @@ class RolloutService:
         with self.ctx.transaction() as session:
             return store.consumer_counts(session, vendor_ids=vendor_ids)
 
+    def delivery_states(self) -> dict[str, int]:
+        with self.ctx.transaction() as session:
+            return store.delivery_states(session)
+
     def progress(self, vendor_id: str, generation: int) -> Progress:
         with self.ctx.transaction() as session:
             return Progress(vendor_id, generation, tuple(self._states(session, vendor_id, generation)))
@@ -632,20 +636,20 @@ class RolloutService:
             return self._pool
 
     def kick(self) -> None:
-        """Deliver what is due now, in the background (starts the worker on first use)."""
+        """Deliver what is due now, in the background. The worker thread runs while deliveries are pending."""
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
+            self._wake.set()
+            if self._thread is None:
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._loop, name="rollout-worker", daemon=True)
                 self._thread.start()
-        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-            self._thread = None
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=15)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -659,9 +663,18 @@ class RolloutService:
             except Exception:  # the database is away: try again at the next poll
                 logger.exception("rollout sweep failed")
                 wait = self.poll_seconds
+            if wait is None:  # nothing pending: end here (unless kicked meanwhile); the next kick starts anew
+                with self._start_lock:
+                    if not self._wake.is_set():
+                        self._thread = None
+                        return
+                continue
             self._wake.wait(timeout=wait)
+        with self._start_lock:
+            self._thread = None
 
-    def _seconds_to_next(self) -> float:
+    def _seconds_to_next(self) -> float | None:
+        """Seconds until the soonest pending attempt (at most the poll interval); None when nothing is pending."""
         with self.ctx.transaction() as session:
             soonest = session.scalar(
                 select(func.min(RolloutDelivery.next_attempt_at))
@@ -669,7 +682,7 @@ class RolloutService:
                 .where(RolloutDelivery.state == PENDING)
             )
         if soonest is None:
-            return self.poll_seconds
+            return None
         seconds = (soonest - self.ctx.clock.now()).total_seconds()
         return min(self.poll_seconds, max(0.1, seconds))
 
