@@ -9,19 +9,17 @@ database, decrypting, signing, the POST, settling the delivery and its audit eve
 from __future__ import annotations
 
 import base64
-import os
 import tempfile
 import time
-import uuid
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
 from typing import Any
 
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
+from bench.reminder_sweep import _postgres_database
 from bot.bootstrap import Services, build_services
 from bot.config import load_settings
 from bot.services.rollout import new_signing_secret
@@ -29,7 +27,6 @@ from storage import rollout as store
 from storage.db import make_engine, upgrade
 from storage.models import Consumer, Key, RolloutDelivery
 
-PG_ADMIN_URL = os.environ.get("DATABASE_URL_TEST", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MASTER_KEY = base64.b64encode(b"r" * 32).decode()  # a throwaway key for a throwaway database
 EXPIRES = date(2027, 5, 1)
 
@@ -105,24 +102,6 @@ def _measure(url: str, keys: int, consumers_per_key: int, receiver: str) -> tupl
         services.engine.dispose()
 
 
-def _postgres() -> tuple[str, Any] | None:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"keybot_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception:  # noqa: BLE001 - no server: SQLite only
-        admin.dispose()
-        return None
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False), drop
-
-
 def run() -> str:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     server.daemon_threads = True
@@ -139,7 +118,7 @@ def run() -> str:
                 engine.dispose()
                 took, delivered, rounds = _measure(url, keys, per_key, receiver)
                 rows.append(("SQLite", label, took, delivered, keys * per_key, rounds))
-            pg = _postgres()
+            pg = _postgres_database()
             if pg is not None:
                 url, drop = pg
                 engine = make_engine(url)

@@ -8,7 +8,7 @@ update, never a message); no other view shows a secret or a target's query strin
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,6 +38,7 @@ from bot.rules import KeybotError
 from bot.services.rollout import AddedConsumer, ConsumerState, Progress
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.parse import parse_click
 from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
@@ -302,39 +303,31 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         handle_consumers_command,
     )
 
-    def click(body: dict[str, Any]) -> tuple[str, str, str]:
-        action = (body.get("actions") or [{}])[0]
-        return body["user"]["id"], str(action.get("value") or ""), body.get("trigger_id", "")
-
     def refuse(respond: Respond, error: KeybotError) -> None:
         respond(text=f":warning: {error}", response_type="ephemeral", replace_original=False)
 
-    @app.action(ids.ADD_CONSUMER)
-    def handle_add_click(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
-        user_id, vendor_id, trigger_id = click(body)
-        try:
-            open_add(user_id, vendor_id, trigger_id, client)
-        except KeybotError as error:
-            refuse(respond, error)
+    def modal_button(opener: Callable[[str, str, str, WebClient], None]) -> Callable[..., None]:
+        def handle_click(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+            ack()
+            click = parse_click(body)
+            try:
+                opener(click.user_id, click.value, click.trigger_id, client)
+            except KeybotError as error:
+                refuse(respond, error)
 
-    @app.action(ids.REMOVE_CONSUMER)
-    def handle_remove_click(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
-        user_id, vendor_id, trigger_id = click(body)
-        try:
-            open_remove(user_id, vendor_id, trigger_id, client)
-        except KeybotError as error:
-            refuse(respond, error)
+        return handle_click
+
+    app.action(ids.ADD_CONSUMER)(modal_button(open_add))
+    app.action(ids.REMOVE_CONSUMER)(modal_button(open_remove))
 
     @app.action(ids.PUSH_CONSUMERS)
     def handle_push_click(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
-        user_id, value, _ = click(body)
-        vendor_id, _, name = value.partition(" ")
+        click = parse_click(body)
+        vendor_id, _, name = click.value.partition(" ")
         try:
             names = [name] if name else [s.name for s in rollout.consumers(vendor_id) if not s.holds_key]
-            pushed = rollout.push(user_id, vendor_id, names)
+            pushed = rollout.push(click.user_id, vendor_id, names)
         except KeybotError as error:
             refuse(respond, error)
             return
