@@ -250,6 +250,11 @@ def test_confirm_answers(slack, services, key, receiver):  # noqa: F811
     refusals = [e for e in services.audit.entries() if e.action == "rollout.confirm.refused"]
     assert sorted(e.details["status"] for e in refusals) == [401, 401, 409, 422]
 
+    services.rollout.push(ADMIN, VENDOR, ["erp"])  # delivered again: still proven
+    services.rollout.kick()
+    receiver.wait_for("/erp", 2)  # generation 2, then the push
+    wait_until(lambda: states(services)["erp"].state == "confirmed")
+
 
 def readme_receiver() -> str:
     """The example receiver of README.md's Rollout section, as printed there."""

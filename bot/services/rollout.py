@@ -35,7 +35,17 @@ from sqlalchemy.orm import Session
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from bot import rules
-from bot.destinations import AWS_PARAMETER, AWS_SECRET, KINDS, VAULT, WEBHOOK, Delivery, Destinations, Outcome
+from bot.destinations import (
+    AWS_PARAMETER,
+    AWS_SECRET,
+    KINDS,
+    VAULT,
+    WEBHOOK,
+    Delivery,
+    Destinations,
+    Outcome,
+    is_loopback,
+)
 from bot.rules import InvalidInput
 from bot.services.base import Context, NotAllowed, NotFound
 from storage import rollout as store
@@ -195,15 +205,14 @@ def parse_target(kind: str, raw: str, vault_mount: str | None = None) -> tuple[d
     if kind == WEBHOOK:
         try:
             url = urlsplit(value)
-            host, _ = url.hostname or "", url.port
+            host = url.hostname or ""
+            _ = url.port  # a port that is not a number raises here
         except ValueError:
             raise InvalidInput.one("target", "That is not a URL: give https://host/path.") from None
         if url.username or url.password:
             raise InvalidInput.one("target", "Put no user:password in the URL: receivers check the signature.")
         if url.scheme not in ("https", "http") or not host:
             raise InvalidInput.one("target", "Give the webhook as https://host/path.")
-        from bot.destinations import is_loopback
-
         if url.scheme == "http" and not is_loopback(host):
             raise InvalidInput.one("target", "Webhooks must use https:// (plain http:// only to 127.0.0.1).")
         return {"url": value}, f"{url.scheme}://{url.netloc}{url.path or '/'}"
@@ -507,9 +516,8 @@ class RolloutService:
                 "generation": claim.generation,
                 "attempt": delivery.attempts,
             }
-            if outcome.ok:
-                if delivery.state != CONFIRMED:
-                    delivery.state = DELIVERED
+            if outcome.ok:  # a consumer that proved this generation before a push stays confirmed
+                delivery.state = CONFIRMED if delivery.confirmed_at else DELIVERED
                 delivery.delivered_at, delivery.next_attempt_at, delivery.last_error = now, None, None
                 action = "rollout.delivered"
             else:

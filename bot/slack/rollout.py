@@ -327,6 +327,9 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         vendor_id, _, name = click.value.partition(" ")
         try:
             names = [name] if name else [s.name for s in rollout.consumers(vendor_id) if not s.holds_key]
+            if not names:
+                respond(text=f"Every consumer of {vendor_id} holds the current key.", response_type="ephemeral")
+                return
             pushed = rollout.push(click.user_id, vendor_id, names)
         except KeybotError as error:
             refuse(respond, error)
