@@ -25,7 +25,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -49,6 +49,7 @@ from bot.destinations import (
 from bot.rules import InvalidInput
 from bot.services.base import Context, NotAllowed, NotFound
 from storage import rollout as store
+from storage.crypto import Keyring
 from storage.models import Consumer, Key, RolloutDelivery, RolloutMessage
 from storage.rollout import CONFIRMED, DELIVERED, FAILED, HOLDS_KEY, PENDING
 
@@ -168,7 +169,7 @@ class _Claim:
     vendor_id: str
     generation: int
     attempt: Delivery
-    secrets: tuple[str, ...] = field(default=())
+    secrets: tuple[str, ...]  # scrubbed from any error text
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -260,7 +261,7 @@ class RolloutService:
         self._report_lock = threading.Lock()
 
     @property
-    def keyring(self) -> Any:
+    def keyring(self) -> Keyring:
         return self.ctx.keys.keyring
 
     # ------------------------------------------------------------ who may manage
