@@ -8,13 +8,15 @@ from sqlalchemy import Engine
 
 from bot.config import Settings
 from bot.coupang import CoupangClient
-from bot.monitor import Monitor
+from bot.destinations import Destinations
+from bot.monitor import Monitor, RolloutCollector
 from bot.services.audit import AuditService
 from bot.services.base import Clock, Context, SystemClock
 from bot.services.keys import KeyService
 from bot.services.overview import OverviewService
 from bot.services.reissue import GroupMembers, ReissueService
 from bot.services.reminders import ReminderService
+from bot.services.rollout import RolloutService
 from bot.services.verification import KeyChecker, VerificationService
 from storage.audit import AuditLog
 from storage.crypto import Keyring
@@ -32,6 +34,7 @@ class Services:
     reminders: ReminderService
     overview: OverviewService
     monitor: Monitor  # this process's sweeps and Slack answers, and the /metrics registry
+    rollout: RolloutService
 
     @property
     def engine(self) -> Engine:
@@ -52,6 +55,7 @@ def build_services(
     clock: Clock | None = None,
     coupang: KeyChecker | None = None,
     group_members: GroupMembers | None = None,
+    destinations: Destinations | None = None,
 ) -> Services:
     keyring = Keyring(settings.master_keys)
     ctx = Context(
@@ -62,6 +66,16 @@ def build_services(
         audit=AuditLog(keyring),
     )
     overview = OverviewService(ctx)
+    rollout = RolloutService(
+        ctx,
+        destinations
+        or Destinations(
+            vault_addr=settings.vault_addr, vault_token=settings.vault_token, vault_namespace=settings.vault_namespace
+        ),
+    )
+    ctx.wake_rollout = rollout.kick
+    monitor = Monitor(settings, ctx.clock, overview)
+    monitor.add_collector(RolloutCollector(rollout.delivery_states))
     return Services(
         ctx=ctx,
         keys=KeyService(ctx),
@@ -70,5 +84,6 @@ def build_services(
         reissues=ReissueService(ctx, group_members),
         reminders=ReminderService(ctx),
         overview=overview,
-        monitor=Monitor(settings, ctx.clock, overview),
+        monitor=monitor,
+        rollout=rollout,
     )

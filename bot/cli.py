@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 
+from bot import consumers_cli
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
@@ -94,6 +95,8 @@ def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
         extra.append(f"checked {s.verify_outcome} {format_local(s.verified_at, tz)}")
     if s.open_request:
         extra.append(f"reissue request #{s.open_request.id} {s.open_request.status}")
+    if s.consumers:
+        extra.append(f"consumers {s.consumers[0]}/{s.consumers[1]}")
     if extra:
         lines.append("  " + "  ·  ".join(extra))
     return "\n".join(lines)
@@ -293,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", help="a consistent copy of the database, safe while the bot runs")
     backup.add_argument("file", metavar="FILE")
     backup.set_defaults(handler=cmd_backup)
+    consumers_cli.add_parser(sub)
 
     console = sub.add_parser("console", help="the bot in this terminal: type /coupang-key … as in Slack")
     console.add_argument("--as", dest="as_user", metavar="U…", help="act as this Slack user (default: first admin)")

@@ -50,6 +50,10 @@ class Settings:
     heartbeat_url: str | None = None
     metrics_token: str | None = None
     weekly_summary_day: int | None = 0  # Monday=0 … Sunday=6; None: off
+    # key rollout to Vault / OpenBao consumers (hvac); AWS consumers use boto3's own AWS_* chain
+    vault_addr: str | None = None
+    vault_token: str | None = field(default=None, repr=False)
+    vault_namespace: str | None = None
 
     @property
     def slack_configured(self) -> bool:
@@ -182,4 +186,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         heartbeat_url=heartbeat_url.rstrip("/") if heartbeat_url else None,
         metrics_token=get("KEYBOT_METRICS_TOKEN"),
         weekly_summary_day=None if summary == "off" else WEEKDAYS.index(summary),
+        vault_addr=get("VAULT_ADDR"),
+        vault_token=get("VAULT_TOKEN"),
+        vault_namespace=get("VAULT_NAMESPACE"),
     )

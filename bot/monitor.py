@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, time, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, GCCollector, ProcessCollector
@@ -82,6 +82,24 @@ class _SweepCollector(Collector):
                 "When this process last finished a reminder sweep without a failure",
                 value=last.timestamp(),
             )
+
+
+class RolloutCollector(Collector):
+    """``coupang_keybot_rollout_deliveries{state}``: deliveries of the current keys to their consumers, by state."""
+
+    STATES = ("pending", "delivered", "confirmed", "failed")
+
+    def __init__(self, states: Callable[[], Mapping[str, int]]):
+        self.states = states
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.states()
+        gauge = GaugeMetricFamily(
+            "coupang_keybot_rollout_deliveries", "Key deliveries to consumers, by state", labels=["state"]
+        )
+        for state in self.STATES:
+            gauge.add_metric([state], counts.get(state, 0))
+        yield gauge
 
 
 class Monitor:

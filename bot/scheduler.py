@@ -10,6 +10,7 @@ from slack_bolt import App
 from bot.bootstrap import Services
 from bot.slack.reissue import add_reissue_jobs
 from bot.slack.reminders import add_reminder_job
+from bot.slack.rollout import add_rollout_job
 from bot.slack.verify import add_verification_jobs
 
 logger = logging.getLogger(__name__)
@@ -21,4 +22,5 @@ def build_scheduler(services: Services, app: App) -> BackgroundScheduler:
     add_reminder_job(scheduler, services, app.client)
     add_verification_jobs(scheduler, services, app.client)
     add_reissue_jobs(scheduler, services, app.client)
+    add_rollout_job(scheduler, services)
     return scheduler

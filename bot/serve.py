@@ -87,6 +87,7 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
 def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from bot.confirm import CONFIRM_PATH, build_confirm_app
     from bot.logs import gunicorn_logconfig
     from bot.ops_http import build_ops_wsgi
     from bot.scheduler import build_scheduler
@@ -97,7 +98,7 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         print("HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode).", file=out)
         return 2
     app = build_app(services)
-    wsgi = build_wsgi(app, ops=build_ops_wsgi(services))
+    wsgi = build_wsgi(app, ops=build_ops_wsgi(services), routes={CONFIRM_PATH: build_confirm_app(services.rollout)})
 
     def post_worker_init(worker: Any) -> None:
         # connections opened before the fork (migrations) must not be shared with the worker

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
@@ -65,13 +65,19 @@ class GuardedSlackHandler(SlackRequestHandler):
         return self.app.dispatch(bolt_request)
 
 
-def build_wsgi(app: App, *, ops: WSGIApplication) -> Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]:
-    """A WSGI app: Slack requests go to Bolt (signature checked there); ``ops`` answers health and metrics."""
+WSGIApp = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
+
+
+def build_wsgi(app: App, *, ops: WSGIApplication, routes: Mapping[str, WSGIApp] | None = None) -> WSGIApp:
+    """A WSGI app: Slack requests go to Bolt (signature checked there); ``ops`` answers health and metrics.
+
+    ``routes``: more paths, each to its own WSGI app (``/rollout/confirm``).
+    """
     slack = GuardedSlackHandler(app, path=EVENTS_PATH)
+    paths: dict[str, WSGIApp] = {path: ops for path in OPS_PATHS} | dict(routes or {})
 
     def wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") in OPS_PATHS:
-            return ops(environ, start_response)
-        return slack(environ, start_response)
+        route = paths.get(environ.get("PATH_INFO", ""), slack)
+        return route(environ, start_response)
 
     return wsgi

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -217,3 +218,69 @@ class AppliedSubmission(Base):
     view_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     view_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     applied_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Consumer(Base):
+    """A system that uses one vendor ID's key (ROLLOUT.md). Where it lives and its signing secret are ciphertext.
+
+    ``target`` is what people see: the URL without credentials or query string, the secret ID, the path.
+    ``lease_until`` serialises deliveries to one consumer across processes, so generation N is never written
+    after generation N+1.
+    """
+
+    __tablename__ = "consumers"
+    __table_args__ = (UniqueConstraint("vendor_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(500))
+    config_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    signing_secret_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column()
+    lease_until: Mapped[datetime | None] = mapped_column()
+    lease_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class RolloutDelivery(Base):
+    """One consumer × one generation: pending → delivered → confirmed, or failed (``last_error`` says why).
+
+    ``message_id`` is the ``webhook-id`` / ``ClientRequestToken``: the same on every retry of this row.
+    """
+
+    __tablename__ = "rollout_deliveries"
+    __table_args__ = (
+        UniqueConstraint("consumer_id", "generation"),
+        Index("ix_rollout_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consumer_id: Mapped[int] = mapped_column(Integer, ForeignKey("consumers.id", ondelete="CASCADE"))
+    vendor_id: Mapped[str] = mapped_column(String(16), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime] = mapped_column()  # the 24-hour retry budget counts from here
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    last_attempt_at: Mapped[datetime | None] = mapped_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    confirmed_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(String(300))
+
+
+class RolloutMessage(Base):
+    """The progress message of one generation's rollout, a reply in the approval thread, posted once."""
+
+    __tablename__ = "rollout_messages"
+    __table_args__ = (UniqueConstraint("vendor_id", "generation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    channel_id: Mapped[str] = mapped_column(String(32))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    claimed_at: Mapped[datetime | None] = mapped_column()

@@ -27,7 +27,7 @@ Sending (every helper returns a :class:`Response`: ``status``, ``headers``, ``te
 - ``slack.last_signed`` — ``(body, headers)`` of the last signed request; ``slack.replay()`` sends it again,
   byte for byte (same signature).
 - ``slack.signed_headers(body, timestamp=None)`` — the headers Slack would send for ``body``.
-- ``slack.get(path)`` — e.g. ``slack.get("/healthz")``.
+- ``slack.get(path)`` — e.g. ``slack.get("/healthz")``; ``slack.post(path, body, headers)`` — e.g. ``/rollout/confirm``.
 - ``slack.settle()`` — wait until every listener so far has finished, including its work after ``ack()``.
 
 Inspecting:
@@ -64,6 +64,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 
 from bot.bootstrap import Services
+from bot.confirm import CONFIRM_PATH, build_confirm_app
 from bot.ops_http import build_ops_wsgi
 from bot.slack import ids
 from bot.slack.app import ContextPool, build_app
@@ -234,7 +235,9 @@ class SlackHarness(LoopbackServer):
         self.client = WebClient(token=BOT_TOKEN, base_url=fake.base_url, retry_handlers=fast_retry_handlers())
         self.listeners = _Listeners()
         self.app = build_app(services, client=self.client, listener_executor=self.listeners)
-        self.wsgi = build_wsgi(self.app, ops=build_ops_wsgi(services))
+        self.wsgi = build_wsgi(
+            self.app, ops=build_ops_wsgi(services), routes={CONFIRM_PATH: build_confirm_app(services.rollout)}
+        )
         self._counter = 0
         self.last_signed: tuple[str, dict[str, str]] = ("", {})
 
@@ -259,6 +262,10 @@ class SlackHarness(LoopbackServer):
 
     def get(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
         return self._request("GET", path, headers=headers)
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        """A POST to another path of the bot, e.g. ``/rollout/confirm``."""
+        return self._request("POST", path, body, headers)
 
     def signed_headers(
         self, body: str | bytes, *, timestamp: int | None = None, content_type: str | None = None

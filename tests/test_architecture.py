@@ -51,3 +51,7 @@ def test_storage_does_not_reach_up_into_the_bot():
 
 def test_coupang_client_knows_nothing_of_slack_or_storage():
     assert offending(files("bot/coupang.py"), (*SLACK, "storage", "sqlalchemy")) == []
+
+
+def test_rollout_destinations_know_nothing_of_slack_or_storage():
+    assert offending(files("bot/destinations.py"), (*SLACK, "storage", "sqlalchemy")) == []

@@ -81,6 +81,8 @@ class Context:
     clock: Clock
     keys: KeyRepository
     audit: AuditLog
+    # called after a new key generation is committed: wakes the background rollout (bot/services/rollout.py)
+    wake_rollout: Callable[[], None] = lambda: None
 
     def today(self, now: datetime | None = None) -> Any:
         return local_date(now or self.clock.now(), self.settings.timezone)

@@ -15,6 +15,7 @@ from bot.rules import InvalidInput, LinkingInfo, Phase
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
+from storage.rollout import consumer_counts, reencrypt_consumers
 
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -85,6 +86,7 @@ class KeyStatus:
     verify_outcome: str | None
     verified_at: datetime | None
     open_request: OpenRequest | None = None
+    consumers: tuple[int, int] | None = None  # (holding the current generation, all) when it has consumers
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +109,7 @@ class KeyStatus:
             "verify_outcome": self.verify_outcome,
             "verified_at": self.verified_at.isoformat() if self.verified_at else None,
             "open_request": self.open_request.status if self.open_request else None,
+            "consumers": {"delivered": self.consumers[0], "total": self.consumers[1]} if self.consumers else None,
         }
 
 
@@ -231,7 +234,10 @@ class KeyService:
         edits = repo.edit_counts(session, since=repo.week_ago(now))
         requests = repo.open_requests(session, now=now)
         today = self.ctx.today(now)
-        result = [self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
+        counts = consumer_counts(session, vendor_ids=vendor_ids)
+        result = [
+            self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id), counts) for k in keys
+        ]
         return sorted(result, key=lambda s: (s.days_left, s.vendor_id))
 
     def status(self, vendor_id: str, *, now: datetime | None = None) -> KeyStatus:
@@ -259,7 +265,10 @@ class KeyService:
             vendor_ids = [k.vendor_id for k in keys]
             edits = repo.edit_counts(session, since=repo.week_ago(now), vendor_ids=vendor_ids)
             requests = repo.open_requests(session, now=now) if keys else {}
-            page = [self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id)) for k in keys]
+            counts = consumer_counts(session, vendor_ids=vendor_ids)
+            page = [
+                self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id), counts) for k in keys
+            ]
         matching = in_window + expired if expiring else healthy + in_window + expired
         return StatusPage(page, max(offset, 0), matching, healthy, in_window, expired)
 
@@ -273,7 +282,14 @@ class KeyService:
             return rules.edit_quota(repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now)), now)
 
     @staticmethod
-    def _status(key: Key, now: datetime, today: date, edits: int, request: ReissueRequest | None) -> KeyStatus:
+    def _status(
+        key: Key,
+        now: datetime,
+        today: date,
+        edits: int,
+        request: ReissueRequest | None,
+        consumers: Mapping[str, tuple[int, int]],
+    ) -> KeyStatus:
         days = rules.days_left(key.expires_on, today)
         return KeyStatus(
             vendor_id=key.vendor_id,
@@ -296,6 +312,7 @@ class KeyService:
             open_request=(
                 OpenRequest(request.id, request.status, request.path, request.requested_by) if request else None
             ),
+            consumers=consumers.get(key.vendor_id),
         )
 
     # ------------------------------------------------------------ writes
@@ -458,6 +475,7 @@ class KeyService:
         """
         with self.ctx.transaction() as session:
             changed = sum(self.ctx.keys.reencrypt(key) for key in self.ctx.keys.all(session))
+            reencrypt_consumers(session, self.ctx.keys.keyring)
             check = self.ctx.audit.verify(session)
             if not check.ok:
                 raise NotAllowed(f"Refusing to rotate: {check.describe()}. Run `coupang-keybot audit verify`.")

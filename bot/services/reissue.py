@@ -28,6 +28,7 @@ from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, instance_name
 from storage import repositories as repo
+from storage import rollout
 from storage.models import Key, ReissueRequest
 
 logger = logging.getLogger(__name__)
@@ -549,6 +550,13 @@ class ReissueService:
                 now=now,
             )
             key.access_deadline = rules.access_deadline(path, now)
+            rollout.queue_generation(  # every consumer gets the new key (ROLLOUT.md), progress in the request's thread
+                session,
+                vendor_id=key.vendor_id,
+                generation=key.generation,
+                now=now,
+                thread=(request.channel_id, request.message_ts) if request.channel_id else None,
+            )
             key.verified_at = key.verify_outcome = key.verify_detail = None
             request.status, request.completed_at = COMPLETED, now
             self.ctx.record(
@@ -580,6 +588,7 @@ class ReissueService:
         if stale:
             self._void(actor, request_id, "reissue.complete")
         assert done is not None
+        self.ctx.wake_rollout()  # after the commit, in the background: the Slack request never waits for it
         return done
 
     def _validate(self, form: NewKeyForm, stored_secret: str) -> tuple[str, str, date]:

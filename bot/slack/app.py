@@ -18,7 +18,7 @@ from bot.bootstrap import Services
 from bot.config import Settings
 from bot.logs import bind_log_fields
 from bot.monitor import Monitor
-from bot.slack import commands, home, keys, reissue, verify
+from bot.slack import commands, home, keys, reissue, rollout, verify
 from bot.slack.failures import DeadlineExecutor, handle_listener_error
 
 logger = logging.getLogger(__name__)
@@ -101,4 +101,5 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
     home.register(app, services)
     reissue.register(app, services, router)
     verify.register(app, services, router)
+    rollout.register(app, services, router)
     return app

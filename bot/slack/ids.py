@@ -34,3 +34,11 @@ REGISTER_MODAL = "register_key"
 EDIT_LINKING_MODAL = "edit_linking_info"
 REISSUE_REQUEST_MODAL = "reissue_request"
 NEW_KEY_MODAL = "new_key"
+
+# key rollout (bot/slack/rollout.py): push buttons carry "VENDOR_ID" (every consumer not holding the key) or
+# "VENDOR_ID NAME"; add/remove buttons carry the vendor ID
+PUSH_CONSUMERS = "push_consumers"
+ADD_CONSUMER = "add_consumer"
+REMOVE_CONSUMER = "remove_consumer"
+CONSUMER_ADD_MODAL = "consumer_add"
+CONSUMER_REMOVE_MODAL = "consumer_remove"

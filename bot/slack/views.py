@@ -95,6 +95,10 @@ def key_summary_text(status: KeyStatus, tz: ZoneInfo) -> str:
         lines.append(f"Last check: {escape(outcome)} ({rules.format_local(status.verified_at, tz)})")
     if status.owner_id:
         lines.append(f"Owner: <@{escape(status.owner_id)}>")
+    if status.consumers:
+        lines.append(
+            f"Rollout: consumers {status.consumers[0]}/{status.consumers[1]} hold generation {status.generation}"
+        )
     if status.open_request:
         lines.append(
             f":hourglass_flowing_sand: Reissue request #{status.open_request.id} is "

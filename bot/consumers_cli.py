@@ -1,0 +1,107 @@
+"""``coupang-keybot consumers add|list|push|remove`` (ROLLOUT.md): the command line's face of key rollout.
+
+Deliveries here run in this process, at once, so the exit code can say whether they went through:
+``add`` and ``push`` exit 0 when every named consumer holds the key, 1 when not (the bot keeps retrying).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TextIO
+
+from bot.bootstrap import Services
+from bot.destinations import AWS_PARAMETER, AWS_SECRET, VAULT, WEBHOOK
+from bot.rules import format_local
+from bot.services.rollout import CLI_ACTOR, ConsumerState
+
+OK, FAILED = 0, 1
+_KIND_FLAGS = ((WEBHOOK, "webhook"), (AWS_SECRET, "aws_secret"), (AWS_PARAMETER, "aws_parameter"), (VAULT, "vault"))
+
+
+def _describe(state: ConsumerState, services: Services) -> str:
+    tz = services.ctx.settings.timezone
+    line = f"{state.vendor_id}  {state.name}  {state.kind}  {state.target}  {state.state or 'no delivery'}"
+    if state.generation is not None:
+        line += f"  gen {state.generation}  attempts {state.attempts}"
+    if state.next_attempt_at:
+        line += f"  next try {format_local(state.next_attempt_at, tz)}"
+    if state.last_error:
+        line += f"  last error: {state.last_error}"
+    return line
+
+
+def cmd_add(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    kind, target = next((kind, getattr(args, flag)) for kind, flag in _KIND_FLAGS if getattr(args, flag))
+    rollout = services.rollout
+    added = rollout.add(CLI_ACTOR, args.vendor_id, args.name, kind, target, vault_mount=args.vault_mount)
+    state = rollout.deliver_now(added.vendor_id, [added.name])[0]
+    if args.json:
+        fields = {"name": added.name, "kind": added.kind, "target": added.target}
+        json.dump({**fields, "signing_secret": added.signing_secret, "state": state.state}, out)
+        out.write("\n")
+    else:
+        print(f"Added {added.name} ({added.kind} {added.target}) to {added.vendor_id}.", file=out)
+        print(f"Signing secret (shown only this once): {added.signing_secret}", file=out)
+        print(_describe(state, services), file=out)
+    return OK if state.holds_key else FAILED
+
+
+def cmd_list(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    states = services.rollout.consumers(args.vendor_id)
+    if args.json:
+        json.dump([s.as_json() for s in states], out, ensure_ascii=False, indent=2)
+        out.write("\n")
+    elif not states:
+        print("No consumers yet. Add one with `coupang-keybot consumers add VENDOR_ID NAME --webhook URL`.", file=out)
+    for state in [] if args.json else states:
+        print(_describe(state, services), file=out)
+    return OK
+
+
+def cmd_push(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    names = [args.name] if args.name else []
+    pushed = services.rollout.push(CLI_ACTOR, args.vendor_id, names)
+    states = services.rollout.deliver_now(args.vendor_id.strip().upper(), pushed)
+    for state in states:
+        print(_describe(state, services), file=out if state.holds_key else sys.stderr)
+    return OK if all(s.holds_key for s in states) else FAILED
+
+
+def cmd_remove(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    services.rollout.remove(CLI_ACTOR, args.vendor_id, args.name)
+    print(f"Removed {args.name.strip().lower()} from {args.vendor_id.strip().upper()}.", file=out)
+    return OK
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    consumers = sub.add_parser("consumers", help="systems that receive a key when it is reissued")
+    commands = consumers.add_subparsers(dest="consumers_command", required=True)
+
+    add = commands.add_parser("add", help="add a consumer and deliver the current key to it now")
+    add.add_argument("vendor_id", metavar="VENDOR_ID")
+    add.add_argument("name", metavar="NAME")
+    where = add.add_mutually_exclusive_group(required=True)
+    where.add_argument("--webhook", metavar="URL", help="https:// URL (http:// only to loopback)")
+    where.add_argument("--aws-secret", metavar="SECRET_ID", help="AWS Secrets Manager secret name or ARN")
+    where.add_argument("--aws-parameter", metavar="NAME", help="AWS SSM Parameter Store name")
+    where.add_argument("--vault", metavar="PATH", help="Vault / OpenBao KV v2 path")
+    add.add_argument("--vault-mount", default="secret", help="KV v2 mount (default: secret)")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=cmd_add)
+
+    listing = commands.add_parser("list", help="consumers and their latest delivery")
+    listing.add_argument("vendor_id", metavar="VENDOR_ID", nargs="?")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_list)
+
+    push = commands.add_parser("push", help="deliver the current key again now")
+    push.add_argument("vendor_id", metavar="VENDOR_ID")
+    push.add_argument("name", metavar="NAME", nargs="?")
+    push.set_defaults(handler=cmd_push)
+
+    remove = commands.add_parser("remove", help="stop delivering to a consumer")
+    remove.add_argument("vendor_id", metavar="VENDOR_ID")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(handler=cmd_remove)

@@ -1,0 +1,236 @@
+"""Writing a key to a consumer, through each destination's own client library (ROLLOUT.md "Kinds of consumer").
+
+- ``webhook``: ``POST`` of a Standard Webhooks message signed with the ``standardwebhooks`` package; no redirects.
+- ``aws-secretsmanager``: ``PutSecretValue`` (``CreateSecret`` when missing) with a stable ``ClientRequestToken``.
+- ``aws-ssm``: ``PutParameter(Type=SecureString, Overwrite=True)``.
+- ``vault``: a KV v2 write with hvac.
+
+Each attempt ends in an :class:`Outcome`: delivered, worth retrying (408, 429, 5xx, timeouts, lost connections)
+or a configuration problem (any other refusal). Nothing here knows Slack or the database; error texts may quote
+a destination's answer, so the caller scrubs them before storing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import hvac
+import requests
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from hvac import exceptions as vault_errors
+from standardwebhooks import Webhook
+
+TIMEOUT_SECONDS = 10
+WEBHOOK, AWS_SECRET, AWS_PARAMETER, VAULT = "webhook", "aws-secretsmanager", "aws-ssm", "vault"
+KINDS = (WEBHOOK, AWS_SECRET, AWS_PARAMETER, VAULT)
+EVENT_TYPE = "coupang_key.updated"
+QUIET_LOGGERS = ("botocore", "boto3", "hvac")
+_BODY_LIMIT = 2000  # bytes of an error answer read (the caller keeps 200 characters)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    retry: bool = False
+    error: str | None = None
+
+
+DELIVERED = Outcome(ok=True)
+
+
+def retryable_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+def _http_outcome(status: int, detail: str) -> Outcome:
+    if 200 <= status < 300:
+        return DELIVERED
+    text = f"HTTP {status}" + (f": {detail}" if detail else "")
+    if 300 <= status < 400:
+        return Outcome(ok=False, error=f"{text} (redirects are not followed: give the final URL)")
+    return Outcome(ok=False, retry=retryable_status(status), error=text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, repr=False)
+class Delivery:
+    """One attempt: what to write (``data`` holds the key) and where. Never printed."""
+
+    kind: str
+    config: dict[str, Any]
+    message_id: str
+    data: dict[str, Any]
+    signing_secret: str
+
+    def __repr__(self) -> str:
+        return f"Delivery(kind={self.kind!r}, message_id={self.message_id!r})"
+
+
+class Destinations:
+    """The four writers. boto3 and hvac clients are built once and shared by the delivery threads."""
+
+    def __init__(
+        self,
+        *,
+        aws_region: str | None = None,
+        vault_addr: str | None = None,
+        vault_token: str | None = None,
+        vault_namespace: str | None = None,
+        timeout: float = TIMEOUT_SECONDS,
+    ):
+        self.aws_region, self.timeout = aws_region, timeout
+        self.vault_addr, self.vault_token, self.vault_namespace = vault_addr, vault_token, vault_namespace
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        for name in QUIET_LOGGERS:  # at DEBUG they log request bodies, which hold the key
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    def deliver(self, delivery: Delivery, now: datetime) -> Outcome:
+        try:
+            if delivery.kind == WEBHOOK:
+                return self._webhook(delivery, now)
+            if delivery.kind == AWS_SECRET:
+                return self._secrets_manager(delivery)
+            if delivery.kind == AWS_PARAMETER:
+                return self._ssm(delivery)
+            if delivery.kind == VAULT:
+                return self._vault(delivery)
+        except (TimeoutError, ConnectionError, OSError, requests.ConnectionError, requests.Timeout) as exc:
+            return Outcome(ok=False, retry=True, error=f"{type(exc).__name__}: cannot reach the destination")
+        return Outcome(ok=False, error=f"unknown consumer kind {delivery.kind}")
+
+    # ------------------------------------------------------------ webhook
+
+    def _webhook(self, delivery: Delivery, now: datetime) -> Outcome:
+        url = urlsplit(delivery.config["url"])
+        body = json.dumps(
+            {"type": EVENT_TYPE, "timestamp": now.astimezone(UTC).isoformat(), "data": delivery.data},
+            separators=(",", ":"),
+        )
+        signature = Webhook(delivery.signing_secret).sign(delivery.message_id, now, body)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "coupang-keybot",
+            "webhook-id": delivery.message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
+        connection_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        connection = connection_class(url.hostname or "", url.port, timeout=self.timeout)
+        try:
+            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            connection.request("POST", path, body=body.encode(), headers=headers)
+            answer = connection.getresponse()
+            detail = answer.read(_BODY_LIMIT).decode("utf-8", "replace").strip()
+            return _http_outcome(answer.status, detail)
+        finally:
+            connection.close()
+
+    # ------------------------------------------------------------ AWS
+
+    def _aws(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                config = Config(
+                    connect_timeout=self.timeout, read_timeout=self.timeout, retries={"total_max_attempts": 1}
+                )
+                # region, credentials and AWS_ENDPOINT_URL: boto3's standard chain
+                self._clients[service] = boto3.session.Session().client(
+                    service, region_name=self.aws_region, config=config
+                )
+            return self._clients[service]
+
+    def _secrets_manager(self, delivery: Delivery) -> Outcome:
+        client = self._aws("secretsmanager")
+        secret_id, value = delivery.config["secret_id"], json.dumps(delivery.data)
+        try:
+            try:
+                client.put_secret_value(SecretId=secret_id, SecretString=value, ClientRequestToken=delivery.message_id)
+            except ClientError as exc:
+                if _aws_code(exc) != "ResourceNotFoundException":
+                    raise
+                client.create_secret(Name=secret_id, SecretString=value, ClientRequestToken=delivery.message_id)
+        except (ClientError, BotoCoreError) as exc:
+            return _aws_outcome(exc)
+        return DELIVERED
+
+    def _ssm(self, delivery: Delivery) -> Outcome:
+        client = self._aws("ssm")
+        try:
+            client.put_parameter(
+                Name=delivery.config["parameter"],
+                Value=json.dumps(delivery.data),
+                Type="SecureString",
+                Overwrite=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            return _aws_outcome(exc)
+        return DELIVERED
+
+    # ------------------------------------------------------------ Vault / OpenBao
+
+    def _vault(self, delivery: Delivery) -> Outcome:
+        if not (self.vault_addr and self.vault_token):
+            return Outcome(ok=False, error="VAULT_ADDR and VAULT_TOKEN must be set for Vault consumers")
+        client = hvac.Client(
+            url=self.vault_addr, token=self.vault_token, namespace=self.vault_namespace, timeout=self.timeout
+        )
+        try:
+            client.secrets.kv.v2.create_or_update_secret(
+                path=delivery.config["path"], secret=delivery.data, mount_point=delivery.config.get("mount", "secret")
+            )
+        except vault_errors.VaultError as exc:
+            status = _VAULT_STATUS.get(type(exc), 0)
+            errors = "; ".join(exc.errors or []) if exc.errors else type(exc).__name__
+            retry = retryable_status(status) if status else isinstance(exc, vault_errors.UnexpectedError)
+            return Outcome(ok=False, retry=retry, error=f"Vault {status or ''} {errors}".replace("  ", " "))
+        finally:
+            client.adapter.close()
+        return DELIVERED
+
+
+_VAULT_STATUS = {
+    vault_errors.InvalidRequest: 400,
+    vault_errors.Unauthorized: 401,
+    vault_errors.Forbidden: 403,
+    vault_errors.InvalidPath: 404,
+    vault_errors.RateLimitExceeded: 429,
+    vault_errors.InternalServerError: 500,
+    vault_errors.VaultNotInitialized: 501,
+    vault_errors.BadGateway: 502,
+    vault_errors.VaultDown: 503,
+}
+
+
+def _aws_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _aws_outcome(exc: ClientError | BotoCoreError) -> Outcome:
+    if isinstance(exc, NoCredentialsError):
+        return Outcome(ok=False, error="no AWS credentials: set the standard AWS variables or a role")
+    if not isinstance(exc, ClientError):  # timeouts and lost connections
+        return Outcome(ok=False, retry=True, error=type(exc).__name__)
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    code = _aws_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", ""))
+    throttled = code in ("ThrottlingException", "TooManyUpdates", "ThrottledException")
+    return Outcome(ok=False, retry=throttled or retryable_status(status), error=f"AWS {code}: {message}".strip())

@@ -1,0 +1,275 @@
+"""Key rollout below the end-to-end flow: the CLI, claims across processes, retries, refusals, Slack modals."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import time_machine
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from bot.bootstrap import build_services
+from bot.destinations import Destinations
+from bot.rules import InvalidInput
+from bot.services.base import NotAllowed
+from bot.services.rollout import BACKOFF, next_attempt, parse_target, scrub
+from bot.slack import ids
+from storage.models import Consumer
+from tests.conftest import ADMIN, OWNER, SECOND_KEY, USER
+from tests.factories import SECRET_MARK, form, secret_key
+from tests.rollout_support import aws, aws_parameter, receiver  # noqa: F401  (fixtures)
+from tests.test_cli import HEADER, cli, row  # noqa: F401  (cli: fixture)
+
+VENDOR = "A00012345"
+
+
+@pytest.fixture
+def key(services):
+    with time_machine.travel("2026-11-27T03:00:00Z", tick=True):
+        services.keys.register(ADMIN, form(VENDOR))
+        yield VENDOR
+        services.rollout.stop()
+
+
+def add_hook(services, receiver, name: str, actor: str = ADMIN):  # noqa: F811
+    added = services.rollout.add(actor, VENDOR, name, "webhook", receiver.endpoint(f"/{name}"))
+    receiver.secrets[f"/{name}"] = added.signing_secret
+    return added
+
+
+# ---------------------------------------------------------------- pure rules
+
+
+def test_retry_schedule_is_30s_then_doubling_to_15_minutes_for_24_hours():
+    queued = datetime(2026, 11, 27, tzinfo=UTC)
+    delays, now, attempts = [], queued, 0
+    while (at := next_attempt(attempts := attempts + 1, queued, now, BACKOFF)) is not None:
+        delays.append(at - now)
+        now = at
+    minutes = [d.total_seconds() / 60 for d in delays]
+    assert minutes[:7] == [0.5, 1, 2, 4, 8, 15, 15]
+    assert set(minutes[6:]) == {15} and now <= queued + timedelta(hours=24) < now + timedelta(minutes=15)
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "problem"),
+    [
+        ("webhook", "http://erp.example.com/hook", "https://"),
+        ("webhook", "https://user:pw@erp.example.com/hook", "user:password"),
+        ("webhook", "ftp://erp.example.com/", "https://host"),
+        ("aws-secretsmanager", "bad name!", "secret's name"),
+        ("vault", "../etc", "KV v2 path"),
+        ("carrier-pigeon", "x", "Choose one of"),
+    ],
+)
+def test_targets_that_are_refused(kind, target, problem):
+    with pytest.raises(InvalidInput) as refused:
+        parse_target(kind, target)
+    assert problem in str(refused.value)
+
+
+def test_targets_are_shown_without_query_or_credentials():
+    assert parse_target("webhook", "https://erp.example.com/hook?token=s3cr3t#x") == (
+        {"url": "https://erp.example.com/hook?token=s3cr3t#x"},
+        "https://erp.example.com/hook",
+    )
+    assert parse_target("webhook", "http://127.0.0.1:8080/k")[1] == "http://127.0.0.1:8080/k"
+    assert parse_target("vault", "/apps/erp/", "kv")[0] == {"path": "apps/erp", "mount": "kv"}
+
+
+def test_error_bodies_are_scrubbed_then_cut():
+    text = scrub("bad " + "SECRETVALUE " * 50, ["SECRETVALUE"])
+    assert "SECRETVALUE" not in text and len(text) == 200
+
+
+# ---------------------------------------------------------------- service on both databases
+
+
+def test_only_admins_and_the_owner_manage_consumers_and_refusals_are_audited(services, key, receiver):  # noqa: F811
+    with pytest.raises(NotAllowed, match="Only admins or its owner"):
+        services.rollout.add(USER, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
+    add_hook(services, receiver, "erp", actor=OWNER)
+    with pytest.raises(InvalidInput, match="already has a consumer named erp"):
+        add_hook(services, receiver, "erp")
+    with pytest.raises(NotAllowed):
+        services.rollout.remove(USER, VENDOR, "erp")
+    actions = [e.action for e in services.audit.entries()]
+    assert actions.count("consumer.add.refused") == 2 and "consumer.added" in actions
+    assert actions[-1] == "consumer.remove.refused"
+
+
+def test_consumer_secrets_are_ciphertext_bound_to_their_row(services, key, receiver):  # noqa: F811
+    added = add_hook(services, receiver, "erp")
+    with services.ctx.transaction() as session:
+        row = session.scalars(select(Consumer)).one()
+        assert added.signing_secret.encode() not in row.signing_secret_ct
+        assert b"127.0.0.1" not in row.config_ct
+        row.name = "other"  # a ciphertext moved to another consumer no longer decrypts
+    services.rollout.push(ADMIN, VENDOR, ["other"])
+    services.rollout.run_due()
+    assert receiver.hits() == []
+
+
+def test_two_processes_deliver_each_attempt_once(settings, services, key, receiver):  # noqa: F811
+    for n in range(6):
+        add_hook(services, receiver, f"hook-{n}")
+    other = build_services(settings)  # a second `serve` process on the same database
+    other.rollout.backoff = services.rollout.backoff
+    start = threading.Barrier(2)
+
+    def sweep(rollout):
+        start.wait()
+        rollout.run_due()
+
+    threads = [threading.Thread(target=sweep, args=(s.rollout,)) for s in (services, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other.engine.dispose()
+    assert sorted(h.path for h in receiver.hits()) == [f"/hook-{n}" for n in range(6)]
+    assert all(s.state == "delivered" and s.attempts == 1 for s in services.rollout.consumers(VENDOR))
+    assert services.rollout.delivery_states() == {"delivered": 6}
+
+
+def test_a_newer_generation_replaces_an_older_pending_delivery(services, key, receiver):  # noqa: F811
+    add_hook(services, receiver, "erp")  # generation 1 queued, not yet delivered
+    with services.ctx.transaction() as session:  # the key moves on before the delivery ran
+        stored = services.ctx.keys.get(session, vendor_id=VENDOR)
+        services.ctx.keys.new_generation(
+            session,
+            key=stored,
+            access_key="AKIAnew000000000",
+            secret_key=f"{SECRET_MARK}gen2aaaaaaaaaaaa",
+            issued_on=None,
+            expires_on=stored.expires_on,
+            now=services.ctx.clock.now(),
+        )
+    assert services.rollout.run_due() == 0  # generation 1 is never written once 2 exists
+    assert receiver.hits() == []
+    services.rollout.push(ADMIN, VENDOR)
+    services.rollout.run_due()
+    assert [h.body["data"]["generation"] for h in receiver.hits()] == [2]
+    assert [(s.generation, s.state) for s in services.rollout.consumers(VENDOR)] == [(2, "delivered")]
+
+
+def test_a_timeout_is_retried_with_the_same_webhook_id(services, key, receiver):  # noqa: F811
+    services.rollout.destinations = Destinations(timeout=0.5)
+    services.rollout.backoff = (timedelta(0),) * 6
+    add_hook(services, receiver, "slow")
+    receiver.fail("/slow", 503, body="ECHO")  # echoes the key back: must be scrubbed
+    services.rollout.run_due()
+    first = services.rollout.consumers(VENDOR)[0]
+    assert (first.state, first.attempts) == ("pending", 1)
+    assert first.last_error.startswith("HTTP 503") and len(first.last_error) <= 200
+    assert secret_key(VENDOR) not in first.last_error and "[hidden]" in first.last_error
+    services.rollout.run_due()
+    assert len({h.headers["webhook-id"] for h in receiver.hits("/slow")}) == 1
+    assert services.rollout.consumers(VENDOR)[0].state == "delivered"
+
+
+def test_master_key_rotation_reencrypts_consumers(settings, services, key, receiver):  # noqa: F811
+    add_hook(services, receiver, "erp")
+    both = build_services(replace(settings, master_keys=(base64.b64decode(SECOND_KEY), *settings.master_keys)))
+    both.keys.rotate_master_key("cli")
+    only_new = build_services(replace(settings, master_keys=(base64.b64decode(SECOND_KEY),)))
+    only_new.rollout.push(ADMIN, VENDOR)
+    assert only_new.rollout.run_due() == 1 and only_new.rollout.consumers(VENDOR)[0].state == "delivered"
+    both.engine.dispose()
+    only_new.engine.dispose()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_add_list_push_remove(cli, db_url, receiver, aws):  # noqa: F811
+    with time_machine.travel("2026-11-27T03:00:00Z", tick=True):
+        code, out, err = cli("keys", "import", write_keys_csv(db_url))
+        assert code == 0, err
+        code, out, err = cli("consumers", "add", VENDOR, "erp", "--webhook", receiver.endpoint("/erp?t=1"), "--json")
+        added = json.loads(out)
+        assert code == 0, err
+        assert set(added) == {"name", "kind", "target", "signing_secret", "state"}
+        assert (added["state"], added["target"]) == ("delivered", f"{receiver.url}/erp")
+        hit = receiver.hits("/erp?t=1")[0]
+        Webhook(added["signing_secret"]).verify(hit.raw, hit.headers)  # raises unless signed with that secret
+
+        code, out, err = cli("consumers", "add", VENDOR, "param", "--aws-parameter", "/shop/key")
+        assert code == 0 and "Signing secret (shown only this once): whsec_" in out
+        assert aws_parameter("/shop/key")["secret_key"] == secret_key(VENDOR)
+
+        receiver.fail("/down", 404, times=5)
+        code, out, err = cli("consumers", "add", VENDOR, "down", "--webhook", receiver.endpoint("/down"))
+        assert code == 1 and "HTTP 404" in out  # kept, and shown as failed
+
+        code, out, err = cli("consumers", "add", VENDOR, "plain", "--webhook", "http://erp.example.com/")
+        assert code == 1 and "https://" in err
+
+        code, out, err = cli("consumers", "list", VENDOR, "--json")
+        listed = json.loads(out)
+        assert [c["name"] for c in listed] == ["down", "erp", "param"]
+        assert set(listed[0]) == {
+            "vendor_id", "name", "kind", "target", "state", "generation", "attempts",
+            "delivered_at", "confirmed_at", "next_attempt_at", "last_error",
+        }  # fmt: skip
+        assert listed[0]["state"] == "failed" and listed[0]["last_error"].startswith("HTTP 404")
+        assert added["signing_secret"] not in out and secret_key(VENDOR) not in out and "t=1" not in out
+
+        assert cli("consumers", "push", VENDOR, "erp")[0] == 0
+        assert cli("consumers", "push", VENDOR)[0] == 1  # "down" still answers 404
+        code, out, err = cli("consumers", "remove", VENDOR, "down")
+        assert code == 0 and cli("consumers", "push", VENDOR)[0] == 0
+        assert cli("consumers", "remove", VENDOR, "nobody")[0] == 1
+        with pytest.raises(SystemExit) as usage:  # no destination given
+            cli("consumers", "add", VENDOR, "x")
+        assert usage.value.code == 2
+        code, out, err = cli("status")
+        assert "consumers 2/2" in out
+
+
+def write_keys_csv(db_url: str) -> str:
+    path = Path.cwd() / "keys.csv"
+    path.write_text(f"{HEADER}\n{row(VENDOR)}\n")
+    return str(path)
+
+
+# ---------------------------------------------------------------- Slack: /coupang-key consumers
+
+
+def test_slack_consumers_list_add_and_remove(slack, services, key, receiver):  # noqa: F811
+    assert "has no consumers yet" in slack.slash(OWNER, f"consumers {VENDOR}").text_of()
+
+    refused = slack.slash(USER, f"consumers {VENDOR} add")
+    assert "Only admins or its owner <@UOWNER001>" in refused.text_of()
+
+    assert slack.slash(OWNER, f"consumers {VENDOR} add").status == 200
+    modal = slack.last_modal(ids.CONSUMER_ADD_MODAL)
+    bad = slack.submit(OWNER, ids.CONSUMER_ADD_MODAL, {"name": "erp", "kind": "webhook", "target": "http://x.example/"})
+    assert "https://" in bad.json()["errors"]["target"]
+    answer = slack.submit(
+        OWNER,
+        ids.CONSUMER_ADD_MODAL,
+        {"name": "erp", "kind": "webhook", "target": receiver.endpoint("/erp")},
+        view=modal,
+    )
+    shown = answer.json()
+    assert shown["response_action"] == "update"
+    secret = next(s for s in json.dumps(shown["view"]).split("`") if s.startswith("whsec_"))
+    hit = receiver.wait_for("/erp", 1)[0]  # delivered at once, in the background
+    Webhook(secret).verify(hit.raw, hit.headers)  # signed with the secret that was shown
+
+    listing = slack.slash(ADMIN, f"consumers {VENDOR}")
+    assert "erp" in listing.text_of() and secret not in listing.text
+    assert secret not in slack.fake.all_text()
+
+    assert slack.slash(OWNER, f"consumers {VENDOR} remove").status == 200
+    slack.last_modal(ids.CONSUMER_REMOVE_MODAL)
+    assert slack.submit(OWNER, ids.CONSUMER_REMOVE_MODAL, {"name": "erp"}).status == 200
+    assert services.rollout.consumers(VENDOR) == []
+    assert {"consumer.added", "consumer.removed"} <= {e.action for e in services.audit.entries()}
