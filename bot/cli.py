@@ -27,7 +27,16 @@ from bot import consumers_cli
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
-from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_local, path_for, wing_advice
+from bot.rules import (
+    EDITS_PER_WEEK,
+    KeybotError,
+    describe_days_left,
+    format_local,
+    path_for,
+    plain,
+    quote,
+    wing_advice,
+)
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
@@ -224,7 +233,7 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
     try:
         now = parse_as_of(args.as_of, settings.timezone) if args.as_of else None
     except ValueError:
-        print(f"--as-of {args.as_of!r} is not an ISO-8601 time, e.g. 2026-12-01T09:00+09:00.", file=sys.stderr)
+        print(f"--as-of {plain(quote(args.as_of))} is not an ISO-8601 time, e.g. 2026-12-01T09:00+09:00.", file=sys.stderr)
         return USAGE
     notifier = None
     if not args.dry_run:
@@ -343,7 +352,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"{exc}. Is KEYBOT_MASTER_KEY the key this database was written with?", file=sys.stderr)
         return FAILED
     except KeybotError as exc:
-        print(str(exc), file=sys.stderr)
+        print(plain(exc), file=sys.stderr)
         return FAILED
     except (OperationalError, InterfaceError) as exc:
         print(cannot_reach(settings.database_url, exc), file=sys.stderr)

@@ -51,11 +51,19 @@ QUOTE_LIMIT = 100  # characters of what a person typed that a reply repeats
 
 def quote(text: object) -> str:
     """What a person typed, as every reply quotes it back: in quotes, newlines shown as ``\\n``, and cut to
-    ``QUOTE_LIMIT`` characters, so a megabyte pasted into a command is not sent back whole."""
+    ``QUOTE_LIMIT`` characters, so a megabyte pasted into a command is not sent back whole.
+
+    Replies go to Slack, so ``&``, ``<`` and ``>`` become entities: a quoted ``<!channel>`` or ``<@U…>`` pings
+    nobody, while the bot's own mentions around it still work. A terminal shows it through :func:`plain`."""
     value = str(text)
     if len(value) > QUOTE_LIMIT:
         value = value[: QUOTE_LIMIT - 1] + "…"
-    return repr(value)
+    return repr(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plain(sentence: object) -> str:
+    """A sentence for Slack (e.g. a refusal quoting what was typed) as a terminal should print it."""
+    return str(sentence).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 class Phase(enum.StrEnum):

@@ -16,7 +16,7 @@ import pytest
 import time_machine
 from slack_sdk import WebClient
 
-from bot import cli
+from bot import cli, rules
 from bot.bootstrap import build_services
 from bot.scheduler import build_scheduler
 from bot.services.reminders import DELIVERED, Reminder, latest_due_milestone
@@ -325,7 +325,7 @@ def test_six_keys_due_in_one_channel_arrive_as_one_digest_with_a_button_each(sla
 # ---------------------------------------------------------------- the command line
 
 
-def test_reminders_run_as_of_posts_once_and_dry_run_records_nothing(settings, monkeypatch, tmp_path):
+def test_reminders_run_as_of_posts_once_and_dry_run_records_nothing(settings, monkeypatch, tmp_path, capsys):
     with FakeSlack() as fake:
         seed = build_services(settings)
         seed.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))  # expires 2026-11-28
@@ -356,6 +356,11 @@ def test_reminders_run_as_of_posts_once_and_dry_run_records_nothing(settings, mo
         assert len(fake.calls_to("chat.postMessage")) == 1
         code, _ = run("--as-of", "yesterday-ish")
         assert code == 2
+        err = capsys.readouterr().err
+        assert "'yesterday-ish' is not an ISO-8601 time" in err
+        code, _ = run("--as-of", "<" + "9" * 100_000)  # echoed bounded, as a terminal shows it
+        err = capsys.readouterr().err
+        assert code == 2 and "'<99" in err and "9" * (rules.QUOTE_LIMIT + 1) not in err and len(err) < 300
         for output in (early, dry, real, again):
             assert SECRET_MARK not in output
         assert SECRET_MARK not in fake.all_text()

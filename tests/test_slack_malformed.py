@@ -166,3 +166,20 @@ def test_quote_cuts_long_text_and_keeps_short_text_whole():
     cut = rules.quote("가" * 500)
     assert cut.startswith("'가") and cut.endswith("…'") and len(cut) == rules.QUOTE_LIMIT + 2
     assert rules.quote("line\nbreak") == "'line\\nbreak'"
+    assert rules.quote("<!here> & co") == "'&lt;!here&gt; &amp; co'"
+    assert rules.plain(rules.quote("<!here> & co")) == "'<!here> & co'"
+
+
+def test_quoted_user_text_pings_nobody_while_the_bots_own_mentions_still_work(slack):
+    answer = slack.slash(USER, "status <!channel>")
+    text = answer.text_of()
+    assert "is not valid" in text and "&lt;!channel&gt;" in text and "<!channel>" not in text
+    answer = slack.slash(USER, "<!here>&<@U0EVERY1>")
+    text = answer.text_of()
+    assert "&lt;!here&gt;&amp;&lt;@u0every1&gt;" in text and "<!here>" not in text and "<@u0every1>" not in text
+    answer = slack.slash(ADMIN, "approvers add <!channel>")
+    text = answer.text_of()
+    assert "is not a Slack user" in text and "&lt;!channel&gt;" in text and "<!channel>" not in text
+    # a refusal that names people on purpose still mentions them: only what was typed is made inert
+    text = slack.slash(USER, "approvers add <!channel>").text_of()
+    assert f"<@{ADMIN}>" in text and "<!channel>" not in text

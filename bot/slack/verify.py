@@ -159,7 +159,7 @@ class VerifyListeners:
             ack(text=USAGE, response_type="ephemeral")
             return
         ack(
-            text=f":hourglass_flowing_sand: Checking {escape(quote(request.args[0]))} with Coupang…",
+            text=f":hourglass_flowing_sand: Checking {quote(request.args[0])} with Coupang…",
             response_type="ephemeral",
         )
         result = self.services.verification.verify(request.user_id, request.args[0])
@@ -177,7 +177,7 @@ class VerifyListeners:
                 build_result_blocks(result, self.services.ctx.settings.timezone)
             )
         except KeybotError as error:
-            text, blocks = f":warning: {escape(error)}", None
+            text, blocks = f":warning: {error}", None
         if click.response_url:
             respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
         elif click.channel_id:
