@@ -13,8 +13,9 @@ can tell a retried attempt from a delivered message.
 Like Slack, it refuses messages and views that break Block Kit's rules (`invalid_blocks`, `invalid_arguments`,
 `msg_too_long`, `invalid_metadata_format`; see `block_errors`); refused calls are in `failures` and `refused`,
 and the `fake_slack` fixture fails any test after which something was refused. Posted messages (with their
-metadata) form each channel's history for `conversations.history`; `fail_next(..., posted=True)` posts and
-then loses the answer, as a timeout after Slack posted would.
+metadata) form each channel's history for `conversations.history`, each naming its poster (`bot_id`, `app_id`,
+`user`) as Slack does; every bot token is this bot unless `add_app` gave it another app's identity.
+`fail_next(..., posted=True)` posts and then loses the answer, as a timeout after Slack posted would.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ BOT_IDENTITY = dict(
     user_id="U0BOT",
     bot_id="B0BOT",
 )
+BOT_APP_ID = "A0BOT"
 
 
 def _too_long(limit: int, where: str) -> str:
@@ -213,6 +215,7 @@ class FakeSlack(LoopbackServer):
         self._users: dict[str, dict[str, Any]] = {}
         self._counter = itertools.count(1)
         self._revoked: set[str] = set()  # bot tokens answered with invalid_auth, as Slack does once revoked
+        self._apps: dict[str, tuple[str, str, str]] = {}  # bot token -> (app ID, bot ID, bot user ID) of another app
         # Socket Mode: once set (e.g. to a FakeSocketMode's ws_url), apps.connections.open hands it out
         self.socket_mode_url: str | None = None
 
@@ -277,6 +280,15 @@ class FakeSlack(LoopbackServer):
         """Every Web API call with ``token`` is answered ``invalid_auth`` (an uninstalled app, a revoked token)."""
         with self._lock:
             self._revoked.add(token)
+
+    def add_app(self, token: str, *, app_id: str, bot_id: str, user_id: str) -> None:
+        """``token`` belongs to another app installed in the workspace: it posts and answers auth.test as that app."""
+        with self._lock:
+            self._apps[token] = (app_id, bot_id, user_id)
+
+    def _identity(self, token: str) -> tuple[str, str, str]:
+        with self._lock:
+            return self._apps.get(token, (BOT_APP_ID, BOT_IDENTITY["bot_id"], BOT_IDENTITY["user_id"]))
 
     def restore_token(self, token: str) -> None:
         with self._lock:
@@ -368,7 +380,7 @@ class FakeSlack(LoopbackServer):
         elif headers["authorization"].removeprefix("Bearer ") in self._revoked:
             status, response = 200, {"ok": False, "error": "invalid_auth"}
         else:
-            status, response = 200, self._answer(method, params)
+            status, response = 200, self._answer(method, params, headers["authorization"].removeprefix("Bearer "))
 
         call = Call(method, params, headers, body, split.path, status, response)
         delivered = refusal is None and (failure is None or failure.posted)
@@ -398,14 +410,16 @@ class FakeSlack(LoopbackServer):
         req.end_headers()
         req.wfile.write(payload)
 
-    def _answer(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
+    def _answer(self, method: str, p: dict[str, Any], token: str) -> dict[str, Any]:
         with self._lock:
             n = next(self._counter)
         ts = f"{int(time.time())}.{n:06d}"  # unique, and ordered like Slack's within one clock
+        app_id, bot_id, user_id = self._identity(token)
         if method == "auth.test":
-            return {"ok": True, **BOT_IDENTITY}
+            return {"ok": True, **BOT_IDENTITY, "bot_id": bot_id, "user_id": user_id}
         if method == "chat.postMessage":
-            message = {"type": "message", "text": p.get("text", ""), "ts": ts, "bot_id": "B0BOT", "user": "U0BOT"}
+            message = {"type": "message", "text": p.get("text", ""), "ts": ts}
+            message.update(bot_id=bot_id, app_id=app_id, user=user_id)
             for name in ("blocks", "metadata"):
                 if name in p:
                     message[name] = p[name]

@@ -311,3 +311,15 @@ def test_a_post_can_succeed_while_its_answer_is_lost(fake: FakeSlack, status) ->
         assert isinstance(lost.value, SlackApiError) and lost.value.response.status_code == 500
     assert [m["text"] for m in fake.history("C1")] == ["did it go?", "next"]
     assert len(fake.calls_to("chat.postMessage")) == 2 and fake.failures == []
+
+
+def test_history_names_who_posted_each_message_and_another_app_posts_as_itself(fake: FakeSlack) -> None:
+    fake.add_app("xoxb-other", app_id="A0OTHER", bot_id="B0OTHER", user_id="U0OTHER")
+    other = WebClient(token="xoxb-other", base_url=fake.base_url)
+    assert other.auth_test()["bot_id"] == "B0OTHER" and client_for(fake).auth_test()["bot_id"] == "B0BOT"
+    metadata = {"event_type": "keybot_reminder", "event_payload": {"delivery_ids": [1]}}
+    client_for(fake).chat_postMessage(channel="C1", text="ours", metadata=metadata)
+    other.chat_postMessage(channel="C1", text="theirs", metadata=metadata)
+    page = client_for(fake).conversations_history(channel="C1", include_all_metadata=True)
+    posters = [(m["text"], m["bot_id"], m["app_id"], m["user"]) for m in page["messages"]]
+    assert posters == [("theirs", "B0OTHER", "A0OTHER", "U0OTHER"), ("ours", "B0BOT", "A0BOT", "U0BOT")]

@@ -21,6 +21,7 @@ from bot.bootstrap import build_services
 from bot.scheduler import build_scheduler
 from bot.services.reminders import DELIVERED, Reminder, latest_due_milestone
 from bot.slack import ids
+from bot.slack.posting import own_identity
 from bot.slack.reminders import MAX_BLOCKS, SlackNotifier, build_digest_blocks
 from tests.conftest import ADMIN, MASTER_KEY
 from tests.factories import SECRET_MARK, form, secret_key
@@ -168,6 +169,35 @@ def test_a_reminder_slack_posted_while_its_answer_was_lost_is_not_posted_again(s
     assert lookup["channel"] == "CSHOP0001" and lookup["include_all_metadata"] in ("1", "true", True)
     found = [e for e in slack.services.audit.entries() if e.action == "reminder.posted"]
     assert len(found) == 1 and found[0].details["found_in_history"] is True
+
+
+OTHER_APP_TOKEN = "xoxb-another-app"
+
+
+@pytest.mark.parametrize("slack_posted", [True, False], ids=["slack posted", "slack did not post"])
+def test_another_apps_message_with_our_metadata_never_stands_in_for_a_reminder(slack, slack_posted):
+    """Another app copies a reminder's metadata into the channel: only the bot's own lost post counts."""
+    own_identity.cache_clear()
+    slack.fake.add_app(OTHER_APP_TOKEN, app_id="A0OTHER", bot_id="B0OTHER", user_id="U0OTHER")
+    other = WebClient(token=OTHER_APP_TOKEN, base_url=slack.fake.base_url)
+    slack.fake.fail_next("chat.postMessage", status=500, posted=slack_posted)
+    with time_machine.travel(kst(date(2026, 11, 14), 9), tick=False) as traveller:
+        slack.services.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))
+        slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+        [row] = slack.services.reminders.deliveries()
+        traveller.shift(timedelta(minutes=1))
+        metadata = {"event_type": "keybot_reminder", "event_payload": {"delivery_ids": [row.id]}}
+        other.chat_postMessage(channel="CSHOP0001", text="A00012345 expires today", metadata=metadata)
+        traveller.shift(timedelta(minutes=4))
+        second = slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+        traveller.shift(timedelta(minutes=5))
+        slack.services.reminders.sweep(SlackNotifier(slack.app.client))
+    ours = [m for m in slack.fake.history("CSHOP0001") if m["bot_id"] == "B0BOT"]
+    assert len(ours) == 1 and buttons(ours[0])[0]["value"] == "A00012345"  # the reminder reached the team once
+    assert (second.found, second.delivered) == ((1, 0) if slack_posted else (0, 1))
+    [row] = slack.services.reminders.deliveries()
+    assert (row.status, row.message_ts) == (DELIVERED, ours[0]["ts"])
+    assert len(slack.fake.calls_to("auth.test")) == 1  # the bot's identity is asked once, then remembered
 
 
 @pytest.mark.parametrize("slack_posted", [True, False], ids=["slack posted", "slack did not post"])

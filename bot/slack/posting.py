@@ -5,11 +5,13 @@ once, as ``slack_sdk``'s server-error and connection-error retry handlers would,
 posts go through :func:`posting_client` (it retries only 429, which Slack sends before doing anything), carry
 message metadata naming what they are, and a lost answer becomes :class:`bot.services.base.MaybePosted`; before
 posting again, :func:`posted_since` finds the message in the channel's history (``channels:history`` /
-``groups:history``).
+``groups:history``). Only messages this bot posted count (their ``bot_id`` or ``user`` is the bot's own, from
+``auth.test``): another app's message with the same metadata never stands in for ours.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 from collections.abc import Iterator
@@ -57,13 +59,31 @@ def post_once(client: WebClient, *, event_type: str, payload: dict[str, Any], **
         raise MaybePosted(f"no answer from Slack: {exc.__class__.__name__}") from exc
 
 
+@functools.cache
+def own_identity(base_url: str, token: str | None) -> tuple[str | None, str | None]:
+    """(bot ID, bot user ID) of ``token``: ``auth.test``, asked once per token and process (a failure is not
+    remembered: the next lookup asks again)."""
+    answer = WebClient(token=token, base_url=base_url).auth_test()
+    identity = (answer.get("bot_id"), answer.get("user_id"))
+    if not any(identity):
+        raise RuntimeError("auth.test named neither a bot nor a user: cannot tell this bot's posts apart")
+    return identity
+
+
+def _posted_by(message: dict[str, Any], identity: tuple[str | None, str | None]) -> bool:
+    bot_id, user_id = identity
+    return bool((bot_id and message.get("bot_id") == bot_id) or (user_id and message.get("user") == user_id))
+
+
 def posted_since(client: WebClient, channel: str, since: datetime, event_type: str) -> Iterator[tuple[dict, str]]:
-    """(event payload, ts) of each message with ``event_type`` metadata posted to ``channel`` since ``since``.
+    """(event payload, ts) of each message with ``event_type`` metadata this bot posted to ``channel`` since
+    ``since`` (messages of other apps and people are ignored, whatever their metadata).
 
     Yields nothing when Slack refuses to show the history (e.g. the app was not reinstalled with the history
     scopes, or the channel is a DM): the caller then posts again, as it did before it could look. Network errors
     and 5xx propagate, so the caller can try again later instead of guessing.
     """
+    identity = own_identity(client.base_url, client.token)
     cursor = None
     oldest = f"{(since - CLOCK_SKEW).timestamp():.6f}"
     for _ in range(MAX_HISTORY_PAGES):
@@ -82,7 +102,7 @@ def posted_since(client: WebClient, channel: str, since: datetime, event_type: s
             return
         for message in page.get("messages") or []:
             metadata = message.get("metadata") or {}
-            if metadata.get("event_type") == event_type:
+            if metadata.get("event_type") == event_type and _posted_by(message, identity):
                 yield metadata.get("event_payload") or {}, str(message["ts"])
         cursor = (page.get("response_metadata") or {}).get("next_cursor")
         if not (page.get("has_more") and cursor):
