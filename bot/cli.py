@@ -233,7 +233,8 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
     try:
         now = parse_as_of(args.as_of, settings.timezone) if args.as_of else None
     except ValueError:
-        print(f"--as-of {plain(quote(args.as_of))} is not an ISO-8601 time, e.g. 2026-12-01T09:00+09:00.", file=sys.stderr)
+        example = "2026-12-01T09:00+09:00"
+        print(f"--as-of {plain(quote(args.as_of))} is not an ISO-8601 time, e.g. {example}.", file=sys.stderr)
         return USAGE
     notifier = None
     if not args.dry_run:

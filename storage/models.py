@@ -143,6 +143,29 @@ class ReminderDelivery(Base):
     unsure_since: Mapped[datetime | None] = mapped_column()
 
 
+class ScheduledPost(Base):
+    """A channel post made once per day (the audit chain head) or week (the summary): claimed, then delivered.
+
+    Claimed like a reminder delivery: claimed → delivered (``message_ts`` set), or failed (a later sweep
+    re-claims it); ``unsure_since`` as in ReminderDelivery.
+    """
+
+    __tablename__ = "scheduled_posts"
+    __table_args__ = (UniqueConstraint("kind", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    day: Mapped[date] = mapped_column(Date)  # the local day it is for
+    status: Mapped[str] = mapped_column(String(16))
+    claimed_at: Mapped[datetime] = mapped_column()
+    claimed_by: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer)
+    unsure_since: Mapped[datetime | None] = mapped_column()
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+
 class ReissueRequest(Base):
     __tablename__ = "reissue_requests"
     __table_args__ = (Index("ix_reissue_requests_vendor_status", "vendor_id", "status"),)

@@ -6,7 +6,6 @@ get plain values back from :meth:`KeyRepository.secrets`; only ciphertext reache
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -251,14 +250,6 @@ def audit_events(
     if limit is not None:
         query = query.limit(limit)
     return session.scalars(query).all()
-
-
-def has_audit_event(session: Session, *, action: str, since: datetime, day: str) -> bool:
-    """Whether an ``action`` event recorded since ``since`` has ``"day": day`` in its details."""
-    details = session.scalars(
-        select(AuditEvent.details).where(AuditEvent.action == action, AuditEvent.at >= since)
-    ).all()
-    return any(json.loads(d).get("day") == day for d in details)
 
 
 def week_ago(now: datetime) -> datetime:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, TextIO
 
 from bot.services.base import Context
+from bot.services.posts import Claim, ScheduledPosts
 from storage import repositories as repo
 from storage.audit import VerifyResult
 
 HEAD_POSTED = "audit.head_posted"
+HEAD_POST = "audit_head"  # scheduled_posts.kind
 EXPORT_COLUMNS = ("seq", "at", "actor", "action", "vendor_id", "details", "mac")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -49,6 +51,7 @@ def spreadsheet_safe(value: Any) -> str:
 class AuditService:
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        self.posts = ScheduledPosts(ctx)
 
     def verify(self) -> VerifyResult:
         with self.ctx.reading() as session:
@@ -60,25 +63,20 @@ class AuditService:
             head = self.ctx.audit.head(session)
             return (head.seq, head.mac) if head else None
 
-    def claim_daily_head(self) -> tuple[int, str] | None:
-        """The head to post today, or None when another process (or an earlier run) already claimed today's post.
-
-        The claim is itself an audit entry, written under the chain's head lock, so several ``serve`` processes
-        on one database post the head once a day. The head returned is the one before the claim entry.
-        """
+    def claim_daily_head(self) -> tuple[Claim, tuple[int, str]] | None:
+        """Today's chain-head post and the head to post, from the reminder time on, or None when there is nothing
+        to post or another process (or an earlier run) has it. Claimed in ``scheduled_posts``
+        (:mod:`bot.services.posts`): a failed post is retried by a later run the same day, and posted once."""
         now = self.ctx.clock.now()
-        day = self.ctx.today(now).isoformat()
-        with self.ctx.transaction() as session:
-            head = self.ctx.audit.lock_head(session)
-            if head is None or repo.has_audit_event(
-                session, action=HEAD_POSTED, since=now - timedelta(days=2), day=day
-            ):
-                return None
-            claimed = (head.seq, head.mac)
-            self.ctx.record(
-                session, "scheduler", HEAD_POSTED, None, {"day": day, "seq": head.seq, "mac": head.mac[:16]}
-            )
-        return claimed
+        head = self.head()
+        if head is None:
+            return None
+        settings = self.ctx.settings
+        due = self.ctx.today(now) if now.astimezone(settings.timezone).time() >= settings.reminder_time else None
+        claim = self.posts.claim(HEAD_POST, due, retry_days=0, action=HEAD_POSTED, now=now)
+        if claim is None:
+            return None
+        return replace(claim, details={"seq": head[0], "mac": head[1][:16]}), head
 
     def entries(self, *, vendor_id: str | None = None, limit: int | None = None) -> Sequence[AuditEntry]:
         """Newest first when ``limit`` is given (the latest N), otherwise the whole log in order."""

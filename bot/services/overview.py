@@ -1,7 +1,7 @@
 """What the bot knows at a glance, for ``/metrics`` and the weekly summary: bounded reads, no secrets.
 
-The summary is claimed like the daily chain head: an audit entry written under the chain's head lock, so several
-``serve`` processes (and a restart the same day) post it once.
+The summary is claimed like the daily chain head, in ``scheduled_posts`` (:mod:`bot.services.posts`), so several
+``serve`` processes (and a restart the same day) post it once, and a failed post is retried by a later sweep.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from sqlalchemy import select
 
 from bot import rules
 from bot.services.base import Context
+from bot.services.posts import Claim, ScheduledPosts
 from storage import repositories as repo
 from storage.models import Key
 
 MAX_KEY_SERIES = 5000  # per-key metrics for at most this many keys (most urgent first)
 SUMMARY_POSTED = "summary.posted"
+SUMMARY_POST = "weekly_summary"  # scheduled_posts.kind
 SUMMARY_ATTENTION_LINES = 10
 
 
@@ -99,6 +101,7 @@ def summary_due(now: datetime, ctx: Context) -> date | None:
 class OverviewService:
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        self.posts = ScheduledPosts(ctx)
 
     def overview(self, *, limit: int = MAX_KEY_SERIES, now: datetime | None = None) -> Overview:
         """Phase counts for every key, facts for the ``limit`` most urgent ones (ciphertexts are never read)."""
@@ -128,15 +131,13 @@ class OverviewService:
         ]
         return Overview(today, keys, healthy, window, expired)
 
-    def claim_weekly_summary(self, *, now: datetime | None = None) -> Overview | None:
-        """The overview to post when this week's summary is due and nobody claimed it yet, else None."""
+    def claim_weekly_summary(self, *, now: datetime | None = None) -> tuple[Claim, Overview] | None:
+        """This week's summary post and what it says, when it is due (or an earlier attempt failed) and no other
+        process has it, else None. Claimed in ``scheduled_posts`` (:mod:`bot.services.posts`)."""
         now = now or self.ctx.clock.now()
-        day = summary_due(now, self.ctx)
-        if day is None:
+        if self.ctx.settings.weekly_summary_day is None:
             return None
-        with self.ctx.transaction() as session:
-            self.ctx.audit.lock_head(session)
-            if repo.has_audit_event(session, action=SUMMARY_POSTED, since=now - timedelta(days=2), day=day.isoformat()):
-                return None
-            self.ctx.record(session, "scheduler", SUMMARY_POSTED, None, {"day": day.isoformat()}, at=now)
-        return self.overview(limit=SUMMARY_ATTENTION_LINES + 1, now=now)
+        claim = self.posts.claim(SUMMARY_POST, summary_due(now, self.ctx), retry_days=6, action=SUMMARY_POSTED, now=now)
+        if claim is None:
+            return None
+        return claim, self.overview(limit=SUMMARY_ATTENTION_LINES + 1, now=now)

@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.web import SlackResponse
 
 from bot.services.base import MaybePosted
+from bot.services.posts import Claim, ScheduledPosts
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ HISTORY_PAGE = 200
 MAX_HISTORY_PAGES = 25  # 5,000 messages since the lost attempt; beyond that the post is repeated
 CLOCK_SKEW = timedelta(minutes=2)  # our clock against Slack's: search a little before the claim
 
+
+SCHEDULED_EVENT_TYPE = "keybot_scheduled_post"  # message metadata: {"post_id": N}, a scheduled_posts row
 
 _AMBIGUOUS = (ServerErrorRetryHandler, ConnectionErrorRetryHandler)
 
@@ -110,3 +113,22 @@ def posted_since(client: WebClient, channel: str, since: datetime, event_type: s
     logger.warning(
         "More than %d messages in %s since %s: stopped looking", HISTORY_PAGE * MAX_HISTORY_PAGES, channel, since
     )
+
+
+def post_claimed(posts: ScheduledPosts, client: WebClient, claim: Claim, channel: str, **message: Any) -> None:
+    """Make a claimed scheduled post (:mod:`bot.services.posts`) once: after an attempt that lost its answer,
+    look for it in ``channel``'s history first; on failure release the claim for a later sweep and raise."""
+    poster = posting_client(client)
+    payload = {"post_id": claim.id}
+    try:
+        if claim.unsure_since is not None:
+            for found, ts in posted_since(poster, channel, claim.unsure_since, SCHEDULED_EVENT_TYPE):
+                if found == payload:
+                    logger.info("The %s post of %s was made already (ts %s): not again", claim.kind, claim.day, ts)
+                    posts.delivered(claim, channel=channel, ts=ts, found=True)
+                    return
+        answer = post_once(poster, event_type=SCHEDULED_EVENT_TYPE, payload=payload, channel=channel, **message)
+    except Exception as exc:
+        posts.failed(claim, unsure=isinstance(exc, MaybePosted))
+        raise
+    posts.delivered(claim, channel=channel, ts=str(answer["ts"]))

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -57,7 +57,7 @@ from bot.services.reissue import (
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.parse import parse_submission_id
-from bot.slack.posting import post_once, posted_since, posting_client
+from bot.slack.posting import post_claimed, post_once, posted_since, posting_client
 from bot.slack.views import escape
 from storage.db import lift_deadline
 
@@ -689,15 +689,17 @@ def post_unposted_requests(services: Services, client: WebClient) -> int:
 
 
 def post_chain_head(services: Services, client: WebClient) -> bool:
-    """Once a day, whichever process gets here first posts the chain head; the others find it claimed."""
+    """Once a day from the reminder time on, whichever process gets here first posts the chain head; the others
+    find it claimed. A failed post raises and is retried by a later run that day, posted once."""
     channel = services.ctx.settings.channel
     if not channel:
         logger.warning("KEYBOT_CHANNEL is not set: the audit chain head is not posted")
         return False
-    head = services.audit.claim_daily_head()
-    if head is None:
+    claimed = services.audit.claim_daily_head()
+    if claimed is None:
         return False
-    client.chat_postMessage(channel=channel, text=chain_head_text(head))
+    claim, head = claimed
+    post_claimed(services.audit.posts, client, claim, channel, text=chain_head_text(head))
     return True
 
 
@@ -714,13 +716,13 @@ def add_reissue_jobs(scheduler: BaseScheduler, services: Services, client: WebCl
         coalesce=True,
         max_instances=1,
     )
-    reminder = services.ctx.settings.reminder_time
     scheduler.add_job(
         post_chain_head,
-        "cron",
-        hour=reminder.hour,
-        minute=reminder.minute,
+        "interval",
+        minutes=POST_RETRY_MINUTES,
         args=[services, client],
         id="audit_chain_head",
+        next_run_time=datetime.now(UTC),
         coalesce=True,
+        max_instances=1,
     )

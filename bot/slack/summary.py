@@ -1,7 +1,8 @@
 """The weekly summary: one message to ``KEYBOT_CHANNEL`` even when nothing is due, so silence never reads as "fine".
 
 Posted during the reminder sweep on ``KEYBOT_WEEKLY_SUMMARY``'s weekday from the reminder time on; the claim in
-:meth:`bot.services.overview.OverviewService.claim_weekly_summary` makes it once a week however many processes run.
+:meth:`bot.services.overview.OverviewService.claim_weekly_summary` makes it once a week however many processes run,
+and a post that failed is retried by a later sweep (within the week) without being posted twice.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, Sec
 from bot import rules
 from bot.bootstrap import Services
 from bot.services.overview import SUMMARY_ATTENTION_LINES, KeyFacts, Overview
+from bot.slack.posting import post_claimed
 from bot.slack.reminders import DIGEST_LABEL_CHARS
 from bot.slack.views import escape
 
@@ -45,14 +47,15 @@ def build_summary_blocks(overview: Overview) -> list[Block]:
 
 
 def post_weekly_summary(services: Services, client: WebClient) -> bool:
-    """Post this week's summary when it is due and unclaimed; True when this call posted it."""
+    """Post this week's summary when it is due (or an earlier attempt failed) and unclaimed; True when this call
+    posted it (or found the earlier attempt posted it). A failed post raises; a later sweep retries it."""
     channel = services.ctx.settings.channel
-    if channel is None or services.ctx.settings.weekly_summary_day is None:
+    if channel is None:
         return False
-    overview = services.overview.claim_weekly_summary()
-    if overview is None:
+    claimed = services.overview.claim_weekly_summary()
+    if claimed is None:
         return False
-    client.chat_postMessage(
-        channel=channel, text=f"Weekly key summary: {overview.describe()}", blocks=build_summary_blocks(overview)
-    )
+    claim, overview = claimed
+    text = f"Weekly key summary: {overview.describe()}"
+    post_claimed(services.overview.posts, client, claim, channel, text=text, blocks=build_summary_blocks(overview))
     return True
