@@ -111,9 +111,9 @@ class ScheduledPosts:
                 .values(status=DELIVERED, delivered_at=now, channel_id=channel, message_ts=ts)
             )
             details = {"day": claim.day.isoformat(), **claim.details, "channel": channel, "ts": ts}
-            self.ctx.record(
-                session, "scheduler", claim.action, None, {**details, **({"found_in_history": True} if found else {})}
-            )
+            if found:
+                details["found_in_history"] = True
+            self.ctx.record(session, "scheduler", claim.action, None, details, at=now)
 
     def failed(self, claim: Claim, *, unsure: bool) -> None:
         """Back to ``failed`` for a later sweep; ``unsure``: the post may have gone out, look for it first."""
@@ -125,5 +125,5 @@ class ScheduledPosts:
 
     def rows(self, kind: str) -> list[ScheduledPost]:
         """Every post of ``kind`` (tests, status views)."""
-        with self.ctx.transaction() as session:
+        with self.ctx.reading() as session:
             return list(session.scalars(select(ScheduledPost).where(ScheduledPost.kind == kind)))
