@@ -8,8 +8,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -30,20 +30,39 @@ _PRIVATE_NETWORKS = tuple(
 _KEY_SHAPE = re.compile(r"[A-Za-z0-9_\-+/=]{16,128}")
 
 
+@dataclass(frozen=True)
+class Msg:
+    """A sentence for a person, kept as English source text and named parameters, so that each reader gets it
+    in their own language (``bot.i18n.render``); ``str()`` is the English sentence."""
+
+    text: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        params = {name: str(value) if isinstance(value, Msg) else value for name, value in self.params.items()}
+        return self.text.format(**params) if params else self.text
+
+
 class KeybotError(Exception):
-    """Something a person asked for that the bot refuses; ``str(error)`` is written for that person."""
+    """Something a person asked for that the bot refuses; ``str(error)`` is written for that person (in English;
+    ``error.msg`` renders in any language)."""
+
+    def __init__(self, message: str | Msg = "", /, **params: object):
+        self.msg = message if isinstance(message, Msg) else Msg(message, params)
+        super().__init__(str(self.msg))
 
 
 class InvalidInput(KeybotError):
     """Input that breaks a rule. ``errors`` maps field names to messages (several at once for forms)."""
 
-    def __init__(self, errors: dict[str, str]):
-        self.errors = dict(errors)
-        super().__init__(" ".join(self.errors.values()))
+    def __init__(self, errors: Mapping[str, str | Msg]):
+        self.messages = {name: m if isinstance(m, Msg) else Msg(m) for name, m in errors.items()}
+        self.errors = {name: str(m) for name, m in self.messages.items()}
+        super().__init__(Msg(" ".join("{%s}" % n for n in self.messages), self.messages))
 
     @classmethod
-    def one(cls, field: str, message: str) -> InvalidInput:
-        return cls({field: message})
+    def one(cls, field: str, message: str, /, **params: object) -> InvalidInput:
+        return cls({field: Msg(message, params)})
 
 
 QUOTE_LIMIT = 100  # characters of what a person typed that a reply repeats
