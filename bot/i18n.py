@@ -38,6 +38,11 @@ def t(lang: str, message: str, /, **params: object) -> str:
     return text.format(**params) if params else text
 
 
+def N_(message: str) -> str:
+    """Marks English source text kept for later translation (tables, constants); returns it unchanged."""
+    return message
+
+
 def parse_language(raw: str | None) -> str | None:
     """``en`` or ``ko`` from what a person types (also 한국어/영어/korean/english); None when not a language."""
     word = (raw or "").strip().lower()
@@ -64,7 +69,7 @@ def moment(lang: str, at: datetime, tz: ZoneInfo) -> str:
 
 
 def days_left(lang: str, days: int) -> str:
-    """``7 days left`` / ``D-7``; ``expires today`` / ``오늘 만료 (D-0)``; ``expired 3 days ago`` / ``만료 3일 지남``."""
+    """``7 days left`` / ``D-7``, ``expires today`` / ``오늘 만료 (D-0)``, ``만료 3일 지남``"""
     if days == 0:
         return t(lang, "expires today")
     if days == 1:

@@ -58,7 +58,7 @@ class InvalidInput(KeybotError):
     def __init__(self, errors: Mapping[str, str | Msg]):
         self.messages = {name: m if isinstance(m, Msg) else Msg(m) for name, m in errors.items()}
         self.errors = {name: str(m) for name, m in self.messages.items()}
-        super().__init__(Msg(" ".join("{%s}" % n for n in self.messages), self.messages))
+        super().__init__(Msg(" ".join(f"{{{name}}}" for name in self.messages), self.messages))
 
     @classmethod
     def one(cls, field: str, message: str, /, **params: object) -> InvalidInput:
@@ -193,27 +193,36 @@ def access_deadline(path: ReissuePath, at: datetime) -> datetime:
     return at + access_delay(path)
 
 
-def describe_delay(path: ReissuePath) -> str:
+def describe_delay(path: ReissuePath) -> Msg:
     """``30 minutes`` or ``24 hours``."""
     minutes = int(access_delay(path).total_seconds()) // 60
-    return f"{minutes // 60} hours" if minutes % 60 == 0 else f"{minutes} minutes"
+    if minutes % 60 == 0:
+        return Msg("{hours} hours", {"hours": minutes // 60})
+    return Msg("{minutes} minutes", {"minutes": minutes})
 
 
+# WING's buttons, in WING's own (Korean) words
 WING_ACTION = {
-    ReissuePath.REISSUE: "Reissue (재발급)",
-    ReissuePath.EARLY: "Delete (삭제), then Issue (발급)",
-    ReissuePath.AFTER_EXPIRY: "Issue (발급), choosing the linking info (Integrator or self-developed) again",
+    ReissuePath.REISSUE: Msg("Reissue (재발급)"),
+    ReissuePath.EARLY: Msg("Delete (삭제), then Issue (발급)"),
+    ReissuePath.AFTER_EXPIRY: Msg("Issue (발급), choosing the linking info (Integrator or self-developed) again"),
 }
 
 
-def wing_advice(path: ReissuePath) -> str:
+def wing_advice(path: ReissuePath) -> Msg:
     """One sentence, for status and reminders: what to press in WING now and how long the new key takes."""
     delay = describe_delay(path)
     if path is ReissuePath.REISSUE:
-        return f"WING's Reissue (재발급) button is active: the new key works within {delay}"
+        return Msg("WING's Reissue (재발급) button is active: the new key works within {delay}", {"delay": delay})
     if path is ReissuePath.AFTER_EXPIRY:
-        return f"In WING press {WING_ACTION[path]}; the new key may take {delay} to work"
-    return f"WING's Reissue button opens {REISSUE_WINDOW_DAYS} days before expiry (before that: {WING_ACTION[path]})"
+        return Msg(
+            "In WING press {action}; the new key may take {delay} to work",
+            {"action": WING_ACTION[path], "delay": delay},
+        )
+    return Msg(
+        "WING's Reissue button opens {days} days before expiry (before that: {action})",
+        {"days": REISSUE_WINDOW_DAYS, "action": WING_ACTION[path]},
+    )
 
 
 # ---------------------------------------------------------------- identifiers and secrets

@@ -36,6 +36,7 @@ from slack_sdk.models.views import View
 
 from bot import rules
 from bot.bootstrap import Services
+from bot.i18n import N_
 from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import AlreadyApplied, Clock, MaybePosted
@@ -566,11 +567,14 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         entries = reissues.recent_audit(req.user_id, limit=AUDIT_LIMIT)
         ack(text=build_audit_text(entries, tz), response_type="ephemeral")
 
-    router.add("reissue", "reissue VENDOR_ID", "ask for approval to reissue a key", handle_reissue_command)
+    router.add("reissue", N_("reissue VENDOR_ID"), N_("ask for approval to reissue a key"), handle_reissue_command)
     router.add(
-        "approvers", "approvers [add|remove @user]", "list or manage reissue approvers", handle_approvers_command
+        "approvers",
+        N_("approvers [add|remove @user]"),
+        N_("list or manage reissue approvers"),
+        handle_approvers_command,
     )
-    router.add("audit", "audit", f"the latest {AUDIT_LIMIT} audit events (admins, approvers)", handle_audit_command)
+    router.add("audit", N_("audit"), N_("the latest audit events (admins, approvers)"), handle_audit_command)
 
     @app.action(ids.any_key(ids.REQUEST_REISSUE))
     def handle_request_reissue(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:

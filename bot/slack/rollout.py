@@ -34,6 +34,7 @@ from slack_sdk.models.views import View
 from bot import rules
 from bot.bootstrap import Services
 from bot.destinations import KINDS
+from bot.i18n import N_
 from bot.rules import KeybotError
 from bot.services.rollout import AddedConsumer, ConsumerState, Progress
 from bot.slack import ids
@@ -298,8 +299,8 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
 
     router.add(
         "consumers",
-        "consumers VENDOR_ID [add|remove]",
-        "the systems that receive a key when it is reissued",
+        N_("consumers VENDOR_ID [add|remove]"),
+        N_("the systems that receive a key when it is reissued"),
         handle_consumers_command,
     )
 

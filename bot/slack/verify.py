@@ -22,6 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot.bootstrap import Services
+from bot.i18n import N_
 from bot.rules import KeybotError, quote
 from bot.services.verification import WHAT_TO_CHECK, VerifyOutcome, VerifyResult
 from bot.slack import ids
@@ -188,7 +189,9 @@ class VerifyListeners:
 
 def register(app: App, services: Services, router: CommandRouter) -> None:
     listeners = VerifyListeners(services)
-    router.add("verify", "verify VENDOR_ID", "check with Coupang that the stored key works", listeners.handle_command)
+    router.add(
+        "verify", N_("verify VENDOR_ID"), N_("check with Coupang that the stored key works"), listeners.handle_command
+    )
     app.action(ids.VERIFY_KEY)(listeners.handle_click)
 
 
