@@ -234,7 +234,7 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
         from bot.slack.app import build_client  # Slack-facing code is imported only when posting
         from bot.slack.reminders import SlackNotifier
 
-        notifier = SlackNotifier(build_client(settings))
+        notifier = SlackNotifier(build_client(settings), lang=settings.language)
     report = services.reminders.sweep(notifier, now=now, dry_run=args.dry_run)
     for line in describe_sweep(report, settings.timezone):
         print(line, file=out)

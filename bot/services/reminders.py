@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from bot import rules
+from bot.rules import Msg
 from bot.services.base import Context, MaybePosted, instance_name
 from storage.models import Key, ReminderDelivery
 
@@ -62,23 +63,28 @@ def latest_due_milestone(expires_on: date, now: datetime, days: Iterable[int], a
     return min((m for m in milestones if m >= previous), default=None)
 
 
-def headline(milestone: int, days_left: int) -> str:
+def headline(milestone: int, days_left: int) -> Msg:
     """What a reminder says first (plain text; ``days_left`` is the truth at posting time)."""
     late = days_left != milestone
     if days_left < 0:
-        expired = rules.describe_days_left(days_left).capitalize()
-        return f"{expired}: API calls fail until a new key is issued. {rules.wing_advice(rules.path_for(days_left))}"
+        advice = rules.wing_advice(rules.path_for(days_left))
+        if days_left == -1:
+            return Msg("Expired 1 day ago: API calls fail until a new key is issued. {advice}", {"advice": advice})
+        return Msg(
+            "Expired {days} days ago: API calls fail until a new key is issued. {advice}",
+            {"days": -days_left, "advice": advice},
+        )
     if days_left == 0:
-        return "Expires today: API calls will fail"
+        return Msg("Expires today: API calls will fail")
     if days_left == 1:
-        return "Expires tomorrow"
+        return Msg("Expires tomorrow")
     if milestone == 7 and not late:
-        return "One week left"
+        return Msg("One week left")
     if milestone == rules.REISSUE_WINDOW_DAYS and not late:
-        return "The reissue button in WING is active from today"
+        return Msg("The reissue button in WING is active from today")
     if rules.reissue_button_active(days_left):
-        return f"{rules.describe_days_left(days_left).capitalize()}: the reissue button in WING is active"
-    return rules.describe_days_left(days_left).capitalize()
+        return Msg("{days} days left: the reissue button in WING is active", {"days": days_left})
+    return Msg("{days} days left", {"days": days_left})
 
 
 # ---------------------------------------------------------------- what a sweep posts
@@ -99,7 +105,7 @@ class Reminder:
     delivery_id: int | None = None  # the claimed row, once claimed: the message's metadata names it
 
     @property
-    def headline(self) -> str:
+    def headline(self) -> Msg:
         return headline(self.milestone, self.days_left)
 
 
