@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModu
 from bot import consumers_cli
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
+from bot.i18n import render
 from bot.logs import configure_logging
 from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_local, path_for, wing_advice
 from bot.services.keys import CSV_COLUMNS, KeyStatus
@@ -173,7 +174,7 @@ def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int
     result = services.verification.verify("cli", args.vendor_id)
     when = result.checked_at.astimezone(services.ctx.settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
     print(f"{result.vendor_id}  {result.outcome}  (checked {when})", file=out)
-    print(result.detail, file=out)
+    print(render(services.ctx.settings.language, result.detail), file=out)
     return OK if result.works else FAILED
 
 
