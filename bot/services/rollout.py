@@ -270,7 +270,9 @@ class RolloutService:
         valid = rules.validate_vendor_id((vendor_id or "").strip().upper())
         key = self.ctx.keys.get(session, vendor_id=valid)
         if key is None:
-            raise NotFound(f"No key is registered for {valid}. Register it with `/coupang-key add`.")
+            raise NotFound(
+                "No key is registered for {vendor_id}. Register it with `/coupang-key add`.", vendor_id=valid
+            )
         return key
 
     def _require_manager(self, actor: str, key: Key) -> None:

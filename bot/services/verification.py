@@ -158,7 +158,9 @@ class VerificationService:
     def _claim(self, session: Session, actor: str, vendor_id: str, now: datetime) -> _Claimed | VerifyResult:
         key = self.ctx.keys.get(session, vendor_id=vendor_id)
         if key is None:
-            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+            raise NotFound(
+                "No key is registered for {vendor_id}. Register it with `/coupang-key add`.", vendor_id=vendor_id
+            )
         if key.integration == Integration.INTEGRATOR:
             return self._not_checkable(session, actor, key, now)
         won = _rows(

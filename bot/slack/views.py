@@ -6,6 +6,7 @@ Every piece of user-typed text goes through :func:`escape` before it lands in mr
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
@@ -507,8 +508,14 @@ def build_delete_confirmation(lang: str, status: KeyStatus) -> list[Block]:
     ]
 
 
-def _details_text(details: dict[str, object]) -> str:
-    parts = [f"{key}: {value}" for key, value in details.items()]
+def _details_text(lang: str, details: dict[str, object]) -> str:
+    """An audit entry's details; linking info (stored as neutral values) reads in ``lang``."""
+    parts = []
+    for key, value in details.items():
+        if isinstance(value, dict) and "integration" in value:
+            with contextlib.suppress(KeyError, ValueError):  # unreadable: shown as stored
+                value = linking_summary(lang, LinkingInfo.from_details(value))
+        parts.append(f"{key}: {value}")
     return _truncate("; ".join(parts), 400)
 
 
@@ -563,7 +570,7 @@ def build_history_blocks(lang: str, vendor_id: str, entries: Sequence[AuditEntry
         blocks.append(ContextBlock(elements=[_mrkdwn(t(lang, "Nothing recorded for this vendor ID."))]))
     for entry in entries[:HISTORY_LIMIT]:
         when = i18n.moment(lang, entry.at, tz)
-        details = _details_text(entry.details)
+        details = _details_text(lang, entry.details)
         text = t(
             lang,
             "`{time}` *{action}* by {actor}",
