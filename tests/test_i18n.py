@@ -21,8 +21,10 @@ from babel.messages.pofile import read_po
 from bot import i18n
 from bot.i18n import t
 from bot.rules import EditQuota, ReissuePath, wing_advice
+from bot.services.overview import KeyFacts, Overview
 from bot.services.reminders import Reminder
-from bot.slack import ids, reminders, views
+from bot.services.rollout import ConsumerState, Progress
+from bot.slack import ids, reminders, rollout, summary, views
 from bot.slack.reminders import SlackNotifier
 from tests import factories
 from tests.conftest import ADMIN, OWNER, USER, make_settings
@@ -289,3 +291,22 @@ def test_a_refusal_reads_in_the_persons_language(slack: SlackHarness):
     slack.slash(ADMIN, "언어 ko")
     assert "업체코드 'B123'가 올바르지 않습니다" in slack.slash(ADMIN, "이력 B123").text_of()
     assert "Vendor ID 'B123' is not valid" in slack.slash(USER, "history B123").text_of()
+
+
+def test_the_weekly_summary_and_rollout_progress_read_in_korean():
+    due = [KeyFacts(VENDOR, "가게", date(2026, 12, 1), d, 1, None, d == 3) for d in (3, -2)]
+    overview = Overview(date(2026, 11, 30), due, healthy=4, reissue_window=1, expired=1)
+    retry_at = datetime(2026, 11, 30, 1, 5, tzinfo=UTC)
+    failing = ConsumerState(
+        VENDOR, "erp", "webhook", "https://erp.example", "pending", 2, 1, None, None, retry_at, "HTTP 500"
+    )
+    progress = Progress(VENDOR, 2, (failing,))
+    said = json.dumps(
+        [
+            b.to_dict()
+            for b in summary.build_summary_blocks(overview, "ko") + rollout.build_progress_blocks(progress, SEOUL, "ko")
+        ],
+        ensure_ascii=False,
+    )
+    assert "주간 키 요약" in said and "2026년 12월 1일 (화)" in said and "다시 보내기" in said
+    assert sorted(p for p in english_phrases() if p in said) == []

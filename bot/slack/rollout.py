@@ -34,7 +34,7 @@ from slack_sdk.models.views import View
 from bot import rules
 from bot.bootstrap import Services
 from bot.destinations import KINDS
-from bot.i18n import N_
+from bot.i18n import N_, t
 from bot.rules import KeybotError
 from bot.services.rollout import AddedConsumer, ConsumerState, Progress
 from bot.slack import ids
@@ -61,51 +61,58 @@ def _hhmm(at: datetime | None, tz: ZoneInfo) -> str:
     return at.astimezone(tz).strftime("%H:%M") if at else "—"
 
 
-def trouble_text(state: ConsumerState, tz: ZoneInfo) -> str:
-    reason = escape(state.last_error or "failed")
+def trouble_text(state: ConsumerState, tz: ZoneInfo, lang: str = "en") -> str:
+    params = {"name": escape(state.name), "reason": escape(state.last_error or t(lang, "failed"))}
     if state.state == "pending":
-        return f":x: {escape(state.name)}: {reason}, next try {_hhmm(state.next_attempt_at, tz)}"
-    return f":x: {escape(state.name)}: {reason} (failed: fix it, then Push again)"
+        return t(lang, ":x: {name}: {reason}, next try {time}", time=_hhmm(state.next_attempt_at, tz), **params)
+    return t(lang, ":x: {name}: {reason} (failed: fix it, then Push again)", **params)
 
 
-def progress_text(progress: Progress, tz: ZoneInfo) -> str:
+def progress_text(progress: Progress, tz: ZoneInfo, lang: str = "en") -> str:
     """ "Rollout of generation 2: 3/4 delivered · 1 confirmed · ❌ erp: HTTP 500, next try 10:05"."""
     parts = [
-        f"Rollout of generation {progress.generation}: {progress.delivered}/{len(progress.consumers)} delivered",
-        f"{progress.confirmed} confirmed",
+        t(
+            lang,
+            "Rollout of generation {generation}: {delivered}/{total} delivered · {confirmed} confirmed",
+            generation=progress.generation,
+            delivered=progress.delivered,
+            total=len(progress.consumers),
+            confirmed=progress.confirmed,
+        )
     ]
     troubled = progress.troubled
-    parts += [trouble_text(s, tz) for s in troubled[:MAX_TROUBLE_LINES]]
+    parts += [trouble_text(s, tz, lang) for s in troubled[:MAX_TROUBLE_LINES]]
     if len(troubled) > MAX_TROUBLE_LINES:
-        parts.append(f"and {len(troubled) - MAX_TROUBLE_LINES} more")
+        parts.append(t(lang, "and {count} more", count=len(troubled) - MAX_TROUBLE_LINES))
     return " · ".join(parts)
 
 
-def push_button(vendor_id: str, name: str | None = None) -> ButtonElement:
+def push_button(vendor_id: str, name: str | None = None, lang: str = "en") -> ButtonElement:
     return ButtonElement(
-        text="Push again", action_id=ids.PUSH_CONSUMERS, value=f"{vendor_id} {name}" if name else vendor_id
+        text=t(lang, "Push again"), action_id=ids.PUSH_CONSUMERS, value=f"{vendor_id} {name}" if name else vendor_id
     )
 
 
-def build_progress_blocks(progress: Progress, tz: ZoneInfo) -> list[Block]:
-    blocks: list[Block] = [SectionBlock(block_id="rollout", text=MarkdownTextObject(text=progress_text(progress, tz)))]
+def build_progress_blocks(progress: Progress, tz: ZoneInfo, lang: str = "en") -> list[Block]:
+    text = progress_text(progress, tz, lang)
+    blocks: list[Block] = [SectionBlock(block_id="rollout", text=MarkdownTextObject(text=text))]
     if progress.troubled:
-        blocks.append(ActionsBlock(block_id="rollout-actions", elements=[push_button(progress.vendor_id)]))
+        blocks.append(ActionsBlock(block_id="rollout-actions", elements=[push_button(progress.vendor_id, lang=lang)]))
     return blocks
 
 
 class SlackProgressNotifier:
-    """:class:`bot.services.rollout.ProgressNotifier` over the Web API."""
+    """:class:`bot.services.rollout.ProgressNotifier` over the Web API, in the team's language."""
 
-    def __init__(self, client: WebClient, tz: ZoneInfo):
-        self.client, self.tz = client, tz
+    def __init__(self, client: WebClient, tz: ZoneInfo, lang: str = "en"):
+        self.client, self.tz, self.lang = client, tz, lang
 
     def post(self, channel: str, thread_ts: str | None, progress: Progress) -> str:
         answer = self.client.chat_postMessage(
             channel=channel,
             thread_ts=thread_ts,
-            text=progress_text(progress, self.tz),
-            blocks=build_progress_blocks(progress, self.tz),
+            text=progress_text(progress, self.tz, self.lang),
+            blocks=build_progress_blocks(progress, self.tz, self.lang),
         )
         return str(answer["ts"])
 
@@ -113,8 +120,8 @@ class SlackProgressNotifier:
         self.client.chat_update(
             channel=channel,
             ts=ts,
-            text=progress_text(progress, self.tz),
-            blocks=build_progress_blocks(progress, self.tz),
+            text=progress_text(progress, self.tz, self.lang),
+            blocks=build_progress_blocks(progress, self.tz, self.lang),
         )
 
 
@@ -262,7 +269,7 @@ def _selected(values: dict[str, Any], block_id: str) -> str:
 def register(app: App, services: Services, router: CommandRouter) -> None:
     rollout = services.rollout
     tz = services.ctx.settings.timezone
-    rollout.notifier = SlackProgressNotifier(app.client, tz)
+    rollout.notifier = SlackProgressNotifier(app.client, tz, services.languages.team)
 
     def list_reply(vendor_id: str) -> dict[str, Any]:
         states = rollout.consumers(vendor_id)
