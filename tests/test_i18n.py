@@ -140,6 +140,9 @@ def test_every_view_fits_slacks_limits_in_both_languages(lang):
         *views.build_delete_confirmation(lang, statuses[1]),
         *reminders.build_reminder_blocks(_reminder(7), lang),
         *reminders.build_digest_blocks([_reminder(d) for d in (14, 7, 1, 0, -2, -9)], lang),
+        rollout.build_add_modal(VENDOR, lang),
+        rollout.build_remove_modal(VENDOR, ["erp"], lang),
+        *rollout.build_consumers_blocks(VENDOR, [], SEOUL, lang),
     ]
     for piece in built:
         assert piece.to_dict()
