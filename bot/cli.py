@@ -23,12 +23,12 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 
-from bot import consumers_cli
+from bot import consumers_cli, i18n
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
-from bot.i18n import render
+from bot.i18n import linking_summary, render, t
 from bot.logs import configure_logging
-from bot.rules import EDITS_PER_WEEK, KeybotError, describe_days_left, format_local, path_for, wing_advice
+from bot.rules import EDITS_PER_WEEK, KeybotError, path_for, wing_advice
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
@@ -79,25 +79,53 @@ def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) ->
     return OK
 
 
-def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
+def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
     """One key for a terminal: the same facts as a ``/coupang-key status`` entry, in plain text."""
 
     lines = [
-        f"{s.vendor_id}  {s.label}  "
-        f"(access key {s.access_key_mask}, secret {s.secret_fingerprint}, gen {s.generation})",
-        f"  expires {s.expires_on}  {describe_days_left(s.days_left)}  [{s.phase}]",
-        f"  {wing_advice(path_for(s.days_left))}",
-        f"  {s.linking.summary()}  ·  linking-info edits this week {s.edits_last_7_days}/{EDITS_PER_WEEK}",
+        t(
+            lang,
+            "{vendor_id}  {label}  (access key {mask}, secret {fingerprint}, gen {generation})",
+            vendor_id=s.vendor_id,
+            label=s.label,
+            mask=s.access_key_mask,
+            fingerprint=s.secret_fingerprint,
+            generation=s.generation,
+        ),
+        t(
+            lang,
+            "  expires {date}  {days_left}  [{phase}]",
+            date=i18n.day(lang, s.expires_on),
+            days_left=i18n.days_left(lang, s.days_left),
+            phase=s.phase,
+        ),
+        f"  {render(lang, wing_advice(path_for(s.days_left)))}",
+        t(
+            lang,
+            "  {linking}  ·  linking-info edits this week {used}/{limit}",
+            linking=linking_summary(lang, s.linking),
+            used=s.edits_last_7_days,
+            limit=EDITS_PER_WEEK,
+        ),
     ]
     extra = []
     if s.propagating_until:
-        extra.append(f"Coupang applies the last change by {format_local(s.propagating_until, tz)}")
+        extra.append(
+            t(lang, "Coupang applies the last change by {time}", time=i18n.moment(lang, s.propagating_until, tz))
+        )
     if s.verified_at:
-        extra.append(f"checked {s.verify_outcome} {format_local(s.verified_at, tz)}")
+        extra.append(
+            t(
+                lang,
+                "checked {outcome} {time}",
+                outcome=s.verify_outcome,
+                time=i18n.moment(lang, s.verified_at, tz),
+            )
+        )
     if s.open_request:
-        extra.append(f"reissue request #{s.open_request.id} {s.open_request.status}")
+        extra.append(t(lang, "reissue request #{id} {state}", id=s.open_request.id, state=s.open_request.status))
     if s.consumers:
-        extra.append(f"consumers {s.consumers[0]}/{s.consumers[1]}")
+        extra.append(t(lang, "consumers {done}/{total}", done=s.consumers[0], total=s.consumers[1]))
     if extra:
         lines.append("  " + "  ·  ".join(extra))
     return "\n".join(lines)
@@ -109,10 +137,13 @@ def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int
         json.dump([s.as_json() for s in statuses], out, ensure_ascii=False, indent=2)
         out.write("\n")
     elif not statuses:
-        print("No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`.", file=out)
+        lang = services.ctx.settings.language
+        print(
+            t(lang, "No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`."), file=out
+        )
     else:
         for status in statuses:
-            print(format_status(status, services.ctx.settings.timezone), file=out)
+            print(format_status(status, services.ctx.settings.timezone, services.ctx.settings.language), file=out)
     return OK
 
 
@@ -137,14 +168,27 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     report = services.keys.import_rows("cli", rows, skip_invalid=args.skip_invalid)
     for line, reason in report.errors:
         print(f"{path}:{line}: {reason}", file=sys.stderr)
+    lang = services.ctx.settings.language
     if report.errors and not args.skip_invalid:
         print(
-            f"Nothing imported: fix the {len(report.errors)} row(s) above, or pass --skip-invalid.",
+            t(
+                lang,
+                "Nothing imported: fix the {count} row(s) above, or pass --skip-invalid.",
+                count=len(report.errors),
+            ),
             file=sys.stderr,
         )
         return FAILED
-    skipped = f", skipped {len(report.errors)} invalid row(s)" if report.errors else ""
-    print(f"Imported {len(report.imported)} key(s){skipped}.", file=out)
+    if report.errors:
+        done = t(
+            lang,
+            "Imported {count} key(s), skipped {skipped} invalid row(s).",
+            count=len(report.imported),
+            skipped=len(report.errors),
+        )
+    else:
+        done = t(lang, "Imported {count} key(s).", count=len(report.imported))
+    print(done, file=out)
     return OK
 
 
@@ -172,9 +216,19 @@ def cmd_master_key_rotate(services: Services, args: argparse.Namespace, out: Tex
 def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     """One signed read-only call to Coupang with the stored key; exit 0 only when the key works."""
     result = services.verification.verify("cli", args.vendor_id)
-    when = result.checked_at.astimezone(services.ctx.settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
-    print(f"{result.vendor_id}  {result.outcome}  (checked {when})", file=out)
-    print(render(services.ctx.settings.language, result.detail), file=out)
+    settings = services.ctx.settings
+    when = result.checked_at.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
+    print(
+        t(
+            settings.language,
+            "{vendor_id}  {outcome}  (checked {time})",
+            vendor_id=result.vendor_id,
+            outcome=result.outcome,  # the code itself, which scripts read
+            time=when,
+        ),
+        file=out,
+    )
+    print(render(settings.language, result.detail), file=out)
     return OK if result.works else FAILED
 
 
@@ -344,7 +398,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"{exc}. Is KEYBOT_MASTER_KEY the key this database was written with?", file=sys.stderr)
         return FAILED
     except KeybotError as exc:
-        print(str(exc), file=sys.stderr)
+        print(render(settings.language, exc.msg), file=sys.stderr)
         return FAILED
     except (OperationalError, InterfaceError) as exc:
         print(cannot_reach(settings.database_url, exc), file=sys.stderr)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_time
 
-from bot.rules import Msg
+from bot.rules import Integration, LinkingInfo, Msg
 
 ENGLISH = "en"
 KOREAN = "ko"
@@ -86,3 +86,38 @@ def render(lang: str, msg: Msg) -> str:
     translated first."""
     params = {name: render(lang, value) if isinstance(value, Msg) else value for name, value in msg.params.items()}
     return t(lang, msg.text, **params)
+
+
+# ---------------------------------------------------------------- facts shown the same way everywhere
+
+
+def linking_summary(lang: str, linking: LinkingInfo) -> str:
+    """The linking info in WING's words: which integrator, or company, URL and IPs of a self-developed key."""
+    if linking.integration is Integration.INTEGRATOR:
+        return t(lang, "Integrator: {name}", name=linking.integrator_name)
+    return t(
+        lang,
+        "Self-developed: {company} ({url}); IPs {ips}",
+        company=linking.company_name,
+        url=linking.company_url,
+        ips=", ".join(linking.ip_addresses),
+    )
+
+
+OUTCOME_LABEL = {  # English shows the stored outcome itself
+    "works": N_("works"),
+    "invalid_key": N_("invalid key"),
+    "ip_not_allowed": N_("ip not allowed"),
+    "wrong_vendor": N_("wrong vendor"),
+    "rate_limited": N_("rate limited"),
+    "blocked": N_("blocked"),
+    "unavailable": N_("unavailable"),
+    "not_active_yet": N_("not active yet"),
+    "not_checkable": N_("not checkable"),
+    "in_progress": N_("in progress"),
+}
+
+
+def outcome_label(lang: str, outcome: str) -> str:
+    label = OUTCOME_LABEL.get(outcome)
+    return t(lang, label) if label else outcome.replace("_", " ")

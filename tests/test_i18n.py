@@ -118,8 +118,8 @@ def test_korean_wing_steps_use_wings_own_words():
 
 
 def test_korean_verification_failures_quote_coupangs_faq_titles():
-    assert "(Invalid signature)" in views.outcome_label("ko", "invalid_key")
-    assert "(Not allowed IP)" in views.outcome_label("ko", "ip_not_allowed")
+    assert "(Invalid signature)" in i18n.outcome_label("ko", "invalid_key")
+    assert "(Not allowed IP)" in i18n.outcome_label("ko", "ip_not_allowed")
 
 
 def _reminder(days: int) -> Reminder:

@@ -33,7 +33,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot import i18n, rules
-from bot.i18n import N_, t
+from bot.i18n import N_, linking_summary, outcome_label, t
 from bot.rules import Integration, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.audit import AuditEntry
 from bot.services.keys import KeyStatus, StatusPage
@@ -77,19 +77,6 @@ def days_left_bar(days: int, cells: int = BAR_CELLS) -> str:
     lifetime = rules.KEY_LIFETIME.days
     filled = 0 if days <= 0 else min(cells, max(1, round(cells * days / lifetime)))
     return "▰" * filled + "▱" * (cells - filled)
-
-
-def linking_summary(lang: str, linking: LinkingInfo) -> str:
-    """The linking info in WING's words: which integrator, or company, URL and IPs of a self-developed key."""
-    if linking.integration is Integration.INTEGRATOR:
-        return t(lang, "Integrator: {name}", name=linking.integrator_name)
-    return t(
-        lang,
-        "Self-developed: {company} ({url}); IPs {ips}",
-        company=linking.company_name,
-        url=linking.company_url,
-        ips=", ".join(linking.ip_addresses),
-    )
 
 
 def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
@@ -152,24 +139,7 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
 
 
 # what ``status`` shows for a stored verification outcome and an open request's state
-OUTCOME_LABEL = {  # English shows the stored outcome itself
-    "works": N_("works"),
-    "invalid_key": N_("invalid key"),
-    "ip_not_allowed": N_("ip not allowed"),
-    "wrong_vendor": N_("wrong vendor"),
-    "rate_limited": N_("rate limited"),
-    "blocked": N_("blocked"),
-    "unavailable": N_("unavailable"),
-    "not_active_yet": N_("not active yet"),
-    "not_checkable": N_("not checkable"),
-    "in_progress": N_("in progress"),
-}
 REQUEST_STATE = {"pending": N_("pending"), "approved": N_("approved")}  # English shows the state itself
-
-
-def outcome_label(lang: str, outcome: str) -> str:
-    label = OUTCOME_LABEL.get(outcome)
-    return t(lang, label) if label else outcome.replace("_", " ")
 
 
 def build_key_buttons(lang: str, status: KeyStatus) -> ActionsBlock:
