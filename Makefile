@@ -33,8 +33,8 @@ I18N_KEYWORDS := -k t:2 -k N_ -k Msg -k KeybotError -k NotAllowed -k NotFound -k
 ## translations: re-extract English text, merge it into bot/locale/*/messages.po, compile the .mo files
 translations: $(STAMP)
 	$(VENV)/bin/pybabel extract -F babel.cfg --no-default-keywords $(I18N_KEYWORDS) --no-location --sort-output \
-		--omit-header -o bot/locale/messages.pot .
-	$(VENV)/bin/pybabel update -i bot/locale/messages.pot -d bot/locale -D messages --no-fuzzy-matching
+		--omit-header --project=coupang-keybot -o bot/locale/messages.pot .
+	$(VENV)/bin/pybabel update -i bot/locale/messages.pot -d bot/locale -D messages --no-fuzzy-matching --ignore-obsolete
 	$(VENV)/bin/pybabel compile -d bot/locale -D messages --statistics
 
 bench: $(STAMP)

@@ -58,7 +58,8 @@ class InvalidInput(KeybotError):
     def __init__(self, errors: Mapping[str, str | Msg]):
         self.messages = {name: m if isinstance(m, Msg) else Msg(m) for name, m in errors.items()}
         self.errors = {name: str(m) for name, m in self.messages.items()}
-        super().__init__(Msg(" ".join(f"{{{name}}}" for name in self.messages), self.messages))
+        every_field = " ".join(f"{{{name}}}" for name in self.messages)  # each field's message, in its order
+        super().__init__(Msg(every_field, self.messages))
 
     @classmethod
     def one(cls, field: str, message: str, /, **params: object) -> InvalidInput:
