@@ -188,17 +188,19 @@ def request_id_of(value: str) -> int:
 
 def build_path_warning(lang: str, plan: ReissuePlan) -> str:
     delay = render(lang, rules.describe_delay(plan.path))
-    expiry = i18n.day(lang, plan.expires_on)
+    params = {
+        "vendor_id": plan.vendor_id,
+        "days_left": i18n.days_left(lang, plan.days_left),
+        "date": i18n.day(lang, plan.expires_on),
+        "delay": delay,
+    }
     if plan.path is ReissuePath.REISSUE:
         return t(
             lang,
             ":information_source: *{vendor_id}* is inside the reissue window ({days_left}, expiry {date}): WING's "
             "*Reissue (재발급)* button works. The old Secret Key stops working the moment it is reissued; the new "
             "one works within *{delay}*. Every system using this key must then be updated.",
-            vendor_id=plan.vendor_id,
-            days_left=i18n.days_left(lang, plan.days_left),
-            date=expiry,
-            delay=delay,
+            **params,
         )
     if plan.path is ReissuePath.AFTER_EXPIRY:
         return t(
@@ -207,10 +209,7 @@ def build_path_warning(lang: str, plan: ReissuePlan) -> str:
             "over: press *Issue (발급)*, agree to the terms and choose the linking info (Integrator or "
             "self-developed) again. The new key *may take {delay}* to start working; every order, stock and "
             "shipping sync using this key fails until then.",
-            vendor_id=plan.vendor_id,
-            days_left=i18n.days_left(lang, plan.days_left),
-            date=expiry,
-            delay=delay,
+            **params,
         )
     window_opens = i18n.day(lang, rules.milestone_date(plan.expires_on, rules.REISSUE_WINDOW_DAYS))
     return t(
