@@ -5,7 +5,7 @@ placeholders, looked up in gettext catalogs compiled by Babel (``bot/locale/<lan
 shipped as package data); ``make translations`` re-extracts and compiles them. Dates and times are shown the way
 each language writes them: ``2026-12-07`` / ``2026년 12월 7일 (월)``, ``D-7``, ``만료 3일 지남``, ``오전 9:00``.
 
-Imports only the standard library and Babel, so services, rules' callers and Slack code can all use it.
+Imports only the standard library, Babel and the pure rules, so services, the CLI and Slack code can all use it.
 """
 
 from __future__ import annotations

@@ -106,10 +106,10 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
     app.use(bind_request_ids)
     router = commands.CommandRouter(services.languages.of)
     # Each listener module adds its listeners and sub-commands here.
-    commands.register(app, router, services.languages.choose)
     keys.register(app, services, router)
     home.register(app, services)
     reissue.register(app, services, router)
     verify.register(app, services, router)
     rollout.register(app, services, router)
+    commands.register(app, router, services.languages.choose)  # language and help close the help text
     return app
