@@ -280,6 +280,9 @@ def test_a_language_that_is_not_offered_is_refused_and_changes_nothing(slack: Sl
     answer = slack.slash(USER, "language fr").text_of()
     assert "language en|ko" in answer
     assert slack.services.languages.of(USER) == "en"
+    assert "I answer you in English" in slack.slash(USER, "language").text_of()
+    slack.slash(USER, "언어 ko")
+    assert "지금은 한국어로" in slack.slash(USER, "언어").text_of()
 
 
 def test_korean_sub_commands_are_listed_in_the_korean_help(slack: SlackHarness):

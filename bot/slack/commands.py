@@ -120,7 +120,15 @@ class CommandRouter:
 
 def register(app: App, router: CommandRouter, choose_language: Callable[[str, str], None]) -> None:
     def language(request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
-        chosen = parse_language(request.args[0]) if request.args else None
+        if not request.args:
+            current = t(
+                request.lang,
+                "I answer you in English. Change it with `{command} language ko` (or `언어 ko`).",
+                command=ids.COMMAND,
+            )
+            ack(text=current, response_type="ephemeral")
+            return
+        chosen = parse_language(request.args[0])
         if chosen is None:
             raise KeybotError(N_("Usage: `{command} language en|ko` (or `언어 ko`)."), command=ids.COMMAND)
         choose_language(request.user_id, chosen)
