@@ -19,6 +19,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 from bot import i18n
+from bot.config import ConfigError
 from bot.i18n import t
 from bot.rules import EditQuota, ReissuePath, wing_advice
 from bot.services.overview import KeyFacts, Overview
@@ -316,3 +317,9 @@ def test_the_weekly_summary_and_rollout_progress_read_in_korean():
     )
     assert "주간 키 요약" in said and "2026년 12월 1일 (화)" in said and "다시 보내기" in said
     assert sorted(p for p in english_phrases() if p in said) == []
+
+
+def test_keybot_language_accepts_en_and_ko_only():
+    assert make_settings().language == "en" and make_settings(KEYBOT_LANGUAGE="KO").language == "ko"
+    with pytest.raises(ConfigError, match="KEYBOT_LANGUAGE='fr' must be en"):
+        make_settings(KEYBOT_LANGUAGE="fr")
