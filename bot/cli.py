@@ -291,7 +291,7 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
 
         notifier = SlackNotifier(build_client(settings), lang=settings.language)
     report = services.reminders.sweep(notifier, now=now, dry_run=args.dry_run)
-    for line in describe_sweep(report, settings.timezone):
+    for line in describe_sweep(report, settings.timezone, settings.language):
         print(line, file=out)
     return FAILED if report.failed else OK
 

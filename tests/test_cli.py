@@ -202,3 +202,5 @@ def test_the_cli_follows_keybot_language(cli, tmp_path, monkeypatch):
     assert code == 0 and "만료 2026년 12월 7일 (월)" in out and "WING의 재발급 버튼" in out
     code, _, err = cli("verify", "B0000001")
     assert code != 0 and "업체코드 'B0000001'가 올바르지 않습니다" in err
+    code, out, _ = cli("reminders", "run", "--dry-run", "--as-of", "2026-11-30T09:00")  # D-7 in Seoul
+    assert code == 0 and "CSHOP0001에 알림을 올릴 예정:" in out and "1주일 남았습니다" in out and "시험 실행" in out
