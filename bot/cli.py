@@ -75,7 +75,7 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     upgrade(services.engine)
-    print("Database is up to date.", file=out)
+    print(t(services.ctx.settings.language, "Database is up to date."), file=out)
     return OK
 
 
@@ -205,11 +205,14 @@ def cmd_audit_export(services: Services, args: argparse.Namespace, out: TextIO) 
 
 def cmd_master_key_rotate(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     keys, entries = services.keys.rotate_master_key("cli")
-    print(
-        f"Re-encrypted {keys} key(s) and re-sealed {entries} audit entries under the first KEYBOT_MASTER_KEY. "
+    done = t(
+        services.ctx.settings.language,
+        "Re-encrypted {keys} key(s) and re-sealed {entries} audit entries under the first KEYBOT_MASTER_KEY. "
         "You can now remove the old key(s) from KEYBOT_MASTER_KEY.",
-        file=out,
+        keys=keys,
+        entries=entries,
     )
+    print(done, file=out)
     return OK
 
 
@@ -244,7 +247,13 @@ def cmd_backup(services: Services, args: argparse.Namespace, out: TextIO) -> int
     except OSError as exc:
         print(f"Cannot write {target}: {exc.strerror}.", file=sys.stderr)
         return FAILED
-    print(f"Backed up the database to {target} ({target.stat().st_size} bytes).", file=out)
+    done = t(
+        services.ctx.settings.language,
+        "Backed up the database to {target} ({size} bytes).",
+        target=target,
+        size=target.stat().st_size,
+    )
+    print(done, file=out)
     return OK
 
 
