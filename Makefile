@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean translations
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,6 +26,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check bot storage tests bench
 	$(VENV)/bin/ruff format --check bot storage tests bench
 	$(VENV)/bin/mypy bot/rules.py bot/coupang.py bot/services storage
+
+# what marks English source text for translation (tests/test_i18n.py extracts with the same keywords)
+I18N_KEYWORDS := -k t:2 -k N_ -k Msg -k KeybotError -k NotAllowed -k NotFound -k Unavailable -k one:2 -k checked:2 -k hint
+
+## translations: re-extract English text, merge it into bot/locale/*/messages.po, compile the .mo files
+translations: $(STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg --no-default-keywords $(I18N_KEYWORDS) --no-location --sort-output \
+		--omit-header --project=coupang-keybot -o bot/locale/messages.pot .
+	$(VENV)/bin/pybabel update -i bot/locale/messages.pot -d bot/locale -D messages --no-fuzzy-matching --ignore-obsolete
+	$(VENV)/bin/pybabel compile -d bot/locale -D messages --statistics
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -130,7 +130,7 @@ def listener_split(services: Services, rounds: int = 200) -> tuple[float, float]
         start = time.perf_counter()
         page = services.keys.status_page(limit=views.PAGE_SIZE)
         middle = time.perf_counter()
-        [block.to_dict() for block in views.build_status_blocks(page, tz)]
+        [block.to_dict() for block in views.build_status_blocks("en", page, tz)]
         load.append(middle - start)
         render.append(time.perf_counter() - middle)
     return statistics.median(load) * 1000, statistics.median(render) * 1000

@@ -13,6 +13,7 @@ from bot.monitor import Monitor, RolloutCollector
 from bot.services.audit import AuditService
 from bot.services.base import Clock, Context, SystemClock
 from bot.services.keys import KeyService
+from bot.services.languages import LanguageService
 from bot.services.overview import OverviewService
 from bot.services.reissue import GroupMembers, ReissueService
 from bot.services.reminders import ReminderService
@@ -33,6 +34,7 @@ class Services:
     reissues: ReissueService
     reminders: ReminderService
     overview: OverviewService
+    languages: LanguageService
     monitor: Monitor  # this process's sweeps and Slack answers, and the /metrics registry
     rollout: RolloutService
 
@@ -84,6 +86,7 @@ def build_services(
         reissues=ReissueService(ctx, group_members),
         reminders=ReminderService(ctx),
         overview=overview,
+        languages=LanguageService(ctx),
         monitor=monitor,
         rollout=rollout,
     )

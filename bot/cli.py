@@ -23,15 +23,14 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 
-from bot import consumers_cli
+from bot import consumers_cli, i18n
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
+from bot.i18n import linking_summary, render, t
 from bot.logs import configure_logging
 from bot.rules import (
     EDITS_PER_WEEK,
     KeybotError,
-    describe_days_left,
-    format_local,
     path_for,
     plain,
     quote,
@@ -83,29 +82,57 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     upgrade(services.engine)
-    print("Database is up to date.", file=out)
+    print(t(services.ctx.settings.language, "Database is up to date."), file=out)
     return OK
 
 
-def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
+def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
     """One key for a terminal: the same facts as a ``/coupang-key status`` entry, in plain text."""
 
     lines = [
-        f"{s.vendor_id}  {s.label}  "
-        f"(access key {s.access_key_mask}, secret {s.secret_fingerprint}, gen {s.generation})",
-        f"  expires {s.expires_on}  {describe_days_left(s.days_left)}  [{s.phase}]",
-        f"  {wing_advice(path_for(s.days_left))}",
-        f"  {s.linking.summary()}  ·  linking-info edits this week {s.edits_last_7_days}/{EDITS_PER_WEEK}",
+        t(
+            lang,
+            "{vendor_id}  {label}  (access key {mask}, secret {fingerprint}, gen {generation})",
+            vendor_id=s.vendor_id,
+            label=s.label,
+            mask=s.access_key_mask,
+            fingerprint=s.secret_fingerprint,
+            generation=s.generation,
+        ),
+        t(
+            lang,
+            "  expires {date}  {days_left}  [{phase}]",
+            date=i18n.day(lang, s.expires_on),
+            days_left=i18n.days_left(lang, s.days_left),
+            phase=s.phase,
+        ),
+        f"  {render(lang, wing_advice(path_for(s.days_left)))}",
+        t(
+            lang,
+            "  {linking}  ·  linking-info edits this week {used}/{limit}",
+            linking=linking_summary(lang, s.linking),
+            used=s.edits_last_7_days,
+            limit=EDITS_PER_WEEK,
+        ),
     ]
     extra = []
     if s.propagating_until:
-        extra.append(f"Coupang applies the last change by {format_local(s.propagating_until, tz)}")
+        extra.append(
+            t(lang, "Coupang applies the last change by {time}", time=i18n.moment(lang, s.propagating_until, tz))
+        )
     if s.verified_at:
-        extra.append(f"checked {s.verify_outcome} {format_local(s.verified_at, tz)}")
+        extra.append(
+            t(
+                lang,
+                "checked {outcome} {time}",
+                outcome=s.verify_outcome,
+                time=i18n.moment(lang, s.verified_at, tz),
+            )
+        )
     if s.open_request:
-        extra.append(f"reissue request #{s.open_request.id} {s.open_request.status}")
+        extra.append(t(lang, "reissue request #{id} {state}", id=s.open_request.id, state=s.open_request.status))
     if s.consumers:
-        extra.append(f"consumers {s.consumers[0]}/{s.consumers[1]}")
+        extra.append(t(lang, "consumers {done}/{total}", done=s.consumers[0], total=s.consumers[1]))
     if extra:
         lines.append("  " + "  ·  ".join(extra))
     return "\n".join(lines)
@@ -117,10 +144,13 @@ def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int
         json.dump([s.as_json() for s in statuses], out, ensure_ascii=False, indent=2)
         out.write("\n")
     elif not statuses:
-        print("No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`.", file=out)
+        lang = services.ctx.settings.language
+        print(
+            t(lang, "No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`."), file=out
+        )
     else:
         for status in statuses:
-            print(format_status(status, services.ctx.settings.timezone), file=out)
+            print(format_status(status, services.ctx.settings.timezone, services.ctx.settings.language), file=out)
     return OK
 
 
@@ -145,14 +175,27 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     report = services.keys.import_rows("cli", rows, skip_invalid=args.skip_invalid)
     for line, reason in report.errors:
         print(f"{path}:{line}: {reason}", file=sys.stderr)
+    lang = services.ctx.settings.language
     if report.errors and not args.skip_invalid:
         print(
-            f"Nothing imported: fix the {len(report.errors)} row(s) above, or pass --skip-invalid.",
+            t(
+                lang,
+                "Nothing imported: fix the {count} row(s) above, or pass --skip-invalid.",
+                count=len(report.errors),
+            ),
             file=sys.stderr,
         )
         return FAILED
-    skipped = f", skipped {len(report.errors)} invalid row(s)" if report.errors else ""
-    print(f"Imported {len(report.imported)} key(s){skipped}.", file=out)
+    if report.errors:
+        done = t(
+            lang,
+            "Imported {count} key(s), skipped {skipped} invalid row(s).",
+            count=len(report.imported),
+            skipped=len(report.errors),
+        )
+    else:
+        done = t(lang, "Imported {count} key(s).", count=len(report.imported))
+    print(done, file=out)
     return OK
 
 
@@ -169,20 +212,33 @@ def cmd_audit_export(services: Services, args: argparse.Namespace, out: TextIO) 
 
 def cmd_master_key_rotate(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     keys, entries = services.keys.rotate_master_key("cli")
-    print(
-        f"Re-encrypted {keys} key(s) and re-sealed {entries} audit entries under the first KEYBOT_MASTER_KEY. "
+    done = t(
+        services.ctx.settings.language,
+        "Re-encrypted {keys} key(s) and re-sealed {entries} audit entries under the first KEYBOT_MASTER_KEY. "
         "You can now remove the old key(s) from KEYBOT_MASTER_KEY.",
-        file=out,
+        keys=keys,
+        entries=entries,
     )
+    print(done, file=out)
     return OK
 
 
 def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     """One signed read-only call to Coupang with the stored key; exit 0 only when the key works."""
     result = services.verification.verify("cli", args.vendor_id)
-    when = result.checked_at.astimezone(services.ctx.settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
-    print(f"{result.vendor_id}  {result.outcome}  (checked {when})", file=out)
-    print(result.detail, file=out)
+    settings = services.ctx.settings
+    when = result.checked_at.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
+    print(
+        t(
+            settings.language,
+            "{vendor_id}  {outcome}  (checked {time})",
+            vendor_id=result.vendor_id,
+            outcome=result.outcome,  # the code itself, which scripts read
+            time=when,
+        ),
+        file=out,
+    )
+    print(render(settings.language, result.detail), file=out)
     return OK if result.works else FAILED
 
 
@@ -198,7 +254,13 @@ def cmd_backup(services: Services, args: argparse.Namespace, out: TextIO) -> int
     except OSError as exc:
         print(f"Cannot write {target}: {exc.strerror}.", file=sys.stderr)
         return FAILED
-    print(f"Backed up the database to {target} ({target.stat().st_size} bytes).", file=out)
+    done = t(
+        services.ctx.settings.language,
+        "Backed up the database to {target} ({size} bytes).",
+        target=target,
+        size=target.stat().st_size,
+    )
+    print(done, file=out)
     return OK
 
 
@@ -244,9 +306,9 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
         from bot.slack.app import build_client  # Slack-facing code is imported only when posting
         from bot.slack.reminders import SlackNotifier
 
-        notifier = SlackNotifier(build_client(settings))
+        notifier = SlackNotifier(build_client(settings), lang=settings.language)
     report = services.reminders.sweep(notifier, now=now, dry_run=args.dry_run)
-    for line in describe_sweep(report, settings.timezone):
+    for line in describe_sweep(report, settings.timezone, settings.language):
         print(line, file=out)
     return FAILED if report.failed else OK
 
@@ -353,7 +415,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"{exc}. Is KEYBOT_MASTER_KEY the key this database was written with?", file=sys.stderr)
         return FAILED
     except KeybotError as exc:
-        print(plain(exc), file=sys.stderr)
+        print(plain(render(settings.language, exc.msg)), file=sys.stderr)
         return FAILED
     except (OperationalError, InterfaceError) as exc:
         print(cannot_reach(settings.database_url, exc), file=sys.stderr)

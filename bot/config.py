@@ -39,6 +39,7 @@ class Settings:
     approvers: frozenset[str] = frozenset()
     channel: str | None = None
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Seoul"))
+    language: str = "en"  # KEYBOT_LANGUAGE: channel posts, App Home, CLI and people who chose none
     reminder_time: time = time(9, 0)
     reminder_days: tuple[int, ...] = (14, 7, 1, 0)
     coupang_api_url: str = "https://api-gateway.coupang.com"
@@ -160,6 +161,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     summary = (get("KEYBOT_WEEKLY_SUMMARY") or "mon").lower()
     if summary not in (*WEEKDAYS, "off"):
         raise ConfigError(f"KEYBOT_WEEKLY_SUMMARY={summary!r} must be a weekday (mon, tue, … sun) or off.")
+    language = (get("KEYBOT_LANGUAGE") or "en").lower()
+    if language not in ("en", "ko"):
+        raise ConfigError(f"KEYBOT_LANGUAGE={language!r} must be en (English) or ko (Korean).")
     return Settings(
         master_keys=parse_master_keys(get("KEYBOT_MASTER_KEY")),
         database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -176,6 +180,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ),
         channel=channel,
         timezone=tz,
+        language=language,
         reminder_time=reminder_time,
         reminder_days=tuple(days),
         coupang_api_url=(get("COUPANG_API_URL") or "https://api-gateway.coupang.com").rstrip("/"),

@@ -13,6 +13,7 @@ from typing import TextIO
 
 from bot.bootstrap import Services
 from bot.destinations import AWS_PARAMETER, AWS_SECRET, VAULT, WEBHOOK
+from bot.i18n import t
 from bot.rules import format_local
 from bot.services.rollout import CLI_ACTOR, ConsumerState
 
@@ -42,8 +43,19 @@ def cmd_add(services: Services, args: argparse.Namespace, out: TextIO) -> int:
         json.dump({**fields, "signing_secret": added.signing_secret, "state": state.state}, out)
         out.write("\n")
     else:
-        print(f"Added {added.name} ({added.kind} {added.target}) to {added.vendor_id}.", file=out)
-        print(f"Signing secret (shown only this once): {added.signing_secret}", file=out)
+        lang = services.ctx.settings.language
+        print(
+            t(
+                lang,
+                "Added {name} ({kind} {target}) to {vendor_id}.",
+                name=added.name,
+                kind=added.kind,
+                target=added.target,
+                vendor_id=added.vendor_id,
+            ),
+            file=out,
+        )
+        print(t(lang, "Signing secret (shown only this once): {secret}", secret=added.signing_secret), file=out)
         print(_describe(state, services), file=out)
     return OK if state.holds_key else FAILED
 
@@ -54,7 +66,13 @@ def cmd_list(services: Services, args: argparse.Namespace, out: TextIO) -> int:
         json.dump([s.as_json() for s in states], out, ensure_ascii=False, indent=2)
         out.write("\n")
     elif not states:
-        print("No consumers yet. Add one with `coupang-keybot consumers add VENDOR_ID NAME --webhook URL`.", file=out)
+        print(
+            t(
+                services.ctx.settings.language,
+                "No consumers yet. Add one with `coupang-keybot consumers add VENDOR_ID NAME --webhook URL`.",
+            ),
+            file=out,
+        )
     for state in [] if args.json else states:
         print(_describe(state, services), file=out)
     return OK
@@ -71,7 +89,15 @@ def cmd_push(services: Services, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_remove(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     services.rollout.remove(CLI_ACTOR, args.vendor_id, args.name)
-    print(f"Removed {args.name.strip().lower()} from {args.vendor_id.strip().upper()}.", file=out)
+    print(
+        t(
+            services.ctx.settings.language,
+            "Removed {name} from {vendor_id}.",
+            name=args.name.strip().lower(),
+            vendor_id=args.vendor_id.strip().upper(),
+        ),
+        file=out,
+    )
     return OK
 
 

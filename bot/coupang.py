@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bot.rules import Msg
+
 logger = logging.getLogger("bot.coupang")
 
 CHECK_PATH = "/v2/providers/openapi/apis/api/v5/vendors/{vendor_id}/returnShippingCenters"
@@ -77,7 +79,7 @@ class Outcome(enum.StrEnum):
 class CheckResult:
     outcome: Outcome
     http_status: int | None  # None when no HTTP answer arrived (timeout, connection error)
-    detail: str  # a sentence for a person; never contains the key
+    detail: Msg  # a sentence for a person; never contains the key
     attempts: int
 
     @property
@@ -201,33 +203,43 @@ def _public_ip_in(body: str) -> str | None:
 def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) -> CheckResult:
     status, body = answer.status, answer.body
     lowered = body.lower()
-    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    tries = Msg("1 attempt") if attempts == 1 else Msg("{count} attempts", {"count": attempts})
 
-    def result(outcome: Outcome, detail: str) -> CheckResult:
-        return CheckResult(outcome, status, detail, attempts)
+    def checked(outcome: Outcome, detail: str, **params: object) -> CheckResult:  # extracted for translation
+        return CheckResult(outcome, status, Msg(detail, params), attempts)
 
     if status is None:
         if answer.failure == "timeout":
-            why = f"Coupang did not answer within {timeout:g} s ({tries})"
-        else:
-            why = f"Could not reach Coupang ({answer.failure}; {tries})"
-        return result(Outcome.UNAVAILABLE, f"{why}, so the key's state is unknown. Try again later.")
+            return checked(
+                Outcome.UNAVAILABLE,
+                "Coupang did not answer within {seconds} s ({tries}), so the key's state is unknown. Try again later.",
+                seconds=f"{timeout:g}",
+                tries=tries,
+            )
+        return checked(
+            Outcome.UNAVAILABLE,
+            "Could not reach Coupang ({failure}; {tries}), so the key's state is unknown. Try again later.",
+            failure=answer.failure,
+            tries=tries,
+        )
     if status == 200:
         if _code_is_200(body):
-            return result(Outcome.WORKS, f"The key works: Coupang accepted a signed call for {vendor_id}.")
-        return result(
+            return checked(
+                Outcome.WORKS, "The key works: Coupang accepted a signed call for {vendor_id}.", vendor_id=vendor_id
+            )
+        return checked(
             Outcome.UNAVAILABLE,
             "Coupang answered HTTP 200 but not with the expected JSON, so the key's state is unknown. Try again later.",
         )
     if status == 401:
         if "expired" in lowered:
-            return result(
+            return checked(
                 Outcome.INVALID_KEY,
                 "Coupang refused the call's signature as expired (HTTP 401). The bot's clock may be off by "
                 "minutes: sync the server's clock (NTP) and check again. If the clock is right, the key "
                 "itself has expired.",
             )
-        return result(
+        return checked(
             Outcome.INVALID_KEY,
             "Coupang refused the key (HTTP 401): the Access Key or Secret Key is wrong, expired, or not "
             "active yet (up to 30 minutes after a reissue, 24 hours after a new issue). Check that both were "
@@ -236,46 +248,57 @@ def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) ->
     if status == 403:
         if "not allowed ip" in lowered:
             ip = _public_ip_in(body)
-            seen = f" ({ip}, the address Coupang saw)" if ip else ""
-            return result(
+            if ip:
+                return checked(
+                    Outcome.IP_NOT_ALLOWED,
+                    "Coupang refused the call's IP address (HTTP 403): the linking info's IP list in WING must "
+                    "contain the bot's public egress address ({ip}, the address Coupang saw). Add it in WING; the "
+                    "change takes up to 30 minutes.",
+                    ip=ip,
+                )
+            return checked(
                 Outcome.IP_NOT_ALLOWED,
                 "Coupang refused the call's IP address (HTTP 403): the linking info's IP list in WING must "
-                f"contain the bot's public egress address{seen}. Add it in WING; the change takes up to "
-                "30 minutes.",
+                "contain the bot's public egress address. Add it in WING; the change takes up to 30 minutes.",
             )
         if "access denied" in lowered and "<html" in lowered:  # the edge's page, not the gateway's JSON
-            return result(
+            return checked(
                 Outcome.BLOCKED,
                 'Coupang is blocking calls from the bot\'s address for a while (HTTP 403 "Access Denied" page), '
                 "which it does after a burst of failing calls. This says nothing about the key: wait (minutes to "
                 "tens of minutes) before checking again.",
             )
-        return result(
+        return checked(
             Outcome.INVALID_KEY,
             "Coupang refused the key (HTTP 403): it is not allowed to call this API. Check the key and its "
             "linking info in WING.",
         )
     if status == 404:
-        return result(
+        return checked(
             Outcome.WRONG_VENDOR,
-            f"Coupang answered 404 Not Found: wrong vendor ID or path. Check that {vendor_id} is the vendor ID "
+            "Coupang answered 404 Not Found: wrong vendor ID or path. Check that {vendor_id} is the vendor ID "
             "(업체코드, A followed by 8 digits) of the seller account this key was issued for; Coupang does not "
             "say what an unknown vendor ID returns, so this is the likely cause, not a certainty.",
+            vendor_id=vendor_id,
         )
     if status == 429:
-        return result(
+        return checked(
             Outcome.RATE_LIMITED,
-            f"Coupang is limiting calls for {vendor_id} (HTTP 429, more than 10 calls per second). "
+            "Coupang is limiting calls for {vendor_id} (HTTP 429, more than 10 calls per second). "
             "Try again in a minute.",
+            vendor_id=vendor_id,
         )
     if status >= 500:
-        return result(
+        return checked(
             Outcome.UNAVAILABLE,
-            f"Coupang's gateway had trouble (HTTP {status}, {tries}), so the key's state is unknown. Try again later.",
+            "Coupang's gateway had trouble (HTTP {status}, {tries}), so the key's state is unknown. Try again later.",
+            status=status,
+            tries=tries,
         )
-    return result(
+    return checked(
         Outcome.UNAVAILABLE,
-        f"Coupang gave an unexpected answer (HTTP {status}), so the key's state is unknown.",
+        "Coupang gave an unexpected answer (HTTP {status}), so the key's state is unknown.",
+        status=status,
     )
 
 

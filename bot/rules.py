@@ -8,8 +8,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -30,20 +30,40 @@ _PRIVATE_NETWORKS = tuple(
 _KEY_SHAPE = re.compile(r"[A-Za-z0-9_\-+/=]{16,128}")
 
 
+@dataclass(frozen=True)
+class Msg:
+    """A sentence for a person, kept as English source text and named parameters, so that each reader gets it
+    in their own language (``bot.i18n.render``); ``str()`` is the English sentence."""
+
+    text: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        params = {name: str(value) if isinstance(value, Msg) else value for name, value in self.params.items()}
+        return self.text.format(**params) if params else self.text
+
+
 class KeybotError(Exception):
-    """Something a person asked for that the bot refuses; ``str(error)`` is written for that person."""
+    """Something a person asked for that the bot refuses; ``str(error)`` is written for that person (in English;
+    ``error.msg`` renders in any language)."""
+
+    def __init__(self, message: str | Msg = "", /, **params: object):
+        self.msg = message if isinstance(message, Msg) else Msg(message, params)
+        super().__init__(str(self.msg))
 
 
 class InvalidInput(KeybotError):
     """Input that breaks a rule. ``errors`` maps field names to messages (several at once for forms)."""
 
-    def __init__(self, errors: dict[str, str]):
-        self.errors = dict(errors)
-        super().__init__(" ".join(self.errors.values()))
+    def __init__(self, errors: Mapping[str, str | Msg]):
+        self.messages = {name: m if isinstance(m, Msg) else Msg(m) for name, m in errors.items()}
+        self.errors = {name: str(m) for name, m in self.messages.items()}
+        every_field = " ".join(f"{{{name}}}" for name in self.messages)  # each field's message, in its order
+        super().__init__(Msg(every_field, self.messages))
 
     @classmethod
-    def one(cls, field: str, message: str) -> InvalidInput:
-        return cls({field: message})
+    def one(cls, field: str, message: str, /, **params: object) -> InvalidInput:
+        return cls({field: Msg(message, params)})
 
 
 QUOTE_LIMIT = 100  # characters of what a person typed that a reply repeats
@@ -182,27 +202,36 @@ def access_deadline(path: ReissuePath, at: datetime) -> datetime:
     return at + access_delay(path)
 
 
-def describe_delay(path: ReissuePath) -> str:
+def describe_delay(path: ReissuePath) -> Msg:
     """``30 minutes`` or ``24 hours``."""
     minutes = int(access_delay(path).total_seconds()) // 60
-    return f"{minutes // 60} hours" if minutes % 60 == 0 else f"{minutes} minutes"
+    if minutes % 60 == 0:
+        return Msg("{hours} hours", {"hours": minutes // 60})
+    return Msg("{minutes} minutes", {"minutes": minutes})
 
 
+# WING's buttons, in WING's own (Korean) words
 WING_ACTION = {
-    ReissuePath.REISSUE: "Reissue (재발급)",
-    ReissuePath.EARLY: "Delete (삭제), then Issue (발급)",
-    ReissuePath.AFTER_EXPIRY: "Issue (발급), choosing the linking info (Integrator or self-developed) again",
+    ReissuePath.REISSUE: Msg("Reissue (재발급)"),
+    ReissuePath.EARLY: Msg("Delete (삭제), then Issue (발급)"),
+    ReissuePath.AFTER_EXPIRY: Msg("Issue (발급), choosing the linking info (Integrator or self-developed) again"),
 }
 
 
-def wing_advice(path: ReissuePath) -> str:
+def wing_advice(path: ReissuePath) -> Msg:
     """One sentence, for status and reminders: what to press in WING now and how long the new key takes."""
     delay = describe_delay(path)
     if path is ReissuePath.REISSUE:
-        return f"WING's Reissue (재발급) button is active: the new key works within {delay}"
+        return Msg("WING's Reissue (재발급) button is active: the new key works within {delay}", {"delay": delay})
     if path is ReissuePath.AFTER_EXPIRY:
-        return f"In WING press {WING_ACTION[path]}; the new key may take {delay} to work"
-    return f"WING's Reissue button opens {REISSUE_WINDOW_DAYS} days before expiry (before that: {WING_ACTION[path]})"
+        return Msg(
+            "In WING press {action}; the new key may take {delay} to work",
+            {"action": WING_ACTION[path], "delay": delay},
+        )
+    return Msg(
+        "WING's Reissue button opens {days} days before expiry (before that: {action})",
+        {"days": REISSUE_WINDOW_DAYS, "action": WING_ACTION[path]},
+    )
 
 
 # ---------------------------------------------------------------- identifiers and secrets
@@ -217,7 +246,8 @@ def validate_vendor_id(raw: str) -> str:
     if not _VENDOR_ID.fullmatch(value):
         raise InvalidInput.one(
             "vendor_id",
-            f"Vendor ID {quote((raw or '').strip())} is not valid: it is A followed by 8 digits, e.g. A00012345.",
+            "Vendor ID {value} is not valid: it is A followed by 8 digits, e.g. A00012345.",
+            value=quote((raw or "").strip()),
         )
     return value
 
@@ -226,12 +256,13 @@ def validate_key_part(field: str, raw: str, name: str) -> str:
     """Shape check for an Access or Secret Key. The message never repeats what was typed."""
     value = (raw or "").strip()
     if not value:
-        raise InvalidInput.one(field, f"Paste the {name}.")
+        raise InvalidInput.one(field, "Paste the {name}.", name=name)
     if not _KEY_SHAPE.fullmatch(value):
         raise InvalidInput.one(
             field,
-            f"That does not look like a Coupang {name}: paste it exactly as WING shows it "
+            "That does not look like a Coupang {name}: paste it exactly as WING shows it "
             "(16 to 128 letters, digits or - _ + / =, no spaces).",
+            name=name,
         )
     return value
 
@@ -247,11 +278,37 @@ class LinkingInfo:
     company_url: str | None = None
     ip_addresses: tuple[str, ...] = ()
 
+    def details(self) -> dict[str, object]:
+        """Language-neutral values for the audit log (each reader's language shows them, see ``from_details``)."""
+        if self.integration is Integration.INTEGRATOR:
+            return {"integration": str(self.integration), "integrator_name": self.integrator_name}
+        return {
+            "integration": str(self.integration),
+            "company_name": self.company_name,
+            "company_url": self.company_url,
+            "ip_addresses": list(self.ip_addresses),
+        }
+
+    @classmethod
+    def from_details(cls, details: Mapping[str, object]) -> LinkingInfo:
+        ips = details.get("ip_addresses")
+        return cls(
+            Integration(str(details["integration"])),
+            integrator_name=_text_or_none(details.get("integrator_name")),
+            company_name=_text_or_none(details.get("company_name")),
+            company_url=_text_or_none(details.get("company_url")),
+            ip_addresses=tuple(str(ip) for ip in ips) if isinstance(ips, list) else (),
+        )
+
     def summary(self) -> str:
         if self.integration is Integration.INTEGRATOR:
             return f"Integrator: {self.integrator_name}"
         ips = ", ".join(self.ip_addresses)
         return f"Self-developed: {self.company_name} ({self.company_url}); IPs {ips}"
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def split_ips(raw: str | Iterable[str] | None) -> list[str]:
@@ -265,19 +322,26 @@ def validate_ip(raw: str) -> str:
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:
-        raise InvalidInput.one("ip_addresses", f"{quote(raw)} is not an IPv4 address such as 211.45.10.3.") from None
+        raise InvalidInput.one(
+            "ip_addresses", "{value} is not an IPv4 address such as 211.45.10.3.", value=quote(raw)
+        ) from None
     if address.version != 4:
-        raise InvalidInput.one("ip_addresses", f"{quote(raw)} is IPv6; Coupang's allow-list takes IPv4 addresses only.")
+        raise InvalidInput.one(
+            "ip_addresses", "{value} is IPv6; Coupang's allow-list takes IPv4 addresses only.", value=quote(raw)
+        )
     if address.is_loopback:
-        reason = "a loopback address"
+        reason = Msg("a loopback address")
     elif any(address in network for network in _PRIVATE_NETWORKS):
-        reason = "a private address"
+        reason = Msg("a private address")
     elif address.is_multicast or not address.is_global:
-        reason = "a reserved address (not reachable on the internet)"
+        reason = Msg("a reserved address (not reachable on the internet)")
     else:
         return str(address)
     raise InvalidInput.one(
-        "ip_addresses", f"IP {raw} is {reason}; Coupang sees your public address, so enter that one."
+        "ip_addresses",
+        "IP {ip} is {reason}; Coupang sees your public address, so enter that one.",
+        ip=raw,
+        reason=reason,
     )
 
 
@@ -299,8 +363,10 @@ def validate_url(raw: str) -> str:
     ):
         raise InvalidInput.one(
             "company_url",
-            f"{quote(value)} is not a web address: enter your homepage or service page starting with "
-            f"http:// or https://, or {WING_URL} if you have none.",
+            "{value} is not a web address: enter your homepage or service page starting with "
+            "http:// or https://, or {wing} if you have none.",
+            value=quote(value),
+            wing=WING_URL,
         )
     return value
 
@@ -313,7 +379,7 @@ def validate_linking_info(
     ip_addresses: str | Sequence[str] | None = None,
 ) -> LinkingInfo:
     """Either exactly one integrator, or self-developed with company, URL and 1–10 unique public IPv4s."""
-    errors: dict[str, str] = {}
+    errors: dict[str, Msg] = {}
     integrator_name = (integrator_name or "").strip()
     company_name = (company_name or "").strip()
     company_url = (company_url or "").strip()
@@ -321,11 +387,11 @@ def validate_linking_info(
 
     if integration == Integration.INTEGRATOR:
         if not integrator_name:
-            errors["integrator_name"] = "Name the integrator company (only one integrator can be linked)."
+            errors["integrator_name"] = Msg("Name the integrator company (only one integrator can be linked).")
         elif re.search(r"[;\n]", integrator_name):  # "Co., Ltd." and "A and B Inc." are single names
-            errors["integrator_name"] = "Only one integrator can be linked: enter a single company name."
+            errors["integrator_name"] = Msg("Only one integrator can be linked: enter a single company name.")
         if company_name or company_url or ips:
-            errors["integration"] = (
+            errors["integration"] = Msg(
                 "An integrator key has no company, URL or IP addresses: clear them or choose self-developed."
             )
         if errors:
@@ -335,13 +401,13 @@ def validate_linking_info(
     if integration != Integration.SELF:
         raise InvalidInput.one("integration", "Choose how the key is used: an integrator, or self-developed.")
     if integrator_name:
-        errors["integrator_name"] = "A self-developed key has no integrator: clear it or choose integrator."
+        errors["integrator_name"] = Msg("A self-developed key has no integrator: clear it or choose integrator.")
     if not company_name:
-        errors["company_name"] = "Enter the company name."
+        errors["company_name"] = Msg("Enter the company name.")
     try:
         company_url = validate_url(company_url)
     except InvalidInput as exc:
-        errors.update(exc.errors)
+        errors.update(exc.messages)
     clean: list[str] = []
     try:
         if not ips:
@@ -352,14 +418,17 @@ def validate_linking_info(
         for raw in ips:
             ip = validate_ip(raw)
             if ip in clean:
-                raise InvalidInput.one("ip_addresses", f"IP {ip} is listed twice.")
+                raise InvalidInput.one("ip_addresses", "IP {ip} is listed twice.", ip=ip)
             clean.append(ip)
         if len(clean) > MAX_IPS:
             raise InvalidInput.one(
-                "ip_addresses", f"Coupang allows at most {MAX_IPS} IP addresses; you entered {len(clean)}."
+                "ip_addresses",
+                "Coupang allows at most {limit} IP addresses; you entered {count}.",
+                limit=MAX_IPS,
+                count=len(clean),
             )
     except InvalidInput as exc:
-        errors.update(exc.errors)
+        errors.update(exc.messages)
     if errors:
         raise InvalidInput(errors)
     return LinkingInfo(Integration.SELF, company_name=company_name, company_url=company_url, ip_addresses=tuple(clean))
@@ -396,7 +465,10 @@ def require_edit_slot(quota: EditQuota, tz: ZoneInfo) -> EditQuota:
         when = format_local(quota.next_possible_at, tz)
         raise InvalidInput.one(
             "integration",
-            f"The linking info was already edited {EDITS_PER_WEEK} times in the last 7 days, which is "
-            f"Coupang's limit. The next edit is possible at {when} ({tz.key}).",
+            "The linking info was already edited {limit} times in the last 7 days, which is "
+            "Coupang's limit. The next edit is possible at {when} ({zone}).",
+            limit=EDITS_PER_WEEK,
+            when=when,
+            zone=tz.key,
         )
     return quota

@@ -307,3 +307,13 @@ class RolloutMessage(Base):
     thread_ts: Mapped[str | None] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     claimed_at: Mapped[datetime | None] = mapped_column()
+
+
+class UserLanguage(Base):
+    """The language a person chose with ``/coupang-key language`` (people who chose nothing have no row)."""
+
+    __tablename__ = "user_languages"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    language: Mapped[str] = mapped_column(String(8))
+    chosen_at: Mapped[datetime] = mapped_column()

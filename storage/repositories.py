@@ -15,7 +15,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer
 
 from storage.crypto import DecryptionError, Keyring, associated_data
-from storage.models import AppliedSubmission, Approver, AuditEvent, Key, KeyGeneration, LinkEdit, ReissueRequest
+from storage.models import (
+    AppliedSubmission,
+    Approver,
+    AuditEvent,
+    Key,
+    KeyGeneration,
+    LinkEdit,
+    ReissueRequest,
+    UserLanguage,
+)
 
 ACCESS, SECRET = "access_key", "secret_key"
 
@@ -216,6 +225,23 @@ def remove_approver(session: Session, *, user_id: str) -> bool:
     session.delete(approver)
     session.flush()
     return True
+
+
+# ---------------------------------------------------------------- languages
+
+
+def user_language(session: Session, *, user_id: str) -> str | None:
+    row = session.get(UserLanguage, user_id)
+    return row.language if row else None
+
+
+def set_user_language(session: Session, *, user_id: str, language: str, at: datetime) -> None:
+    row = session.get(UserLanguage, user_id)
+    if row is None:
+        session.add(UserLanguage(user_id=user_id, language=language, chosen_at=at))
+    else:
+        row.language, row.chosen_at = language, at
+    session.flush()
 
 
 # ---------------------------------------------------------------- form submissions

@@ -55,3 +55,7 @@ def test_coupang_client_knows_nothing_of_slack_or_storage():
 
 def test_rollout_destinations_know_nothing_of_slack_or_storage():
     assert offending(files("bot/destinations.py"), (*SLACK, "storage", "sqlalchemy")) == []
+
+
+def test_translations_know_nothing_of_slack_storage_or_services():
+    assert offending(files("bot/i18n.py"), (*SLACK, "storage", "sqlalchemy", "bot.services", "bot.config")) == []

@@ -192,3 +192,15 @@ def test_import_never_prints_a_key_even_from_a_shifted_row(cli, tmp_path):
     assert code == 1 and "keys.csv:2: vendor_id" in err
     assert "[secret_key hidden]" in err
     assert SECRET_MARK not in err + out
+
+
+def test_the_cli_follows_keybot_language(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEYBOT_LANGUAGE", "ko")
+    code, out, _ = cli("keys", "import", write_csv(tmp_path, row("A00000001", issued_on="", expires_on="2026-12-07")))
+    assert (code, out.strip()) == (0, "키 1개를 가져왔습니다.")
+    code, out, _ = cli("status")
+    assert code == 0 and "만료 2026년 12월 7일 (월)" in out and "WING의 재발급 버튼" in out
+    code, _, err = cli("verify", "B0000001")
+    assert code != 0 and "업체코드 'B0000001'가 올바르지 않습니다" in err
+    code, out, _ = cli("reminders", "run", "--dry-run", "--as-of", "2026-11-30T09:00")  # D-7 in Seoul
+    assert code == 0 and "CSHOP0001에 알림을 올릴 예정:" in out and "1주일 남았습니다" in out and "시험 실행" in out

@@ -224,3 +224,13 @@ def test_home_tab_lists_the_keys(services: Services) -> None:
     home = after(screen, f"── App Home of @{ADMIN}")
     assert "A00012345" in home and "Busan Store" in home
     assert factories.SECRET_MARK not in screen
+
+
+def test_the_console_speaks_keybot_language(db_url: str) -> None:
+    korean = build_services(make_settings(DATABASE_URL=db_url, KEYBOT_LANGUAGE="ko"))
+    try:
+        screen = run_session(korean, [":bogus", "/coupang-key 도움말", ":quit"])
+    finally:
+        korean.engine.dispose()
+    assert "쿠팡 키 관리 봇 콘솔입니다" in screen and ":bogus은(는) 모르는 콘솔 명령입니다" in screen
+    assert "`/coupang-key 상태" in screen and "Unknown console command" not in screen

@@ -112,3 +112,12 @@ def test_bot_messages_are_visible_in_its_messages_tab(manifest: dict) -> None:
     app_home = manifest["features"]["app_home"]
     assert app_home["messages_tab_enabled"] is True
     assert app_home["messages_tab_read_only_enabled"] is True
+
+
+def test_the_app_directory_text_is_korean_first_and_names_wings_words(manifest: dict) -> None:
+    long_description = manifest["display_information"]["long_description"]
+    assert long_description.startswith("쿠팡 Open API 키")
+    for wing_word in ("판매자정보", "재발급", "발급", "Invalid signature", "Not allowed IP"):
+        assert wing_word in long_description
+    [command] = manifest["features"]["slash_commands"]
+    assert "language ko|en" in command["usage_hint"] and "도움말" in command["usage_hint"]

@@ -41,7 +41,7 @@ def test_summary_is_posted_once_on_monday_at_the_reminder_time_across_processes(
         assert len(posts) == 1
         assert posts[0].params["channel"] == "CREMIND01"
         assert posts[0].params["text"] == (
-            "Weekly key summary: 6 keys: all healthy; next expiry A00012341 on 2027-03-04 (94 days)"
+            "Weekly key summary: 6 keys: all healthy; next expiry A00012341 on 2027-03-04 (94 days left)"
         )
 
         clock.at += timedelta(days=7)  # next Monday: a new summary

@@ -407,7 +407,7 @@ def test_chain_head_is_posted_shortened_once_a_day(slack, services, key, travel)
     travel.shift(timedelta(days=1))
     assert post_chain_head(services, slack.client)
     assert len(slack.fake.calls_to("chat.postMessage")) == 2
-    assert chain_head_text(None).endswith("empty.")
+    assert chain_head_text("en", None).endswith("empty.")
 
 
 def test_racing_processes_post_the_chain_head_once(slack, services, key):
@@ -430,7 +430,9 @@ def test_racing_processes_post_the_chain_head_once(slack, services, key):
 
 def test_request_blocks_escape_the_reason_and_stay_valid(services, key):
     request_id = services.reissues.request(REQUESTER, VENDOR, "<@U0BOSS> & <!here>").id
-    blocks = build_request_blocks(services.reissues.get(request_id), ["<@UAPPROVE1>"], services.ctx.settings.timezone)
+    blocks = build_request_blocks(
+        "en", services.reissues.get(request_id), ["<@UAPPROVE1>"], services.ctx.settings.timezone
+    )
     rendered = json.dumps([b.to_dict() for b in blocks])
     assert "&lt;@U0BOSS&gt; &amp; &lt;!here&gt;" in rendered
 

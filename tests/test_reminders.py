@@ -81,17 +81,17 @@ def test_the_latest_due_milestone_follows_korean_days_and_hours():
 
 
 def test_headlines_say_what_the_email_milestones_mean():
-    assert headline(14, 14) == "The reissue button in WING is active from today"
-    assert headline(7, 7) == "One week left"
-    assert headline(1, 1) == "Expires tomorrow"
-    assert headline(0, 0) == "Expires today: API calls will fail"
-    assert headline(-3, -3).startswith("Expired 3 days ago")
+    assert str(headline(14, 14)) == "The reissue button in WING is active from today"
+    assert str(headline(7, 7)) == "One week left"
+    assert str(headline(1, 1)) == "Expires tomorrow"
+    assert str(headline(0, 0)) == "Expires today: API calls will fail"
+    assert str(headline(-3, -3)).startswith("Expired 3 days ago")
     # past expiry the way back is Issue (발급) with the linking info again, not the D-14 Reissue
-    expired = headline(-3, -3)
+    expired = str(headline(-3, -3))
     assert "Issue (발급)" in expired and "linking info" in expired and "24 hours" in expired
     assert "재발급" not in expired and "reissue" not in expired.lower()
     # a late (caught-up) reminder tells the truth about today
-    assert headline(7, 5) == "5 days left: the reissue button in WING is active"
+    assert str(headline(7, 5)) == "5 days left: the reissue button in WING is active"
 
 
 def test_as_of_without_a_zone_is_korean_wall_clock():
@@ -167,7 +167,7 @@ def test_after_downtime_only_the_latest_missed_milestone_is_posted(services):
         traveller.move_to(kst(date(2026, 11, 27), 9))  # D-1 arrives normally
         services.reminders.sweep(notifier)
     assert notifier.sent() == [("A00000001", 7), ("A00000001", 1)]
-    assert "5 days left" in notifier.posts[0][1][0].headline
+    assert "5 days left" in str(notifier.posts[0][1][0].headline)
     statuses = {r.milestone: r.status for r in services.reminders.deliveries()}
     assert statuses == {14: SKIPPED, 7: DELIVERED, 1: DELIVERED}
 

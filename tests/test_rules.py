@@ -295,7 +295,7 @@ def test_a_request_whose_key_expires_before_it_is_done_takes_the_issue_path(plan
 
 
 def test_wing_advice_names_the_button_in_wings_korean_words_and_the_delay():
-    window, early, expired = (wing_advice(path_for(d)) for d in (14, 15, -1))
+    window, early, expired = (str(wing_advice(path_for(d))) for d in (14, 15, -1))
     assert "Reissue (재발급)" in window and "30 minutes" in window
     assert "Delete (삭제), then Issue (발급)" in early
     assert "Issue (발급)" in expired and "linking info" in expired and "24 hours" in expired

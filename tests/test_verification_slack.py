@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from bot.bootstrap import Services
 from bot.config import Settings
-from bot.rules import Integration, LinkingInfo
+from bot.rules import Integration, LinkingInfo, Msg
 from bot.scheduler import build_scheduler
 from bot.services.verification import VerifyOutcome, VerifyResult, probe_slot
 from bot.slack import ids
@@ -271,14 +271,14 @@ def test_result_blocks_escape_labels_and_coupang_text(clock: Clock) -> None:
         vendor_id=VENDOR,
         label="<@U123> & <!here>",
         outcome=VerifyOutcome.WORKS,
-        detail="Coupang said <b>",
+        detail=Msg("Coupang said <b>"),
         checked_at=START,
         fresh=True,
         channel_id=KEY_CHANNEL,
     )
     for blocks in (
-        build_result_blocks(result, ZoneInfo("Asia/Seoul")),
-        build_deadline_blocks(result, ZoneInfo("Asia/Seoul")),
+        build_result_blocks("en", result, ZoneInfo("Asia/Seoul")),
+        build_deadline_blocks("en", result, ZoneInfo("Asia/Seoul")),
     ):
         text = text_of([b.to_dict() for b in blocks])
         assert "<@U123>" not in text and "<!here>" not in text and "&lt;b&gt;" in text

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from bot import rules
-from bot.rules import Integration, LinkingInfo, Phase
+from bot.rules import Integration, LinkingInfo, Msg, Phase
 from bot.services.audit import AuditEntry
 from bot.services.keys import KeyStatus, OpenRequest, StatusPage
 from bot.slack import ids, views
@@ -50,7 +50,7 @@ def dicts(blocks) -> list[dict]:
 
 def test_a_key_section_shows_what_the_issue_lists():
     text = views.key_summary_text(
-        status(days=10, open_request=OpenRequest(7, "pending", "reissue", "UUSER0001")), SEOUL
+        "en", status(days=10, open_request=OpenRequest(7, "pending", "reissue", "UUSER0001")), SEOUL
     )
     for expected in (
         "A00000000",
@@ -70,7 +70,7 @@ def test_a_key_section_shows_what_the_issue_lists():
 
 
 def test_an_expired_key_says_issue_with_the_linking_info_again_and_24_hours():
-    text = views.key_summary_text(status(days=-3), SEOUL)
+    text = views.key_summary_text("en", status(days=-3), SEOUL)
     assert "expired 3 days ago" in text
     assert "Issue (발급)" in text and "linking info" in text and "24 hours" in text
     assert "Reissue" not in text.replace("Reissue request", "")
@@ -78,14 +78,14 @@ def test_an_expired_key_says_issue_with_the_linking_info_again_and_24_hours():
 
 def test_user_text_is_escaped():
     text = views.key_summary_text(
-        status(label="<!channel> & <@U123>", linking=LinkingInfo(Integration.INTEGRATOR, "<!here>")), SEOUL
+        "en", status(label="<!channel> & <@U123>", linking=LinkingInfo(Integration.INTEGRATOR, "<!here>")), SEOUL
     )
     assert "<!channel>" not in text and "<!here>" not in text and "<@U123>" not in text
     assert "&lt;!channel&gt; &amp; &lt;@U123&gt;" in text
 
 
 def test_status_page_stays_within_fifty_blocks_with_a_next_page_button():
-    blocks = dicts(views.build_status_blocks(page([status(n) for n in range(15)], matching=40), SEOUL))
+    blocks = dicts(views.build_status_blocks("en", page([status(n) for n in range(15)], matching=40), SEOUL))
     assert len(blocks) <= views.MAX_BLOCKS
     assert sum(b["type"] == "section" for b in blocks) == 15
     button = blocks[-1]["elements"][0]
@@ -95,13 +95,13 @@ def test_status_page_stays_within_fifty_blocks_with_a_next_page_button():
 
 
 def test_last_page_has_no_next_button():
-    blocks = dicts(views.build_status_blocks(page([status(n) for n in range(10)], offset=30, matching=40), SEOUL))
+    blocks = dicts(views.build_status_blocks("en", page([status(n) for n in range(10)], offset=30, matching=40), SEOUL))
     assert all(b.get("block_id") != "status-pages" for b in blocks)
     assert "31–40 of 40" in json.dumps(blocks, ensure_ascii=False)
 
 
 def test_every_key_has_edit_reissue_and_verify_buttons_carrying_its_vendor_id():
-    blocks = dicts(views.build_key_blocks(status(5), SEOUL))
+    blocks = dicts(views.build_key_blocks("en", status(5), SEOUL))
     elements = blocks[1]["elements"]
     assert [(e["action_id"], e["value"]) for e in elements] == [
         (ids.EDIT_LINKING, "A00000005"),
@@ -111,7 +111,7 @@ def test_every_key_has_edit_reissue_and_verify_buttons_carrying_its_vendor_id():
 
 
 def test_empty_status_says_how_to_register():
-    assert "/coupang-key add" in json.dumps(dicts(views.build_status_blocks(page([]), SEOUL)))
+    assert "/coupang-key add" in json.dumps(dicts(views.build_status_blocks("en", page([]), SEOUL)))
 
 
 def test_days_left_bar_is_full_when_new_and_empty_when_expired():
@@ -122,7 +122,7 @@ def test_days_left_bar_is_full_when_new_and_empty_when_expired():
 
 def test_home_is_sorted_by_expiry_and_within_slacks_limit():
     statuses = [status(n, days=100 - n, expires_on=date(2027, 1, 1).fromordinal(739000 - n)) for n in range(80)]
-    view = views.build_home_view(statuses, SEOUL).to_dict()
+    view = views.build_home_view("en", statuses, SEOUL).to_dict()
     assert view["type"] == "home" and len(view["blocks"]) <= 100
     sections = [b for b in view["blocks"] if b.get("block_id", "").startswith("home-key-")]
     assert sections[0]["block_id"] == "home-key-A00000079"  # expires first
@@ -130,7 +130,7 @@ def test_home_is_sorted_by_expiry_and_within_slacks_limit():
 
 
 def test_registration_modal_has_every_field_and_prefills_nothing():
-    view = views.build_register_modal(channel_id="CWORK0001").to_dict()
+    view = views.build_register_modal("en", channel_id="CWORK0001").to_dict()
     inputs = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
     assert list(inputs) == [
         "vendor_id",
@@ -157,7 +157,7 @@ def test_registration_modal_has_every_field_and_prefills_nothing():
 
 def test_edit_modal_is_prefilled_and_counts_edits_left():
     quota = rules.EditQuota(used=3, next_possible_at=None)
-    view = views.build_edit_linking_modal(status(), quota).to_dict()
+    view = views.build_edit_linking_modal("en", status(), quota).to_dict()
     text = json.dumps(view, ensure_ascii=False)
     assert "Edits left this week: 7 of 10" in text
     inputs = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
@@ -167,7 +167,8 @@ def test_edit_modal_is_prefilled_and_counts_edits_left():
 
 
 def test_field_errors_put_unknown_fields_under_the_fallback():
-    errors = views.field_errors({"label": "x", "file": "y", "other": "z"}, ["label", "vendor_id"], "vendor_id")
+    messages = {"label": Msg("x"), "file": Msg("y"), "other": Msg("z")}
+    errors = views.field_errors("en", messages, ["label", "vendor_id"], "vendor_id")
     assert errors == {"label": "x", "vendor_id": "y z"}
 
 
@@ -181,12 +182,12 @@ def test_history_escapes_details_and_shows_local_time():
         {"label": "<!channel>"},
         "mac",
     )
-    text = json.dumps(dicts(views.build_history_blocks("A00012345", [entry], SEOUL)))
+    text = json.dumps(dicts(views.build_history_blocks("en", "A00012345", [entry], SEOUL)))
     assert "2026-11-27 09:30" in text and "&lt;!channel&gt;" in text and "<!channel>" not in text
 
 
 def test_delete_asks_for_confirmation():
-    blocks = dicts(views.build_delete_confirmation(status()))
+    blocks = dicts(views.build_delete_confirmation("en", status()))
     button = blocks[-1]["elements"][0]
     assert button["style"] == "danger" and button["confirm"]["confirm"]["text"] == "Delete"
 
@@ -197,6 +198,7 @@ def test_phase_labels_cover_every_phase():
 
 def test_status_shows_propagation_and_the_last_check_in_local_time():
     text = views.key_summary_text(
+        "en",
         status(
             days=10,
             propagating_until=datetime(2026, 11, 27, 3, 30, tzinfo=UTC),

@@ -100,7 +100,7 @@ def seed(services: Services) -> None:
 
 def sweep_reminders(console: Console) -> list[str]:
     """One reminder sweep, exactly as the scheduler runs it, posting through the console's Slack stand-in."""
-    report = console.bot.reminders.sweep(SlackNotifier(console.client))
+    report = console.bot.reminders.sweep(SlackNotifier(console.client, lang=console.bot.languages.team))
     return describe_sweep(report, console.bot.ctx.settings.timezone)
 
 

@@ -16,10 +16,12 @@ from urllib.parse import quote, urlencode
 from slack_bolt import BoltRequest, BoltResponse
 from slack_sdk.signature import SignatureVerifier
 
+from bot import i18n
 from bot.bootstrap import Services, build_services
 from bot.console.local_slack import CONSOLE_TOKEN, ConsoleWebClient, LocalSlackServer
 from bot.console.modal import FieldInputError, Modal, parse_typed, typing_hint
 from bot.console.render import RULE, mrkdwn_to_text, render_blocks, render_message, text_of
+from bot.i18n import N_, t
 from bot.services.base import Clock
 from bot.slack import ids
 from bot.slack.app import build_app
@@ -33,8 +35,8 @@ _GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 
 Read = Callable[[str], str]  # prompt -> the typed line; raises EOFError at the end of input
 
-HELP = f"""\
-Type what you would type in Slack, e.g. `{ids.COMMAND} help`, `{ids.COMMAND} status`, `{ids.COMMAND} add`.
+HELP = N_("""\
+Type what you would type in Slack, e.g. `{command} help`, `{command} status`, `{command} add`.
   N or #N          click button #N of a message shown above
   :as U…           act as another Slack user (approvals need a second person)
   :group S… U… U…  who belongs to a user group listed in KEYBOT_APPROVERS
@@ -43,7 +45,7 @@ Type what you would type in Slack, e.g. `{ids.COMMAND} help`, `{ids.COMMAND} sta
   :help            this help
   :quit            leave (Ctrl-D works too)
 In a form: Enter keeps the shown value, `-` clears it, a number changes that field,
-`s` submits, `c` cancels, #N clicks a button inside the form."""
+`s` submits, `c` cancels, #N clicks a button inside the form.""")
 
 
 class InlineExecutor(Executor):
@@ -118,8 +120,12 @@ class Console:
 
     # ------------------------------------------------------------------ the loop
 
+    def hint(self, message: str, /, **params: object) -> None:
+        """One of the console's own hints, in the team's language (KEYBOT_LANGUAGE)."""
+        self.say(t(self.services.languages.team, message, **params))
+
     def run(self) -> int:
-        self.say(f"Coupang key bot console. You are {self._who(self.user)}. Type :help for help.")
+        self.hint("Coupang key bot console. You are {user}. Type :help for help.", user=self._who(self.user))
         try:
             while True:
                 if self.modals:
@@ -157,11 +163,11 @@ class Console:
             self.slash_command(command, text.strip())
         elif re.fullmatch(r"#?\d+", line) or line.startswith(":click"):
             number = re.sub(r"\D", "", line)
-            self.click(int(number)) if number else self.say("Which button? e.g. :click 3")
+            self.click(int(number)) if number else self.hint("Which button? e.g. :click 3")
         elif line.startswith(":"):
             return self._console_command(line)
         else:
-            self.say(f"Type `{ids.COMMAND} help`, a button number, or :help.")
+            self.hint("Type `{command} help`, a button number, or :help.", command=ids.COMMAND)
         return None
 
     def _console_command(self, line: str) -> str | None:
@@ -169,34 +175,41 @@ class Console:
         if word in (":quit", ":q", ":exit"):
             return "quit"
         if word == ":help":
-            self.say(HELP)
+            self.hint(HELP, command=ids.COMMAND)
         elif word == ":as" and len(args) == 1 and _USER_ID.match(args[0].upper()):
             self.user = args[0].upper()
-            self.say(f"You are now {self._who(self.user)}.")
+            self.hint("You are now {user}.", user=self._who(self.user))
         elif word == ":as":
-            self.say("Usage: :as U0123ABCD (a Slack user ID)")
+            self.hint("Usage: :as U0123ABCD (a Slack user ID)")
         elif word == ":group" and args and _GROUP_ID.match(args[0].upper()):
             self.group_members[args[0].upper()] = [a.upper() for a in args[1:]]
-            self.say(f"Members of {args[0].upper()}: {', '.join(args[1:]) or 'nobody'}.")
+            members = ", ".join(args[1:]) or t(self.services.languages.team, "nobody")
+            self.hint("Members of {group}: {members}.", group=args[0].upper(), members=members)
         elif word == ":tick":
             self._tick(args)
         elif word == ":home":
             self.open_home()
         else:
-            self.say(f"Unknown console command {word}. Type :help.")
+            self.hint("Unknown console command {word}. Type :help.", word=word)
         return None
 
     def _tick(self, args: list[str]) -> None:
         if self.clock is None or not hasattr(self.clock, "advance"):
-            self.say(":tick exists only in demo mode (`coupang-keybot console --demo`): the clock is real here.")
+            self.hint(":tick exists only in demo mode (`coupang-keybot console --demo`): the clock is real here.")
             return
         if args and not re.fullmatch(r"\d{1,3}", args[0]):
-            self.say("Usage: :tick [days], e.g. :tick 7")
+            self.hint("Usage: :tick [days], e.g. :tick 7")
             return
         days = int(args[0]) if args else 1
         self.clock.advance(days=days)
         now = self.clock.now().astimezone(self.bot.ctx.settings.timezone)
-        self.say(f"⏩ {days} day(s) later: {now:%Y-%m-%d %H:%M} ({self.bot.ctx.settings.timezone.key}).")
+        lang = self.services.languages.team
+        self.hint(
+            "⏩ {days} day(s) later: {time} ({zone}).",
+            days=days,
+            time=i18n.moment(lang, now, self.bot.ctx.settings.timezone),
+            zone=self.bot.ctx.settings.timezone.key,
+        )
         self.run_sweep()
 
     def run_sweep(self) -> None:
@@ -308,7 +321,7 @@ class Console:
     def click(self, number: int) -> None:
         clickable = self._clickables.get(number)
         if clickable is None:
-            self.say(f"There is no button #{number} on screen.")
+            self.hint("There is no button #{number} on screen.", number=number)
             return
         element, location = clickable.element, clickable.location
         action: dict[str, Any] = {
@@ -333,7 +346,7 @@ class Console:
         if location.startswith("view:"):
             view = self._view(location.removeprefix("view:"))
             if view is None:
-                self.say("That form is closed.")
+                self.hint("That form is closed.")
                 return
             fields["container"] = {"type": "view", "view_id": view.view_id}
             fields["view"] = view.payload_view(team_id=TEAM_ID, app_id=APP_ID)
@@ -341,7 +354,7 @@ class Console:
         else:
             message = self._messages.get(location)
             if message is None:
-                self.say("That message is gone.")
+                self.hint("That message is gone.")
                 return
             url_key = f"act{next(self._counter)}"
             self._response_urls[url_key] = (message.channel, message.key)
@@ -379,7 +392,7 @@ class Console:
         modal = self.modals[-1]
         if modal.not_offered() and not modal.offered:
             title = text_of(modal.view.get("title")) or "Form"
-            self.say(f"┌─ {title}: fill in the fields (Enter skips, - clears)")
+            self.hint("┌─ {title}: fill in the fields (Enter skips, - clears)", title=title)
         for f in modal.not_offered():
             if not self._ask_field(modal, f):
                 return "quit"
@@ -409,9 +422,9 @@ class Console:
         elif line in (":quit", ":q"):
             return "quit"
         elif line == ":help":
-            self.say(HELP)
+            self.hint(HELP, command=ids.COMMAND)
         elif line:
-            self.say("In a form: a field number to change it, s to submit, c to cancel, #N for a button.")
+            self.hint("In a form: a field number to change it, s to submit, c to cancel, #N for a button.")
         return None
 
     def _ask_field(self, modal: Modal, f: Any) -> bool:
@@ -456,7 +469,7 @@ class Console:
             for block_id, message in modal.errors.items():
                 if block_id not in known:
                     self.say(f"! {message}")
-            self.say("Fix the fields marked ! (Enter keeps a value), then s to submit again.")
+            self.hint("Fix the fields marked ! (Enter keeps a value), then s to submit again.")
             for f in modal.fields:
                 if f.block_id in modal.errors and not self._ask_field(modal, f):
                     return
@@ -686,8 +699,9 @@ def run_console(
         channel=services.ctx.settings.channel or DEFAULT_CHANNEL,
     )
     if not admins and not user:
-        console.say(
-            f"KEYBOT_ADMINS is empty, so you are {NO_ADMIN_USER}, who may look but not register keys. "
-            "Put your Slack user ID in KEYBOT_ADMINS (in .env) to manage keys."
+        console.hint(
+            "KEYBOT_ADMINS is empty, so you are {user}, who may look but not register keys. "
+            "Put your Slack user ID in KEYBOT_ADMINS (in .env) to manage keys.",
+            user=NO_ADMIN_USER,
         )
     return console.run()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.config import Settings
+from bot.i18n import N_
 from bot.rules import InvalidInput, KeybotError, local_date
 from storage import db
 from storage import repositories as repo
@@ -23,7 +24,7 @@ from storage.repositories import KeyRepository
 
 logger = logging.getLogger(__name__)
 
-BUSY = "The database is busy — nothing was saved, try again."
+BUSY = N_("The database is busy — nothing was saved, try again.")
 
 
 class Clock(Protocol):

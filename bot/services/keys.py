@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from bot import rules
-from bot.rules import InvalidInput, LinkingInfo, Phase
+from bot.rules import InvalidInput, LinkingInfo, Msg, Phase
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
@@ -142,7 +142,9 @@ def _parse_date(value: str | date | None, name: str, field_name: str) -> date | 
     value = value.strip()
     if not value:
         return None
-    problem = InvalidInput.one(field_name, f"{name} {rules.quote(value)} is not a date: use YYYY-MM-DD.")
+    problem = InvalidInput.one(
+        field_name, "{name} {value} is not a date: use YYYY-MM-DD.", name=name, value=rules.quote(value)
+    )
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         raise problem
     try:
@@ -206,18 +208,27 @@ class KeyService:
     def is_admin(self, user_id: str) -> bool:
         return user_id in self.ctx.settings.admins
 
-    def _admins_text(self) -> str:
+    def _admins_text(self) -> str | Msg:
         admins = sorted(self.ctx.settings.admins)
-        return ", ".join(f"<@{a}>" for a in admins) if admins else "nobody yet (set KEYBOT_ADMINS)"
+        return ", ".join(f"<@{a}>" for a in admins) if admins else Msg("nobody yet (set KEYBOT_ADMINS)")
 
     def require_admin(self, actor: str) -> None:
         if not self.is_admin(actor):
-            raise NotAllowed(f"Only admins may do this. Admins: {self._admins_text()}.")
+            raise NotAllowed("Only admins may do this. Admins: {admins}.", admins=self._admins_text())
 
     def require_owner_or_admin(self, actor: str, key: Key) -> None:
         if not (self.is_admin(actor) or key.owner_id == actor):
-            owner = f"the key's owner <@{key.owner_id}> or " if key.owner_id else ""
-            raise NotAllowed(f"Only {owner}an admin may change {key.vendor_id}. Admins: {self._admins_text()}.")
+            admins = self._admins_text()
+            if key.owner_id:
+                raise NotAllowed(
+                    "Only the key's owner {owner} or an admin may change {vendor_id}. Admins: {admins}.",
+                    owner=f"<@{key.owner_id}>",
+                    vendor_id=key.vendor_id,
+                    admins=admins,
+                )
+            raise NotAllowed(
+                "Only an admin may change {vendor_id}. Admins: {admins}.", vendor_id=key.vendor_id, admins=admins
+            )
 
     # ------------------------------------------------------------ reads
 
@@ -244,7 +255,9 @@ class KeyService:
         vendor_id = rules.validate_vendor_id(vendor_id)
         found = self.statuses(vendor_ids=[vendor_id], now=now)
         if not found:
-            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+            raise NotFound(
+                "No key is registered for {vendor_id}. Register it with `/coupang-key add`.", vendor_id=vendor_id
+            )
         return found[0]
 
     def status_page(
@@ -334,8 +347,9 @@ class KeyService:
         if self.ctx.keys.get(session, vendor_id=new.vendor_id) is not None:
             raise InvalidInput.one(
                 "vendor_id",
-                f"{new.vendor_id} already has a key. Use `/coupang-key edit {new.vendor_id}` to change its "
-                f"linking info or `/coupang-key reissue {new.vendor_id}` for a new key.",
+                "{vendor_id} already has a key. Use `/coupang-key edit {vendor_id}` to change its "
+                "linking info or `/coupang-key reissue {vendor_id}` for a new key.",
+                vendor_id=new.vendor_id,
             )
         now = self.ctx.clock.now()
         key = Key(
@@ -361,7 +375,7 @@ class KeyService:
                 "generation": key.generation,
                 "expires_on": new.expires_on.isoformat(),
                 "fingerprint": key.secret_fingerprint,
-                "linking": new.linking.summary(),
+                "linking": new.linking.details(),
             },
         )
 
@@ -377,7 +391,7 @@ class KeyService:
             now = self.ctx.clock.now()
             times = repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now))
             quota = rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
-            before = linking_of(key).summary()
+            before = linking_of(key).details()
             apply_linking(key, linking)
             key.access_deadline = rules.access_deadline(rules.ReissuePath.REISSUE, now)
             key.updated_at = now
@@ -387,7 +401,7 @@ class KeyService:
                 actor,
                 "key.linking_edited",
                 vendor_id,
-                {"before": before, "after": linking.summary(), "edits_last_7_days": quota.used + 1},
+                {"before": before, "after": linking.details(), "edits_last_7_days": quota.used + 1},
             )
             return self._statuses(session, vendor_ids=[vendor_id], now=now)[0]
 
@@ -424,7 +438,9 @@ class KeyService:
     def _get(self, session: Session, vendor_id: str, *, for_update: bool = False) -> Key:
         key = self.ctx.keys.get(session, vendor_id=vendor_id, for_update=for_update)
         if key is None:
-            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+            raise NotFound(
+                "No key is registered for {vendor_id}. Register it with `/coupang-key add`.", vendor_id=vendor_id
+            )
         return key
 
     # ------------------------------------------------------------ bulk import

@@ -11,7 +11,8 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 
-from bot import rules
+from bot import i18n, rules
+from bot.i18n import N_, t
 from bot.services.base import Context
 from bot.services.posts import Claim, ScheduledPosts
 from storage import repositories as repo
@@ -62,26 +63,32 @@ class Overview:
     def next_expiry(self) -> KeyFacts | None:
         return next((k for k in self.keys if k.days_left >= 0), None)
 
-    def describe(self) -> str:
-        """One line: "6 keys: all healthy; next expiry A00012345 on 2027-03-02 (94 days)"."""
+    def describe(self, lang: str = "en") -> str:
+        """One line: "6 keys: all healthy; next expiry A00012345 on 2027-03-02 (94 days left)"."""
         if not self.total:
-            return "No keys registered yet: add one with /coupang-key add."
+            return t(lang, "No keys registered yet: add one with /coupang-key add.")
         counts = [
-            f"{n} {name}"
+            t(lang, name, count=n)
             for n, name in (
-                (self.healthy, "healthy"),
-                (self.reissue_window, "in the reissue window"),
-                (self.expired, "expired"),
+                (self.healthy, N_("{count} healthy")),
+                (self.reissue_window, N_("{count} in the reissue window")),
+                (self.expired, N_("{count} expired")),
             )
             if n
         ]
-        state = "all healthy" if self.healthy == self.total else ", ".join(counts)
-        line = f"{self.total} key{'s' if self.total != 1 else ''}: {state}"
+        state = t(lang, "all healthy") if self.healthy == self.total else ", ".join(counts)
         upcoming = self.next_expiry
-        if upcoming is not None:
-            days = "today" if upcoming.days_left == 0 else f"{upcoming.days_left} day{'s' * (upcoming.days_left != 1)}"
-            line += f"; next expiry {upcoming.vendor_id} on {upcoming.expires_on.isoformat()} ({days})"
-        return line
+        if upcoming is None:
+            return t(lang, "{total} keys: {state}", total=self.total, state=state)
+        return t(
+            lang,
+            "{total} keys: {state}; next expiry {vendor_id} on {date} ({days_left})",
+            total=self.total,
+            state=state,
+            vendor_id=upcoming.vendor_id,
+            date=i18n.day(lang, upcoming.expires_on),
+            days_left=i18n.days_left(lang, upcoming.days_left),
+        )
 
     def needing_attention(self) -> list[KeyFacts]:
         return [k for k in self.keys if k.phase != rules.Phase.HEALTHY]

@@ -24,7 +24,7 @@ from sqlalchemy import CursorResult, Executable, and_, case, func, or_, select, 
 from sqlalchemy.orm import Session
 
 from bot import rules
-from bot.rules import InvalidInput, KeybotError, ReissuePath
+from bot.rules import InvalidInput, KeybotError, Msg, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, instance_name
 from storage import repositories as repo
@@ -73,8 +73,9 @@ def parse_user_ref(raw: str) -> str:
         return bare
     raise InvalidInput.one(
         "user",
-        f"{rules.quote(text) if text else 'Nothing'} is not a Slack user: mention them (@name, picked from the list) "
+        "{value} is not a Slack user: mention them (@name, picked from the list) "
         "or give their member ID (U0123ABCD, from their profile's ⋮ menu).",
+        value=rules.quote(text) if text else Msg("Nothing"),
     )
 
 
@@ -186,18 +187,21 @@ class ReissueService:
             added = sorted(repo.approver_ids(session) - set(users))
         return [f"<@{u}>" for u in users + added] + [f"<!subteam^{g}>" for g in groups]
 
-    def _who_approves(self, session: Session) -> str:
+    def _who_approves(self, session: Session) -> str | Msg:
         mentions = self.approver_mentions(session)
-        return ", ".join(mentions) if mentions else "nobody yet (set KEYBOT_APPROVERS)"
+        return ", ".join(mentions) if mentions else Msg("nobody yet (set KEYBOT_APPROVERS)")
 
     def _require_approver(self, session: Session, actor: str) -> None:
         if not self.is_approver(actor, session):
-            raise NotAllowed(f"Only approvers may decide reissue requests. Approvers: {self._who_approves(session)}.")
+            raise NotAllowed(
+                "Only approvers may decide reissue requests. Approvers: {approvers}.",
+                approvers=self._who_approves(session),
+            )
 
     def _require_admin(self, actor: str) -> None:
         if actor not in self.ctx.settings.admins:
-            admins = ", ".join(f"<@{a}>" for a in sorted(self.ctx.settings.admins)) or "nobody (set KEYBOT_ADMINS)"
-            raise NotAllowed(f"Only admins may manage approvers. Admins: {admins}.")
+            admins = ", ".join(f"<@{a}>" for a in sorted(self.ctx.settings.admins)) or Msg("nobody (set KEYBOT_ADMINS)")
+            raise NotAllowed("Only admins may manage approvers. Admins: {admins}.", admins=admins)
 
     # ------------------------------------------------------------ request
 
@@ -231,7 +235,7 @@ class ReissueService:
             if not reason:
                 raise InvalidInput.one("reason", "Say why the key needs a new secret (approvers read this).")
             if len(reason) > MAX_REASON:
-                raise InvalidInput.one("reason", f"Keep the reason under {MAX_REASON} characters.")
+                raise InvalidInput.one("reason", "Keep the reason under {limit} characters.", limit=MAX_REASON)
             key = self._key(session, valid, for_update=True)  # serialises two requests for one key
             self._refuse_if_open(session, key)
             now = self.ctx.clock.now()
@@ -442,22 +446,31 @@ class ReissueService:
                         "key_generation": key.generation if key else None,
                     },
                 )
-        what = "was deleted" if key is None else f"is now generation {key.generation}"
-        error = NotAllowed(
-            f"This request was for generation {request.generation} of {request.vendor_id}'s key, which {what}: "
-            "the request is void. Ask again if a new key is still needed."
-        )
+        params = {"generation": request.generation, "vendor_id": request.vendor_id}
+        if key is None:
+            error = NotAllowed(
+                "This request was for generation {generation} of {vendor_id}'s key, which was deleted: "
+                "the request is void. Ask again if a new key is still needed.",
+                **params,
+            )
+        else:
+            error = NotAllowed(
+                "This request was for generation {generation} of {vendor_id}'s key, which is now generation {now}: "
+                "the request is void. Ask again if a new key is still needed.",
+                now=key.generation,
+                **params,
+            )
         raise self.ctx.refuse(actor, action, request.vendor_id, error)
 
     def _closed(self, request: ReissueRequest) -> KeybotError:
         if request.status == APPROVED:
-            return NotAllowed(f"Already approved by <@{request.decided_by}>.")
+            return NotAllowed("Already approved by {user}.", user=f"<@{request.decided_by}>")
         if request.status == DENIED:
-            return NotAllowed(f"Already denied by <@{request.decided_by}>.")
+            return NotAllowed("Already denied by {user}.", user=f"<@{request.decided_by}>")
         if request.status == EXPIRED:
             return NotAllowed(
-                "This request expired after 24 hours undecided. "
-                f"Ask again with `/coupang-key reissue {request.vendor_id}`."
+                "This request expired after 24 hours undecided. Ask again with `/coupang-key reissue {vendor_id}`.",
+                vendor_id=request.vendor_id,
             )
         if request.status == COMPLETED:
             return NotAllowed("This reissue is already done.")
@@ -465,7 +478,7 @@ class ReissueService:
             return NotAllowed("This request is void: the key changed after it was made.")
         if request.status == SUPERSEDED:
             return NotAllowed("This request was replaced by a newer one for the same key.")
-        return NotAllowed(f"This request is {request.status}.")
+        return NotAllowed("This request is {status}.", status=request.status)
 
     # ------------------------------------------------------------ expiry
 
@@ -530,7 +543,7 @@ class ReissueService:
                 select(ReissueRequest).where(ReissueRequest.id == request_id).with_for_update()
             ).scalar_one_or_none()
             if request is None:
-                raise NotFound(f"There is no reissue request #{request_id}.")
+                raise NotFound("There is no reissue request #{id}.", id=request_id)
             self._require_enterer(request, actor)
             key = self.ctx.keys.get(session, vendor_id=request.vendor_id, for_update=True)
             if key is None or key.generation != request.generation:
@@ -637,8 +650,9 @@ class ReissueService:
             )
         if actor not in (request.requested_by, request.decided_by):
             raise NotAllowed(
-                f"Only the requester <@{request.requested_by}> or the approver <@{request.decided_by}> "
-                "may enter the new key."
+                "Only the requester {requester} or the approver {approver} may enter the new key.",
+                requester=f"<@{request.requested_by}>",
+                approver=f"<@{request.decided_by}>",
             )
 
     def _check_generation(self, actor: str, info: ReissueInfo) -> None:
@@ -696,7 +710,9 @@ class ReissueService:
     def _key(self, session: Session, vendor_id: str, *, for_update: bool = False) -> Key:
         key = self.ctx.keys.get(session, vendor_id=vendor_id, for_update=for_update)
         if key is None:
-            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+            raise NotFound(
+                "No key is registered for {vendor_id}. Register it with `/coupang-key add`.", vendor_id=vendor_id
+            )
         return key
 
     def _refuse_if_open(self, session: Session, key: Key) -> None:
@@ -704,11 +720,19 @@ class ReissueService:
         open_one = repo.open_requests(session, now=now).get(key.vendor_id)
         if open_one is None or _not_posted(open_one, now):
             return  # a request whose message could not be posted blocks nobody: nobody could decide it
-        state = "approved, waiting for the new key" if open_one.status == APPROVED else "waiting for approval"
-        where = f" in <#{open_one.channel_id}>" if open_one.channel_id else ""
+        state = Msg("approved, waiting for the new key") if open_one.status == APPROVED else Msg("waiting for approval")
+        params = {"vendor_id": key.vendor_id, "id": open_one.id, "state": state, "user": f"<@{open_one.requested_by}>"}
+        if open_one.channel_id:
+            raise NotAllowed(
+                "{vendor_id} already has an open reissue request #{id} in {channel} ({state}, asked by {user}). "
+                "Finish or decide that one first.",
+                channel=f"<#{open_one.channel_id}>",
+                **params,
+            )
         raise NotAllowed(
-            f"{key.vendor_id} already has an open reissue request #{open_one.id}{where} "
-            f"({state}, asked by <@{open_one.requested_by}>). Finish or decide that one first."
+            "{vendor_id} already has an open reissue request #{id} ({state}, asked by {user}). "
+            "Finish or decide that one first.",
+            **params,
         )
 
     def _plan(self, key: Key, now: datetime | None = None) -> ReissuePlan:
@@ -726,7 +750,7 @@ class ReissueService:
     def _request(session: Session, request_id: int) -> ReissueRequest:
         request = session.get(ReissueRequest, request_id)
         if request is None:
-            raise NotFound(f"There is no reissue request #{request_id}.")
+            raise NotFound("There is no reissue request #{id}.", id=request_id)
         return request
 
     def _vendor_of(self, request_id: int) -> str | None:

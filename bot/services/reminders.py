@@ -30,7 +30,9 @@ from sqlalchemy import Select, and_, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from bot import rules
+from bot import i18n, rules
+from bot.i18n import N_, t
+from bot.rules import Msg
 from bot.services.base import Context, MaybePosted, instance_name
 from storage.models import Key, ReminderDelivery
 
@@ -62,23 +64,28 @@ def latest_due_milestone(expires_on: date, now: datetime, days: Iterable[int], a
     return min((m for m in milestones if m >= previous), default=None)
 
 
-def headline(milestone: int, days_left: int) -> str:
+def headline(milestone: int, days_left: int) -> Msg:
     """What a reminder says first (plain text; ``days_left`` is the truth at posting time)."""
     late = days_left != milestone
     if days_left < 0:
-        expired = rules.describe_days_left(days_left).capitalize()
-        return f"{expired}: API calls fail until a new key is issued. {rules.wing_advice(rules.path_for(days_left))}"
+        advice = rules.wing_advice(rules.path_for(days_left))
+        if days_left == -1:
+            return Msg("Expired 1 day ago: API calls fail until a new key is issued. {advice}", {"advice": advice})
+        return Msg(
+            "Expired {days} days ago: API calls fail until a new key is issued. {advice}",
+            {"days": -days_left, "advice": advice},
+        )
     if days_left == 0:
-        return "Expires today: API calls will fail"
+        return Msg("Expires today: API calls will fail")
     if days_left == 1:
-        return "Expires tomorrow"
+        return Msg("Expires tomorrow")
     if milestone == 7 and not late:
-        return "One week left"
+        return Msg("One week left")
     if milestone == rules.REISSUE_WINDOW_DAYS and not late:
-        return "The reissue button in WING is active from today"
+        return Msg("The reissue button in WING is active from today")
     if rules.reissue_button_active(days_left):
-        return f"{rules.describe_days_left(days_left).capitalize()}: the reissue button in WING is active"
-    return rules.describe_days_left(days_left).capitalize()
+        return Msg("{days} days left: the reissue button in WING is active", {"days": days_left})
+    return Msg("{days} days left", {"days": days_left})
 
 
 # ---------------------------------------------------------------- what a sweep posts
@@ -99,7 +106,7 @@ class Reminder:
     delivery_id: int | None = None  # the claimed row, once claimed: the message's metadata names it
 
     @property
-    def headline(self) -> str:
+    def headline(self) -> Msg:
         return headline(self.milestone, self.days_left)
 
 
@@ -495,27 +502,49 @@ def parse_as_of(raw: str, tz: ZoneInfo) -> datetime:
     return value.replace(tzinfo=tz) if value.tzinfo is None else value
 
 
-def describe_sweep(report: SweepReport, tz: ZoneInfo) -> list[str]:
+_POST_HEADS = {  # (dry run, failed, digest) -> what the terminal says above a message's keys
+    (True, False, False): N_("Would post reminder to {channel}:"),
+    (True, False, True): N_("Would post digest of {count} keys to {channel}:"),
+    (False, False, False): N_("Posted reminder to {channel}:"),
+    (False, False, True): N_("Posted digest of {count} keys to {channel}:"),
+    (False, True, False): N_("Could not post reminder to {channel} FAILED ({error}; a later sweep retries):"),
+    (False, True, True): N_(
+        "Could not post digest of {count} keys to {channel} FAILED ({error}; a later sweep retries):"
+    ),
+}
+
+
+def describe_sweep(report: SweepReport, tz: ZoneInfo, lang: str = "en") -> list[str]:
     """Plain text lines for a terminal: what was (or would be) posted where. No secrets exist here to leak."""
     when = report.now.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
-    verb = "Would post" if report.dry_run else "Posted"
     lines = []
     for post in report.posts + report.failed:
-        state = "" if post in report.posts else f" FAILED ({post.error}; a later sweep retries)"
-        kind = f"digest of {len(post.reminders)} keys" if post.is_digest else "reminder"
-        lines.append(f"{verb if not post.error else 'Could not post'} {kind} to {post.channel_id}{state}:")
+        head = _POST_HEADS[(report.dry_run and not post.error, bool(post.error), post.is_digest)]
+        lines.append(t(lang, head, channel=post.channel_id, count=len(post.reminders), error=post.error))
         lines.extend(
-            f"  {r.vendor_id}  {r.label}  expires {r.expires_on}  "
-            f"{rules.describe_days_left(r.days_left)}  — {r.headline}"
+            t(
+                lang,
+                "  {vendor_id}  {label}  expires {date}  {days_left}  — {headline}",
+                vendor_id=r.vendor_id,
+                label=r.label,
+                date=i18n.day(lang, r.expires_on),
+                days_left=i18n.days_left(lang, r.days_left),
+                headline=i18n.render(lang, r.headline),
+            )
             for r in post.reminders
         )
     total = sum(len(p.reminders) for p in report.posts)
-    lines.append(
-        f"{'Dry run at' if report.dry_run else 'Sweep at'} {when}: {total} reminder(s) in "
-        f"{len(report.posts)} message(s){'' if report.dry_run else ' posted'}"
-        + (f", {len(report.failed)} message(s) failed" if report.failed else "")
-        + (f", {report.skipped_older} older missed milestone(s) skipped" if report.skipped_older else "")
-        + (f", {report.found} found already posted (Slack's answer was lost)" if report.found else "")
-        + "."
-    )
+    counts = {"time": when, "total": total, "messages": len(report.posts)}
+    clauses = [
+        t(lang, "Dry run at {time}: {total} reminder(s) in {messages} message(s)", **counts)
+        if report.dry_run
+        else t(lang, "Sweep at {time}: {total} reminder(s) in {messages} message(s) posted", **counts)
+    ]
+    if report.failed:
+        clauses.append(t(lang, "{count} message(s) failed", count=len(report.failed)))
+    if report.skipped_older:
+        clauses.append(t(lang, "{count} older missed milestone(s) skipped", count=report.skipped_older))
+    if report.found:
+        clauses.append(t(lang, "{count} found already posted (Slack's answer was lost)", count=report.found))
+    lines.append(", ".join(clauses) + ".")
     return lines

@@ -232,7 +232,7 @@ def parse_target(kind: str, raw: str, vault_mount: str | None = None) -> tuple[d
         if not (_VAULT_PATH.fullmatch(path) and _VAULT_PATH.fullmatch(mount)) or {".", ".."} & set(segments):
             raise InvalidInput.one("target", "Give the KV v2 path, e.g. apps/orders/coupang (letters, digits, /_.-).")
         return {"path": path, "mount": mount}, f"{mount}/{path}"
-    raise InvalidInput.one("kind", f"Choose one of: {', '.join(KINDS)}.")
+    raise InvalidInput.one("kind", "Choose one of: {kinds}.", kinds=", ".join(KINDS))
 
 
 # ---------------------------------------------------------------- the service
@@ -270,14 +270,21 @@ class RolloutService:
         valid = rules.validate_vendor_id((vendor_id or "").strip().upper())
         key = self.ctx.keys.get(session, vendor_id=valid)
         if key is None:
-            raise NotFound(f"No key is registered for {valid}. Register it with `/coupang-key add`.")
+            raise NotFound(
+                "No key is registered for {vendor_id}. Register it with `/coupang-key add`.", vendor_id=valid
+            )
         return key
 
     def _require_manager(self, actor: str, key: Key) -> None:
         if actor == CLI_ACTOR or actor in self.ctx.settings.admins or actor == key.owner_id:
             return
-        owner = f" or its owner <@{key.owner_id}>" if key.owner_id else ""
-        raise NotAllowed(f"Only admins{owner} may manage the consumers of {key.vendor_id}.")
+        if key.owner_id:
+            raise NotAllowed(
+                "Only admins or its owner {owner} may manage the consumers of {vendor_id}.",
+                owner=f"<@{key.owner_id}>",
+                vendor_id=key.vendor_id,
+            )
+        raise NotAllowed("Only admins may manage the consumers of {vendor_id}.", vendor_id=key.vendor_id)
 
     def check_can_manage(self, actor: str, vendor_id: str) -> str:
         """Before opening a modal: the key exists and ``actor`` may manage its consumers (refusals audited)."""
@@ -307,7 +314,9 @@ class RolloutService:
                 select(Consumer.id).where(Consumer.vendor_id == key.vendor_id, Consumer.name == clean)
             )
             if exists is not None:
-                raise InvalidInput.one("name", f"{key.vendor_id} already has a consumer named {clean}.")
+                raise InvalidInput.one(
+                    "name", "{vendor_id} already has a consumer named {name}.", vendor_id=key.vendor_id, name=clean
+                )
             now = self.ctx.clock.now()
             secret = new_signing_secret()
             consumer = Consumer(
@@ -348,7 +357,9 @@ class RolloutService:
             else:
                 consumers = list(session.scalars(select(Consumer).where(Consumer.vendor_id == key.vendor_id)))
                 if not consumers:
-                    raise NotFound(f"{key.vendor_id} has no consumers. Add one with `consumers add`.")
+                    raise NotFound(
+                        "{vendor_id} has no consumers. Add one with `consumers add`.", vendor_id=key.vendor_id
+                    )
             now = self.ctx.clock.now()
             for consumer in consumers:
                 store.queue(session, consumer=consumer, generation=key.generation, now=now)
@@ -408,7 +419,7 @@ class RolloutService:
             select(Consumer).where(Consumer.vendor_id == vendor_id, Consumer.name == clean)
         ).scalar_one_or_none()
         if consumer is None:
-            raise NotFound(f"{vendor_id} has no consumer named {clean or '(none)'}.")
+            raise NotFound("{vendor_id} has no consumer named {name}.", vendor_id=vendor_id, name=clean or "(none)")
         return consumer
 
     # ------------------------------------------------------------ delivering

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from bot import rules
 from bot.coupang import CheckResult
-from bot.rules import Integration, KeybotError
+from bot.rules import Integration, KeybotError, Msg
 from bot.services.base import Context, NotFound
 from storage.models import Key
 
@@ -34,9 +34,9 @@ DAY_SECONDS = 24 * 60 * 60
 SCHEDULER = "scheduler"
 
 WHAT_TO_CHECK = (
-    "the linking info's IP list in WING contains the bot's public egress address",
-    "the vendor ID is the seller account the key was issued for (A followed by 8 digits)",
-    "the Access Key and Secret Key were copied whole from WING (nothing cut off, no extra spaces)",
+    Msg("the linking info's IP list in WING contains the bot's public egress address"),
+    Msg("the vendor ID is the seller account the key was issued for (A followed by 8 digits)"),
+    Msg("the Access Key and Secret Key were copied whole from WING (nothing cut off, no extra spaces)"),
 )
 
 
@@ -80,7 +80,7 @@ class VerifyResult:
     vendor_id: str
     label: str
     outcome: VerifyOutcome
-    detail: str  # a sentence for a person; never a secret
+    detail: Msg  # a sentence for a person; never a secret
     checked_at: datetime
     fresh: bool
     channel_id: str | None  # where automatic results go: the key's channel or KEYBOT_CHANNEL
@@ -158,7 +158,9 @@ class VerificationService:
     def _claim(self, session: Session, actor: str, vendor_id: str, now: datetime) -> _Claimed | VerifyResult:
         key = self.ctx.keys.get(session, vendor_id=vendor_id)
         if key is None:
-            raise NotFound(f"No key is registered for {vendor_id}. Register it with `/coupang-key add`.")
+            raise NotFound(
+                "No key is registered for {vendor_id}. Register it with `/coupang-key add`.", vendor_id=vendor_id
+            )
         if key.integration == Integration.INTEGRATOR:
             return self._not_checkable(session, actor, key, now)
         won = _rows(
@@ -200,10 +202,11 @@ class VerificationService:
             vendor_id=key.vendor_id,
             label=key.label,
             outcome=VerifyOutcome.NOT_CHECKABLE,
-            detail=(
-                f"This key is linked to the integrator {key.integrator_name}, so Coupang accepts it only from the "
+            detail=Msg(
+                "This key is linked to the integrator {integrator}, so Coupang accepts it only from the "
                 "integrator's IP addresses: it cannot be checked from the bot. This is not a failure; ask the "
-                "integrator whether its calls work."
+                "integrator whether its calls work.",
+                {"integrator": key.integrator_name},
             ),
             checked_at=now,
             fresh=True,
@@ -214,19 +217,19 @@ class VerificationService:
     def _repeat(self, key: Key, now: datetime) -> VerifyResult:
         attempted = key.verify_attempted_at or now
         ago = _seconds(now - attempted)
-        seconds = "second" if ago == 1 else "seconds"
         finished = key.verified_at is not None and key.verified_at >= attempted and key.verify_outcome
         if finished:
             outcome = VerifyOutcome(str(key.verify_outcome))
-            detail = (
-                f"Checked {ago} {seconds} ago (at most one check per vendor ID every 10 seconds). "
-                f"Result: {key.verify_detail}"
+            detail = Msg(
+                "Checked {seconds} seconds ago (at most one check per vendor ID every 10 seconds). Result: {result}",
+                {"seconds": ago, "result": key.verify_detail},  # stored as shown then: not translated again
             )
         else:
             outcome = VerifyOutcome.IN_PROGRESS
-            detail = (
-                f"A check of {key.vendor_id} started {ago} {seconds} ago and is still waiting for Coupang; "
-                "its result will show in status in a moment (at most one check per vendor ID every 10 seconds)."
+            detail = Msg(
+                "A check of {vendor_id} started {seconds} seconds ago and is still waiting for Coupang; its result "
+                "will show in status in a moment (at most one check per vendor ID every 10 seconds).",
+                {"vendor_id": key.vendor_id, "seconds": ago},
             )
         return VerifyResult(
             vendor_id=key.vendor_id,
@@ -248,10 +251,10 @@ class VerificationService:
         deadline = claimed.access_deadline
         if outcome in FAILING and deadline is not None and now < deadline:
             outcome = VerifyOutcome.NOT_ACTIVE_YET
-            detail = (
-                f"Not active yet: a changed key or linking info takes time to reach Coupang, and this one "
-                f"is guaranteed only from {self._local(deadline, now)}. Try after that. (Coupang said: "
-                f"{check.detail})"
+            detail = Msg(
+                "Not active yet: a changed key or linking info takes time to reach Coupang, and this one is "
+                "guaranteed only from {time}. Try after that. (Coupang said: {said})",
+                {"time": self._local(deadline, now), "said": check.detail},
             )
         result = VerifyResult(
             vendor_id=vendor_id,
@@ -270,7 +273,7 @@ class VerificationService:
             if key is not None and current:  # a key reissued meanwhile keeps its own (newer) state
                 key.verified_at = now
                 key.verify_outcome = str(outcome)
-                key.verify_detail = detail[:500]
+                key.verify_detail = str(detail)[:500]
                 if result.ok is not None:
                     key.verify_ok = result.ok
             self.ctx.record(

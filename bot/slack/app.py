@@ -9,7 +9,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt import App, BoltContext, BoltResponse, Respond
 from slack_sdk import WebClient
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
@@ -92,14 +92,24 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
         logger=logging.getLogger("bot.slack.bolt"),
         listener_executor=DeadlineExecutor(listener_executor or ContextPool(max_workers=5)),
     )
-    app.error(handle_listener_error)
+
+    @app.error
+    def handle_error(
+        error: Exception,
+        body: dict[str, Any],
+        response: BoltResponse | None,
+        respond: Respond | None,
+        client: WebClient,
+    ) -> BoltResponse | None:
+        return handle_listener_error(error, body, response, respond, client, lang=services.languages.team)
+
     app.use(bind_request_ids)
-    router = commands.CommandRouter()
+    router = commands.CommandRouter(services.languages.of)
     # Each listener module adds its listeners and sub-commands here.
-    commands.register(app, router)
     keys.register(app, services, router)
     home.register(app, services)
     reissue.register(app, services, router)
     verify.register(app, services, router)
     rollout.register(app, services, router)
+    commands.register(app, router, services.languages.choose)  # language and help close the help text
     return app

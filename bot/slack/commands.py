@@ -4,18 +4,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
+from bot.i18n import N_, parse_language, render, t
 from bot.rules import KeybotError, quote
 from bot.slack import ids
 
 logger = logging.getLogger(__name__)
 
-BROKEN = ":x: Something went wrong on the bot's side and nothing was changed. It is logged; try again or ask an admin."
+BROKEN = N_(
+    ":x: Something went wrong on the bot's side and nothing was changed. It is logged; try again or ask an admin."
+)
+
+# INTERFACE.md: Korean words work as sub-commands too
+KOREAN_SUBCOMMANDS = {
+    "상태": "status",
+    "등록": "add",
+    "수정": "edit",
+    "재발급": "reissue",
+    "확인": "verify",
+    "이력": "history",
+    "감사": "audit",
+    "승인자": "approvers",
+    "삭제": "delete",
+    "연동": "consumers",
+    "언어": "language",
+    "도움말": "help",
+}
 
 
 @dataclass(frozen=True)
@@ -25,9 +44,10 @@ class CommandRequest:
     user_id: str
     channel_id: str
     trigger_id: str
-    name: str  # the sub-command, lower-cased ("" when none was typed)
+    name: str  # the sub-command, lower-cased and in English ("" when none was typed)
     args: tuple[str, ...]
     response_url: str | None
+    lang: str = "en"  # the language the caller reads (their choice, else KEYBOT_LANGUAGE)
 
 
 def parse_command(body: dict[str, Any]) -> CommandRequest:
@@ -36,7 +56,7 @@ def parse_command(body: dict[str, Any]) -> CommandRequest:
         user_id=body.get("user_id", ""),
         channel_id=body.get("channel_id", ""),
         trigger_id=body.get("trigger_id", ""),
-        name=words[0].lower() if words else "",
+        name=KOREAN_SUBCOMMANDS.get(words[0], words[0].lower()) if words else "",
         args=tuple(words[1:]),
         response_url=body.get("response_url"),
     )
@@ -55,23 +75,26 @@ class Subcommand:
 
 
 class CommandRouter:
-    def __init__(self) -> None:
+    def __init__(self, language_of: Callable[[str], str] = lambda user_id: "en") -> None:
         self._subcommands: dict[str, Subcommand] = {}
+        self.language_of = language_of
 
     def add(self, name: str, usage: str, summary: str, handler: SubcommandHandler) -> None:
         self._subcommands[name] = Subcommand(name, usage, summary, handler)
 
-    def help_text(self, hint: str | None = None) -> str:
-        lines = [f"`{ids.COMMAND} {s.usage}` — {s.summary}" for s in self._subcommands.values()]
+    def help_text(self, lang: str, hint: str | None = None) -> str:
+        lines = [f"`{ids.COMMAND} {t(lang, s.usage)}` — {t(lang, s.summary)}" for s in self._subcommands.values()]
         head = f"{hint}\n\n" if hint else ""
-        return head + "*Coupang key bot*\n" + "\n".join(lines)
+        return head + t(lang, "*Coupang key bot*") + "\n" + "\n".join(lines)
 
     def handle_command(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         request = parse_command(body)
+        lang = self.language_of(request.user_id)
+        request = replace(request, lang=lang)
         subcommand = self._subcommands.get(request.name)
         if subcommand is None:
-            hint = f"I don't know {quote(request.name)}." if request.name else None
-            ack(text=self.help_text(hint), response_type="ephemeral")
+            hint = t(lang, "I don't know {word}.", word=quote(request.name)) if request.name else None
+            ack(text=self.help_text(lang, hint), response_type="ephemeral")
             return
         acked = False
 
@@ -83,10 +106,10 @@ class CommandRouter:
         try:
             subcommand.handler(request, tracking_ack, client, respond)
         except KeybotError as error:
-            reply = {"text": f":warning: {error}", "response_type": "ephemeral"}
+            reply = {"text": f":warning: {render(request.lang, error.msg)}", "response_type": "ephemeral"}
         except Exception:
             logger.exception("/coupang-key %s failed", request.name)
-            reply = {"text": BROKEN, "response_type": "ephemeral"}
+            reply = {"text": t(request.lang, BROKEN), "response_type": "ephemeral"}
         else:
             return
         if acked:
@@ -95,6 +118,24 @@ class CommandRouter:
             ack(**reply)
 
 
-def register(app: App, router: CommandRouter) -> None:
-    router.add("help", "help", "this help", lambda req, ack, client, respond: ack(text=router.help_text()))
+def register(app: App, router: CommandRouter, choose_language: Callable[[str, str], None]) -> None:
+    def language(request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+        if not request.args:
+            current = t(
+                request.lang,
+                "I answer you in English. Change it with `{command} language ko` (or `언어 ko`).",
+                command=ids.COMMAND,
+            )
+            ack(text=current, response_type="ephemeral")
+            return
+        chosen = parse_language(request.args[0])
+        if chosen is None:
+            raise KeybotError(N_("Usage: `{command} language en|ko` (or `언어 ko`)."), command=ids.COMMAND)
+        choose_language(request.user_id, chosen)
+        ack(text=t(chosen, ":white_check_mark: From now on I answer you in English."), response_type="ephemeral")
+
+    router.add("language", N_("language en|ko"), N_("your own language for replies, forms and App Home"), language)
+    router.add(
+        "help", N_("help"), N_("this help"), lambda req, ack, client, respond: ack(text=router.help_text(req.lang))
+    )
     app.command(ids.COMMAND)(router.handle_command)

@@ -18,6 +18,7 @@ from slack_bolt import BoltResponse, Respond
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.i18n import N_, t
 from bot.rules import KeybotError
 from bot.slack import views
 from bot.slack.commands import BROKEN
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 # Slack gives up after 3 s; database waits end by 2 s, so the answer (done or "busy") is out by 2.5 s.
 DATABASE_SECONDS = 2.0
-DATABASE_FAILED = (
+DATABASE_FAILED = N_(
     ":x: The bot could not use its database — nothing was saved. Try again in a minute; if it keeps failing, "
     "ask an admin to check the bot's logs."
 )
@@ -56,28 +57,30 @@ def handle_listener_error(
     response: BoltResponse | None,
     respond: Respond | None,
     client: WebClient,
+    lang: str = "en",
 ) -> BoltResponse | None:
-    """``response`` is Bolt's pending answer when the listener had not acknowledged yet (None once it had)."""
+    """``response`` is Bolt's pending answer when the listener had not acknowledged yet (None once it had);
+    ``lang`` is the team's language (KEYBOT_LANGUAGE)."""
     if isinstance(error, KeybotError):  # e.g. "the database is busy" where no listener shows refusals (App Home)
         logger.info("a Slack request was refused: %s", error)
-        text = views.refusal_text(str(error))
+        text = views.refusal_text(lang, error)
     elif isinstance(error, SQLAlchemyError):
         cause = getattr(error, "orig", None) or error
         logger.error("a Slack request failed on a database error: %s", type(cause).__name__)  # no SQL, no values
-        text = DATABASE_FAILED
+        text = t(lang, DATABASE_FAILED)
     else:
         logger.exception("a Slack request failed")
-        text = BROKEN
+        text = t(lang, BROKEN)
     if body.get("type") == "view_submission" and response is not None:
         blocks = [b.get("block_id") for b in (body.get("view") or {}).get("blocks") or [] if b.get("type") == "input"]
         if blocks:
             return BoltResponse(status=200, body={"response_action": "errors", "errors": {blocks[0]: text}})
-        notice = views.build_notice_modal(text).to_dict()
+        notice = views.build_notice_modal(lang, text).to_dict()
         return BoltResponse(status=200, body={"response_action": "update", "view": notice})
     if response is not None:  # a command or click not acknowledged yet
         return BoltResponse(status=200, body={"response_type": "ephemeral", "text": text})
     if respond is not None and body.get("response_url"):
         respond(text=text, response_type="ephemeral", replace_original=False)
     elif body.get("trigger_id"):
-        client.views_open(trigger_id=body["trigger_id"], view=views.build_notice_modal(text))
+        client.views_open(trigger_id=body["trigger_id"], view=views.build_notice_modal(lang, text))
     return None

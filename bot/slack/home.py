@@ -18,8 +18,8 @@ def register(app: App, services: Services) -> None:
     def handle_app_home_opened(event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") != "home":
             return
-        client.views_publish(
-            user_id=event["user"], view=views.build_home_view(services.keys.statuses(), services.ctx.settings.timezone)
-        )
+        lang = services.languages.of(event["user"])
+        view = views.build_home_view(lang, services.keys.statuses(), services.ctx.settings.timezone)
+        client.views_publish(user_id=event["user"], view=view)
 
     app.event("app_home_opened")(handle_app_home_opened)

@@ -10,9 +10,10 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from bot import rules
+from bot import i18n, rules
 from bot.bootstrap import Services
-from bot.rules import InvalidInput, KeybotError
+from bot.i18n import N_, t
+from bot.rules import InvalidInput, KeybotError, Msg
 from bot.services.base import AlreadyApplied
 from bot.slack import ids, views
 from bot.slack.commands import CommandRequest, CommandRouter
@@ -36,7 +37,7 @@ def _input_block_ids(body: dict[str, Any]) -> list[str]:
 
 
 def _usage(usage: str) -> KeybotError:
-    return KeybotError(f"Usage: `{ids.COMMAND} {usage}`")
+    return KeybotError(N_("Usage: `{command} {usage}`"), command=ids.COMMAND, usage=Msg(usage))
 
 
 class KeyListeners:
@@ -50,93 +51,101 @@ class KeyListeners:
         if arg and arg.lower() != "expiring":
             status = self.services.keys.status(arg)
             ack(
-                text=f"{status.vendor_id}: {rules.describe_days_left(status.days_left)}",
-                blocks=views.build_single_status_blocks(status, self.services.ctx.settings.timezone),
+                text=f"{status.vendor_id}: {i18n.days_left(request.lang, status.days_left)}",
+                blocks=views.build_single_status_blocks(request.lang, status, self.services.ctx.settings.timezone),
                 response_type=EPHEMERAL,
             )
             return
         expiring = arg.lower() == "expiring"
         page = self.services.keys.status_page(limit=views.PAGE_SIZE, expiring=expiring)
         ack(
-            text=views.status_fallback_text(page),
-            blocks=views.build_status_blocks(page, self.services.ctx.settings.timezone, expiring=expiring),
+            text=views.status_fallback_text(request.lang, page),
+            blocks=views.build_status_blocks(
+                request.lang, page, self.services.ctx.settings.timezone, expiring=expiring
+            ),
             response_type=EPHEMERAL,
         )
 
     def add(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         self.services.keys.check_can_register(request.user_id)
         ack()
-        client.views_open(trigger_id=request.trigger_id, view=views.build_register_modal(channel_id=request.channel_id))
+        client.views_open(
+            trigger_id=request.trigger_id, view=views.build_register_modal(request.lang, channel_id=request.channel_id)
+        )
 
     def edit(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         if not request.args:
-            raise _usage("edit VENDOR_ID")
-        view = self._edit_modal(request.user_id, request.args[0], request.channel_id)
+            raise _usage(N_("edit VENDOR_ID"))
+        view = self._edit_modal(request.lang, request.user_id, request.args[0], request.channel_id)
         ack()
         client.views_open(trigger_id=request.trigger_id, view=view)
 
     def delete(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         if not request.args:
-            raise _usage("delete VENDOR_ID")
+            raise _usage(N_("delete VENDOR_ID"))
         status = self.services.keys.check_can_change(request.user_id, request.args[0], "key.delete")
         ack(
-            text=f"Delete {status.vendor_id}?",
-            blocks=views.build_delete_confirmation(status),
+            text=t(request.lang, "Delete {vendor_id}?", vendor_id=status.vendor_id),
+            blocks=views.build_delete_confirmation(request.lang, status),
             response_type=EPHEMERAL,
         )
 
     def history(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         if not request.args:
-            raise _usage("history VENDOR_ID")
+            raise _usage(N_("history VENDOR_ID"))
         vendor_id = rules.validate_vendor_id(request.args[0])
         entries = self.services.audit.entries(vendor_id=vendor_id, limit=views.HISTORY_LIMIT)
         ack(
-            text=f"History of {vendor_id}",
-            blocks=views.build_history_blocks(vendor_id, entries, self.services.ctx.settings.timezone),
+            text=t(request.lang, "History of {vendor_id}", vendor_id=vendor_id),
+            blocks=views.build_history_blocks(request.lang, vendor_id, entries, self.services.ctx.settings.timezone),
             response_type=EPHEMERAL,
         )
 
-    def _edit_modal(self, user_id: str, vendor_id: str, channel_id: str | None) -> Any:
+    def _edit_modal(self, lang: str, user_id: str, vendor_id: str, channel_id: str | None) -> Any:
         status = self.services.keys.check_can_change(user_id, vendor_id, "key.edit")
         quota = self.services.keys.edits_left(status.vendor_id)
         rules.require_edit_slot(quota, self.services.ctx.settings.timezone)
-        return views.build_edit_linking_modal(status, quota, channel_id=channel_id)
+        return views.build_edit_linking_modal(lang, status, quota, channel_id=channel_id)
 
     # ------------------------------------------------------------ buttons
 
-    def _tell(self, click: ButtonClick, client: WebClient, respond: Respond, text: str) -> None:
+    def _tell(self, click: ButtonClick, client: WebClient, respond: Respond, text: str, lang: str) -> None:
         """A private note to whoever clicked: ephemeral in the conversation, or a small modal from App Home
         (seen at once where the click happened, rather than in the Messages tab)."""
         if click.response_url:
             respond(text=text, response_type=EPHEMERAL, replace_original=False)
         else:
-            client.views_open(trigger_id=click.trigger_id, view=views.build_notice_modal(text))
+            client.views_open(trigger_id=click.trigger_id, view=views.build_notice_modal(lang, text))
 
     def handle_edit_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
         click = parse_click(body)
+        lang = self.services.languages.of(click.user_id)
         try:
-            view = self._edit_modal(click.user_id, click.value, click.channel_id)
+            view = self._edit_modal(lang, click.user_id, click.value, click.channel_id)
         except KeybotError as error:
-            self._tell(click, client, respond, views.refusal_text(str(error)))
+            self._tell(click, client, respond, views.refusal_text(lang, error), lang)
             return
         client.views_open(trigger_id=click.trigger_id, view=view)
 
     def handle_next_page(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
         click = parse_click(body)
+        lang = self.services.languages.of(click.user_id)
         try:
             page_request = parse_page(click.value)
         except KeybotError as error:
             logger.warning("a next-page button carried a damaged value")
-            self._tell(click, client, respond, views.refusal_text(str(error)))
+            self._tell(click, client, respond, views.refusal_text(lang, error), lang)
             return
         page = self.services.keys.status_page(
             offset=page_request.offset, limit=views.PAGE_SIZE, expiring=page_request.expiring
         )
         respond(
-            text=views.status_fallback_text(page),
-            blocks=views.build_status_blocks(page, self.services.ctx.settings.timezone, expiring=page_request.expiring),
+            text=views.status_fallback_text(lang, page),
+            blocks=views.build_status_blocks(
+                lang, page, self.services.ctx.settings.timezone, expiring=page_request.expiring
+            ),
             response_type=EPHEMERAL,
             replace_original=True,
         )
@@ -144,17 +153,22 @@ class KeyListeners:
     def handle_delete_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
         click = parse_click(body)
+        lang = self.services.languages.of(click.user_id)
         try:
             self.services.keys.delete(click.user_id, click.value)
         except KeybotError as error:
-            self._tell(click, client, respond, views.refusal_text(str(error)))
+            self._tell(click, client, respond, views.refusal_text(lang, error), lang)
             return
         vendor_id = rules.validate_vendor_id(click.value)  # valid, as it was just deleted; not echoed as typed
-        text = f":wastebasket: Deleted the key of *{vendor_id}*. Delete it in WING too if unused."
+        text = t(
+            lang,
+            ":wastebasket: Deleted the key of *{vendor_id}*. Delete it in WING too if unused.",
+            vendor_id=vendor_id,
+        )
         if click.response_url:
             respond(text=text, response_type=EPHEMERAL, replace_original=True)
         else:
-            self._tell(click, client, respond, text)
+            self._tell(click, client, respond, text, lang)
 
     # ------------------------------------------------------------ modals
 
@@ -166,6 +180,7 @@ class KeyListeners:
 
     def handle_register_submission(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         submission, form = parse_registration(body)
+        lang = self.services.languages.of(submission.user_id)
         fields = _input_block_ids(body)
         try:
             status = self.services.keys.register(submission.user_id, form, submission=parse_submission_id(body))
@@ -173,16 +188,17 @@ class KeyListeners:
             ack()
             return
         except InvalidInput as error:
-            ack(response_action="errors", errors=views.field_errors(error.errors, fields, "vendor_id"))
+            ack(response_action="errors", errors=views.field_errors(lang, error.messages, fields, "vendor_id"))
             return
         except KeybotError as error:
-            ack(response_action="errors", errors={"vendor_id": str(error)})
+            ack(response_action="errors", errors={"vendor_id": i18n.render(lang, error.msg)})
             return
         ack()
-        self._confirm(client, submission.user_id, submission.channel_id, views.registered_text(status))
+        self._confirm(client, submission.user_id, submission.channel_id, views.registered_text(lang, status))
 
     def handle_edit_submission(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         submission = parse_linking(body)
+        lang = self.services.languages.of(submission.user_id)
         fields = _input_block_ids(body)
         try:
             try:
@@ -202,23 +218,23 @@ class KeyListeners:
             ack()
             return
         except InvalidInput as error:
-            ack(response_action="errors", errors=views.field_errors(error.errors, fields, "integration"))
+            ack(response_action="errors", errors=views.field_errors(lang, error.messages, fields, "integration"))
             return
         except KeybotError as error:
-            ack(response_action="errors", errors={"integration": str(error)})
+            ack(response_action="errors", errors={"integration": i18n.render(lang, error.msg)})
             return
         ack()
         tz = self.services.ctx.settings.timezone
-        self._confirm(client, submission.user_id, submission.channel_id, views.edited_text(status, tz))
+        self._confirm(client, submission.user_id, submission.channel_id, views.edited_text(lang, status, tz))
 
 
 def register(app: App, services: Services, router: CommandRouter) -> None:
     listeners = KeyListeners(services)
-    router.add("status", "status [VENDOR_ID|expiring]", "keys, most urgent first", listeners.status)
-    router.add("add", "add", "register a key (admins)", listeners.add)
-    router.add("edit", "edit VENDOR_ID", "edit the linking info (admins and the owner)", listeners.edit)
-    router.add("history", "history VENDOR_ID", "the last 20 events of a key", listeners.history)
-    router.add("delete", "delete VENDOR_ID", "forget a key (admins and the owner)", listeners.delete)
+    router.add("status", N_("status [VENDOR_ID|expiring]"), N_("keys, most urgent first"), listeners.status)
+    router.add("add", N_("add"), N_("register a key (admins)"), listeners.add)
+    router.add("edit", N_("edit VENDOR_ID"), N_("edit the linking info (admins and the owner)"), listeners.edit)
+    router.add("history", N_("history VENDOR_ID"), N_("the last 20 events of a key"), listeners.history)
+    router.add("delete", N_("delete VENDOR_ID"), N_("forget a key (admins and the owner)"), listeners.delete)
     app.action(ids.EDIT_LINKING)(listeners.handle_edit_click)
     app.action(ids.STATUS_NEXT_PAGE)(listeners.handle_next_page)
     app.action(ids.DELETE_KEY)(listeners.handle_delete_click)

@@ -151,5 +151,7 @@ def parse_page(value: str) -> PageRequest:
     except (ValueError, AttributeError):
         offset = expiring = None
     if type(offset) is not int or not 0 <= offset <= MAX_PAGE_OFFSET or type(expiring) is not bool:
-        raise KeybotError(f"This page button is damaged or out of date: run `{ids.COMMAND} status` again.")
+        raise KeybotError(
+            "This page button is damaged or out of date: run `{command} status` again.", command=ids.COMMAND
+        )
     return PageRequest(offset, expiring)

@@ -34,8 +34,9 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot import rules
+from bot import i18n, rules
 from bot.bootstrap import Services
+from bot.i18n import N_, render, t
 from bot.rules import InvalidInput, KeybotError, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import AlreadyApplied, Clock, MaybePosted
@@ -58,7 +59,7 @@ from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.parse import parse_submission_id
 from bot.slack.posting import post_claimed, post_once, posted_since, posting_client
-from bot.slack.views import escape
+from bot.slack.views import audit_action_label, escape, refusal_text
 from storage.db import lift_deadline
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,8 @@ EVENT_TYPE = "keybot_reissue_request"  # message metadata: {"request_id": N}
 _REQUEST_ID = re.compile(r"[0-9]{1,9}")  # a request id as buttons and forms carry it: fits every INTEGER column
 
 
-def _when(at: datetime | None, tz: ZoneInfo) -> str:
-    return f"{rules.format_local(at, tz)} ({tz.key})" if at else "—"
+def _when(at: datetime | None, tz: ZoneInfo, lang: str = "en") -> str:
+    return f"{i18n.moment(lang, at, tz)} ({tz.key})" if at else "—"
 
 
 # ---------------------------------------------------------------- user groups (the service's GroupMembers)
@@ -185,67 +186,89 @@ def request_id_of(value: str) -> int:
 # ---------------------------------------------------------------- builders (pure)
 
 
-def build_path_warning(plan: ReissuePlan) -> str:
-    delay = rules.describe_delay(plan.path)
+def build_path_warning(lang: str, plan: ReissuePlan) -> str:
+    delay = render(lang, rules.describe_delay(plan.path))
+    params = {
+        "vendor_id": plan.vendor_id,
+        "days_left": i18n.days_left(lang, plan.days_left),
+        "date": i18n.day(lang, plan.expires_on),
+        "delay": delay,
+    }
     if plan.path is ReissuePath.REISSUE:
-        return (
-            f":information_source: *{plan.vendor_id}* is inside the reissue window "
-            f"({rules.describe_days_left(plan.days_left)}, expiry {plan.expires_on.isoformat()}): WING's "
-            f"*Reissue (재발급)* button works. The old Secret Key stops working the moment it is reissued; the new "
-            f"one works within *{delay}*. Every system using this key must then be updated."
+        return t(
+            lang,
+            ":information_source: *{vendor_id}* is inside the reissue window ({days_left}, expiry {date}): WING's "
+            "*Reissue (재발급)* button works. The old Secret Key stops working the moment it is reissued; the new "
+            "one works within *{delay}*. Every system using this key must then be updated.",
+            **params,
         )
     if plan.path is ReissuePath.AFTER_EXPIRY:
-        return (
-            f":warning: *Expired: issue a new key.* {plan.vendor_id} {rules.describe_days_left(plan.days_left)} "
-            f"({plan.expires_on.isoformat()}), so WING's Reissue flow is over: press *Issue (발급)*, agree to the "
-            "terms and choose the linking info (Integrator or self-developed) again. The new key *may take "
-            f"{delay}* to start working; every order, stock and shipping sync using this key fails until then."
+        return t(
+            lang,
+            ":warning: *Expired: issue a new key.* {vendor_id} {days_left} ({date}), so WING's Reissue flow is "
+            "over: press *Issue (발급)*, agree to the terms and choose the linking info (Integrator or "
+            "self-developed) again. The new key *may take {delay}* to start working; every order, stock and "
+            "shipping sync using this key fails until then.",
+            **params,
         )
-    window_opens = rules.milestone_date(plan.expires_on, rules.REISSUE_WINDOW_DAYS)
-    return (
-        f":warning: *Early reissue: delete and issue.* {plan.vendor_id} still has {plan.days_left} days left, "
-        f"so WING's Reissue button is not active yet (it opens on {window_opens.isoformat()}). The only way now "
-        "is *Delete (삭제)*, then *Issue (발급)*: *the old key stops working at once*, and the new key "
-        f"*may take {delay} or more* to start working. Every order, stock and shipping sync using this key "
-        f"stops until then. Unless the key leaked, consider waiting until {window_opens.isoformat()}."
+    window_opens = i18n.day(lang, rules.milestone_date(plan.expires_on, rules.REISSUE_WINDOW_DAYS))
+    return t(
+        lang,
+        ":warning: *Early reissue: delete and issue.* {vendor_id} still has {days} days left, so WING's Reissue "
+        "button is not active yet (it opens on {opens}). The only way now is *Delete (삭제)*, then *Issue (발급)*: "
+        "*the old key stops working at once*, and the new key *may take {delay} or more* to start working. Every "
+        "order, stock and shipping sync using this key stops until then. Unless the key leaked, consider waiting "
+        "until {opens}.",
+        vendor_id=plan.vendor_id,
+        days=plan.days_left,
+        opens=window_opens,
+        delay=delay,
     )
 
 
-def build_request_modal(plan: ReissuePlan) -> View:
+def build_request_modal(lang: str, plan: ReissuePlan) -> View:
     return View(
         type="modal",
         callback_id=ids.REISSUE_REQUEST_MODAL,
         private_metadata=plan.vendor_id,
-        title=PlainTextObject(text="Request reissue"),
-        submit=PlainTextObject(text="Ask for approval"),
-        close=PlainTextObject(text="Cancel"),
+        title=PlainTextObject(text=t(lang, "Request reissue")),
+        submit=PlainTextObject(text=t(lang, "Ask for approval")),
+        close=PlainTextObject(text=t(lang, "Cancel")),
         blocks=[
             SectionBlock(
                 text=MarkdownTextObject(
-                    text=f"*{escape(plan.label)}* (`{plan.vendor_id}`), generation {plan.generation}"
+                    text=t(
+                        lang,
+                        "*{label}* (`{vendor_id}`), generation {generation}",
+                        label=escape(plan.label),
+                        vendor_id=plan.vendor_id,
+                        generation=plan.generation,
+                    )
                 )
             ),
-            SectionBlock(text=MarkdownTextObject(text=build_path_warning(plan))),
+            SectionBlock(text=MarkdownTextObject(text=build_path_warning(lang, plan))),
             InputBlock(
                 block_id=REASON,
-                label=PlainTextObject(text="Reason"),
+                label=PlainTextObject(text=t(lang, "Reason")),
                 element=PlainTextInputElement(
                     action_id=_VALUE,
                     multiline=True,
                     max_length=1000,
-                    placeholder=PlainTextObject(text="Why does this key need a new secret? Approvers read this."),
+                    placeholder=PlainTextObject(
+                        text=t(lang, "Why does this key need a new secret? Approvers read this.")
+                    ),
                 ),
             ),
             InputBlock(
                 block_id=EMERGENCY,
                 optional=True,
-                label=PlainTextObject(text="Emergency"),
+                label=PlainTextObject(text=t(lang, "Emergency")),
                 element=CheckboxesElement(
                     action_id=_VALUE,
                     options=[
                         Option(
                             value=EMERGENCY,
-                            text=MarkdownTextObject(text="*Emergency:* the key leaked"),
+                            text=MarkdownTextObject(text=t(lang, "*Emergency:* the key leaked")),
                         )
                     ],
                 ),
@@ -253,7 +276,7 @@ def build_request_modal(plan: ReissuePlan) -> View:
             ContextBlock(
                 elements=[
                     MarkdownTextObject(
-                        text="An approver other than you must approve; the request expires after 24 hours."
+                        text=t(lang, "An approver other than you must approve; the request expires after 24 hours.")
                     )
                 ]
             ),
@@ -261,195 +284,253 @@ def build_request_modal(plan: ReissuePlan) -> View:
     )
 
 
-def _path_name(path: ReissuePath) -> str:
-    delay = rules.describe_delay(path)
+def _path_name(lang: str, path: ReissuePath) -> str:
+    params = {"action": render(lang, rules.WING_ACTION[path]), "delay": render(lang, rules.describe_delay(path))}
     if path is ReissuePath.REISSUE:
-        return f"reissue, {rules.WING_ACTION[path]} (access within {delay})"
+        return t(lang, "reissue, {action} (access within {delay})", **params)
     if path is ReissuePath.AFTER_EXPIRY:
-        return f"issue after expiry, {rules.WING_ACTION[path]} (the new key may take {delay})"
-    return f"early delete-and-issue, {rules.WING_ACTION[path]} (old key dies at once, new key may take {delay} or more)"
+        return t(lang, "issue after expiry, {action} (the new key may take {delay})", **params)
+    return t(
+        lang, "early delete-and-issue, {action} (old key dies at once, new key may take {delay} or more)", **params
+    )
 
 
-def wing_steps(path: ReissuePath) -> str:
+def wing_steps(lang: str, path: ReissuePath) -> str:
     """DOMAIN.md "How a key is reissued", for the path this request takes, with WING's Korean words."""
-    delay = rules.describe_delay(path)
+    delay = render(lang, rules.describe_delay(path))
     if path is ReissuePath.REISSUE:
-        step2 = "Find the Open API key and click *Reissue (재발급)*."
-        step4 = f"The old key stopped when you reissued. Wait up to *{delay}* before calling the API."
+        step2 = t(lang, "Find the Open API key and click *Reissue (재발급)*.")
+        step4 = t(
+            lang, "The old key stopped when you reissued. Wait up to *{delay}* before calling the API.", delay=delay
+        )
     elif path is ReissuePath.AFTER_EXPIRY:
-        step2 = (
+        step2 = t(
+            lang,
             "The key has expired, so there is no Reissue: find the Open API key and click *Issue (발급)*, agree "
             "to the terms and choose the linking info again: *Integrator (연동업체 선택)* or *self-developed "
-            "(직접 입력)* with company name (업체명), URL and IP addresses (IP 주소)."
+            "(직접 입력)* with company name (업체명), URL and IP addresses (IP 주소).",
         )
-        step4 = f"API calls fail until the new key works, which may take up to *{delay}*."
+        step4 = t(lang, "API calls fail until the new key works, which may take up to *{delay}*.", delay=delay)
     else:
-        step2 = (
+        step2 = t(
+            lang,
             "Find the Open API key, click *Delete (삭제)*, then *Issue (발급)*: agree to the terms and choose "
-            "Integrator (연동업체 선택) or self-developed (직접 입력) again, with the same linking info."
+            "Integrator (연동업체 선택) or self-developed (직접 입력) again, with the same linking info.",
         )
-        step4 = f"The old key stopped when you deleted it. The new one may take *{delay} or more* to work."
+        step4 = t(
+            lang,
+            "The old key stopped when you deleted it. The new one may take *{delay} or more* to work.",
+            delay=delay,
+        )
     return "\n".join(
         [
-            "*Do it in WING*",
-            "1. Log in to <https://wing.coupang.com|WING>, click the account ID at the top right and open "
-            "*Seller Information (판매자정보)* (or *Additional Sales Information (추가판매정보)*).",
+            t(lang, "*Do it in WING*"),
+            t(
+                lang,
+                "1. Log in to <https://wing.coupang.com|WING>, click the account ID at the top right and open "
+                "*Seller Information (판매자정보)* (or *Additional Sales Information (추가판매정보)*).",
+            ),
             f"2. {step2}",
-            "3. Copy the new Access Key and Secret Key (both change) into *Enter new key* below — "
-            "never into a channel.",
+            t(
+                lang,
+                "3. Copy the new Access Key and Secret Key (both change) into *Enter new key* below — "
+                "never into a channel.",
+            ),
             f"4. {step4}",
         ]
     )
 
 
-def request_text(info: ReissueInfo) -> str:
-    return f"Reissue request #{info.id} for {info.vendor_id} {escape(info.label)}: {info.status}"
+REQUEST_STATUS = {  # English shows the stored status itself
+    PENDING: N_("pending"),
+    APPROVED: N_("approved"),
+    DENIED: N_("denied"),
+    EXPIRED: N_("expired"),
+    VOID: N_("void"),
+    COMPLETED: N_("completed"),
+    SUPERSEDED: N_("superseded"),
+}
 
 
-def build_request_blocks(info: ReissueInfo, approvers: Sequence[str], tz: ZoneInfo) -> list[Block]:
-    """The request message in the channel, in every state: buttons only while something can be done."""
-    emergency = ":rotating_light: *EMERGENCY — leaked key.* " if info.emergency else ""
-    head = (
-        f"{emergency}<@{info.requested_by}> asks to reissue the key of *{escape(info.label)}* "
-        f"(`{info.vendor_id}`, generation {info.generation}).\n"
-        f"*Path:* {_path_name(info.path)}\n*Reason:* {escape(info.reason)}"
+def request_text(lang: str, info: ReissueInfo) -> str:
+    return t(
+        lang,
+        "Reissue request #{id} for {vendor_id} {label}: {status}",
+        id=info.id,
+        vendor_id=info.vendor_id,
+        label=escape(info.label),
+        status=t(lang, REQUEST_STATUS.get(info.status, info.status)),
     )
+
+
+def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str], tz: ZoneInfo) -> list[Block]:
+    """The request message in the channel, in every state: buttons only while something can be done."""
+    params = {
+        "requester": f"<@{info.requested_by}>",
+        "label": escape(info.label),
+        "vendor_id": info.vendor_id,
+        "generation": info.generation,
+        "path": _path_name(lang, info.path),
+        "reason": escape(info.reason),
+    }
+    if info.emergency:
+        head = t(
+            lang,
+            ":rotating_light: *EMERGENCY — leaked key.* {requester} asks to reissue the key of *{label}* "
+            "(`{vendor_id}`, generation {generation}).\n*Path:* {path}\n*Reason:* {reason}",
+            **params,
+        )
+    else:
+        head = t(
+            lang,
+            "{requester} asks to reissue the key of *{label}* (`{vendor_id}`, generation {generation}).\n"
+            "*Path:* {path}\n*Reason:* {reason}",
+            **params,
+        )
     blocks: list[Block] = [SectionBlock(block_id="request", text=MarkdownTextObject(text=head))]
     value = str(info.id)
     if info.status == PENDING:
-        who = ", ".join(approvers) if approvers else "nobody yet (set KEYBOT_APPROVERS)"
-        blocks.append(
-            ContextBlock(
-                elements=[
-                    MarkdownTextObject(text=f"Approvers: {who} · expires {_when(info.expires_at, tz)} if undecided")
-                ]
-            )
-        )
+        who = ", ".join(approvers) if approvers else t(lang, "nobody yet (set KEYBOT_APPROVERS)")
+        line = t(lang, "Approvers: {who} · expires {time} if undecided", who=who, time=_when(info.expires_at, tz, lang))
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=line)]))
         blocks.append(
             ActionsBlock(
                 block_id="decision",
                 elements=[
-                    ButtonElement(text="Approve", action_id=ids.APPROVE_REISSUE, value=value, style="primary"),
-                    ButtonElement(text="Deny", action_id=ids.DENY_REISSUE, value=value, style="danger"),
+                    ButtonElement(text=t(lang, "Approve"), action_id=ids.APPROVE_REISSUE, value=value, style="primary"),
+                    ButtonElement(text=t(lang, "Deny"), action_id=ids.DENY_REISSUE, value=value, style="danger"),
                 ],
             )
         )
         return blocks
+    decider, decided = f"<@{info.decided_by}>", _when(info.decided_at, tz, lang)
     if info.status == APPROVED:
-        blocks.append(
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=f":white_check_mark: Approved by <@{info.decided_by}> at {_when(info.decided_at, tz)}."
-                )
-            )
-        )
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=wing_steps(info.path))))
+        approved = t(lang, ":white_check_mark: Approved by {user} at {time}.", user=decider, time=decided)
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=approved)))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=wing_steps(lang, info.path))))
         blocks.append(
             ActionsBlock(
                 block_id="new_key",
                 elements=[
-                    ButtonElement(text="Enter new key", action_id=ids.ENTER_NEW_KEY, value=value, style="primary")
+                    ButtonElement(
+                        text=t(lang, "Enter new key"), action_id=ids.ENTER_NEW_KEY, value=value, style="primary"
+                    )
                 ],
             )
         )
-        blocks.append(
-            ContextBlock(
-                elements=[
-                    MarkdownTextObject(
-                        text=f"Only <@{info.requested_by}> or <@{info.decided_by}> can enter the new key."
-                    )
-                ]
-            )
+        who_enters = t(
+            lang,
+            "Only {requester} or {approver} can enter the new key.",
+            requester=params["requester"],
+            approver=decider,
         )
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=who_enters)]))
         return blocks
-    outcome = {
-        DENIED: f":no_entry: Denied by <@{info.decided_by}> at {_when(info.decided_at, tz)}.",
-        EXPIRED: f":hourglass: Expired undecided at {_when(info.expires_at, tz)}.",
-        VOID: ":heavy_multiplication_x: Void: the key changed after this request was made.",
-        COMPLETED: f":key: Done: approved by <@{info.decided_by}>, new key entered.",
-        SUPERSEDED: ":heavy_multiplication_x: Replaced by a newer request for the same key.",
-    }.get(info.status, f"Status: {info.status}")
+    outcomes = {
+        DENIED: N_(":no_entry: Denied by {user} at {time}."),
+        EXPIRED: N_(":hourglass: Expired undecided at {expires}."),
+        VOID: N_(":heavy_multiplication_x: Void: the key changed after this request was made."),
+        COMPLETED: N_(":key: Done: approved by {user}, new key entered."),
+        SUPERSEDED: N_(":heavy_multiplication_x: Replaced by a newer request for the same key."),
+    }
+    if info.status in outcomes:
+        outcome = t(lang, outcomes[info.status], user=decider, time=decided, expires=_when(info.expires_at, tz, lang))
+    else:
+        outcome = t(lang, "Status: {status}", status=info.status)
     blocks.append(SectionBlock(block_id="outcome", text=MarkdownTextObject(text=outcome)))
     return blocks
 
 
-def build_new_key_modal(info: ReissueInfo, default_expiry: date) -> View:
+def build_new_key_modal(lang: str, info: ReissueInfo, default_expiry: date) -> View:
     """Nothing prefilled but the date: secrets are written once and never shown back."""
+    intro = t(
+        lang,
+        "New key for *{label}* (`{vendor_id}`): WING gives a new Access Key *and* a new Secret Key, so paste both. "
+        "They are stored encrypted and never shown again; the channel sees only the fingerprint.",
+        label=escape(info.label),
+        vendor_id=info.vendor_id,
+    )
     return View(
         type="modal",
         callback_id=ids.NEW_KEY_MODAL,
         private_metadata=str(info.id),
-        title=PlainTextObject(text="Enter new key"),
-        submit=PlainTextObject(text="Save"),
-        close=PlainTextObject(text="Cancel"),
+        title=PlainTextObject(text=t(lang, "Enter new key")),
+        submit=PlainTextObject(text=t(lang, "Save")),
+        close=PlainTextObject(text=t(lang, "Cancel")),
         blocks=[
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=f"New key for *{escape(info.label)}* (`{info.vendor_id}`): WING gives a new Access Key "
-                    "*and* a new Secret Key, so paste both. They are stored encrypted and never shown again; "
-                    "the channel sees only the fingerprint."
-                )
-            ),
+            SectionBlock(text=MarkdownTextObject(text=intro)),
             InputBlock(
                 block_id=NEW_ACCESS_KEY,
-                label=PlainTextObject(text="New Access Key"),
+                label=PlainTextObject(text=t(lang, "New Access Key")),
                 element=PlainTextInputElement(action_id=_VALUE, max_length=128),
             ),
             InputBlock(
                 block_id=NEW_SECRET_KEY,
-                label=PlainTextObject(text="New Secret Key"),
+                label=PlainTextObject(text=t(lang, "New Secret Key")),
                 element=PlainTextInputElement(action_id=_VALUE, max_length=128),
             ),
             InputBlock(
                 block_id=NEW_EXPIRES_ON,
-                label=PlainTextObject(text="Expiry date WING shows"),
+                label=PlainTextObject(text=t(lang, "Expiry date WING shows")),
                 element=DatePickerElement(action_id=_VALUE, initial_date=default_expiry.isoformat()),
             ),
         ],
     )
 
 
-def completion_text(done: Completion, tz: ZoneInfo) -> str:
+def completion_text(lang: str, done: Completion, tz: ZoneInfo) -> str:
     info = done.request
-    return (
-        f":key: {info.vendor_id} *{escape(info.label)}* reissued by <@{done.completed_by}>: "
-        f"generation {done.generation}, new expiry {done.expires_on.isoformat()}, "
-        f"fingerprint `{done.fingerprint}` (was `{done.old_fingerprint}`). "
-        f"Propagating until {_when(done.access_deadline, tz)}: update every system that uses this key."
+    return t(
+        lang,
+        ":key: {vendor_id} *{label}* reissued by {user}: generation {generation}, new expiry {date}, "
+        "fingerprint `{fingerprint}` (was `{old_fingerprint}`). Propagating until {time}: update every system "
+        "that uses this key.",
+        vendor_id=info.vendor_id,
+        label=escape(info.label),
+        user=f"<@{done.completed_by}>",
+        generation=done.generation,
+        date=i18n.day(lang, done.expires_on),
+        fingerprint=done.fingerprint,
+        old_fingerprint=done.old_fingerprint,
+        time=_when(done.access_deadline, tz, lang),
     )
 
 
-def build_approvers_text(approvers: ApproverList) -> str:
-    lines = ["*Reissue approvers*"]
+def build_approvers_text(lang: str, approvers: ApproverList) -> str:
+    lines = [t(lang, "*Reissue approvers*")]
     if approvers.configured_users or approvers.configured_groups:
         named = [f"<@{u}>" for u in approvers.configured_users]
         named += [f"<!subteam^{g}>" for g in approvers.configured_groups]
-        lines.append("From KEYBOT_APPROVERS: " + ", ".join(named))
+        lines.append(t(lang, "From KEYBOT_APPROVERS: {names}", names=", ".join(named)))
     if approvers.added:
-        lines.append("Added here: " + ", ".join(f"<@{u}>" for u in approvers.added))
+        lines.append(t(lang, "Added here: {names}", names=", ".join(f"<@{u}>" for u in approvers.added)))
     if len(lines) == 1:
-        lines.append("Nobody yet. Set KEYBOT_APPROVERS or ask an admin: `/coupang-key approvers add @user`.")
+        lines.append(t(lang, "Nobody yet. Set KEYBOT_APPROVERS or ask an admin: `/coupang-key approvers add @user`."))
     return "\n".join(lines)
 
 
-def build_audit_text(entries: Sequence[AuditEntry], tz: ZoneInfo) -> str:
+def build_audit_text(lang: str, entries: Sequence[AuditEntry], tz: ZoneInfo) -> str:
     if not entries:
-        return "The audit log is empty."
-    lines = [f"*Latest {len(entries)} audit events* (newest first)"]
+        return t(lang, "The audit log is empty.")
+    lines = [t(lang, "*Latest {count} audit events* (newest first)", count=len(entries))]
     for e in entries:
         vendor = f" {e.vendor_id}" if e.vendor_id else ""
         actor = f"<@{e.actor}>" if e.actor[:1] in ("U", "W") else escape(e.actor)
-        lines.append(f"#{e.seq} {_when(e.at, tz)} {actor} `{e.action}`{vendor}")
+        action = audit_action_label(lang, e.action)
+        lines.append(f"#{e.seq} {_when(e.at, tz, lang)} {actor} `{action}`{vendor}")
     return "\n".join(lines)
 
 
-def chain_head_text(head: tuple[int, str] | None) -> str:
+def chain_head_text(lang: str, head: tuple[int, str] | None) -> str:
     if head is None:
-        return "Audit chain head: the log is empty."
+        return t(lang, "Audit chain head: the log is empty.")
     seq, mac = head
-    return (
-        f":link: Audit chain head: entry #{seq}, MAC `{mac[:16]}`. "
-        "If `coupang-keybot audit verify` ever disagrees with these daily posts, the database was rewritten."
+    return t(
+        lang,
+        ":link: Audit chain head: entry #{seq}, MAC `{mac}`. If `coupang-keybot audit verify` ever disagrees with "
+        "these daily posts, the database was rewritten.",
+        seq=seq,
+        mac=mac[:16],
     )
 
 
@@ -462,6 +543,7 @@ class ReissueMessages:
     def __init__(self, services: Services, client: WebClient):
         self.services, self.client = services, client
         self.poster = posting_client(client)
+        self.lang = services.languages.team  # request messages are channel posts
 
     @property
     def tz(self) -> ZoneInfo:
@@ -481,14 +563,14 @@ class ReissueMessages:
                     logger.info("Reissue request #%s was already posted (ts %s): not posted again", info.id, ts)
                     reissues.set_message(info.id, channel_id=channel, ts=ts)
                     return
-        blocks = build_request_blocks(info, reissues.approver_mentions(), self.tz)
+        blocks = build_request_blocks(self.lang, info, reissues.approver_mentions(), self.tz)
         try:
             answer = post_once(
                 self.poster,
                 event_type=EVENT_TYPE,
                 payload={"request_id": info.id},
                 channel=channel,
-                text=request_text(info),
+                text=request_text(self.lang, info),
                 blocks=blocks,
             )
         except Exception as exc:
@@ -502,10 +584,14 @@ class ReissueMessages:
     def tell_not_posted(self, info: ReissueInfo) -> None:
         """The requester alone learns that approvers cannot see the request yet, and that it is retried."""
         where = f"<#{info.channel_id}>" if info.channel_id else "Slack"
-        text = (
-            f":warning: Your reissue request #{info.id} for {info.vendor_id} is saved, but it could not be "
-            f"posted to {where} yet, so approvers have not seen it. The bot tries again every few minutes; "
-            "nothing to do unless you want to ask again (a new request replaces this one)."
+        text = t(
+            self.services.languages.of(info.requested_by),
+            ":warning: Your reissue request #{id} for {vendor_id} is saved, but it could not be posted to {where} "
+            "yet, so approvers have not seen it. The bot tries again every few minutes; nothing to do unless you "
+            "want to ask again (a new request replaces this one).",
+            id=info.id,
+            vendor_id=info.vendor_id,
+            where=where,
         )
         try:
             self.client.chat_postMessage(channel=info.requested_by, text=text)
@@ -519,20 +605,20 @@ class ReissueMessages:
             channel, ts = click.channel_id, click.message_ts
         if not (channel and ts):
             return
-        blocks = build_request_blocks(info, self.services.reissues.approver_mentions(), self.tz)
-        self.client.chat_update(channel=channel, ts=ts, text=request_text(info), blocks=blocks)
+        blocks = build_request_blocks(self.lang, info, self.services.reissues.approver_mentions(), self.tz)
+        self.client.chat_update(channel=channel, ts=ts, text=request_text(self.lang, info), blocks=blocks)
 
 
-def _refuse(respond: Respond, error: KeybotError) -> None:
-    respond(text=f":warning: {error}", response_type="ephemeral", replace_original=False)
+def _refuse(lang: str, respond: Respond, error: KeybotError) -> None:
+    respond(text=refusal_text(lang, error), response_type="ephemeral", replace_original=False)
 
 
-def _form_errors(error: KeybotError, default_block: str, blocks: Sequence[str]) -> dict[str, str]:
+def _form_errors(lang: str, error: KeybotError, default_block: str, blocks: Sequence[str]) -> dict[str, str]:
     if isinstance(error, InvalidInput):
-        mapped = {k: v for k, v in error.errors.items() if k in blocks}
+        mapped = {k: render(lang, v) for k, v in error.messages.items() if k in blocks}
         if mapped:
             return mapped
-    return {default_block: str(error)}
+    return {default_block: render(lang, error.msg)}
 
 
 def register(app: App, services: Services, router: CommandRouter) -> None:
@@ -542,44 +628,49 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     messages = ReissueMessages(services, app.client)
     tz = services.ctx.settings.timezone
 
-    def open_request_modal(user_id: str, vendor_id: str, trigger_id: str, client: WebClient) -> None:
+    def open_request_modal(lang: str, user_id: str, vendor_id: str, trigger_id: str, client: WebClient) -> None:
         plan = reissues.plan(user_id, vendor_id)
-        client.views_open(trigger_id=trigger_id, view=build_request_modal(plan))
+        client.views_open(trigger_id=trigger_id, view=build_request_modal(lang, plan))
 
     def handle_reissue_command(req: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         ack()
-        open_request_modal(req.user_id, req.args[0] if req.args else "", req.trigger_id, client)
+        open_request_modal(req.lang, req.user_id, req.args[0] if req.args else "", req.trigger_id, client)
 
     def handle_approvers_command(req: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         verb = req.args[0].lower() if req.args else ""
         target = req.args[1] if len(req.args) > 1 else ""
         if verb == "add":
             user_id = reissues.add_approver(req.user_id, target)
-            ack(text=f"<@{user_id}> may now approve reissues.", response_type="ephemeral")
+            ack(text=t(req.lang, "{user} may now approve reissues.", user=f"<@{user_id}>"), response_type="ephemeral")
         elif verb == "remove":
             user_id = reissues.remove_approver(req.user_id, target)
-            ack(text=f"<@{user_id}> may no longer approve reissues.", response_type="ephemeral")
+            text = t(req.lang, "{user} may no longer approve reissues.", user=f"<@{user_id}>")
+            ack(text=text, response_type="ephemeral")
         else:
-            ack(text=build_approvers_text(reissues.approvers()), response_type="ephemeral")
+            ack(text=build_approvers_text(req.lang, reissues.approvers()), response_type="ephemeral")
 
     def handle_audit_command(req: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         entries = reissues.recent_audit(req.user_id, limit=AUDIT_LIMIT)
-        ack(text=build_audit_text(entries, tz), response_type="ephemeral")
+        ack(text=build_audit_text(req.lang, entries, tz), response_type="ephemeral")
 
-    router.add("reissue", "reissue VENDOR_ID", "ask for approval to reissue a key", handle_reissue_command)
+    router.add("reissue", N_("reissue VENDOR_ID"), N_("ask for approval to reissue a key"), handle_reissue_command)
     router.add(
-        "approvers", "approvers [add|remove @user]", "list or manage reissue approvers", handle_approvers_command
+        "approvers",
+        N_("approvers [add|remove @user]"),
+        N_("list or manage reissue approvers"),
+        handle_approvers_command,
     )
-    router.add("audit", "audit", f"the latest {AUDIT_LIMIT} audit events (admins, approvers)", handle_audit_command)
+    router.add("audit", N_("audit"), N_("the latest audit events (admins, approvers)"), handle_audit_command)
 
     @app.action(ids.any_key(ids.REQUEST_REISSUE))
     def handle_request_reissue(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
         click = parse_click(body)
+        lang = services.languages.of(click.user_id)
         try:
-            open_request_modal(click.user_id, click.value, click.trigger_id, client)
+            open_request_modal(lang, click.user_id, click.value, click.trigger_id, client)
         except KeybotError as error:
-            _refuse(respond, error)
+            _refuse(lang, respond, error)
 
     @app.view(ids.REISSUE_REQUEST_MODAL)
     def handle_request_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
@@ -592,7 +683,8 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             ack()
             return
         except KeybotError as error:
-            ack(response_action="errors", errors=_form_errors(error, REASON, (REASON, EMERGENCY)))
+            lang = services.languages.of(sub.user_id)
+            ack(response_action="errors", errors=_form_errors(lang, error, REASON, (REASON, EMERGENCY)))
             return
         ack()
         # The person has their answer. Posting the request and recording the post is the bot's own work: it must
@@ -610,7 +702,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             request_id = request_id_of(click.value)
             info = decision(click.user_id, request_id)
         except KeybotError as error:
-            _refuse(respond, error)
+            _refuse(services.languages.of(click.user_id), respond, error)
             if _REQUEST_ID.fullmatch(click.value):
                 try:
                     current = reissues.get(int(click.value))
@@ -635,12 +727,14 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     def handle_enter_new_key(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
         click = parse_click(body)
+        lang = services.languages.of(click.user_id)
         try:
             info = reissues.check_can_enter(click.user_id, request_id_of(click.value))
         except KeybotError as error:
-            _refuse(respond, error)
+            _refuse(lang, respond, error)
             return
-        client.views_open(trigger_id=click.trigger_id, view=build_new_key_modal(info, reissues.default_expiry()))
+        view = build_new_key_modal(lang, info, reissues.default_expiry())
+        client.views_open(trigger_id=click.trigger_id, view=view)
 
     @app.view(ids.NEW_KEY_MODAL)
     def handle_new_key_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
@@ -652,12 +746,14 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             return
         except KeybotError as error:
             blocks = (NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON)
-            ack(response_action="errors", errors=_form_errors(error, NEW_SECRET_KEY, blocks))
+            lang = services.languages.of(body["user"]["id"])
+            ack(response_action="errors", errors=_form_errors(lang, error, NEW_SECRET_KEY, blocks))
             return
         ack()
         messages.refresh(done.request)
         channel = done.request.channel_id or sub.user_id
-        client.chat_postMessage(channel=channel, text=completion_text(done, tz))
+        lang = messages.lang if done.request.channel_id else services.languages.of(sub.user_id)
+        client.chat_postMessage(channel=channel, text=completion_text(lang, done, tz))
 
 
 # ---------------------------------------------------------------- scheduler jobs
@@ -699,7 +795,7 @@ def post_chain_head(services: Services, client: WebClient) -> bool:
     if claimed is None:
         return False
     claim, head = claimed
-    post_claimed(services.audit.posts, client, claim, channel, text=chain_head_text(head))
+    post_claimed(services.audit.posts, client, claim, channel, text=chain_head_text(services.languages.team, head))
     return True
 
 

@@ -20,8 +20,9 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot import rules
+from bot import i18n
 from bot.bootstrap import Services
+from bot.i18n import render, t
 from bot.services.reminders import Notifier, Reminder, SweepReport
 from bot.slack import ids
 from bot.slack.posting import post_once, posted_since, posting_client
@@ -36,73 +37,81 @@ DIGEST_LABEL_CHARS = 60
 EVENT_TYPE = "keybot_reminder"  # message metadata: {"delivery_ids": [...]} names the claimed rows
 
 
-def _owner(reminder: Reminder) -> str:
-    return f"<@{reminder.owner_id}>" if reminder.owner_id else "no owner set"
+def _owner(reminder: Reminder, lang: str) -> str:
+    return f"<@{reminder.owner_id}>" if reminder.owner_id else t(lang, "no owner set")
 
 
 def _milestone_name(reminder: Reminder) -> str:
     return f"D-{reminder.milestone}" if reminder.milestone >= 0 else f"D+{-reminder.milestone}"
 
 
-def reissue_button(
-    vendor_id: str, *, text: str = "Request reissue", action_id: str = ids.REQUEST_REISSUE
-) -> ButtonElement:
+def reissue_button(vendor_id: str, *, text: str, action_id: str = ids.REQUEST_REISSUE) -> ButtonElement:
     return ButtonElement(text=text, action_id=action_id, value=vendor_id, style="primary")
 
 
-def reminder_text(reminder: Reminder) -> str:
+def reminder_text(reminder: Reminder, lang: str = "en") -> str:
     """The notification text (also what screen readers and the console show)."""
-    return f"{reminder.vendor_id} {escape(reminder.label)}: {reminder.headline}"
+    return f"{reminder.vendor_id} {escape(reminder.label)}: {render(lang, reminder.headline)}"
 
 
-def build_reminder_blocks(reminder: Reminder) -> list[Block]:
+def _field(name: str, value: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=f"*{name}*\n{value}")
+
+
+def build_reminder_blocks(reminder: Reminder, lang: str = "en") -> list[Block]:
     """One key's reminder: headline, vendor ID, label, expiry, days left, owner, and a Request reissue button."""
     fields = [
-        MarkdownTextObject(text=f"*Vendor ID*\n`{reminder.vendor_id}`"),
-        MarkdownTextObject(text=f"*Label*\n{escape(reminder.label)}"),
-        MarkdownTextObject(text=f"*Expires*\n{reminder.expires_on.isoformat()}"),
-        MarkdownTextObject(text=f"*Days left*\n{rules.describe_days_left(reminder.days_left)}"),
-        MarkdownTextObject(text=f"*Owner*\n{_owner(reminder)}"),
+        _field(t(lang, "Vendor ID"), f"`{reminder.vendor_id}`"),
+        _field(t(lang, "Label"), escape(reminder.label)),
+        _field(t(lang, "Expires"), i18n.day(lang, reminder.expires_on)),
+        _field(t(lang, "Days left"), i18n.days_left(lang, reminder.days_left)),
+        _field(t(lang, "Owner"), _owner(reminder, lang)),
     ]
+    footer = t(
+        lang,
+        "Coupang key reminder {milestone} · generation {generation}",
+        milestone=_milestone_name(reminder),
+        generation=reminder.generation,
+    )
     return [
-        SectionBlock(text=MarkdownTextObject(text=f":alarm_clock: *{reminder.headline}*"), fields=fields),
-        ActionsBlock(elements=[reissue_button(reminder.vendor_id)]),
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text=f"Coupang key reminder {_milestone_name(reminder)} · generation {reminder.generation}"
-                )
-            ]
-        ),
+        SectionBlock(text=MarkdownTextObject(text=f":alarm_clock: *{render(lang, reminder.headline)}*"), fields=fields),
+        ActionsBlock(elements=[reissue_button(reminder.vendor_id, text=t(lang, "Request reissue"))]),
+        ContextBlock(elements=[MarkdownTextObject(text=footer)]),
     ]
 
 
-def _digest_line(reminder: Reminder) -> str:
+def _digest_line(reminder: Reminder, lang: str) -> str:
     label = reminder.label
     if len(label) > DIGEST_LABEL_CHARS:
         label = label[: DIGEST_LABEL_CHARS - 1] + "…"
-    return (
-        f"• `{reminder.vendor_id}` {escape(label)} — {reminder.headline} — expires "
-        f"{reminder.expires_on.isoformat()} ({rules.describe_days_left(reminder.days_left)}) — {_owner(reminder)}"
+    return t(
+        lang,
+        "• `{vendor_id}` {label} — {headline} — expires {date} ({days_left}) — {owner}",
+        vendor_id=reminder.vendor_id,
+        label=escape(label),
+        headline=render(lang, reminder.headline),
+        date=i18n.day(lang, reminder.expires_on),
+        days_left=i18n.days_left(lang, reminder.days_left),
+        owner=_owner(reminder, lang),
     )
 
 
-def digest_text(reminders: Sequence[Reminder]) -> str:
-    return f"{len(reminders)} Coupang API keys need attention"
+def digest_text(reminders: Sequence[Reminder], lang: str = "en") -> str:
+    return t(lang, "{count} Coupang API keys need attention", count=len(reminders))
 
 
-def build_digest_blocks(reminders: Sequence[Reminder]) -> list[Block]:
+def build_digest_blocks(reminders: Sequence[Reminder], lang: str = "en") -> list[Block]:
     """Many keys of one channel in one message: the list, then a Request reissue button per key."""
-    blocks: list[Block] = [
-        SectionBlock(
-            text=MarkdownTextObject(
-                text=f":alarm_clock: *{digest_text(reminders)}* (one message instead of {len(reminders)})"
-            )
-        )
-    ]
+    title = t(
+        lang,
+        ":alarm_clock: *{title}* (one message instead of {count})",
+        title=digest_text(reminders, lang),
+        count=len(reminders),
+    )
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=title))]
     lines: list[str] = []
     for reminder in reminders:
-        line = _digest_line(reminder)
+        line = _digest_line(reminder, lang)
         if lines and sum(len(x) + 1 for x in lines) + len(line) > MAX_SECTION_TEXT:
             blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(lines))))
             lines = []
@@ -116,7 +125,7 @@ def build_digest_blocks(reminders: Sequence[Reminder]) -> list[Block]:
                 elements=[
                     reissue_button(
                         r.vendor_id,
-                        text=f"Reissue {r.vendor_id}",
+                        text=t(lang, "Reissue {vendor_id}", vendor_id=r.vendor_id),
                         action_id=ids.for_key(ids.REQUEST_REISSUE, r.vendor_id),
                     )
                     for r in chunk
@@ -126,13 +135,15 @@ def build_digest_blocks(reminders: Sequence[Reminder]) -> list[Block]:
     return blocks
 
 
-def digest_parts(reminders: Sequence[Reminder], max_blocks: int = MAX_BLOCKS) -> list[tuple[Reminder, ...]]:
+def digest_parts(
+    reminders: Sequence[Reminder], max_blocks: int = MAX_BLOCKS, lang: str = "en"
+) -> list[tuple[Reminder, ...]]:
     """Consecutive runs of ``reminders`` whose :func:`build_digest_blocks` each fit in one message."""
     parts: list[tuple[Reminder, ...]] = []
     part: list[Reminder] = []
     sections = section_chars = 0
     for reminder in reminders:
-        line = len(_digest_line(reminder)) + 1
+        line = len(_digest_line(reminder, lang)) + 1
         new_section = not part or section_chars + line > MAX_SECTION_TEXT
         buttons = len(part) + 1
         blocks = 1 + sections + new_section + -(-buttons // BUTTONS_PER_ACTIONS)
@@ -147,18 +158,19 @@ def digest_parts(reminders: Sequence[Reminder], max_blocks: int = MAX_BLOCKS) ->
 class SlackNotifier(Notifier):
     """Reminders over the Web API: one message per part, tagged with its delivery IDs, never retried blindly."""
 
-    def __init__(self, client: WebClient, *, max_blocks: int = MAX_BLOCKS):
+    def __init__(self, client: WebClient, *, max_blocks: int = MAX_BLOCKS, lang: str = "en"):
         self.client = posting_client(client)
         self.max_blocks = max_blocks
+        self.lang = lang  # channel posts speak the team's language (KEYBOT_LANGUAGE)
 
     def parts(self, reminders: Sequence[Reminder]) -> list[tuple[Reminder, ...]]:
-        return digest_parts(reminders, self.max_blocks)
+        return digest_parts(reminders, self.max_blocks, self.lang)
 
     def post(self, channel: str, reminders: Sequence[Reminder]) -> str:
         if len(reminders) == 1:
-            text, blocks = reminder_text(reminders[0]), build_reminder_blocks(reminders[0])
+            text, blocks = reminder_text(reminders[0], self.lang), build_reminder_blocks(reminders[0], self.lang)
         else:
-            text, blocks = digest_text(reminders), build_digest_blocks(reminders)
+            text, blocks = digest_text(reminders, self.lang), build_digest_blocks(reminders, self.lang)
         response = post_once(
             self.client,
             event_type=EVENT_TYPE,
@@ -187,7 +199,7 @@ def run_sweep(services: Services, client: WebClient) -> SweepReport | None:
     from bot.slack.summary import post_weekly_summary
 
     try:
-        report = services.reminders.sweep(SlackNotifier(client))
+        report = services.reminders.sweep(SlackNotifier(client, lang=services.languages.team))
         post_weekly_summary(services, client)
     except Exception:  # noqa: BLE001 - the database or Slack is down: report it, the next sweep retries
         logger.exception("The reminder sweep failed; the next one retries")

@@ -12,8 +12,9 @@ import logging
 from slack_sdk import WebClient
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 
-from bot import rules
+from bot import i18n
 from bot.bootstrap import Services
+from bot.i18n import t
 from bot.services.overview import SUMMARY_ATTENTION_LINES, KeyFacts, Overview
 from bot.slack.posting import post_claimed
 from bot.slack.reminders import DIGEST_LABEL_CHARS
@@ -22,27 +23,29 @@ from bot.slack.views import escape
 logger = logging.getLogger(__name__)
 
 
-def _line(key: KeyFacts) -> str:
+def _line(lang: str, key: KeyFacts) -> str:
     label = key.label if len(key.label) <= DIGEST_LABEL_CHARS else key.label[: DIGEST_LABEL_CHARS - 1] + "…"
-    request = " — reissue request open" if key.open_request else ""
-    return (
-        f"• `{key.vendor_id}` {escape(label)} — expires {key.expires_on.isoformat()} "
-        f"({rules.describe_days_left(key.days_left)}){request}"
-    )
+    params = {
+        "vendor_id": key.vendor_id,
+        "label": escape(label),
+        "date": i18n.day(lang, key.expires_on),
+        "days_left": i18n.days_left(lang, key.days_left),
+    }
+    if key.open_request:
+        return t(lang, "• `{vendor_id}` {label} — expires {date} ({days_left}) — reissue request open", **params)
+    return t(lang, "• `{vendor_id}` {label} — expires {date} ({days_left})", **params)
 
 
-def build_summary_blocks(overview: Overview) -> list[Block]:
-    blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(text=f":bar_chart: *Weekly key summary*: {overview.describe()}"))
-    ]
+def build_summary_blocks(overview: Overview, lang: str = "en") -> list[Block]:
+    title = t(lang, ":bar_chart: *Weekly key summary*: {overview}", overview=overview.describe(lang))
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=title))]
     attention = overview.needing_attention()[:SUMMARY_ATTENTION_LINES]
     if attention:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(_line(k) for k in attention))))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(_line(lang, k) for k in attention))))
     more = overview.reissue_window + overview.expired - len(attention)
     if more > 0:
-        blocks.append(
-            ContextBlock(elements=[MarkdownTextObject(text=f"…and {more} more: `/coupang-key status expiring`")])
-        )
+        text = t(lang, "…and {count} more: `/coupang-key status expiring`", count=more)
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=text)]))
     return blocks
 
 
@@ -56,6 +59,13 @@ def post_weekly_summary(services: Services, client: WebClient) -> bool:
     if claimed is None:
         return False
     claim, overview = claimed
-    text = f"Weekly key summary: {overview.describe()}"
-    post_claimed(services.overview.posts, client, claim, channel, text=text, blocks=build_summary_blocks(overview))
+    lang = services.languages.team
+    post_claimed(
+        services.overview.posts,
+        client,
+        claim,
+        channel,
+        text=t(lang, "Weekly key summary: {overview}", overview=overview.describe(lang)),
+        blocks=build_summary_blocks(overview, lang),
+    )
     return True

@@ -21,7 +21,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
 
+from bot import i18n
 from bot.bootstrap import Services
+from bot.i18n import N_, render, t
 from bot.rules import KeybotError, quote
 from bot.services.verification import WHAT_TO_CHECK, VerifyOutcome, VerifyResult
 from bot.slack import ids
@@ -31,7 +33,7 @@ from bot.slack.views import escape
 logger = logging.getLogger(__name__)
 
 CHECK_EVERY_MINUTES = 5
-USAGE = f"Usage: `{ids.COMMAND} verify VENDOR_ID`, e.g. `{ids.COMMAND} verify A00012345`."
+USAGE = N_("Usage: `{command} verify VENDOR_ID`, e.g. `{command} verify A00012345`.")
 
 _ICON = {
     VerifyOutcome.WORKS: ":white_check_mark:",
@@ -45,17 +47,17 @@ _ICON = {
     VerifyOutcome.IN_PROGRESS: ":hourglass_flowing_sand:",
     VerifyOutcome.NOT_CHECKABLE: ":information_source:",
 }
-_TITLE = {
-    VerifyOutcome.WORKS: "works",
-    VerifyOutcome.INVALID_KEY: "was refused: invalid or expired key",
-    VerifyOutcome.IP_NOT_ALLOWED: "was refused: the bot's IP is not allowed",
-    VerifyOutcome.WRONG_VENDOR: "was refused: wrong vendor ID or path",
-    VerifyOutcome.RATE_LIMITED: "could not be checked: Coupang is rate-limiting",
-    VerifyOutcome.BLOCKED: "could not be checked: Coupang is blocking the bot for a while (wait)",
-    VerifyOutcome.UNAVAILABLE: "could not be checked: Coupang unavailable",
-    VerifyOutcome.NOT_ACTIVE_YET: "is not active yet",
-    VerifyOutcome.IN_PROGRESS: "is being checked",
-    VerifyOutcome.NOT_CHECKABLE: "cannot be checked from the bot (it is called from the integrator's IPs)",
+_TITLE = {  # Korean titles quote Coupang's FAQ wording ("Invalid signature", "Not allowed IP") to search for
+    VerifyOutcome.WORKS: N_("works"),
+    VerifyOutcome.INVALID_KEY: N_("was refused: invalid or expired key"),
+    VerifyOutcome.IP_NOT_ALLOWED: N_("was refused: the bot's IP is not allowed"),
+    VerifyOutcome.WRONG_VENDOR: N_("was refused: wrong vendor ID or path"),
+    VerifyOutcome.RATE_LIMITED: N_("could not be checked: Coupang is rate-limiting"),
+    VerifyOutcome.BLOCKED: N_("could not be checked: Coupang is blocking the bot for a while (wait)"),
+    VerifyOutcome.UNAVAILABLE: N_("could not be checked: Coupang unavailable"),
+    VerifyOutcome.NOT_ACTIVE_YET: N_("is not active yet"),
+    VerifyOutcome.IN_PROGRESS: N_("is being checked"),
+    VerifyOutcome.NOT_CHECKABLE: N_("cannot be checked from the bot (it is called from the integrator's IPs)"),
 }
 
 
@@ -82,63 +84,93 @@ def parse_verify_click(body: dict[str, Any]) -> VerifyClick:
 # ---------------------------------------------------------------- views (pure)
 
 
-def _when(at: datetime, tz: ZoneInfo) -> str:
-    local = at.astimezone(tz)
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or tz}"
+def _when(lang: str, at: datetime, tz: ZoneInfo) -> str:
+    return f"{i18n.moment(lang, at, tz)} {at.astimezone(tz).tzname() or tz}"
 
 
-def result_text(result: VerifyResult) -> str:
+def result_text(lang: str, result: VerifyResult) -> str:
     """The notification / fallback text."""
-    return f"{_ICON[result.outcome]} {result.vendor_id} {escape(result.label)}: the key {_TITLE[result.outcome]}."
+    return t(
+        lang,
+        "{icon} {vendor_id} {label}: the key {outcome}.",
+        icon=_ICON[result.outcome],
+        vendor_id=result.vendor_id,
+        label=escape(result.label),
+        outcome=t(lang, _TITLE[result.outcome]),
+    )
 
 
-def _context(result: VerifyResult, tz: ZoneInfo, how: str) -> ContextBlock:
-    note = "" if result.fresh else " (repeated: at most one check per vendor ID every 10 seconds)"
-    return ContextBlock(elements=[MarkdownTextObject(text=f"{how} · checked {_when(result.checked_at, tz)}{note}")])
+def _context(lang: str, result: VerifyResult, tz: ZoneInfo, how: str) -> ContextBlock:
+    when = _when(lang, result.checked_at, tz)
+    text = (
+        t(lang, "{how} · checked {time}", how=how, time=when)
+        if result.fresh
+        else t(
+            lang,
+            "{how} · checked {time} (repeated: at most one check per vendor ID every 10 seconds)",
+            how=how,
+            time=when,
+        )
+    )
+    return ContextBlock(elements=[MarkdownTextObject(text=text)])
 
 
-def build_result_blocks(result: VerifyResult, tz: ZoneInfo) -> list[Block]:
+def build_result_blocks(lang: str, result: VerifyResult, tz: ZoneInfo) -> list[Block]:
     """The answer to one person's check."""
+    detail = escape(render(lang, result.detail))
     return [
-        SectionBlock(text=MarkdownTextObject(text=f"{result_text(result)}\n{escape(result.detail)}")),
-        _context(result, tz, "Signed read-only call to Coupang (returnShippingCenters)"),
+        SectionBlock(text=MarkdownTextObject(text=f"{result_text(lang, result)}\n{detail}")),
+        _context(lang, result, tz, t(lang, "Signed read-only call to Coupang (returnShippingCenters)")),
     ]
 
 
-def build_checklist() -> str:
-    return "*What to check:*\n" + "\n".join(f"• {item}" for item in WHAT_TO_CHECK)
+def build_checklist(lang: str) -> str:
+    return t(lang, "*What to check:*") + "\n" + "\n".join(f"• {render(lang, item)}" for item in WHAT_TO_CHECK)
 
 
-def _check_blocks(result: VerifyResult, tz: ZoneInfo, *, works: str, fails: str, source: str) -> list[Block]:
+def _check_blocks(lang: str, result: VerifyResult, tz: ZoneInfo, *, works: str, fails: str, source: str) -> list[Block]:
     """A check the bot made by itself, posted to the key's channel; a failure comes with what to check."""
     name = f"*{result.vendor_id}* {escape(result.label)}"
     head = (
-        f":white_check_mark: {name}: {works}"
+        f":white_check_mark: {name}: {t(lang, works)}"
         if result.works
-        else f":rotating_light: {name}: {fails} ({_TITLE[result.outcome]})."
+        else t(
+            lang,
+            ":rotating_light: {name}: {what} ({outcome}).",
+            name=name,
+            what=t(lang, fails),
+            outcome=t(lang, _TITLE[result.outcome]),
+        )
     )
-    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"{head}\n{escape(result.detail)}"))]
+    detail = escape(render(lang, result.detail))
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=f"{head}\n{detail}"))]
     if not result.works:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=build_checklist())))
-    blocks.append(_context(result, tz, source))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=build_checklist(lang))))
+    blocks.append(_context(lang, result, tz, t(lang, source)))
     return blocks
 
 
-def build_deadline_blocks(result: VerifyResult, tz: ZoneInfo) -> list[Block]:
+def build_deadline_blocks(lang: str, result: VerifyResult, tz: ZoneInfo) -> list[Block]:
     """The automatic check once a reissued or edited key's access deadline has passed."""
     return _check_blocks(
+        lang,
         result,
         tz,
-        works="the key works with Coupang now.",
-        fails="the key still fails after its activation deadline",
-        source="Automatic check after a reissue or a linking-info edit",
+        works=N_("the key works with Coupang now."),
+        fails=N_("the key still fails after its activation deadline"),
+        source=N_("Automatic check after a reissue or a linking-info edit"),
     )
 
 
-def build_probe_change_blocks(result: VerifyResult, tz: ZoneInfo) -> list[Block]:
+def build_probe_change_blocks(lang: str, result: VerifyResult, tz: ZoneInfo) -> list[Block]:
     """The daily probe found a change: a key that stopped working, or works again."""
     return _check_blocks(
-        result, tz, works="the key works again.", fails="the key stopped working", source="Daily key probe"
+        lang,
+        result,
+        tz,
+        works=N_("the key works again."),
+        fails=N_("the key stopped working"),
+        source=N_("Daily key probe"),
     )
 
 
@@ -155,29 +187,33 @@ class VerifyListeners:
 
     def handle_command(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         """``/coupang-key verify VENDOR_ID``: ack at once, answer when Coupang has (a KeybotError: the router)."""
+        lang = request.lang
         if len(request.args) != 1:
-            ack(text=USAGE, response_type="ephemeral")
+            ack(text=t(lang, USAGE, command=ids.COMMAND), response_type="ephemeral")
             return
         ack(
-            text=f":hourglass_flowing_sand: Checking {quote(request.args[0])} with Coupang…",
+            text=t(
+                lang, ":hourglass_flowing_sand: Checking {vendor_id} with Coupang…", vendor_id=quote(request.args[0])
+            ),
             response_type="ephemeral",
         )
         result = self.services.verification.verify(request.user_id, request.args[0])
-        blocks = _dicts(build_result_blocks(result, self.services.ctx.settings.timezone))
-        respond(text=result_text(result), blocks=blocks, response_type="ephemeral")
+        blocks = _dicts(build_result_blocks(lang, result, self.services.ctx.settings.timezone))
+        respond(text=result_text(lang, result), blocks=blocks, response_type="ephemeral")
 
     def handle_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         """The **Verify** button on a status entry (message or App Home)."""
         ack()
         click = parse_verify_click(body)
+        lang = self.services.languages.of(click.user_id)
         try:
             result = self.services.verification.verify(click.user_id, click.vendor_id)
-            text = result_text(result)
+            text = result_text(lang, result)
             blocks: list[dict[str, Any]] | None = _dicts(
-                build_result_blocks(result, self.services.ctx.settings.timezone)
+                build_result_blocks(lang, result, self.services.ctx.settings.timezone)
             )
         except KeybotError as error:
-            text, blocks = f":warning: {error}", None
+            text, blocks = t(lang, ":warning: {reason}", reason=render(lang, error.msg)), None
         if click.response_url:
             respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
         elif click.channel_id:
@@ -188,19 +224,21 @@ class VerifyListeners:
 
 def register(app: App, services: Services, router: CommandRouter) -> None:
     listeners = VerifyListeners(services)
-    router.add("verify", "verify VENDOR_ID", "check with Coupang that the stored key works", listeners.handle_command)
+    router.add(
+        "verify", N_("verify VENDOR_ID"), N_("check with Coupang that the stored key works"), listeners.handle_command
+    )
     app.action(ids.VERIFY_KEY)(listeners.handle_click)
 
 
 # ---------------------------------------------------------------- scheduled jobs
 
 
-def _post(client: WebClient, result: VerifyResult, blocks: Sequence[Block]) -> bool:
+def _post(lang: str, client: WebClient, result: VerifyResult, blocks: Sequence[Block]) -> bool:
     if not result.channel_id:
         logger.warning("verification of %s has no channel to post in (set KEYBOT_CHANNEL)", result.vendor_id)
         return False
     try:
-        client.chat_postMessage(channel=result.channel_id, text=result_text(result), blocks=_dicts(blocks))
+        client.chat_postMessage(channel=result.channel_id, text=result_text(lang, result), blocks=_dicts(blocks))
     except SlackApiError:
         logger.exception("could not post the verification of %s", result.vendor_id)
         return False
@@ -209,16 +247,16 @@ def _post(client: WebClient, result: VerifyResult, blocks: Sequence[Block]) -> b
 
 def post_deadline_checks(services: Services, client: WebClient) -> int:
     """Run the post-deadline checks and post each result in the key's channel; returns how many were posted."""
-    tz = services.ctx.settings.timezone
+    tz, lang = services.ctx.settings.timezone, services.languages.team
     results = services.verification.run_deadline_checks()
-    return sum(_post(client, r, build_deadline_blocks(r, tz)) for r in results)
+    return sum(_post(lang, client, r, build_deadline_blocks(lang, r, tz)) for r in results)
 
 
 def post_probe_changes(services: Services, client: WebClient) -> int:
     """Run the daily probe's due checks and post only the changes."""
-    tz = services.ctx.settings.timezone
+    tz, lang = services.ctx.settings.timezone, services.languages.team
     changes = services.verification.run_daily_probe()
-    return sum(_post(client, r, build_probe_change_blocks(r, tz)) for r in changes)
+    return sum(_post(lang, client, r, build_probe_change_blocks(lang, r, tz)) for r in changes)
 
 
 def add_verification_jobs(scheduler: BaseScheduler, services: Services, client: WebClient) -> None:

@@ -6,6 +6,7 @@ Every piece of user-typed text goes through :func:`escape` before it lands in mr
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
@@ -31,8 +32,9 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot import rules
-from bot.rules import Integration, LinkingInfo, Phase
+from bot import i18n, rules
+from bot.i18n import N_, linking_summary, outcome_label, t
+from bot.rules import Integration, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.audit import AuditEntry
 from bot.services.keys import KeyStatus, StatusPage
 from bot.slack import ids
@@ -44,13 +46,13 @@ HISTORY_LIMIT = 20
 BAR_CELLS = 12
 
 PHASE_LABEL = {
-    Phase.HEALTHY: ":large_green_circle: healthy",
-    Phase.REISSUE_WINDOW: ":large_orange_circle: reissue window",
-    Phase.EXPIRED: ":red_circle: expired",
+    Phase.HEALTHY: N_(":large_green_circle: healthy"),
+    Phase.REISSUE_WINDOW: N_(":large_orange_circle: reissue window"),
+    Phase.EXPIRED: N_(":red_circle: expired"),
 }
 INTEGRATION_LABEL = {
-    Integration.INTEGRATOR: "Through an integrator (e.g. a listing tool)",
-    Integration.SELF: "Self-developed (our own program)",
+    Integration.INTEGRATOR: N_("Through an integrator (e.g. a listing tool)"),
+    Integration.SELF: N_("Self-developed (our own program)"),
 }
 
 
@@ -77,99 +79,147 @@ def days_left_bar(days: int, cells: int = BAR_CELLS) -> str:
     return "▰" * filled + "▱" * (cells - filled)
 
 
-def key_summary_text(status: KeyStatus, tz: ZoneInfo) -> str:
+def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
     """The mrkdwn body of one key's section (≤ 3000 characters)."""
-    reissue = rules.wing_advice(rules.path_for(status.days_left))
+    reissue = i18n.render(lang, rules.wing_advice(rules.path_for(status.days_left)))
     lines = [
         f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}",
-        f"Access key `{escape(status.access_key_mask)}` · expires *{status.expires_on.isoformat()}* "
-        f"({rules.describe_days_left(status.days_left)}) · {PHASE_LABEL[status.phase]}",
-        f"{reissue} · linking-info edits this week: {status.edits_last_7_days}/{rules.EDITS_PER_WEEK}",
-        f"Linking: {escape(_truncate(status.linking.summary(), 600))}",
+        t(
+            lang,
+            "Access key `{mask}` · expires *{date}* ({days_left}) · {phase}",
+            mask=escape(status.access_key_mask),
+            date=i18n.day(lang, status.expires_on),
+            days_left=i18n.days_left(lang, status.days_left),
+            phase=t(lang, PHASE_LABEL[status.phase]),
+        ),
+        t(
+            lang,
+            "{advice} · linking-info edits this week: {used}/{limit}",
+            advice=reissue,
+            used=status.edits_last_7_days,
+            limit=rules.EDITS_PER_WEEK,
+        ),
+        t(lang, "Linking: {linking}", linking=escape(_truncate(linking_summary(lang, status.linking), 600))),
     ]
     if status.propagating_until:
-        works_by = rules.format_local(status.propagating_until, tz)
-        lines.append(f":hourglass: Coupang is applying a change: the key works by {works_by}")
+        works_by = i18n.moment(lang, status.propagating_until, tz)
+        lines.append(t(lang, ":hourglass: Coupang is applying a change: the key works by {time}", time=works_by))
     if status.verify_outcome and status.verified_at:
-        outcome = status.verify_outcome.replace("_", " ")
-        lines.append(f"Last check: {escape(outcome)} ({rules.format_local(status.verified_at, tz)})")
+        lines.append(
+            t(
+                lang,
+                "Last check: {outcome} ({time})",
+                outcome=escape(outcome_label(lang, status.verify_outcome)),
+                time=i18n.moment(lang, status.verified_at, tz),
+            )
+        )
     if status.owner_id:
-        lines.append(f"Owner: <@{escape(status.owner_id)}>")
+        lines.append(t(lang, "Owner: {user}", user=f"<@{escape(status.owner_id)}>"))
     if status.consumers:
         lines.append(
-            f"Rollout: consumers {status.consumers[0]}/{status.consumers[1]} hold generation {status.generation}"
+            t(
+                lang,
+                "Rollout: consumers {done}/{total} hold generation {generation}",
+                done=status.consumers[0],
+                total=status.consumers[1],
+                generation=status.generation,
+            )
         )
     if status.open_request:
         lines.append(
-            f":hourglass_flowing_sand: Reissue request #{status.open_request.id} is "
-            f"{escape(status.open_request.status)} (by <@{escape(status.open_request.requested_by)}>)"
+            t(
+                lang,
+                ":hourglass_flowing_sand: Reissue request #{id} is {state} (by {user})",
+                id=status.open_request.id,
+                state=t(lang, REQUEST_STATE.get(status.open_request.status, status.open_request.status)),
+                user=f"<@{escape(status.open_request.requested_by)}>",
+            )
         )
     return "\n".join(lines)
 
 
-def build_key_buttons(status: KeyStatus) -> ActionsBlock:
+# what ``status`` shows for a stored verification outcome and an open request's state
+REQUEST_STATE = {"pending": N_("pending"), "approved": N_("approved")}  # English shows the state itself
+
+
+def build_key_buttons(lang: str, status: KeyStatus) -> ActionsBlock:
     return ActionsBlock(
         block_id=f"key-actions-{status.vendor_id}",
         elements=[
-            ButtonElement(text="Edit linking info", action_id=ids.EDIT_LINKING, value=status.vendor_id),
+            ButtonElement(text=t(lang, "Edit linking info"), action_id=ids.EDIT_LINKING, value=status.vendor_id),
             ButtonElement(
-                text="Request reissue",
+                text=t(lang, "Request reissue"),
                 action_id=ids.REQUEST_REISSUE,
                 value=status.vendor_id,
                 style="primary" if status.phase is not Phase.HEALTHY else None,
             ),
-            ButtonElement(text="Verify", action_id=ids.VERIFY_KEY, value=status.vendor_id),
+            ButtonElement(text=t(lang, "Verify"), action_id=ids.VERIFY_KEY, value=status.vendor_id),
         ],
     )
 
 
-def build_key_blocks(status: KeyStatus, tz: ZoneInfo) -> list[Block]:
+def build_key_blocks(lang: str, status: KeyStatus, tz: ZoneInfo) -> list[Block]:
     return [
-        SectionBlock(block_id=f"key-{status.vendor_id}", text=_mrkdwn(key_summary_text(status, tz))),
-        build_key_buttons(status),
+        SectionBlock(block_id=f"key-{status.vendor_id}", text=_mrkdwn(key_summary_text(lang, status, tz))),
+        build_key_buttons(lang, status),
     ]
 
 
-def summary_line(page: StatusPage) -> str:
-    total = page.healthy + page.in_window + page.expired
-    return (
-        f"{total} key{'s' if total != 1 else ''}: {page.healthy} healthy · "
-        f"{page.in_window} in the reissue window · {page.expired} expired"
+def summary_line(lang: str, page: StatusPage) -> str:
+    return counts_line(lang, page.healthy, page.in_window, page.expired)
+
+
+def counts_line(lang: str, healthy: int, window: int, expired: int) -> str:
+    total = healthy + window + expired
+    message = (
+        N_("1 key: {healthy} healthy · {window} in the reissue window · {expired} expired")
+        if total == 1
+        else N_("{total} keys: {healthy} healthy · {window} in the reissue window · {expired} expired")
     )
+    return t(lang, message, total=total, healthy=healthy, window=window, expired=expired)
 
 
 def next_page_value(offset: int, expiring: bool) -> str:
     return json.dumps({"offset": offset, "expiring": expiring}, separators=(",", ":"))
 
 
-def build_status_blocks(page: StatusPage, tz: ZoneInfo, *, expiring: bool = False) -> list[Block]:
+NO_KEYS = N_("No keys registered yet. Register one with `/coupang-key add`.")
+
+
+def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: bool = False) -> list[Block]:
     """The ``status`` reply: a summary, one section + buttons per key, and a next-page button (≤ 50 blocks)."""
     if not page.statuses:
         text = (
-            "No key is in or near its reissue window."
+            N_("No key is in or near its reissue window.")
             if expiring and page.offset == 0
-            else "No keys registered yet. Register one with `/coupang-key add`."
+            else NO_KEYS
             if page.offset == 0
-            else "No more keys."
+            else N_("No more keys.")
         )
-        return [SectionBlock(text=_mrkdwn(text)), ContextBlock(elements=[_mrkdwn(summary_line(page))])]
+        return [SectionBlock(text=_mrkdwn(t(lang, text))), ContextBlock(elements=[_mrkdwn(summary_line(lang, page))])]
     first, last = page.offset + 1, page.offset + len(page.statuses)
-    scope = "expiring keys" if expiring else "keys"
+    showing = (
+        N_("{summary}. Showing expiring keys {first}–{last} of {total}.")
+        if expiring
+        else N_("{summary}. Showing keys {first}–{last} of {total}.")
+    )
     blocks: list[Block] = [
         ContextBlock(
             block_id="status-summary",
-            elements=[_mrkdwn(f"{summary_line(page)}. Showing {scope} {first}–{last} of {page.matching}.")],
+            elements=[
+                _mrkdwn(t(lang, showing, summary=summary_line(lang, page), first=first, last=last, total=page.matching))
+            ],
         )
     ]
     for status in page.statuses[:PAGE_SIZE]:
-        blocks.extend(build_key_blocks(status, tz))
+        blocks.extend(build_key_blocks(lang, status, tz))
     if page.next_offset is not None:
         blocks.append(
             ActionsBlock(
                 block_id="status-pages",
                 elements=[
                     ButtonElement(
-                        text=f"Next page ({page.matching - last} more)",
+                        text=t(lang, "Next page ({count} more)", count=page.matching - last),
                         action_id=ids.STATUS_NEXT_PAGE,
                         value=next_page_value(page.next_offset, expiring),
                     )
@@ -180,50 +230,42 @@ def build_status_blocks(page: StatusPage, tz: ZoneInfo, *, expiring: bool = Fals
     return blocks
 
 
-def build_single_status_blocks(status: KeyStatus, tz: ZoneInfo) -> list[Block]:
-    return build_key_blocks(status, tz)
+def build_single_status_blocks(lang: str, status: KeyStatus, tz: ZoneInfo) -> list[Block]:
+    return build_key_blocks(lang, status, tz)
 
 
-def status_fallback_text(page: StatusPage) -> str:
-    return summary_line(page)
+def status_fallback_text(lang: str, page: StatusPage) -> str:
+    return summary_line(lang, page)
 
 
 # ---------------------------------------------------------------- App Home
 
 
-def build_home_view(statuses: Sequence[KeyStatus], tz: ZoneInfo) -> View:
+def build_home_view(lang: str, statuses: Sequence[KeyStatus], tz: ZoneInfo) -> View:
     """Every key sorted by expiry with a days-left bar and the same buttons (App Home holds 100 blocks)."""
     ordered = sorted(statuses, key=lambda s: (s.expires_on, s.vendor_id))
     healthy = sum(s.phase is Phase.HEALTHY for s in ordered)
     window = sum(s.phase is Phase.REISSUE_WINDOW for s in ordered)
     expired = sum(s.phase is Phase.EXPIRED for s in ordered)
     blocks: list[Block] = [
-        HeaderBlock(text="Coupang Open API keys"),
-        ContextBlock(
-            elements=[
-                _mrkdwn(f"{len(ordered)} keys: {healthy} healthy · {window} in the reissue window · {expired} expired")
-            ]
-        ),
+        HeaderBlock(text=t(lang, "Coupang Open API keys")),
+        ContextBlock(elements=[_mrkdwn(counts_line(lang, healthy, window, expired))]),
         DividerBlock(),
     ]
     if not ordered:
-        blocks.append(SectionBlock(text=_mrkdwn("No keys registered yet. Register one with `/coupang-key add`.")))
+        blocks.append(SectionBlock(text=_mrkdwn(t(lang, NO_KEYS))))
     for status in ordered[:HOME_MAX_KEYS]:
-        bar = f"`{days_left_bar(status.days_left)}` {rules.describe_days_left(status.days_left)}"
-        text = f"{bar}\n{key_summary_text(status, tz)}"
+        bar = f"`{days_left_bar(status.days_left)}` {i18n.days_left(lang, status.days_left)}"
+        text = f"{bar}\n{key_summary_text(lang, status, tz)}"
         blocks.append(SectionBlock(block_id=f"home-key-{status.vendor_id}", text=_mrkdwn(text)))
-        blocks.append(build_key_buttons(status))
+        blocks.append(build_key_buttons(lang, status))
     if len(ordered) > HOME_MAX_KEYS:
-        blocks.append(
-            ContextBlock(
-                elements=[
-                    _mrkdwn(
-                        f"…and {len(ordered) - HOME_MAX_KEYS} more expiring later. See them all with "
-                        "`/coupang-key status`."
-                    )
-                ]
-            )
+        more = t(
+            lang,
+            "…and {count} more expiring later. See them all with `/coupang-key status`.",
+            count=len(ordered) - HOME_MAX_KEYS,
         )
+        blocks.append(ContextBlock(elements=[_mrkdwn(more)]))
     return View(type="home", blocks=blocks)
 
 
@@ -256,36 +298,36 @@ def _text_input(
     )
 
 
-def _integration_options() -> list[Option]:
-    return [Option(value=str(kind), text=label) for kind, label in INTEGRATION_LABEL.items()]
+def _integration_options(lang: str) -> list[Option]:
+    return [Option(value=str(kind), text=t(lang, label)) for kind, label in INTEGRATION_LABEL.items()]
 
 
-def _linking_inputs(linking: LinkingInfo | None) -> list[Block]:
-    options = _integration_options()
+def _linking_inputs(lang: str, linking: LinkingInfo | None) -> list[Block]:
+    options = _integration_options(lang)
     initial = next((o for o in options if linking and o.value == str(linking.integration)), None)
     return [
         InputBlock(
             block_id="integration",
-            label="How is the key used?",
+            label=t(lang, "How is the key used?"),
             element=RadioButtonsElement(action_id="integration", options=options, initial_option=initial),
         ),
         _text_input(
             "integrator_name",
-            "Integrator company (integrator only)",
+            t(lang, "Integrator company (integrator only)"),
             optional=True,
             initial=linking.integrator_name if linking else None,
             max_length=200,
         ),
         _text_input(
             "company_name",
-            "Company name (self-developed only)",
+            t(lang, "Company name (self-developed only)"),
             optional=True,
             initial=linking.company_name if linking else None,
             max_length=200,
         ),
         _text_input(
             "company_url",
-            "Company or service URL (self-developed only)",
+            t(lang, "Company or service URL (self-developed only)"),
             optional=True,
             initial=linking.company_url if linking else None,
             placeholder="https://… or wing.coupang.com",
@@ -293,38 +335,38 @@ def _linking_inputs(linking: LinkingInfo | None) -> list[Block]:
         ),
         _text_input(
             "ip_addresses",
-            "Public IPv4 addresses that call the API (self-developed only)",
+            t(lang, "Public IPv4 addresses that call the API (self-developed only)"),
             optional=True,
             initial="\n".join(linking.ip_addresses) if linking else None,
             multiline=True,
-            hint="One per line, up to 10.",
+            hint=t(lang, "One per line, up to 10."),
         ),
     ]
 
 
-def build_register_modal(*, channel_id: str | None = None) -> View:
+def build_register_modal(lang: str, *, channel_id: str | None = None) -> View:
     """The registration form. ``private_metadata`` carries where to confirm (never any key material)."""
     blocks: list[Block] = [
-        _text_input("vendor_id", "Vendor ID", placeholder="A00012345", max_length=9),
-        _text_input("label", "Label", placeholder="Shop name your team recognises", max_length=100),
+        _text_input("vendor_id", t(lang, "Vendor ID"), placeholder="A00012345", max_length=9),
+        _text_input("label", t(lang, "Label"), placeholder=t(lang, "Shop name your team recognises"), max_length=100),
         _text_input("access_key", "Access Key", max_length=128),
-        _text_input("secret_key", "Secret Key", max_length=128, hint="Stored encrypted; never shown again."),
+        _text_input("secret_key", "Secret Key", max_length=128, hint=t(lang, "Stored encrypted; never shown again.")),
         InputBlock(
             block_id="issued_on",
-            label="Issued on",
+            label=t(lang, "Issued on"),
             optional=True,
-            hint="Either the issue date or the expiry date WING shows.",
+            hint=t(lang, "Either the issue date or the expiry date WING shows."),
             element=DatePickerElement(action_id="issued_on"),
         ),
         InputBlock(
             block_id="expires_on",
-            label="Expires on (as WING shows it)",
+            label=t(lang, "Expires on (as WING shows it)"),
             optional=True,
             element=DatePickerElement(action_id="expires_on"),
         ),
         InputBlock(
             block_id="channel_id",
-            label="Reminder channel",
+            label=t(lang, "Reminder channel"),
             optional=True,
             element=ConversationSelectElement(
                 action_id="channel_id",
@@ -333,54 +375,62 @@ def build_register_modal(*, channel_id: str | None = None) -> View:
         ),
         InputBlock(
             block_id="owner_id",
-            label="Owner",
+            label=t(lang, "Owner"),
             optional=True,
             element=UserSelectElement(action_id="owner_id"),
         ),
-        *_linking_inputs(None),
+        *_linking_inputs(lang, None),
     ]
     return View(
         type="modal",
         callback_id=ids.REGISTER_MODAL,
-        title="Register a key",
-        submit="Register",
-        close="Cancel",
+        title=t(lang, "Register a key"),
+        submit=t(lang, "Register"),
+        close=t(lang, "Cancel"),
         private_metadata=json.dumps({"channel": channel_id}) if channel_id else "",
         blocks=blocks,
     )
 
 
-def build_edit_linking_modal(status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None) -> View:
+def build_edit_linking_modal(
+    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None
+) -> View:
     """Linking info prefilled from the stored key (which holds no secret in these fields)."""
+    intro = t(lang, "Saving counts as one edit and Coupang takes up to 30 minutes to apply it.")
     blocks: list[Block] = [
-        SectionBlock(
-            text=_mrkdwn(
-                f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}\n"
-                "Saving counts as one edit and Coupang takes up to 30 minutes to apply it."
-            )
-        ),
+        SectionBlock(text=_mrkdwn(f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}\n{intro}")),
         ContextBlock(
             block_id="edits_left",
-            elements=[_mrkdwn(f"Edits left this week: {quota.remaining} of {rules.EDITS_PER_WEEK}")],
+            elements=[
+                _mrkdwn(
+                    t(
+                        lang,
+                        "Edits left this week: {left} of {limit}",
+                        left=quota.remaining,
+                        limit=rules.EDITS_PER_WEEK,
+                    )
+                )
+            ],
         ),
-        *_linking_inputs(status.linking),
+        *_linking_inputs(lang, status.linking),
     ]
     metadata = {"vendor_id": status.vendor_id, "channel": channel_id}
     return View(
         type="modal",
         callback_id=ids.EDIT_LINKING_MODAL,
-        title="Edit linking info",
-        submit="Save",
-        close="Cancel",
+        title=t(lang, "Edit linking info"),
+        submit=t(lang, "Save"),
+        close=t(lang, "Cancel"),
         private_metadata=json.dumps(metadata),
         blocks=blocks,
     )
 
 
-def field_errors(errors: dict[str, str], block_ids: Sequence[str], fallback: str) -> dict[str, str]:
-    """Errors keyed by block_id; a field the form does not show lands under ``fallback``."""
+def field_errors(lang: str, errors: dict[str, Msg], block_ids: Sequence[str], fallback: str) -> dict[str, str]:
+    """Errors keyed by block_id, in ``lang``; a field the form does not show lands under ``fallback``."""
     mapped: dict[str, str] = {}
-    for name, message in errors.items():
+    for name, msg in errors.items():
+        message = i18n.render(lang, msg)
         target = name if name in block_ids else fallback
         mapped[target] = _truncate(f"{mapped[target]} {message}" if target in mapped else message, 2000)
     return mapped
@@ -393,27 +443,33 @@ def input_block_ids(view: View) -> list[str]:
 # ---------------------------------------------------------------- delete, history, messages
 
 
-def build_delete_confirmation(status: KeyStatus) -> list[Block]:
+def build_delete_confirmation(lang: str, status: KeyStatus) -> list[Block]:
+    question = t(
+        lang,
+        "Delete the key of *{vendor_id}* ({label})? The bot forgets it and stops reminding; "
+        "the key itself keeps working in WING until you delete it there.",
+        vendor_id=escape(status.vendor_id),
+        label=escape(status.label),
+    )
     return [
-        SectionBlock(
-            text=_mrkdwn(
-                f"Delete the key of *{escape(status.vendor_id)}* ({escape(status.label)})? The bot forgets it "
-                "and stops reminding; the key itself keeps working in WING until you delete it there."
-            )
-        ),
+        SectionBlock(text=_mrkdwn(question)),
         ActionsBlock(
             block_id="delete-confirm",
             elements=[
                 ButtonElement(
-                    text="Delete",
+                    text=t(lang, "Delete"),
                     action_id=ids.DELETE_KEY,
                     value=status.vendor_id,
                     style="danger",
                     confirm=ConfirmObject(
-                        title="Delete this key?",
-                        text=f"{status.vendor_id} will be removed from the bot. This cannot be undone.",
-                        confirm="Delete",
-                        deny="Keep it",
+                        title=t(lang, "Delete this key?"),
+                        text=t(
+                            lang,
+                            "{vendor_id} will be removed from the bot. This cannot be undone.",
+                            vendor_id=status.vendor_id,
+                        ),
+                        confirm=t(lang, "Delete"),
+                        deny=t(lang, "Keep it"),
                         style="danger",
                     ),
                 )
@@ -422,53 +478,120 @@ def build_delete_confirmation(status: KeyStatus) -> list[Block]:
     ]
 
 
-def _details_text(details: dict[str, object]) -> str:
-    parts = [f"{key}: {value}" for key, value in details.items()]
+def _details_text(lang: str, details: dict[str, object]) -> str:
+    """An audit entry's details; linking info (stored as neutral values) reads in ``lang``."""
+    parts = []
+    for key, value in details.items():
+        if isinstance(value, dict) and "integration" in value:
+            with contextlib.suppress(KeyError, ValueError):  # unreadable: shown as stored
+                value = linking_summary(lang, LinkingInfo.from_details(value))
+        parts.append(f"{key}: {value}")
     return _truncate("; ".join(parts), 400)
 
 
-def build_history_blocks(vendor_id: str, entries: Sequence[AuditEntry], tz: ZoneInfo) -> list[Block]:
+def audit_action_label(lang: str, action: str) -> str:
+    """An audit action as shown: the stored code in English, its meaning in Korean."""
+    base = action.removesuffix(".refused")
+    if base not in AUDIT_ACTIONS:
+        return action
+    return t(lang, "{action}.refused", action=t(lang, base)) if base != action else t(lang, base)
+
+
+# audit codes stay language-neutral in the database; English shows the code, Korean its meaning
+AUDIT_ACTIONS = frozenset(
+    {
+        N_("key.registered"),
+        N_("key.register"),
+        N_("key.imported"),
+        N_("key.import"),
+        N_("key.linking_edited"),
+        N_("key.edit"),
+        N_("key.deleted"),
+        N_("key.delete"),
+        N_("key.verified"),
+        N_("key.verify"),
+        N_("reissue.requested"),
+        N_("reissue.request"),
+        N_("reissue.approved"),
+        N_("reissue.approve"),
+        N_("reissue.denied"),
+        N_("reissue.deny"),
+        N_("reissue.completed"),
+        N_("reissue.complete"),
+        N_("reissue.expired"),
+        N_("reissue.superseded"),
+        N_("reissue.voided"),
+        N_("approver.added"),
+        N_("approver.removed"),
+        N_("consumer.removed"),
+        N_("master_key.rotated"),
+        N_("language.chosen"),
+    }
+)
+
+
+def build_history_blocks(lang: str, vendor_id: str, entries: Sequence[AuditEntry], tz: ZoneInfo) -> list[Block]:
     """The last events of one key, newest first (audit details never hold secrets)."""
-    blocks: list[Block] = [
-        SectionBlock(text=_mrkdwn(f"*History of {escape(vendor_id)}* (latest {HISTORY_LIMIT} events)"))
-    ]
+    title = t(
+        lang, "*History of {vendor_id}* (latest {count} events)", vendor_id=escape(vendor_id), count=HISTORY_LIMIT
+    )
+    blocks: list[Block] = [SectionBlock(text=_mrkdwn(title))]
     if not entries:
-        blocks.append(ContextBlock(elements=[_mrkdwn("Nothing recorded for this vendor ID.")]))
+        blocks.append(ContextBlock(elements=[_mrkdwn(t(lang, "Nothing recorded for this vendor ID."))]))
     for entry in entries[:HISTORY_LIMIT]:
-        when = rules.format_local(entry.at, tz)
-        details = _details_text(entry.details)
-        text = f"`{when}` *{escape(entry.action)}* by {escape(entry.actor)}"
+        when = i18n.moment(lang, entry.at, tz)
+        details = _details_text(lang, entry.details)
+        text = t(
+            lang,
+            "`{time}` *{action}* by {actor}",
+            time=when,
+            action=escape(audit_action_label(lang, entry.action)),
+            actor=escape(entry.actor),
+        )
         if details:
             text += f"\n{escape(details)}"
         blocks.append(ContextBlock(elements=[_mrkdwn(text)]))
     return blocks
 
 
-def registered_text(status: KeyStatus) -> str:
-    return (
-        f":white_check_mark: Registered *{escape(status.vendor_id)}* ({escape(status.label)}): expires "
-        f"{status.expires_on.isoformat()}, {rules.describe_days_left(status.days_left)}."
+def registered_text(lang: str, status: KeyStatus) -> str:
+    return t(
+        lang,
+        ":white_check_mark: Registered *{vendor_id}* ({label}): expires {date}, {days_left}.",
+        vendor_id=escape(status.vendor_id),
+        label=escape(status.label),
+        date=i18n.day(lang, status.expires_on),
+        days_left=i18n.days_left(lang, status.days_left),
     )
 
 
-def edited_text(status: KeyStatus, tz: ZoneInfo) -> str:
-    until = f" until {rules.format_local(status.propagating_until, tz)}" if status.propagating_until else ""
-    return (
-        f":white_check_mark: Saved the linking info of *{escape(status.vendor_id)}*. Coupang may take up to "
-        f"30 minutes to apply it (propagating{until}). Edits this week: {status.edits_last_7_days}/"
-        f"{rules.EDITS_PER_WEEK}."
+def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
+    params = {"vendor_id": escape(status.vendor_id), "used": status.edits_last_7_days, "limit": rules.EDITS_PER_WEEK}
+    if status.propagating_until:
+        return t(
+            lang,
+            ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
+            "apply it (propagating until {time}). Edits this week: {used}/{limit}.",
+            time=i18n.moment(lang, status.propagating_until, tz),
+            **params,
+        )
+    return t(
+        lang,
+        ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
+        "apply it (propagating). Edits this week: {used}/{limit}.",
+        **params,
     )
 
 
-def build_notice_modal(text: str) -> View:
+def build_notice_modal(lang: str, text: str) -> View:
     """A one-message modal, for answers to clicks that have no conversation to reply in (App Home)."""
     return View(
         type="modal",
-        title="Coupang Keybot",
-        close="OK",
+        title=t(lang, "Coupang Keybot"),
+        close=t(lang, "OK"),
         blocks=[SectionBlock(text=_mrkdwn(_truncate(text, 3000)))],
     )
 
 
-def refusal_text(message: str) -> str:
-    return f":warning: {message}"
+def refusal_text(lang: str, error: KeybotError) -> str:
+    return t(lang, ":warning: {reason}", reason=i18n.render(lang, error.msg))
