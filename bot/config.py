@@ -40,6 +40,7 @@ class Settings:
     channel: str | None = None
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Seoul"))
     language: str = "en"  # KEYBOT_LANGUAGE: channel posts, App Home, CLI and people who chose none
+    reissue_approval: bool = True  # KEYBOT_REISSUE_APPROVAL=required; none: no approval step (small teams)
     reminder_time: time = time(9, 0)
     reminder_days: tuple[int, ...] = (14, 7, 1, 0)
     coupang_api_url: str = "https://api-gateway.coupang.com"
@@ -164,6 +165,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     language = (get("KEYBOT_LANGUAGE") or "en").lower()
     if language not in ("en", "ko"):
         raise ConfigError(f"KEYBOT_LANGUAGE={language!r} must be en (English) or ko (Korean).")
+    approval = (get("KEYBOT_REISSUE_APPROVAL") or "required").lower()
+    if approval not in ("required", "none"):
+        raise ConfigError(
+            f"KEYBOT_REISSUE_APPROVAL={approval!r} must be required (another person approves every reissue) "
+            "or none (no approval step, for teams without a second approver)."
+        )
     return Settings(
         master_keys=parse_master_keys(get("KEYBOT_MASTER_KEY")),
         database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -181,6 +188,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         channel=channel,
         timezone=tz,
         language=language,
+        reissue_approval=approval == "required",
         reminder_time=reminder_time,
         reminder_days=tuple(days),
         coupang_api_url=(get("COUPANG_API_URL") or "https://api-gateway.coupang.com").rstrip("/"),

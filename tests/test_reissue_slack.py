@@ -313,9 +313,17 @@ def test_double_click_makes_one_decision(slack, services, key):
     assert actions(services).count("reissue.deny.refused") == 1
 
 
+def deny(slack, request_id: int, user: str = APPROVER, reason: str = "") -> Any:
+    """Deny → the reason modal → submit; returns the answer to the submission."""
+    click_and_wait(slack, user, ids.DENY_REISSUE, str(request_id), "views.open")
+    slack.last_modal(ids.DENY_MODAL)
+    return slack.submit(user, ids.DENY_MODAL, {"reason": reason} if reason else {})
+
+
 def test_deny_closes_the_request(slack, services, key):
     request_id = request_reissue(slack)
-    click_and_wait(slack, APPROVER, ids.DENY_REISSUE, str(request_id), "chat.update")
+    assert deny(slack, request_id).text in ("", "{}")
+    slack.fake.wait_for("chat.update")
     assert "Denied by" in strings(last_update(slack)["blocks"]) and not buttons(last_update(slack)["blocks"])
     refusal = click_and_wait(slack, REQUESTER, ids.ENTER_NEW_KEY, str(request_id), "response_url")
     assert "denied" in refusal.params["text"]

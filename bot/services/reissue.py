@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from bot import rules
 from bot.rules import InvalidInput, KeybotError, Msg, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, instance_name
+from bot.services.posts import Claim, ScheduledPosts
 from storage import repositories as repo
 from storage import rollout
 from storage.models import Key, ReissueRequest
@@ -34,6 +35,8 @@ from storage.models import Key, ReissueRequest
 logger = logging.getLogger(__name__)
 
 REQUEST_TTL = timedelta(hours=24)
+NUDGE_AFTER = timedelta(hours=2)  # an approved request without its new key this long gets one nudge in its thread
+NUDGE_KIND = "reissue_nudge:{id}"  # scheduled_posts.kind: claimed once per request, whatever the processes
 POST_CLAIM_TIMEOUT = timedelta(minutes=10)  # a post claimed this long ago by a process that died is re-claimed
 MAX_REASON = 1000
 SYSTEM_ACTOR = "keybot"
@@ -55,6 +58,8 @@ GroupMembers = Callable[[str], set[str]]
 
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 _MENTION = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>")
+_GROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
+_GROUP_MENTION = re.compile(r"<!subteam\^(S[A-Z0-9]{2,})(?:\|[^>]*)?>")
 
 
 def no_groups(group_id: str) -> set[str]:
@@ -63,20 +68,26 @@ def no_groups(group_id: str) -> set[str]:
 
 
 def parse_user_ref(raw: str) -> str:
-    """``<@U123|name>``, ``<@U123>``, ``@U123`` or ``U123`` → ``U123``."""
+    """``<@U123|name>``, ``<@U123>``, ``@U123``, ``U123`` → ``U123``; a user group ``<!subteam^S123|@team>`` or
+    ``S123`` → ``S123``."""
     text = (raw or "").strip()
-    match = _MENTION.fullmatch(text)
+    match = _MENTION.fullmatch(text) or _GROUP_MENTION.fullmatch(text)
     if match:
         return match.group(1)
     bare = text.removeprefix("@").upper()
-    if _USER_ID.fullmatch(bare):
+    if _USER_ID.fullmatch(bare) or _GROUP_ID.fullmatch(bare):
         return bare
     raise InvalidInput.one(
         "user",
-        "{value} is not a Slack user: mention them (@name, picked from the list) "
+        "{value} is not a Slack user or user group: mention them (@name, picked from the list) "
         "or give their member ID (U0123ABCD, from their profile's ⋮ menu).",
         value=rules.quote(text) if text else Msg("Nothing"),
     )
+
+
+def mention(slack_id: str) -> str:
+    """``<@U…>`` for a person, ``<!subteam^S…>`` for a user group."""
+    return f"<!subteam^{slack_id}>" if slack_id.startswith("S") else f"<@{slack_id}>"
 
 
 @dataclass(frozen=True)
@@ -150,46 +161,52 @@ class ReissueService:
         self.ctx = ctx
         self.group_members: GroupMembers = group_members or no_groups
         self.instance = instance_name()
+        self.posts = ScheduledPosts(ctx)
 
     # ------------------------------------------------------------ who may do what
 
-    def _configured(self) -> tuple[list[str], list[str]]:
-        approvers = sorted(self.ctx.settings.approvers)
-        return [a for a in approvers if not a.startswith("S")], [a for a in approvers if a.startswith("S")]
+    def _approver_ids(self, session: Session | None) -> tuple[list[str], list[str]]:
+        """(user IDs, user-group IDs) of KEYBOT_APPROVERS and of the approvers added in Slack."""
+        if session is None:
+            with self.ctx.reading() as own:
+                return self._approver_ids(own)
+        every = sorted(set(self.ctx.settings.approvers) | repo.approver_ids(session))
+        return [a for a in every if not a.startswith("S")], [a for a in every if a.startswith("S")]
 
     def is_approver(self, user_id: str, session: Session | None = None) -> bool:
-        """Checked at click time: configured users, added approvers, then members of configured groups."""
-        users, groups = self._configured()
-        if user_id in users:
-            return True
-        if session is None:
-            with self.ctx.transaction() as own:
-                added = repo.approver_ids(own)
-        else:
-            added = repo.approver_ids(session)
-        if user_id in added:
-            return True
-        for group in groups:
-            try:
-                if user_id in self.group_members(group):
-                    return True
-            except Exception:  # a Slack outage must refuse, not crash; the refusal says so
-                logger.exception("could not resolve user group %s", group)
-        return False
+        """Checked at click time: approver users, then members of approver groups."""
+        users, groups = self._approver_ids(session)
+        return user_id in users or any(user_id in self._members(group, unknown=set()) for group in groups)
+
+    def _members(self, group: str, *, unknown: set[str]) -> set[str]:
+        try:
+            return self.group_members(group)
+        except Exception:  # a Slack outage must not crash the caller; it decides what "cannot tell" means
+            logger.exception("could not resolve user group %s", group)
+            return unknown
+
+    def _others_may_approve(self, session: Session, actor: str) -> bool:
+        """Someone besides ``actor`` may approve (a group Slack cannot resolve now counts as someone)."""
+        users, groups = self._approver_ids(session)
+        return bool(set(users) - {actor}) or any(self._members(g, unknown={"?"}) - {actor} for g in groups)
 
     def approver_mentions(self, session: Session | None = None) -> list[str]:
         """``<@U…>`` and ``<!subteam^S…>`` for everyone who may approve (for the request message)."""
-        users, groups = self._configured()
-        if session is None:
-            with self.ctx.transaction() as own:
-                added = sorted(repo.approver_ids(own) - set(users))
-        else:
-            added = sorted(repo.approver_ids(session) - set(users))
-        return [f"<@{u}>" for u in users + added] + [f"<!subteam^{g}>" for g in groups]
+        users, groups = self._approver_ids(session)
+        return [mention(a) for a in users + groups]
 
     def _who_approves(self, session: Session) -> str | Msg:
         mentions = self.approver_mentions(session)
         return ", ".join(mentions) if mentions else Msg("nobody yet (set KEYBOT_APPROVERS)")
+
+    def _require_second_person(self, session: Session, actor: str) -> None:
+        """With approval required, a request nobody else may approve is refused before it is made."""
+        if self.ctx.settings.reissue_approval and not self._others_may_approve(session, actor):
+            raise NotAllowed(
+                "Nobody but you may approve reissue requests, so nobody could approve this one. Ask an admin to "
+                "add an approver (`/coupang-key approvers add @user`), or, for a team without a second person, "
+                "set KEYBOT_REISSUE_APPROVAL=none."
+            )
 
     def _require_approver(self, session: Session, actor: str) -> None:
         if not self.is_approver(actor, session):
@@ -213,6 +230,7 @@ class ReissueService:
             valid = rules.validate_vendor_id(typed)
             key = self._key(session, valid)
             self._refuse_if_open(session, key)
+            self._require_second_person(session, actor)
             return self._plan(key)
 
         return self.ctx.audited(actor, "reissue.request", typed if rules.is_vendor_id(typed) else None, work)
@@ -238,7 +256,9 @@ class ReissueService:
                 raise InvalidInput.one("reason", "Keep the reason under {limit} characters.", limit=MAX_REASON)
             key = self._key(session, valid, for_update=True)  # serialises two requests for one key
             self._refuse_if_open(session, key)
+            self._require_second_person(session, actor)
             now = self.ctx.clock.now()
+            approval = self.ctx.settings.reissue_approval
             self._supersede_unposted(session, actor, key.vendor_id, now)
             plan = self._plan(key, now)
             row = ReissueRequest(
@@ -250,7 +270,9 @@ class ReissueService:
                 requested_by=actor,
                 requested_at=now,
                 expires_at=now + REQUEST_TTL,
-                status=PENDING,
+                # no approval step: approved by nobody from the start, so the WING steps show at once
+                status=PENDING if approval else APPROVED,
+                decided_at=None if approval else now,
                 channel_id=key.channel_id or self.ctx.settings.channel,
                 # the caller posts the message right away: claimed by this process, like a reminder
                 post_status=POST_CLAIMED,
@@ -270,6 +292,7 @@ class ReissueService:
                     "path": str(plan.path),
                     "emergency": emergency,
                     "reason": reason,
+                    **({} if approval else {"approval": "none"}),  # audited as unapproved
                 },
             )
             return row.id
@@ -318,8 +341,10 @@ class ReissueService:
             ),
         )
         unposted = and_(
-            ReissueRequest.status == PENDING,
-            ReissueRequest.expires_at > now,
+            or_(
+                and_(ReissueRequest.status == PENDING, ReissueRequest.expires_at > now),
+                and_(ReissueRequest.status == APPROVED, ReissueRequest.decided_by.is_(None)),  # no approval step
+            ),
             ReissueRequest.message_ts.is_(None),
             retry,
         )
@@ -373,10 +398,29 @@ class ReissueService:
     def approve(self, actor: str, request_id: int) -> ReissueInfo:
         return self._decide(actor, request_id, APPROVED)
 
-    def deny(self, actor: str, request_id: int) -> ReissueInfo:
-        return self._decide(actor, request_id, DENIED)
+    def deny(self, actor: str, request_id: int, reason: str = "") -> ReissueInfo:
+        """``reason`` (optional) is audited and told to the requester."""
+        return self._decide(actor, request_id, DENIED, reason=(reason or "").strip())
 
-    def _decide(self, actor: str, request_id: int, outcome: str) -> ReissueInfo:
+    def check_can_deny(self, actor: str, request_id: int) -> ReissueInfo:
+        """Before opening the deny modal (refusals audited): the same checks as the decision itself."""
+        self.expire_due(request_ids=[request_id])
+
+        def work(session: Session) -> ReissueInfo:
+            request = self._request(session, request_id)
+            self._check_decider(session, request, actor)
+            return self._info(session, request)
+
+        return self.ctx.audited(actor, "reissue.deny", self._vendor_of(request_id), work)
+
+    def _check_decider(self, session: Session, request: ReissueRequest, actor: str) -> None:
+        self._require_approver(session, actor)
+        if actor == request.requested_by:
+            raise NotAllowed("You asked for this reissue, so someone else has to decide it.")
+        if request.status != PENDING:
+            raise self._closed(request)
+
+    def _decide(self, actor: str, request_id: int, outcome: str, *, reason: str = "") -> ReissueInfo:
         action = "reissue.approve" if outcome == APPROVED else "reissue.deny"
         vendor_id = self._vendor_of(request_id)
         self.expire_due(request_ids=[request_id])  # an undecided request past its 24 h is closed first
@@ -384,12 +428,10 @@ class ReissueService:
 
         def work(session: Session) -> None:
             nonlocal voided
+            if len(reason) > MAX_REASON:
+                raise InvalidInput.one("reason", "Keep the reason under {limit} characters.", limit=MAX_REASON)
             request = self._request(session, request_id)
-            self._require_approver(session, actor)
-            if actor == request.requested_by:
-                raise NotAllowed("You asked for this reissue, so someone else has to decide it.")
-            if request.status != PENDING:
-                raise self._closed(request)
+            self._check_decider(session, request, actor)
             now = self.ctx.clock.now()
             key = self.ctx.keys.get(session, vendor_id=request.vendor_id)
             if outcome == APPROVED and (key is None or key.generation != request.generation):
@@ -414,7 +456,12 @@ class ReissueService:
                 actor,
                 "reissue.approved" if outcome == APPROVED else "reissue.denied",
                 request.vendor_id,
-                {"request_id": request_id, "generation": request.generation, "path": request.path},
+                {
+                    "request_id": request_id,
+                    "generation": request.generation,
+                    "path": request.path,
+                    **({"reason": reason} if reason else {}),
+                },
             )
 
         self.ctx.audited(actor, action, vendor_id, work)
@@ -512,6 +559,33 @@ class ReissueService:
                 )
                 expired.append(self._info(session, request))
         return expired
+
+    # ------------------------------------------------------------ nudge
+
+    def claim_nudges(self, now: datetime | None = None) -> list[tuple[Claim, ReissueInfo]]:
+        """Approved requests still waiting for their new key :data:`NUDGE_AFTER` later, each claimed once in
+        ``scheduled_posts`` (so several processes, or a restart, nudge once; a failed post is retried)."""
+        now = now or self.ctx.clock.now()
+        with self.ctx.reading() as session:
+            waiting = session.scalars(
+                select(ReissueRequest)
+                .where(
+                    ReissueRequest.status == APPROVED,
+                    ReissueRequest.message_ts.is_not(None),
+                    ReissueRequest.decided_at <= now - NUDGE_AFTER,
+                    ReissueRequest.decided_at > now - NUDGE_AFTER - timedelta(days=2),
+                )
+                .order_by(ReissueRequest.id)
+            ).all()
+            infos = [self._info(session, r) for r in waiting]
+        claimed = []
+        for info in infos:
+            assert info.decided_at is not None
+            kind = NUDGE_KIND.format(id=info.id)
+            claim = self.posts.claim(kind, self.ctx.today(info.decided_at), retry_days=3, action="reissue.nudged")
+            if claim is not None:
+                claimed.append((replace(claim, details={"request_id": info.id, "vendor_id": info.vendor_id}), info))
+        return claimed
 
     # ------------------------------------------------------------ the new key
 
@@ -648,12 +722,18 @@ class ReissueService:
             raise (
                 self._closed(request) if request.status != PENDING else NotAllowed("This request is not approved yet.")
             )
-        if actor not in (request.requested_by, request.decided_by):
+        if actor in (request.requested_by, request.decided_by) or actor in self.ctx.settings.admins:
+            return
+        if request.decided_by is None:
             raise NotAllowed(
-                "Only the requester {requester} or the approver {approver} may enter the new key.",
+                "Only the requester {requester} or an admin may enter the new key.",
                 requester=f"<@{request.requested_by}>",
-                approver=f"<@{request.decided_by}>",
             )
+        raise NotAllowed(
+            "Only the requester {requester}, the approver {approver} or an admin may enter the new key.",
+            requester=f"<@{request.requested_by}>",
+            approver=f"<@{request.decided_by}>",
+        )
 
     def _check_generation(self, actor: str, info: ReissueInfo) -> None:
         with self.ctx.transaction() as session:
@@ -665,10 +745,14 @@ class ReissueService:
     # ------------------------------------------------------------ approvers and audit
 
     def approvers(self) -> ApproverList:
-        users, groups = self._configured()
-        with self.ctx.transaction() as session:
+        configured = sorted(self.ctx.settings.approvers)
+        with self.ctx.reading() as session:
             added = sorted(repo.approver_ids(session))
-        return ApproverList(tuple(users), tuple(groups), tuple(added))
+        return ApproverList(
+            tuple(a for a in configured if not a.startswith("S")),
+            tuple(a for a in configured if a.startswith("S")),
+            tuple(added),
+        )
 
     def add_approver(self, actor: str, user: str) -> str:
         def work(session: Session) -> str:
@@ -687,7 +771,7 @@ class ReissueService:
             if not repo.remove_approver(session, user_id=user_id):
                 configured = user_id in self.ctx.settings.approvers
                 where = " It is set in KEYBOT_APPROVERS; change it there." if configured else ""
-                raise InvalidInput.one("user", f"<@{user_id}> was not added as an approver here.{where}")
+                raise InvalidInput.one("user", f"{mention(user_id)} was not added as an approver here.{where}")
             self.ctx.record(session, actor, "approver.removed", None, {"user_id": user_id})
             return user_id
 

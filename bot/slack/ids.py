@@ -34,6 +34,7 @@ REGISTER_MODAL = "register_key"
 EDIT_LINKING_MODAL = "edit_linking_info"
 REISSUE_REQUEST_MODAL = "reissue_request"
 NEW_KEY_MODAL = "new_key"
+DENY_MODAL = "deny_reissue_reason"
 
 # key rollout (bot/slack/rollout.py): push buttons carry "VENDOR_ID" (every consumer not holding the key) or
 # "VENDOR_ID NAME"; add/remove buttons carry the vendor ID

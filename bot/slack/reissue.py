@@ -37,7 +37,7 @@ from slack_sdk.models.views import View
 from bot import i18n, rules
 from bot.bootstrap import Services
 from bot.i18n import N_, render, t
-from bot.rules import InvalidInput, KeybotError, ReissuePath
+from bot.rules import InvalidInput, KeybotError, Msg, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import AlreadyApplied, Clock, MaybePosted
 from bot.services.reissue import (
@@ -53,6 +53,7 @@ from bot.services.reissue import (
     NewKeyForm,
     ReissueInfo,
     ReissuePlan,
+    mention,
     no_groups,
 )
 from bot.slack import ids
@@ -110,6 +111,13 @@ class RequestSubmission:
     emergency: bool
 
 
+@dataclass(frozen=True)
+class DenySubmission:
+    user_id: str
+    request_id: int
+    reason: str
+
+
 @dataclass(frozen=True, repr=False)
 class NewKeySubmission:
     user_id: str
@@ -145,19 +153,32 @@ def parse_request_submission(body: dict[str, Any]) -> RequestSubmission:
     )
 
 
-def parse_new_key_submission(body: dict[str, Any]) -> NewKeySubmission:
-    view = body["view"]
-    values = view["state"]["values"]
+def _form_request_id(view: dict[str, Any], button: Msg) -> int:
     metadata = view.get("private_metadata") or ""
     if not _REQUEST_ID.fullmatch(metadata):
         raise InvalidInput.one(
             "request",
-            "This form lost its reissue request: close this form, then click "
-            "*Enter new key* on the approved request again.",
+            "This form lost its reissue request: close this form, then click *{button}* on the request again.",
+            button=button,
         )
+    return int(metadata)
+
+
+def parse_deny_submission(body: dict[str, Any]) -> DenySubmission:
+    view = body["view"]
+    return DenySubmission(
+        user_id=body["user"]["id"],
+        request_id=_form_request_id(view, Msg("Deny")),
+        reason=_input(view["state"]["values"], REASON).get("value") or "",
+    )
+
+
+def parse_new_key_submission(body: dict[str, Any]) -> NewKeySubmission:
+    view = body["view"]
+    values = view["state"]["values"]
     return NewKeySubmission(
         user_id=body["user"]["id"],
-        request_id=int(metadata),
+        request_id=_form_request_id(view, Msg("Enter new key")),
         form=NewKeyForm(
             new_secret_key=_input(values, NEW_SECRET_KEY).get("value") or "",
             new_access_key=_input(values, NEW_ACCESS_KEY).get("value") or "",
@@ -226,13 +247,23 @@ def build_path_warning(lang: str, plan: ReissuePlan) -> str:
     )
 
 
-def build_request_modal(lang: str, plan: ReissuePlan) -> View:
+def build_request_modal(lang: str, plan: ReissuePlan, *, approval: bool = True) -> View:
+    if approval:
+        submit, note = (
+            t(lang, "Ask for approval"),
+            t(lang, "An approver other than you must approve; the request expires after 24 hours."),
+        )
+    else:
+        submit, note = (
+            t(lang, "Request"),
+            t(lang, "No approval step (KEYBOT_REISSUE_APPROVAL=none): the WING steps follow at once."),
+        )
     return View(
         type="modal",
         callback_id=ids.REISSUE_REQUEST_MODAL,
         private_metadata=plan.vendor_id,
         title=PlainTextObject(text=t(lang, "Request reissue")),
-        submit=PlainTextObject(text=t(lang, "Ask for approval")),
+        submit=PlainTextObject(text=submit),
         close=PlainTextObject(text=t(lang, "Cancel")),
         blocks=[
             SectionBlock(
@@ -273,12 +304,31 @@ def build_request_modal(lang: str, plan: ReissuePlan) -> View:
                     ],
                 ),
             ),
-            ContextBlock(
-                elements=[
-                    MarkdownTextObject(
-                        text=t(lang, "An approver other than you must approve; the request expires after 24 hours.")
-                    )
-                ]
+            ContextBlock(elements=[MarkdownTextObject(text=note)]),
+        ],
+    )
+
+
+def build_deny_modal(lang: str, info: ReissueInfo) -> View:
+    return View(
+        type="modal",
+        callback_id=ids.DENY_MODAL,
+        private_metadata=str(info.id),
+        title=PlainTextObject(text=t(lang, "Deny reissue")),
+        submit=PlainTextObject(text=t(lang, "Deny")),
+        close=PlainTextObject(text=t(lang, "Cancel")),
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=request_text(lang, info))),
+            InputBlock(
+                block_id=REASON,
+                optional=True,
+                label=PlainTextObject(text=t(lang, "Reason")),
+                element=PlainTextInputElement(
+                    action_id=_VALUE,
+                    multiline=True,
+                    max_length=1000,
+                    placeholder=PlainTextObject(text=t(lang, "Why not? The requester reads this.")),
+                ),
             ),
         ],
     )
@@ -389,6 +439,7 @@ def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str],
         )
     blocks: list[Block] = [SectionBlock(block_id="request", text=MarkdownTextObject(text=head))]
     value = str(info.id)
+    approvers = [a for a in approvers if a != params["requester"]]  # they cannot decide their own request
     if info.status == PENDING:
         who = ", ".join(approvers) if approvers else t(lang, "nobody yet (set KEYBOT_APPROVERS)")
         line = t(lang, "Approvers: {who} · expires {time} if undecided", who=who, time=_when(info.expires_at, tz, lang))
@@ -405,7 +456,17 @@ def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str],
         return blocks
     decider, decided = f"<@{info.decided_by}>", _when(info.decided_at, tz, lang)
     if info.status == APPROVED:
-        approved = t(lang, ":white_check_mark: Approved by {user} at {time}.", user=decider, time=decided)
+        if info.decided_by is None:
+            approved = t(lang, ":white_check_mark: No approval step (KEYBOT_REISSUE_APPROVAL=none): go ahead.")
+            who_enters = t(lang, "Only {requester} or an admin can enter the new key.", requester=params["requester"])
+        else:
+            approved = t(lang, ":white_check_mark: Approved by {user} at {time}.", user=decider, time=decided)
+            who_enters = t(
+                lang,
+                "Only {requester}, {approver} or an admin can enter the new key.",
+                requester=params["requester"],
+                approver=decider,
+            )
         blocks.append(SectionBlock(text=MarkdownTextObject(text=approved)))
         blocks.append(SectionBlock(text=MarkdownTextObject(text=wing_steps(lang, info.path))))
         blocks.append(
@@ -418,12 +479,6 @@ def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str],
                 ],
             )
         )
-        who_enters = t(
-            lang,
-            "Only {requester} or {approver} can enter the new key.",
-            requester=params["requester"],
-            approver=decider,
-        )
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=who_enters)]))
         return blocks
     outcomes = {
@@ -433,7 +488,9 @@ def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str],
         COMPLETED: N_(":key: Done: approved by {user}, new key entered."),
         SUPERSEDED: N_(":heavy_multiplication_x: Replaced by a newer request for the same key."),
     }
-    if info.status in outcomes:
+    if info.status == COMPLETED and info.decided_by is None:
+        outcome = t(lang, ":key: Done: new key entered (no approval step).")
+    elif info.status in outcomes:
         outcome = t(lang, outcomes[info.status], user=decider, time=decided, expires=_when(info.expires_at, tz, lang))
     else:
         outcome = t(lang, "Status: {status}", status=info.status)
@@ -503,10 +560,21 @@ def build_approvers_text(lang: str, approvers: ApproverList) -> str:
         named += [f"<!subteam^{g}>" for g in approvers.configured_groups]
         lines.append(t(lang, "From KEYBOT_APPROVERS: {names}", names=", ".join(named)))
     if approvers.added:
-        lines.append(t(lang, "Added here: {names}", names=", ".join(f"<@{u}>" for u in approvers.added)))
+        lines.append(t(lang, "Added here: {names}", names=", ".join(mention(a) for a in approvers.added)))
     if len(lines) == 1:
         lines.append(t(lang, "Nobody yet. Set KEYBOT_APPROVERS or ask an admin: `/coupang-key approvers add @user`."))
     return "\n".join(lines)
+
+
+def nudge_text(lang: str, info: ReissueInfo) -> str:
+    """Posted once in the request's thread when the approved new key is still not entered after 2 hours."""
+    return t(
+        lang,
+        ":bell: {requester} the reissue of {vendor_id} was approved 2 hours ago, but the new key is not entered yet. "
+        "Do the WING steps above, then click *Enter new key*; until then the bot still holds the old key.",
+        requester=f"<@{info.requested_by}>",
+        vendor_id=info.vendor_id,
+    )
 
 
 def build_audit_text(lang: str, entries: Sequence[AuditEntry], tz: ZoneInfo) -> str:
@@ -578,7 +646,7 @@ class ReissueMessages:
             raise
         reissues.set_message(info.id, channel_id=answer["channel"], ts=answer["ts"])
         current = reissues.get(info.id)
-        if current.status != PENDING:  # replaced or expired while it was being posted: show that
+        if current.status != info.status:  # replaced or expired while it was being posted: show that
             self.refresh(current)
 
     def tell_not_posted(self, info: ReissueInfo) -> None:
@@ -597,6 +665,46 @@ class ReissueMessages:
             self.client.chat_postMessage(channel=info.requested_by, text=text)
         except Exception:  # Slack is down for this too: the scheduler still posts the request
             logger.exception("could not tell %s that request #%s is not posted yet", info.requested_by, info.id)
+
+    def tell_requester(self, info: ReissueInfo, text: Callable[[str], str]) -> None:
+        """A direct message to the requester, in their language; a failure is logged (the channel shows it)."""
+        try:
+            self.client.chat_postMessage(
+                channel=info.requested_by, text=text(self.services.languages.of(info.requested_by))
+            )
+        except Exception:  # noqa: BLE001
+            logger.exception("could not tell %s about reissue request #%s", info.requested_by, info.id)
+
+    def expired(self, info: ReissueInfo) -> None:
+        """An expired request: its message shows it, and the requester hears it."""
+        try:
+            self.refresh(info)
+        except Exception:  # one message we cannot update must not stop the others; the DB is already right
+            logger.exception("could not update the message of expired reissue request %s", info.id)
+        self.tell_requester(
+            info,
+            lambda lang: t(
+                lang,
+                ":hourglass: Your reissue request #{id} for {vendor_id} expired: nobody decided it within 24 hours. "
+                "Ask again with `/coupang-key reissue {vendor_id}` if the key still needs a new secret.",
+                id=info.id,
+                vendor_id=info.vendor_id,
+            ),
+        )
+
+    def denied(self, info: ReissueInfo, reason: str) -> None:
+        def text(lang: str) -> str:
+            params = {"id": info.id, "vendor_id": info.vendor_id, "user": f"<@{info.decided_by}>"}
+            if reason:
+                return t(
+                    lang,
+                    ":no_entry: {user} denied your reissue request #{id} for {vendor_id}: {reason}",
+                    reason=escape(reason),
+                    **params,
+                )
+            return t(lang, ":no_entry: {user} denied your reissue request #{id} for {vendor_id}.", **params)
+
+        self.tell_requester(info, text)
 
     def refresh(self, info: ReissueInfo, click: Click | None = None) -> None:
         """Re-render the request message in place; a click's own message when the post is not recorded yet."""
@@ -630,7 +738,8 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
 
     def open_request_modal(lang: str, user_id: str, vendor_id: str, trigger_id: str, client: WebClient) -> None:
         plan = reissues.plan(user_id, vendor_id)
-        client.views_open(trigger_id=trigger_id, view=build_request_modal(lang, plan))
+        approval = services.ctx.settings.reissue_approval
+        client.views_open(trigger_id=trigger_id, view=build_request_modal(lang, plan, approval=approval))
 
     def handle_reissue_command(req: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         ack()
@@ -641,10 +750,10 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         target = req.args[1] if len(req.args) > 1 else ""
         if verb == "add":
             user_id = reissues.add_approver(req.user_id, target)
-            ack(text=t(req.lang, "{user} may now approve reissues.", user=f"<@{user_id}>"), response_type="ephemeral")
+            ack(text=t(req.lang, "{user} may now approve reissues.", user=mention(user_id)), response_type="ephemeral")
         elif verb == "remove":
             user_id = reissues.remove_approver(req.user_id, target)
-            text = t(req.lang, "{user} may no longer approve reissues.", user=f"<@{user_id}>")
+            text = t(req.lang, "{user} may no longer approve reissues.", user=mention(user_id))
             ack(text=text, response_type="ephemeral")
         else:
             ack(text=build_approvers_text(req.lang, reissues.approvers()), response_type="ephemeral")
@@ -696,10 +805,15 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             logger.exception("could not post reissue request #%s; the scheduler retries", info.id)
             messages.tell_not_posted(info)
 
-    def decide(decision: Callable[[str, int], ReissueInfo], body: dict[str, Any], respond: Respond) -> None:
+    def decide(
+        decision: Callable[[str, int], ReissueInfo], body: dict[str, Any], respond: Respond
+    ) -> ReissueInfo | None:
+        """Approve, or check a Deny click; None when refused (the clicker was told)."""
         click = parse_click(body)
         try:
             request_id = request_id_of(click.value)
+            for expired in reissues.expire_due(request_ids=[request_id]):  # past its 24 h: closed by this click
+                messages.expired(expired)
             info = decision(click.user_id, request_id)
         except KeybotError as error:
             _refuse(services.languages.of(click.user_id), respond, error)
@@ -708,20 +822,38 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
                     current = reissues.get(int(click.value))
                 except KeybotError:
                     return
-                if current.status in (EXPIRED, VOID):  # this click closed it: show that to everyone
+                if current.status == VOID:  # this click closed it: show that to everyone
                     messages.refresh(current, click)
-            return
-        messages.refresh(info, click)
+            return None
+        return info
 
     @app.action(ids.APPROVE_REISSUE)
     def handle_approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
-        decide(reissues.approve, body, respond)
+        info = decide(reissues.approve, body, respond)
+        if info is not None:
+            messages.refresh(info, parse_click(body))
 
     @app.action(ids.DENY_REISSUE)
-    def handle_deny(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+    def handle_deny(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
-        decide(reissues.deny, body, respond)
+        info = decide(reissues.check_can_deny, body, respond)
+        if info is not None:  # a reason first (optional), in a modal
+            view = build_deny_modal(services.languages.of(body["user"]["id"]), info)
+            client.views_open(trigger_id=body.get("trigger_id", ""), view=view)
+
+    @app.view(ids.DENY_MODAL)
+    def handle_deny_submission(ack: Ack, body: dict[str, Any]) -> None:
+        try:
+            sub = parse_deny_submission(body)
+            info = reissues.deny(sub.user_id, sub.request_id, sub.reason)
+        except KeybotError as error:
+            lang = services.languages.of(body["user"]["id"])
+            ack(response_action="errors", errors=_form_errors(lang, error, REASON, (REASON,)))
+            return
+        ack()
+        messages.refresh(info)
+        messages.denied(info, sub.reason.strip())
 
     @app.action(ids.ENTER_NEW_KEY)
     def handle_enter_new_key(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
@@ -764,11 +896,28 @@ def expire_requests(services: Services, client: WebClient) -> int:
     expired = services.reissues.expire_due()
     messages = ReissueMessages(services, client)
     for info in expired:
-        try:
-            messages.refresh(info)
-        except Exception:  # one message we cannot update must not stop the others; the DB is already right
-            logger.exception("could not update the message of expired reissue request %s", info.id)
+        messages.expired(info)
     return len(expired)
+
+
+def nudge_approved_requests(services: Services, client: WebClient) -> int:
+    """One reminder in the thread of each request approved 2 hours ago whose new key is still not entered."""
+    nudged = 0
+    for claim, info in services.reissues.claim_nudges():
+        assert info.channel_id is not None
+        try:
+            post_claimed(
+                services.reissues.posts,
+                client,
+                claim,
+                info.channel_id,
+                text=nudge_text(services.languages.team, info),
+                thread_ts=info.message_ts,
+            )
+            nudged += 1
+        except Exception:  # noqa: BLE001 - released for the next run; one failure must not stop the others
+            logger.exception("could not nudge reissue request #%s; retried in a few minutes", info.id)
+    return nudged
 
 
 def post_unposted_requests(services: Services, client: WebClient) -> int:
@@ -809,6 +958,15 @@ def add_reissue_jobs(scheduler: BaseScheduler, services: Services, client: WebCl
         minutes=POST_RETRY_MINUTES,
         args=[services, client],
         id="reissue_posts",
+        coalesce=True,
+        max_instances=1,
+    )
+    scheduler.add_job(
+        nudge_approved_requests,
+        "interval",
+        minutes=POST_RETRY_MINUTES,
+        args=[services, client],
+        id="reissue_nudges",
         coalesce=True,
         max_instances=1,
     )

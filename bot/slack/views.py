@@ -521,6 +521,7 @@ AUDIT_ACTIONS = frozenset(
         N_("reissue.expired"),
         N_("reissue.superseded"),
         N_("reissue.voided"),
+        N_("reissue.nudged"),
         N_("approver.added"),
         N_("approver.removed"),
         N_("consumer.removed"),
