@@ -211,7 +211,18 @@ def cmd_audit_export(services: Services, args: argparse.Namespace, out: TextIO) 
 
 
 def cmd_master_key_rotate(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    keys, entries = services.keys.rotate_master_key("cli")
+    rotated = services.keys.rotate_master_key("cli")
+    if rotated is None:
+        print(
+            t(
+                services.ctx.settings.language,
+                "KEYBOT_MASTER_KEY holds one key, so there is nothing to rotate (every secret decrypts with it). "
+                "To rotate, put the new key first and the old one after it (NEW,OLD), then run this again.",
+            ),
+            file=out,
+        )
+        return OK
+    keys, entries = rotated
     done = t(
         services.ctx.settings.language,
         "Re-encrypted {keys} key(s) and re-sealed {entries} audit entries under the first KEYBOT_MASTER_KEY. "

@@ -123,6 +123,14 @@ def test_master_key_rotate_then_old_key_can_go(cli, tmp_path, monkeypatch):
     assert json.loads(cli("status", "--json")[1])[0]["vendor_id"] == "A00000001"
 
 
+def test_master_key_rotate_with_one_key_has_nothing_to_rotate(cli, tmp_path):
+    cli("keys", "import", write_csv(tmp_path, row("A00000001")))
+    before = cli("audit", "export", "--format", "jsonl")[1]
+    code, out, _ = cli("master-key", "rotate")
+    assert code == 0 and "nothing to rotate" in out and "Re-encrypted" not in out
+    assert cli("audit", "export", "--format", "jsonl")[1] == before  # nothing written, not even an audit entry
+
+
 def test_wrong_master_key_fails_loudly_and_changes_nothing(cli, tmp_path, monkeypatch):
     cli("keys", "import", write_csv(tmp_path, row("A00000001")))
     monkeypatch.setenv("KEYBOT_MASTER_KEY", SECOND_KEY)

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 
 from bot.bootstrap import Services, build_services
 from bot.config import Settings
-from bot.console import Console
+from bot.console import Console, run_console
 from bot.console.demo import DEMO_ADMIN, run_demo
 from tests import factories
 from tests.conftest import ADMIN, OWNER, make_settings
@@ -234,3 +235,33 @@ def test_the_console_speaks_keybot_language(db_url: str) -> None:
         korean.engine.dispose()
     assert "쿠팡 키 관리 봇 콘솔입니다" in screen and ":bogus은(는) 모르는 콘솔 명령입니다" in screen
     assert "`/coupang-key 상태" in screen and "Unknown console command" not in screen
+
+
+def test_the_demo_verification_limit_counts_real_seconds(settings: Settings) -> None:
+    """The demo clock only jumps on :tick; a second Verify 11 real seconds later is a new check, not a repeat."""
+    with time_machine.travel(datetime(2026, 11, 27, 3, 0, tzinfo=UTC), tick=False) as traveller:
+
+        def eleven_seconds_later(screen: str) -> str:
+            traveller.shift(11)
+            return "/coupang-key verify A00010001"
+
+        script = Script(["/coupang-key verify A00010001", eleven_seconds_later, ":quit"])
+        run_demo(settings, out=script.screen, read=script)
+    screen = script.screen.getvalue()
+    assert screen.count("Checking 'A00010001' with Coupang") == 2
+    assert "at most one check per vendor ID" not in screen
+
+
+def test_without_admins_the_first_refusal_says_how_to_act_as_an_admin(db_url: str) -> None:
+    services = build_services(make_settings(DATABASE_URL=db_url, KEYBOT_ADMINS=""))
+    script = Script(["/coupang-key help", "/coupang-key add", "/coupang-key approvers add <@U0NEW0001>", ":quit"])
+    try:
+        run_console(services, out=script.screen, read=script)
+    finally:
+        services.engine.dispose()
+    screen = script.screen.getvalue()
+    refused = after(screen, "/coupang-key add\n")
+    assert "Only admins" in refused
+    assert "and start again" not in screen[: len(screen) - len(refused)]  # not before anything was refused
+    assert refused.count("put your Slack user ID in KEYBOT_ADMINS (in .env) and start again") == 1  # once
+    assert "console --as U…" in refused

@@ -27,23 +27,24 @@ DEMO_NAMES = {DEMO_ADMIN: "Ada (admin)", DEMO_APPROVER: "Bo (approver)", DEMO_ME
 UNREACHABLE = "http://127.0.0.1:9"  # the demo's keys are made up: never send them to Coupang
 
 INTRO = f"""\
-Demo mode: a throwaway database with four sample keys, and a clock that only moves when you say :tick.
+Demo mode: a throwaway database with four sample keys, and a clock that jumps a day when you say :tick.
   You are {DEMO_NAMES[DEMO_ADMIN]} = {DEMO_ADMIN}. {DEMO_NAMES[DEMO_APPROVER]} = {DEMO_APPROVER} may approve reissues
   (:as {DEMO_APPROVER} to be them). Try: /coupang-key status, :tick, /coupang-key reissue A00010002.
   The sample keys are made up, so Verify reaches no Coupang server here."""
 
 
 class MovableClock:
-    """The demo's clock: stands still until :tick moves it."""
+    """The demo's clock: runs with real time from ``start``, and :tick moves it a day ahead. Running, not standing
+    still, so what counts seconds (the 10-second verification limit) counts real seconds."""
 
     def __init__(self, start: datetime) -> None:
-        self._now = start
+        self._offset = start - datetime.now(UTC)
 
     def now(self) -> datetime:
-        return self._now
+        return datetime.now(UTC) + self._offset
 
     def advance(self, *, days: int) -> None:
-        self._now += timedelta(days=days)
+        self._offset += timedelta(days=days)
 
 
 def demo_settings(base: Settings | None, directory: Path) -> Settings:

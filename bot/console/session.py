@@ -91,6 +91,7 @@ class Console:
     sweep: Callable[[Console], list[str]] | None = None  # one reminder sweep; returns a summary
     user_names: dict[str, str] = field(default_factory=dict)
     group_members: dict[str, list[str]] = field(default_factory=dict)
+    admin_hint: bool = False  # KEYBOT_ADMINS is empty: at the first refusal, say how to act as an admin
 
     def __post_init__(self) -> None:
         self.signing_secret = secrets.token_urlsafe(32)
@@ -238,7 +239,16 @@ class Console:
             "x-slack-request-timestamp": timestamp,
             "x-slack-signature": signature or "",
         }
+        latest = self._latest_audit_seq() if self.admin_hint else 0
         response = self.app.dispatch(BoltRequest(body=body, headers=headers))
+        if self.admin_hint and self._refused_since(latest):
+            self.admin_hint = False
+            self.hint(
+                "That was refused because KEYBOT_ADMINS is empty, so you are {user}, not an admin. To act as an "
+                "admin, put your Slack user ID in KEYBOT_ADMINS (in .env) and start again; with several admins, "
+                "`coupang-keybot console --as U…` picks which one you are.",
+                user=self._who(self.user),
+            )
         if response.status == 401:
             self.say("! The bot refused the request's signature.")
         elif response.status == 404:
@@ -246,6 +256,17 @@ class Console:
         elif response.status >= 500:
             self.say("! The bot failed while handling that; the log above says why.")
         return response
+
+    def _latest_audit_seq(self) -> int:
+        latest = self.bot.audit.entries(limit=1)
+        return latest[0].seq if latest else 0
+
+    def _refused_since(self, seq: int) -> bool:
+        """A refusal of this user was audited after entry ``seq`` (every refusal is)."""
+        return any(
+            e.seq > seq and e.actor == self.user and e.action.endswith(".refused")
+            for e in self.bot.audit.entries(limit=5)
+        )
 
     def _user_object(self) -> dict[str, Any]:
         return {"id": self.user, "username": self.user.lower(), "name": self.user.lower(), "team_id": TEAM_ID}
@@ -697,6 +718,7 @@ def run_console(
         read=read,
         read_secret=read_secret,
         channel=services.ctx.settings.channel or DEFAULT_CHANNEL,
+        admin_hint=not admins and not user,
     )
     if not admins and not user:
         console.hint(

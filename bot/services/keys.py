@@ -483,11 +483,12 @@ class KeyService:
 
     # ------------------------------------------------------------ master key
 
-    def rotate_master_key(self, actor: str) -> tuple[int, int]:
+    def rotate_master_key(self, actor: str) -> tuple[int, int] | None:
         """Re-encrypt every secret and re-MAC the audit chain under the first master key.
 
         Every secret must decrypt (a failure names the vendor ID) and the chain must verify before anything is
-        re-sealed; any failure raises and the transaction rolls back, changing nothing.
+        re-sealed; any failure raises and the transaction rolls back, changing nothing. With a single master key
+        everything is checked the same way, but there is nothing to rotate: None, and nothing is written.
         """
         with self.ctx.transaction() as session:
             changed = sum(self.ctx.keys.reencrypt(key) for key in self.ctx.keys.all(session))
@@ -495,6 +496,8 @@ class KeyService:
             check = self.ctx.audit.verify(session)
             if not check.ok:
                 raise NotAllowed(f"Refusing to rotate: {check.describe()}. Run `coupang-keybot audit verify`.")
+            if len(self.ctx.settings.master_keys) == 1:
+                return None
             entries = self.ctx.audit.rechain(session)
             self.ctx.record(session, actor, "master_key.rotated", None, {"keys": changed, "audit_entries": entries})
         return changed, entries

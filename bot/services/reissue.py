@@ -769,9 +769,13 @@ class ReissueService:
             self._require_admin(actor)
             user_id = parse_user_ref(user)
             if not repo.remove_approver(session, user_id=user_id):
-                configured = user_id in self.ctx.settings.approvers
-                where = " It is set in KEYBOT_APPROVERS; change it there." if configured else ""
-                raise InvalidInput.one("user", f"{mention(user_id)} was not added as an approver here.{where}")
+                if user_id in self.ctx.settings.approvers:
+                    raise InvalidInput.one(
+                        "user",
+                        "{user} was not added as an approver here. It is set in KEYBOT_APPROVERS; change it there.",
+                        user=mention(user_id),
+                    )
+                raise InvalidInput.one("user", "{user} was not added as an approver here.", user=mention(user_id))
             self.ctx.record(session, actor, "approver.removed", None, {"user_id": user_id})
             return user_id
 
