@@ -36,6 +36,7 @@ from bot.rules import (
     quote,
     wing_advice,
 )
+from bot.services.base import cli_actor
 from bot.services.keys import CSV_COLUMNS, KeyStatus
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
@@ -172,7 +173,7 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     except OSError as exc:
         print(f"Cannot read {path}: {exc.strerror}.", file=sys.stderr)
         return FAILED
-    report = services.keys.import_rows("cli", rows, skip_invalid=args.skip_invalid)
+    report = services.keys.import_rows(cli_actor(), rows, skip_invalid=args.skip_invalid)
     for line, reason in report.errors:
         print(f"{path}:{line}: {reason}", file=sys.stderr)
     lang = services.ctx.settings.language
@@ -211,7 +212,7 @@ def cmd_audit_export(services: Services, args: argparse.Namespace, out: TextIO) 
 
 
 def cmd_master_key_rotate(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    rotated = services.keys.rotate_master_key("cli")
+    rotated = services.keys.rotate_master_key(cli_actor())
     if rotated is None:
         print(
             t(
@@ -236,7 +237,7 @@ def cmd_master_key_rotate(services: Services, args: argparse.Namespace, out: Tex
 
 def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     """One signed read-only call to Coupang with the stored key; exit 0 only when the key works."""
-    result = services.verification.verify("cli", args.vendor_id)
+    result = services.verification.verify(cli_actor(), args.vendor_id)
     settings = services.ctx.settings
     when = result.checked_at.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
     print(

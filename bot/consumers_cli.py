@@ -15,7 +15,8 @@ from bot.bootstrap import Services
 from bot.destinations import AWS_PARAMETER, AWS_SECRET, VAULT, WEBHOOK
 from bot.i18n import t
 from bot.rules import format_local
-from bot.services.rollout import CLI_ACTOR, ConsumerState
+from bot.services.base import cli_actor
+from bot.services.rollout import ConsumerState
 
 OK, FAILED = 0, 1
 _KIND_FLAGS = ((WEBHOOK, "webhook"), (AWS_SECRET, "aws_secret"), (AWS_PARAMETER, "aws_parameter"), (VAULT, "vault"))
@@ -36,7 +37,7 @@ def _describe(state: ConsumerState, services: Services) -> str:
 def cmd_add(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     kind, target = next((kind, getattr(args, flag)) for kind, flag in _KIND_FLAGS if getattr(args, flag))
     rollout = services.rollout
-    added = rollout.add(CLI_ACTOR, args.vendor_id, args.name, kind, target, vault_mount=args.vault_mount)
+    added = rollout.add(cli_actor(), args.vendor_id, args.name, kind, target, vault_mount=args.vault_mount)
     state = rollout.deliver_now(added.vendor_id, [added.name])[0]
     if args.json:
         fields = {"name": added.name, "kind": added.kind, "target": added.target}
@@ -80,7 +81,7 @@ def cmd_list(services: Services, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_push(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     names = [args.name] if args.name else []
-    pushed = services.rollout.push(CLI_ACTOR, args.vendor_id, names)
+    pushed = services.rollout.push(cli_actor(), args.vendor_id, names)
     states = services.rollout.deliver_now(args.vendor_id.strip().upper(), pushed)
     for state in states:
         print(_describe(state, services), file=out if state.holds_key else sys.stderr)
@@ -88,7 +89,7 @@ def cmd_push(services: Services, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_remove(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    services.rollout.remove(CLI_ACTOR, args.vendor_id, args.name)
+    services.rollout.remove(cli_actor(), args.vendor_id, args.name)
     print(
         t(
             services.ctx.settings.language,

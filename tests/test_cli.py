@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import getpass
 import io
 import json
 import os
@@ -121,6 +123,17 @@ def test_master_key_rotate_then_old_key_can_go(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("KEYBOT_MASTER_KEY", SECOND_KEY)
     assert cli("audit", "verify")[0] == 0
     assert json.loads(cli("status", "--json")[1])[0]["vendor_id"] == "A00000001"
+
+
+def test_audit_csv_opens_in_excel_with_local_times_and_the_os_user(cli, tmp_path):
+    with time_machine.travel("2026-11-27T15:30:00Z", tick=False):  # 00:30 the next day in Seoul
+        cli("keys", "import", write_csv(tmp_path, row("A00000001")))
+    code, out, _ = cli("audit", "export")
+    assert code == 0 and out.startswith("\ufeffseq,at,actor,")  # the BOM makes Excel read UTF-8
+    [entry] = list(csv.DictReader(io.StringIO(out.removeprefix("\ufeff"))))
+    assert entry["at"] == "2026-11-28 00:30:00+09:00"
+    assert entry["actor"] == f"cli:{getpass.getuser()}"
+    assert json.loads(cli("audit", "export", "--format", "jsonl")[1])["actor"] == f"cli:{getpass.getuser()}"
 
 
 def test_master_key_rotate_with_one_key_has_nothing_to_rotate(cli, tmp_path):

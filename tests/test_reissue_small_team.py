@@ -196,3 +196,21 @@ def test_an_approved_key_not_entered_after_2_hours_gets_one_nudge_in_its_thread(
     assert nudge.params["thread_ts"] == message_ts and f"<@{REQUESTER}>" in nudge.params["text"]
     assert "Enter new key" in nudge.params["text"]
     assert actions(services).count("reissue.nudged") == 1
+
+
+# ---------------------------------------------------------------- history reads as sentences
+
+
+def test_history_reads_as_sentences_in_both_languages(slack, services, key):
+    request_id = request_reissue(slack)
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    english = slack.slash(REQUESTER, f"history {VENDOR}").text_of()
+    assert f"<@{APPROVER}> approved the reissue request #{request_id}." in english
+    assert f"<@{REQUESTER}> asked to reissue the key (request #{request_id}): expires tomorrow" in english
+    assert f"<@{ADMIN}> registered the key Shop {VENDOR} (generation 1, expires 2026-11-28)." in english
+    assert "request_id:" not in english and "generation:" not in english  # no key: value dumps
+
+    slack.slash(REQUESTER, "language ko")
+    korean = slack.slash(REQUESTER, f"history {VENDOR}").text_of()
+    assert f"<@{APPROVER}> 님이 재발급 요청(#{request_id})을 승인했습니다." in korean
+    assert "approved" not in korean

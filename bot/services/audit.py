@@ -91,11 +91,13 @@ class AuditService:
         if fmt == "jsonl":
             for entry in entries:
                 out.write(json.dumps(entry.as_row(), ensure_ascii=False, sort_keys=True) + "\n")
-        else:
+        else:  # for spreadsheets: a BOM so Excel reads UTF-8 (Korean), times in KEYBOT_TIMEZONE
+            out.write("\ufeff")
             writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
             writer.writeheader()
             for entry in entries:
                 row = entry.as_row()
+                row["at"] = entry.at.astimezone(self.ctx.settings.timezone).isoformat(sep=" ")
                 row["details"] = json.dumps(row["details"], ensure_ascii=False, sort_keys=True)
                 writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
         return len(entries)

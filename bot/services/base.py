@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import socket
@@ -47,6 +48,20 @@ class NotFound(KeybotError):
 def instance_name() -> str:
     """Who holds a claim: host, process and a random tag (unique per service object)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def cli_actor() -> str:
+    """The audit actor of a command-line action: ``cli:<OS user>``, so the log says who ran it."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"cli:{user}"[:64]
+
+
+def is_cli_actor(actor: str) -> bool:
+    """A command-line action (``cli`` before the OS user was recorded)."""
+    return actor == "cli" or actor.startswith("cli:")
 
 
 class MaybePosted(Exception):

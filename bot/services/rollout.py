@@ -47,7 +47,7 @@ from bot.destinations import (
     is_loopback,
 )
 from bot.rules import InvalidInput
-from bot.services.base import Context, NotAllowed, NotFound
+from bot.services.base import Context, NotAllowed, NotFound, is_cli_actor
 from storage import rollout as store
 from storage.crypto import Keyring
 from storage.models import Consumer, Key, RolloutDelivery, RolloutMessage
@@ -55,7 +55,6 @@ from storage.rollout import CONFIRMED, DELIVERED, FAILED, HOLDS_KEY, PENDING
 
 logger = logging.getLogger(__name__)
 
-CLI_ACTOR = "cli"
 # after the 1st, 2nd… failed attempt; then every 15 minutes until 24 hours after the delivery was queued
 BACKOFF = tuple(timedelta(minutes=m) for m in (0.5, 1, 2, 4, 8, 15))
 RETRY_FOR = timedelta(hours=24)
@@ -276,7 +275,7 @@ class RolloutService:
         return key
 
     def _require_manager(self, actor: str, key: Key) -> None:
-        if actor == CLI_ACTOR or actor in self.ctx.settings.admins or actor == key.owner_id:
+        if is_cli_actor(actor) or actor in self.ctx.settings.admins or actor == key.owner_id:
             return
         if key.owner_id:
             raise NotAllowed(

@@ -6,8 +6,10 @@ Every piece of user-typed text goes through :func:`escape` before it lands in mr
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
+import re
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
@@ -478,15 +480,63 @@ def build_delete_confirmation(lang: str, status: KeyStatus) -> list[Block]:
     ]
 
 
-def _details_text(lang: str, details: dict[str, object]) -> str:
-    """An audit entry's details; linking info (stored as neutral values) reads in ``lang``."""
-    parts = []
-    for key, value in details.items():
-        if isinstance(value, dict) and "integration" in value:
-            with contextlib.suppress(KeyError, ValueError):  # unreadable: shown as stored
-                value = linking_summary(lang, LinkingInfo.from_details(value))
-        parts.append(f"{key}: {value}")
-    return _truncate("; ".join(parts), 400)
+# one sentence per audit action in a key's history; details fill the {placeholders} (missing ones show "?")
+HISTORY_SENTENCES = {
+    "key.registered": N_("{actor} registered the key {label} (generation {generation}, expires {expires_on})."),
+    "key.imported": N_("{actor} imported the key {label} (generation {generation}, expires {expires_on})."),
+    "key.linking_edited": N_("{actor} edited the linking info: {linking}."),
+    "key.deleted": N_("{actor} deleted the key."),
+    "key.verified": N_("{actor} verified the key: {outcome}."),
+    "key.verify_repeated": N_("{actor} asked to verify again within 10 seconds: {outcome}."),
+    "reissue.requested": N_("{actor} asked to reissue the key (request #{request_id}): {reason}"),
+    "reissue.approved": N_("{actor} approved the reissue request #{request_id}."),
+    "reissue.denied": N_("{actor} denied the reissue request #{request_id}."),
+    "reissue.completed": N_(
+        "{actor} entered the new key of reissue request #{request_id}: generation {generation}, expires {expires_on}."
+    ),
+    "reissue.expired": N_("The reissue request #{request_id} expired undecided."),
+    "reissue.superseded": N_("{actor} asked again, which replaced the unposted reissue request #{request_id}."),
+    "reissue.voided": N_("The reissue request #{request_id} became void: the key changed."),
+    "reminder.posted": N_("{actor} posted a reminder."),
+    "consumer.added": N_("{actor} added the consumer {name}."),
+    "consumer.removed": N_("{actor} removed the consumer {name}."),
+    "consumer.pushed": N_("{actor} pushed generation {generation} to {names}."),
+    "rollout.confirmed": N_("{actor} confirmed it uses generation {generation}."),
+}
+
+
+def history_actor(lang: str, actor: str) -> str:
+    """A Slack user as a mention; the bot's own jobs as "The bot"; CLI and consumers as recorded."""
+    if re.fullmatch(r"[UW][A-Z0-9]{2,}", actor):
+        return f"<@{actor}>"
+    if actor in ("keybot", "scheduler"):
+        return t(lang, "The bot")
+    return escape(actor)
+
+
+def history_sentence(lang: str, entry: AuditEntry) -> str:
+    """An audit entry as a sentence in ``lang`` ("<@U…> approved the reissue request #3.")."""
+    actor = history_actor(lang, entry.actor)
+    base = entry.action.removesuffix(".refused")
+    if base != entry.action:
+        reason = entry.details.get("reason") or ", ".join(map(str, entry.details.get("fields") or [])) or "?"
+        action = audit_action_label(lang, base)
+        return t(lang, "{actor} was refused ({action}): {reason}", actor=actor, action=action, reason=escape(reason))
+    template = HISTORY_SENTENCES.get(entry.action)
+    if template is None:
+        return t(lang, "{actor}: {action}", actor=actor, action=escape(audit_action_label(lang, entry.action)))
+    params: dict[str, object] = collections.defaultdict(lambda: "?")
+    params.update({k: escape(str(v)) for k, v in entry.details.items() if not isinstance(v, (dict, list))})
+    if isinstance(entry.details.get("names"), list):
+        params["names"] = escape(", ".join(map(str, entry.details["names"])))
+    if "outcome" in entry.details:
+        params["outcome"] = outcome_label(lang, str(entry.details["outcome"]))
+    linking = entry.details.get("after")
+    if isinstance(linking, dict):
+        with contextlib.suppress(KeyError, ValueError):  # unreadable: "?"
+            params["linking"] = escape(linking_summary(lang, LinkingInfo.from_details(linking)))
+    params["actor"] = actor
+    return _truncate(t(lang, template).format_map(params), 600)
 
 
 def audit_action_label(lang: str, action: str) -> str:
@@ -540,17 +590,7 @@ def build_history_blocks(lang: str, vendor_id: str, entries: Sequence[AuditEntry
     if not entries:
         blocks.append(ContextBlock(elements=[_mrkdwn(t(lang, "Nothing recorded for this vendor ID."))]))
     for entry in entries[:HISTORY_LIMIT]:
-        when = i18n.moment(lang, entry.at, tz)
-        details = _details_text(lang, entry.details)
-        text = t(
-            lang,
-            "`{time}` *{action}* by {actor}",
-            time=when,
-            action=escape(audit_action_label(lang, entry.action)),
-            actor=escape(entry.actor),
-        )
-        if details:
-            text += f"\n{escape(details)}"
+        text = f"`{i18n.moment(lang, entry.at, tz)}` {history_sentence(lang, entry)}"
         blocks.append(ContextBlock(elements=[_mrkdwn(text)]))
     return blocks
 
