@@ -86,6 +86,12 @@ def scrape(harness: SlackHarness, **headers: str) -> dict[str, dict[tuple[tuple[
     return samples
 
 
+@pytest.fixture
+def settings(db_url):
+    """An approver besides the requester, so the reissue request below can be made."""
+    return make_settings(DATABASE_URL=db_url, KEYBOT_APPROVERS=ADMIN)
+
+
 def test_metrics_equal_status_json(slack, services, db_url, cli):  # noqa: F811 - the imported fixture
     register(services, "A00000001", days_left=94)
     register(services, "A00000002", days_left=10)

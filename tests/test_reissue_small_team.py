@@ -26,6 +26,7 @@ from tests.test_reissue_slack import (
     REQUESTER,
     VENDOR,
     actions,
+    assert_no_secret,
     buttons,
     click_and_wait,
     complete,
@@ -134,13 +135,14 @@ def test_approvers_add_takes_a_user_group_mention(slack, services, key):
 # ---------------------------------------------------------------- entering, denying, expiring, nudging
 
 
-def test_an_admin_may_enter_the_new_key(slack, services, key):
+def test_an_admin_may_enter_the_new_key(slack, services, key, caplog):
     request_id = request_reissue(slack)
     click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
     assert "or an admin can enter" in strings(last_update(slack)["blocks"])
     announced = complete(slack, request_id, user=ADMIN)
     assert f"reissued by <@{ADMIN}>" in announced.params["text"]
     assert services.keys.status(VENDOR).generation == 2
+    assert_no_secret(slack, services, caplog)
 
 
 def test_deny_asks_for_a_reason_and_tells_the_requester(slack, services, key):
