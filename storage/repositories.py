@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer
 
@@ -42,6 +42,54 @@ class KeyRepository:
         self._record_generation(session, key)
         session.flush()
         return key
+
+    def add_many(self, session: Session, rows: Sequence[dict[str, Any]], secrets: Sequence[tuple[str, str]]) -> None:
+        """Insert new keys in one statement per table (bulk import): ``rows`` are ``keys`` columns without the
+        secret ones, generation included; the mask, fingerprint and ciphertexts are filled in here."""
+        for row, (access_key, secret_key) in zip(rows, secrets, strict=True):
+            vendor_id, generation = row["vendor_id"], row["generation"]
+            row["access_key_ct"] = self.keyring.encrypt(access_key, associated_data(vendor_id, generation, ACCESS))
+            row["secret_key_ct"] = self.keyring.encrypt(secret_key, associated_data(vendor_id, generation, SECRET))
+            row["access_key_mask"] = _mask(access_key)
+            row["secret_fingerprint"] = self.keyring.fingerprint(secret_key)
+        session.execute(insert(Key), rows)
+        session.execute(
+            insert(KeyGeneration),
+            [
+                {
+                    "vendor_id": r["vendor_id"],
+                    "generation": r["generation"],
+                    "access_key_mask": r["access_key_mask"],
+                    "secret_fingerprint": r["secret_fingerprint"],
+                    "issued_on": r["issued_on"],
+                    "expires_on": r["expires_on"],
+                    "created_at": r["updated_at"],
+                }
+                for r in rows
+            ],
+        )
+
+    @staticmethod
+    def registered(session: Session, vendor_ids: Sequence[str]) -> set[str]:
+        """Which of these vendor IDs have a key now (any number of IDs: asked in chunks)."""
+        return {
+            vendor_id
+            for chunk in _chunks(vendor_ids)
+            for vendor_id in session.scalars(select(Key.vendor_id).where(Key.vendor_id.in_(chunk)))
+        }
+
+    @staticmethod
+    def next_generations(session: Session, vendor_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`next_generation` of many vendor IDs at once (most were never registered: 1)."""
+        last: dict[str, int] = {}
+        for chunk in _chunks(vendor_ids):
+            query = (
+                select(KeyGeneration.vendor_id, func.max(KeyGeneration.generation))
+                .where(KeyGeneration.vendor_id.in_(chunk))
+                .group_by(KeyGeneration.vendor_id)
+            )
+            last.update({vendor_id: generation for vendor_id, generation in session.execute(query)})
+        return {vendor_id: last.get(vendor_id, 0) + 1 for vendor_id in vendor_ids}
 
     def new_generation(
         self,
@@ -121,6 +169,11 @@ class KeyRepository:
                 created_at=key.updated_at,
             )
         )
+
+
+def _chunks(items: Sequence[str], size: int = 900) -> Iterable[Sequence[str]]:
+    """Slices small enough for an ``IN (…)`` list on every database (SQLite caps bound parameters)."""
+    return (items[start : start + size] for start in range(0, len(items), size))
 
 
 def _mask(value: str) -> str:
