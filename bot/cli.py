@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import itertools
 import json
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from dotenv import dotenv_values
@@ -103,16 +104,49 @@ def format_status(s: KeyStatus, tz: ZoneInfo) -> str:
 
 
 def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    statuses = services.keys.statuses()
+    statuses = services.keys.each_status()
     if args.json:
-        json.dump([s.as_json() for s in statuses], out, ensure_ascii=False, indent=2)
-        out.write("\n")
-    elif not statuses:
+        write_json_array((s.as_json() for s in statuses), out)
+        return OK
+    first = next(statuses, None)
+    if first is None:
         print("No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`.", file=out)
-    else:
-        for status in statuses:
-            print(format_status(status, services.ctx.settings.timezone), file=out)
+        return OK
+    tz = services.ctx.settings.timezone
+    for chunk in _batches(itertools.chain([first], statuses), WRITE_CHUNK):
+        out.write("".join(format_status(status, tz) + "\n" for status in chunk))
     return OK
+
+
+WRITE_CHUNK = 1_000  # entries per write: few system calls, bounded memory
+_scalar = json.JSONEncoder(ensure_ascii=False).encode  # the C encoder; json.dump(indent=…) is pure Python
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _indented(value: Any, level: int) -> str:
+    """``value`` exactly as ``json.dumps(value, indent=2, ensure_ascii=False)`` writes it at depth ``level``."""
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, dict) and value:
+        items = (f"{inner}{_scalar(str(k))}: {_indented(v, level + 1)}" for k, v in value.items())
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(f"{inner}{_indented(v, level + 1)}" for v in value) + f"\n{pad}]"
+    return _scalar(value)
+
+
+def write_json_array(items: Iterable[Any], out: TextIO) -> None:
+    """The same text as ``json.dump(list(items), out, indent=2, ensure_ascii=False)`` plus a newline, written
+    in chunks as the items arrive, so the whole list is never in memory."""
+    opened = False
+    for chunk in _batches(items, WRITE_CHUNK):
+        out.write((",\n" if opened else "[\n") + ",\n".join("  " + _indented(item, 1) for item in chunk))
+        opened = True
+    out.write("\n]\n" if opened else "[]\n")
 
 
 def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -> int:

@@ -7,11 +7,11 @@ get plain values back from :meth:`KeyRepository.secrets`; only ciphertext reache
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer
 
@@ -193,6 +193,18 @@ def key_page(session: Session, *, offset: int, limit: int, expiring_before: date
     if expiring_before is not None:
         query = query.where(Key.expires_on <= expiring_before)
     return session.scalars(query).all()
+
+
+_STATUS_COLUMNS = tuple(c for c in Key.__table__.c if c.name not in (ACCESS + "_ct", SECRET + "_ct"))
+
+
+def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) -> Iterator[Row[Any]]:
+    """Every key's columns but its ciphertexts, most urgent first, as plain rows fetched in chunks (a
+    server-side cursor on PostgreSQL): showing 100,000 keys never holds them all, nor builds ORM objects."""
+    query = select(*_STATUS_COLUMNS).order_by(Key.expires_on, Key.vendor_id).execution_options(yield_per=2_000)
+    if vendor_ids is not None:
+        query = query.where(Key.vendor_id.in_(vendor_ids))
+    yield from session.execute(query)
 
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:

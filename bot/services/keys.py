@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from bot import rules
@@ -228,19 +229,28 @@ class KeyService:
         with self.ctx.reading() as session:
             return self._statuses(session, vendor_ids=vendor_ids, now=now)
 
+    def each_status(self, *, now: datetime | None = None) -> Iterator[KeyStatus]:
+        """Every key, most urgent first, streamed: one chunk of rows in memory at a time (100,000 keys)."""
+        with self.ctx.reading() as session:
+            yield from self._each_status(session, now=now)
+
     def _statuses(
         self, session: Session, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None
     ) -> list[KeyStatus]:
+        return list(self._each_status(session, vendor_ids=vendor_ids, now=now))
+
+    def _each_status(
+        self, session: Session, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None
+    ) -> Iterator[KeyStatus]:
         now = now or self.ctx.clock.now()
-        keys = self.ctx.keys.all(session, vendor_ids=vendor_ids)
+        vendor_ids = None if vendor_ids is None else list(vendor_ids)
         edits = repo.edit_counts(session, since=repo.week_ago(now))
         requests = repo.open_requests(session, now=now)
         today = self.ctx.today(now)
         counts = consumer_counts(session, vendor_ids=vendor_ids)
-        result = [
-            self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id), counts) for k in keys
-        ]
-        return sorted(result, key=lambda s: (s.days_left, s.vendor_id))
+        # ordered by (expires_on, vendor_id), which is (days_left, vendor_id): most urgent first
+        for key in repo.status_rows(session, vendor_ids=vendor_ids):
+            yield self._status(key, now, today, edits.get(key.vendor_id, 0), requests.get(key.vendor_id), counts)
 
     def status(self, vendor_id: str, *, now: datetime | None = None) -> KeyStatus:
         vendor_id = rules.validate_vendor_id(vendor_id)
@@ -285,7 +295,7 @@ class KeyService:
 
     @staticmethod
     def _status(
-        key: Key,
+        key: Key | Row[Any],
         now: datetime,
         today: date,
         edits: int,
@@ -591,7 +601,7 @@ def form_from_csv(row: Mapping[str, str | None]) -> RegistrationForm:
     )
 
 
-def linking_of(key: Key) -> LinkingInfo:
+def linking_of(key: Key | Row[Any]) -> LinkingInfo:
     return LinkingInfo(
         integration=rules.Integration(key.integration),
         integrator_name=key.integrator_name,

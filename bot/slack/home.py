@@ -1,4 +1,4 @@
-"""App Home: a dashboard of every key, sorted by expiry, refreshed each time someone opens it."""
+"""App Home: the most urgent keys and counts over all of them, refreshed each time someone opens it."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ def register(app: App, services: Services) -> None:
     def handle_app_home_opened(event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") != "home":
             return
-        client.views_publish(
-            user_id=event["user"], view=views.build_home_view(services.keys.statuses(), services.ctx.settings.timezone)
-        )
+        page = services.keys.status_page(limit=views.HOME_MAX_KEYS)  # never every key: 100,000 would not fit
+        client.views_publish(user_id=event["user"], view=views.build_home_view(page, services.ctx.settings.timezone))
 
     app.event("app_home_opened")(handle_app_home_opened)

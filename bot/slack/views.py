@@ -191,34 +191,35 @@ def status_fallback_text(page: StatusPage) -> str:
 # ---------------------------------------------------------------- App Home
 
 
-def build_home_view(statuses: Sequence[KeyStatus], tz: ZoneInfo) -> View:
-    """Every key sorted by expiry with a days-left bar and the same buttons (App Home holds 100 blocks)."""
-    ordered = sorted(statuses, key=lambda s: (s.expires_on, s.vendor_id))
-    healthy = sum(s.phase is Phase.HEALTHY for s in ordered)
-    window = sum(s.phase is Phase.REISSUE_WINDOW for s in ordered)
-    expired = sum(s.phase is Phase.EXPIRED for s in ordered)
+def build_home_view(page: StatusPage, tz: ZoneInfo) -> View:
+    """The most urgent keys with a days-left bar and the same buttons, and the counts over every key: App Home
+    holds 100 blocks, so the page (``KeyService.status_page``) is all that is loaded, at any number of keys."""
+    shown = page.statuses[:HOME_MAX_KEYS]
     blocks: list[Block] = [
         HeaderBlock(text="Coupang Open API keys"),
         ContextBlock(
             elements=[
-                _mrkdwn(f"{len(ordered)} keys: {healthy} healthy · {window} in the reissue window · {expired} expired")
+                _mrkdwn(
+                    f"{page.matching} keys: {page.healthy} healthy · {page.in_window} in the reissue window · "
+                    f"{page.expired} expired"
+                )
             ]
         ),
         DividerBlock(),
     ]
-    if not ordered:
+    if not shown:
         blocks.append(SectionBlock(text=_mrkdwn("No keys registered yet. Register one with `/coupang-key add`.")))
-    for status in ordered[:HOME_MAX_KEYS]:
+    for status in shown:
         bar = f"`{days_left_bar(status.days_left)}` {rules.describe_days_left(status.days_left)}"
         text = f"{bar}\n{key_summary_text(status, tz)}"
         blocks.append(SectionBlock(block_id=f"home-key-{status.vendor_id}", text=_mrkdwn(text)))
         blocks.append(build_key_buttons(status))
-    if len(ordered) > HOME_MAX_KEYS:
+    if page.matching > len(shown):
         blocks.append(
             ContextBlock(
                 elements=[
                     _mrkdwn(
-                        f"…and {len(ordered) - HOME_MAX_KEYS} more expiring later. See them all with "
+                        f"…and {page.matching - len(shown)} more expiring later. See them all with "
                         "`/coupang-key status`."
                     )
                 ]
