@@ -195,16 +195,37 @@ def key_page(session: Session, *, offset: int, limit: int, expiring_before: date
     return session.scalars(query).all()
 
 
-_STATUS_COLUMNS = tuple(c for c in Key.__table__.c if c.name not in (ACCESS + "_ct", SECRET + "_ct"))
+_STATUS_COLUMNS = tuple(
+    Key.__table__.c[name]
+    for name in (
+        "vendor_id",
+        "label",
+        "access_key_mask",
+        "secret_fingerprint",
+        "generation",
+        "issued_on",
+        "expires_on",
+        "owner_id",
+        "channel_id",
+        "access_deadline",
+        "verify_outcome",
+        "verified_at",
+        "integration",
+        "integrator_name",
+        "company_name",
+        "company_url",
+        "ip_addresses",
+    )
+)  # what a status shows: no ciphertexts, no bookkeeping
 
 
 def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) -> Iterator[Row[Any]]:
-    """Every key's columns but its ciphertexts, most urgent first, as plain rows fetched in chunks (a
-    server-side cursor on PostgreSQL): showing 100,000 keys never holds them all, nor builds ORM objects."""
+    """The columns a status shows of every key (or the ones named), most urgent first, as plain rows fetched
+    in chunks (a server-side cursor on PostgreSQL): 100,000 keys are never all in memory, nor ORM objects."""
     query = select(*_STATUS_COLUMNS).order_by(Key.expires_on, Key.vendor_id).execution_options(yield_per=2_000)
     if vendor_ids is not None:
         query = query.where(Key.vendor_id.in_(vendor_ids))
-    yield from session.execute(query)
+    yield from session.connection().execute(query)  # core rows: no ORM result processing
 
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:

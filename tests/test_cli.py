@@ -96,7 +96,8 @@ def test_import_skip_invalid_keeps_the_good_rows(cli, tmp_path):
 
 def test_one_audit_entry_per_import_commits_to_every_row(cli, tmp_path):
     """An auditor recomputes the import's digest from `status --json`: any row added, dropped or changed shows."""
-    cli("keys", "import", write_csv(tmp_path, row("A00000002"), row("A00000001", issued_on="", expires_on="2027-01-05")))
+    rows = row("A00000002"), row("A00000001", issued_on="", expires_on="2027-01-05")
+    cli("keys", "import", write_csv(tmp_path, *rows))
     entries = [json.loads(line) for line in cli("audit", "export", "--format", "jsonl")[1].splitlines()]
     assert [(e["action"], e["vendor_id"]) for e in entries] == [("key.imported", None)]
     details = entries[0]["details"]

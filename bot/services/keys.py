@@ -248,9 +248,13 @@ class KeyService:
         requests = repo.open_requests(session, now=now)
         today = self.ctx.today(now)
         counts = consumer_counts(session, vendor_ids=vendor_ids)
+        linkings: dict[tuple[Any, ...], LinkingInfo] = {}  # an integrator's keys share one linking: built once
         # ordered by (expires_on, vendor_id), which is (days_left, vendor_id): most urgent first
         for key in repo.status_rows(session, vendor_ids=vendor_ids):
-            yield self._status(key, now, today, edits.get(key.vendor_id, 0), requests.get(key.vendor_id), counts)
+            facts = (key.integration, key.integrator_name, key.company_name, key.company_url, *key.ip_addresses)
+            linking = linkings.get(facts) or linkings.setdefault(facts, linking_of(key))
+            request = requests.get(key.vendor_id)
+            yield self._status(key, now, today, edits.get(key.vendor_id, 0), request, counts, linking)
 
     def status(self, vendor_id: str, *, now: datetime | None = None) -> KeyStatus:
         vendor_id = rules.validate_vendor_id(vendor_id)
@@ -301,6 +305,7 @@ class KeyService:
         edits: int,
         request: ReissueRequest | None,
         consumers: Mapping[str, tuple[int, int]],
+        linking: LinkingInfo | None = None,
     ) -> KeyStatus:
         days = rules.days_left(key.expires_on, today)
         return KeyStatus(
@@ -314,7 +319,7 @@ class KeyService:
             days_left=days,
             phase=rules.phase_for(days),
             reissue_button_active=rules.reissue_button_active(days),
-            linking=linking_of(key),
+            linking=linking or linking_of(key),
             edits_last_7_days=edits,
             owner_id=key.owner_id,
             channel_id=key.channel_id,
