@@ -173,7 +173,7 @@ def run() -> str:
             "now it loads the page of the 45 most urgent and counts the rest in the database "
             "(plans in the integrator section). gunicorn's master used to be the CLI process itself, holding "
             "everything the bot imports beside the worker's copy; now it is a fresh interpreter that loads only "
-            "gunicorn, and only the worker loads the bot. boto3 and hvac (~10 MB) load only when a consumer "
+            "gunicorn, and only the worker loads the bot. boto3 and hvac (10–25 MB) load only when a consumer "
             "of that kind is delivered to.",
         ]
     )

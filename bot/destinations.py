@@ -142,7 +142,7 @@ class Destinations:
     # ------------------------------------------------------------ AWS
 
     def _aws(self, service: str) -> Any:
-        import boto3  # here, not at the top: boto3 and hvac cost ~30 MB in every process, used by few
+        import boto3  # here, not at the top: boto3 and hvac cost 10–25 MB in every process, used by few
         from botocore.config import Config
 
         with self._lock:

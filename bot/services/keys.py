@@ -452,7 +452,7 @@ class KeyService:
         """Check every row first; import all or nothing unless ``skip_invalid``. Messages never echo secrets.
 
         The keys go in with one INSERT per table and chunk, and one audit entry covers the whole import: it
-        names how many keys and a SHA-256 over every imported row's digest (:func:`import_digest`)."""
+        names how many keys and a SHA-256 over every imported row's digest (:func:`row_digest`)."""
         report = ImportReport()
         valid: list[NewKey] = []
         seen: dict[str, int] = {}
