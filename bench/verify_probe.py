@@ -61,6 +61,14 @@ def run() -> str:
             drop()
     return "\n".join(
         [
+            "## Verification jobs at 100,000 keys, nothing due (bench/verify_probe.py)",
+            "",
+            "`python -m bench verify_probe` (`BENCH_KEYS`): every self-developed key already probed today and no "
+            "access deadline passed, so a tick makes no Coupang call; median of 5 ticks. The scheduler runs both "
+            "every few minutes. The post-deadline check is one filtered query; the daily probe reads "
+            "`(vendor_id, probed_at, access_deadline)` of every self-developed key and computes each one's slot "
+            "in Python. Unchanged by this work (no budget was recorded before); figures for the record.",
+            "",
             "| database | self-developed keys | post-deadline check, idle | daily probe, idle |",
             "|---|---:|---:|---:|",
             *rows,

@@ -225,7 +225,8 @@ def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) ->
     query = select(*_STATUS_COLUMNS).order_by(Key.expires_on, Key.vendor_id).execution_options(yield_per=2_000)
     if vendor_ids is not None:
         query = query.where(Key.vendor_id.in_(vendor_ids))
-    yield from session.execute(query)
+    session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
+    yield from session.connection().execute(query)  # core rows, without the ORM's result processing
 
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:
