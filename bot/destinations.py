@@ -22,12 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
-import hvac
 import requests
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from hvac import exceptions as vault_errors
 from standardwebhooks import Webhook
 
 TIMEOUT_SECONDS = 10
@@ -147,6 +142,9 @@ class Destinations:
     # ------------------------------------------------------------ AWS
 
     def _aws(self, service: str) -> Any:
+        import boto3  # here, not at the top: boto3 and hvac cost 10–25 MB in every process, used by few
+        from botocore.config import Config
+
         with self._lock:
             if service not in self._clients:
                 config = Config(
@@ -159,6 +157,8 @@ class Destinations:
             return self._clients[service]
 
     def _secrets_manager(self, delivery: Delivery) -> Outcome:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         client = self._aws("secretsmanager")
         secret_id, value = delivery.config["secret_id"], json.dumps(delivery.data)
         try:
@@ -173,6 +173,8 @@ class Destinations:
         return DELIVERED
 
     def _ssm(self, delivery: Delivery) -> Outcome:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         client = self._aws("ssm")
         try:
             client.put_parameter(
@@ -188,6 +190,9 @@ class Destinations:
     # ------------------------------------------------------------ Vault / OpenBao
 
     def _vault(self, delivery: Delivery) -> Outcome:
+        import hvac
+        from hvac import exceptions as vault_errors
+
         if not (self.vault_addr and self.vault_token):
             return Outcome(ok=False, error="VAULT_ADDR and VAULT_TOKEN must be set for Vault consumers")
         client = hvac.Client(
@@ -198,7 +203,7 @@ class Destinations:
                 path=delivery.config["path"], secret=delivery.data, mount_point=delivery.config.get("mount", "secret")
             )
         except vault_errors.VaultError as exc:
-            status = _VAULT_STATUS.get(type(exc), 0)
+            status = _vault_status(exc)
             errors = "; ".join(exc.errors or []) if exc.errors else type(exc).__name__
             retry = retryable_status(status) if status else isinstance(exc, vault_errors.UnexpectedError)
             return Outcome(ok=False, retry=retry, error=f"Vault {status or ''} {errors}".replace("  ", " "))
@@ -207,24 +212,30 @@ class Destinations:
         return DELIVERED
 
 
-_VAULT_STATUS = {
-    vault_errors.InvalidRequest: 400,
-    vault_errors.Unauthorized: 401,
-    vault_errors.Forbidden: 403,
-    vault_errors.InvalidPath: 404,
-    vault_errors.RateLimitExceeded: 429,
-    vault_errors.InternalServerError: 500,
-    vault_errors.VaultNotInitialized: 501,
-    vault_errors.BadGateway: 502,
-    vault_errors.VaultDown: 503,
-}
+def _vault_status(exc: Exception) -> int:
+    from hvac import exceptions as vault_errors
+
+    statuses = {
+        vault_errors.InvalidRequest: 400,
+        vault_errors.Unauthorized: 401,
+        vault_errors.Forbidden: 403,
+        vault_errors.InvalidPath: 404,
+        vault_errors.RateLimitExceeded: 429,
+        vault_errors.InternalServerError: 500,
+        vault_errors.VaultNotInitialized: 501,
+        vault_errors.BadGateway: 502,
+        vault_errors.VaultDown: 503,
+    }
+    return statuses.get(type(exc), 0)
 
 
-def _aws_code(exc: ClientError) -> str:
+def _aws_code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _aws_outcome(exc: ClientError | BotoCoreError) -> Outcome:
+def _aws_outcome(exc: Exception) -> Outcome:
+    from botocore.exceptions import ClientError, NoCredentialsError
+
     if isinstance(exc, NoCredentialsError):
         return Outcome(ok=False, error="no AWS credentials: set the standard AWS variables or a role")
     if not isinstance(exc, ClientError):  # timeouts and lost connections

@@ -1,17 +1,21 @@
 """``coupang-keybot serve``: connect to Slack, or explain how to.
 
 Socket Mode when ``SLACK_APP_TOKEN`` is set; otherwise HTTP through gunicorn (one worker process with threads,
-so the scheduler runs exactly once, inside that worker) serving :mod:`bot.wsgi`.
+so the scheduler runs exactly once, inside that worker) serving :mod:`bot.wsgi`. For HTTP this process checks
+the settings, then becomes a small gunicorn master (``python -m bot.serve``); the worker loads the bot.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Any, TextIO
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any, TextIO
 
-from bot.bootstrap import Services
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from bot.bootstrap import Services
 
 logger = logging.getLogger(__name__)
 HTTP_THREADS = 8
@@ -85,27 +89,58 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
 
 
 def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
-    from gunicorn.app.base import BaseApplication
-
-    from bot.confirm import CONFIRM_PATH, build_confirm_app
-    from bot.logs import gunicorn_logconfig
-    from bot.ops_http import build_ops_wsgi
-    from bot.scheduler import build_scheduler
-    from bot.slack.app import build_app
-    from bot.wsgi import build_wsgi
-
     if not services.ctx.settings.slack_signing_secret:
         print("HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode).", file=out)
         return 2
-    app = build_app(services)
-    wsgi = build_wsgi(app, ops=build_ops_wsgi(services), routes={CONFIRM_PATH: build_confirm_app(services.rollout)})
+    settings = services.ctx.settings
+    print(
+        f"Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz, metrics: /metrics)",
+        file=out,
+        flush=True,
+    )
+    services.engine.dispose()
+    sys.stderr.flush()
+    # gunicorn's master only watches its worker: a fresh interpreter that never imports the bot holds ~20 MB,
+    # where this process (SQLAlchemy, Bolt, the services) would hold ~80 MB next to the worker's own copy
+    flags = [str(port), settings.log_level, settings.log_format, "scheduler" if scheduler else "no-scheduler"]
+    os.execv(sys.executable, [sys.executable, "-m", "bot.serve", *flags])  # noqa: S606 - our own interpreter
+    return 0  # not reached
 
-    def post_worker_init(worker: Any) -> None:
-        # connections opened before the fork (migrations) must not be shared with the worker
-        services.engine.dispose(close=False)
+
+def run_http(port: int, *, scheduler: bool, log_level: str, log_format: str) -> int:
+    """gunicorn's master (``python -m bot.serve``): the worker builds the services and the Bolt app itself."""
+    from gunicorn.app.base import BaseApplication
+
+    from bot.logs import configure_logging, gunicorn_logconfig
+    from bot.slack import redact
+
+    configure_logging(log_level, log_format)
+    redact.install()
+    worker: dict[str, Any] = {}
+
+    def build_worker_wsgi() -> Any:
+        # everything the bot needs is imported here, in the worker only
+        from bot.bootstrap import build_services
+        from bot.cli import load_environment, open_database
+        from bot.confirm import CONFIRM_PATH, build_confirm_app
+        from bot.ops_http import build_ops_wsgi
+        from bot.slack.app import build_app
+        from bot.wsgi import build_wsgi
+
+        settings = load_environment()
+        services = build_services(settings, engine=open_database(settings.database_url))
+        app = build_app(services)
+        worker.update(services=services, app=app)
+        routes = {CONFIRM_PATH: build_confirm_app(services.rollout)}
+        return build_wsgi(app, ops=build_ops_wsgi(services), routes=routes)
+
+    def post_worker_init(process: Any) -> None:
+        services = worker["services"]
         if scheduler:
-            build_scheduler(services, app).start()
-            logger.info("scheduler started in worker %s", worker.pid)
+            from bot.scheduler import build_scheduler
+
+            build_scheduler(services, worker["app"]).start()
+            logger.info("scheduler started in worker %s", process.pid)
         services.monitor.started(scheduler=scheduler)
 
     options = {
@@ -118,10 +153,10 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
         "post_worker_init": post_worker_init,
         "accesslog": None,
         "errorlog": "-",
-        "loglevel": services.ctx.settings.log_level.lower(),
+        "loglevel": log_level.lower(),
     }
-    if services.ctx.settings.log_format == "json":
-        options["logconfig_dict"] = gunicorn_logconfig(services.ctx.settings.log_level)
+    if log_format == "json":
+        options["logconfig_dict"] = gunicorn_logconfig(log_level)
 
     class KeybotHTTP(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -129,15 +164,17 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
                 self.cfg.set(name, value)
 
         def load(self) -> Any:
-            return wsgi
+            return build_worker_wsgi()
 
-    print(
-        f"Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz, metrics: /metrics)",
-        file=out,
-        flush=True,
-    )
     try:
         KeybotHTTP().run()
     except SystemExit as stop:
         return int(stop.code or 0)
     return 0
+
+
+if __name__ == "__main__":  # the master exec'd by _serve_http: PORT LOG_LEVEL LOG_FORMAT scheduler|no-scheduler
+    from bot.serve import run_http as run  # by module name, so its log lines say bot.serve
+
+    port, level, fmt, jobs = sys.argv[1:5]
+    sys.exit(run(int(port), scheduler=jobs == "scheduler", log_level=level, log_format=fmt))

@@ -6,11 +6,11 @@ get plain values back from :meth:`KeyRepository.secrets`; only ciphertext reache
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer
 
@@ -50,6 +50,54 @@ class KeyRepository:
         self._record_generation(session, key)
         session.flush()
         return key
+
+    def add_many(self, session: Session, rows: Sequence[dict[str, Any]], secrets: Sequence[tuple[str, str]]) -> None:
+        """Insert new keys in one statement per table (bulk import): ``rows`` are ``keys`` columns without the
+        secret ones, generation included; the mask, fingerprint and ciphertexts are filled in here."""
+        for row, (access_key, secret_key) in zip(rows, secrets, strict=True):
+            vendor_id, generation = row["vendor_id"], row["generation"]
+            row["access_key_ct"] = self.keyring.encrypt(access_key, associated_data(vendor_id, generation, ACCESS))
+            row["secret_key_ct"] = self.keyring.encrypt(secret_key, associated_data(vendor_id, generation, SECRET))
+            row["access_key_mask"] = _mask(access_key)
+            row["secret_fingerprint"] = self.keyring.fingerprint(secret_key)
+        session.execute(insert(Key), rows)
+        session.execute(
+            insert(KeyGeneration),
+            [
+                {
+                    "vendor_id": r["vendor_id"],
+                    "generation": r["generation"],
+                    "access_key_mask": r["access_key_mask"],
+                    "secret_fingerprint": r["secret_fingerprint"],
+                    "issued_on": r["issued_on"],
+                    "expires_on": r["expires_on"],
+                    "created_at": r["updated_at"],
+                }
+                for r in rows
+            ],
+        )
+
+    @staticmethod
+    def registered(session: Session, vendor_ids: Sequence[str]) -> set[str]:
+        """Which of these vendor IDs have a key now (any number of IDs: asked in chunks)."""
+        return {
+            vendor_id
+            for chunk in _chunks(vendor_ids)
+            for vendor_id in session.scalars(select(Key.vendor_id).where(Key.vendor_id.in_(chunk)))
+        }
+
+    @staticmethod
+    def next_generations(session: Session, vendor_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`next_generation` of many vendor IDs at once (most were never registered: 1)."""
+        last: dict[str, int] = {}
+        for chunk in _chunks(vendor_ids):
+            query = (
+                select(KeyGeneration.vendor_id, func.max(KeyGeneration.generation))
+                .where(KeyGeneration.vendor_id.in_(chunk))
+                .group_by(KeyGeneration.vendor_id)
+            )
+            last.update({vendor_id: generation for vendor_id, generation in session.execute(query)})
+        return {vendor_id: last.get(vendor_id, 0) + 1 for vendor_id in vendor_ids}
 
     def new_generation(
         self,
@@ -131,6 +179,11 @@ class KeyRepository:
         )
 
 
+def _chunks(items: Sequence[str], size: int = 900) -> Iterable[Sequence[str]]:
+    """Slices small enough for an ``IN (…)`` list on every database (SQLite caps bound parameters)."""
+    return (items[start : start + size] for start in range(0, len(items), size))
+
+
 def _mask(value: str) -> str:
     return f"{value[:4]}…{value[-4:]}" if len(value) > 8 else "…"
 
@@ -148,6 +201,40 @@ def key_page(session: Session, *, offset: int, limit: int, expiring_before: date
     if expiring_before is not None:
         query = query.where(Key.expires_on <= expiring_before)
     return session.scalars(query).all()
+
+
+_STATUS_COLUMNS = tuple(
+    Key.__table__.c[name]
+    for name in (
+        "vendor_id",
+        "label",
+        "access_key_mask",
+        "secret_fingerprint",
+        "generation",
+        "issued_on",
+        "expires_on",
+        "owner_id",
+        "channel_id",
+        "access_deadline",
+        "verify_outcome",
+        "verified_at",
+        "integration",
+        "integrator_name",
+        "company_name",
+        "company_url",
+        "ip_addresses",
+    )
+)  # what a status shows: no ciphertexts, no bookkeeping
+
+
+def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) -> Iterator[Row[Any]]:
+    """The columns a status shows of every key (or the ones named), most urgent first, as plain rows fetched
+    in chunks (a server-side cursor on PostgreSQL): 100,000 keys are never all in memory, nor ORM objects."""
+    query = select(*_STATUS_COLUMNS).order_by(Key.expires_on, Key.vendor_id).execution_options(yield_per=2_000)
+    if vendor_ids is not None:
+        query = query.where(Key.vendor_id.in_(vendor_ids))
+    session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
+    yield from session.connection().execute(query)  # core rows, without the ORM's result processing
 
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import getpass
+import hashlib
 import io
 import json
 import os
@@ -95,6 +96,33 @@ def test_import_skip_invalid_keeps_the_good_rows(cli, tmp_path):
     assert [k["vendor_id"] for k in json.loads(cli("status", "--json")[1])] == ["A00000001"]
 
 
+def test_one_audit_entry_per_import_commits_to_every_row(cli, tmp_path):
+    """An auditor recomputes the import's digest from `status --json`: any row added, dropped or changed shows."""
+    rows = row("A00000002"), row("A00000001", issued_on="", expires_on="2027-01-05")
+    cli("keys", "import", write_csv(tmp_path, *rows))
+    entries = [json.loads(line) for line in cli("audit", "export", "--format", "jsonl")[1].splitlines()]
+    assert [(e["action"], e["vendor_id"]) for e in entries] == [("key.imported", None)]
+    details = entries[0]["details"]
+    statuses = {k["vendor_id"]: k for k in json.loads(cli("status", "--json")[1])}
+    digest = hashlib.sha256()
+    for vendor_id in ("A00000002", "A00000001"):  # file order
+        k = statuses[vendor_id]
+        facts = {f: k[f] for f in ("vendor_id", "label", "generation", "expires_on", "linking")}
+        facts["fingerprint"] = k["secret_fingerprint"]
+        digest.update(hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=False).encode()).digest())
+    assert details == {"keys": 2, "rows_sha256": digest.hexdigest()}
+
+
+def test_import_refuses_rows_of_registered_keys_by_line(cli, tmp_path):
+    cli("keys", "import", write_csv(tmp_path, row("A00000001")))
+    code, _, err = cli("keys", "import", write_csv(tmp_path, row("A00000002"), row("A00000001")))
+    assert code == 1 and "keys.csv:3: vendor_id: A00000001 already has a key." in err
+    assert [k["vendor_id"] for k in json.loads(cli("status", "--json")[1])] == ["A00000001"]
+    code, out, _ = cli("keys", "import", write_csv(tmp_path, row("A00000002"), row("A00000001")), "--skip-invalid")
+    assert code == 0 and "Imported 1 key(s), skipped 1 invalid row(s)." in out
+    assert cli("audit", "verify")[0] == 0
+
+
 def test_import_refuses_unknown_columns(cli, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("vendor,label\nA00000001,x\n")
@@ -104,6 +132,7 @@ def test_import_refuses_unknown_columns(cli, tmp_path):
 
 def test_audit_verify_exit_codes_and_export(cli, tmp_path, db_url):
     cli("keys", "import", write_csv(tmp_path, row("A00000001"), row("A00000002")))
+    cli("keys", "import", write_csv(tmp_path, row("A00000003")))
     assert cli("audit", "verify")[:2] == (0, "audit chain intact: 2 entries verified\n")
     code, out, _ = cli("audit", "export", "--format", "jsonl")
     assert code == 0 and len(out.splitlines()) == 2 and SECRET_MARK not in out

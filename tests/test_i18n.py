@@ -135,7 +135,7 @@ def test_every_view_fits_slacks_limits_in_both_languages(lang):
     built = [
         views.build_register_modal(lang),
         views.build_edit_linking_modal(lang, statuses[0], quota),
-        views.build_home_view(lang, statuses, SEOUL),
+        views.build_home_view(lang, page(statuses), SEOUL),
         views.build_notice_modal(lang, "x"),
         *views.build_status_blocks(lang, page(statuses), SEOUL),
         *views.build_delete_confirmation(lang, statuses[1]),

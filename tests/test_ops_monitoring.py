@@ -130,6 +130,23 @@ def test_metrics_equal_status_json(slack, services, db_url, cli):  # noqa: F811 
     assert metrics["coupang_keybot_reminders_posted_total"] == {(): 0}
 
 
+def test_status_json_streamed_in_chunks_is_the_text_json_dump_writes(services, db_url, cli, monkeypatch):  # noqa: F811
+    """`status --json` writes chunk by chunk from streamed rows; the text is what json.dump(indent=2) gave for
+    the statuses built from ORM keys (the status page's path), byte for byte."""
+    for i, days in enumerate((94, 10, 3, -2, 10)):
+        register(services, f"A0000000{i}", days_left=days)
+    services.reissues.request(USER, "A00000001", "expires soon")
+    with services.ctx.transaction() as session:
+        session.execute(update(Key).where(Key.vendor_id == "A00000000").values(verify_ok=True, verify_outcome="ok"))
+    monkeypatch.setattr("bot.cli.WRITE_CHUNK", 2)
+    code, out, _ = cli(db_url, "status", "--json")
+    expected = [s.as_json() for s in services.keys.status_page(limit=100).statuses]
+    assert code == 0 and [k["days_left"] for k in expected] == [-2, 3, 10, 10, 94]
+    assert out == json.dumps(expected, ensure_ascii=False, indent=2) + "\n"
+    code, text_out, _ = cli(db_url, "status")
+    assert code == 0 and len(text_out.splitlines()) >= 5 and text_out.index("A00000003") < text_out.index("A00000000")
+
+
 def test_metrics_need_the_bearer_token_when_one_is_set(db_url, fake_slack):
     services = build_services(make_settings(DATABASE_URL=db_url, KEYBOT_METRICS_TOKEN="scrape-me-7"))
     with SlackHarness(services, fake_slack) as harness:

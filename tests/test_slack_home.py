@@ -32,3 +32,30 @@ def test_edit_button_in_app_home_opens_the_modal_and_a_refusal_opens_a_notice(sl
     notice = slack.fake.wait_for("views.open", count=2)[-1].params["view"]
     assert "Only" in str(notice) and notice.get("callback_id") is None
     assert slack.fake.calls_to("chat.postMessage") == []
+
+
+def test_app_home_at_many_keys_shows_the_most_urgent_and_counts_them_all(slack):
+    """An integrator's 60 keys: the 45 expiring first fit Slack's 100 blocks, the header counts all 60."""
+    rows = [
+        (
+            n + 2,
+            {
+                "vendor_id": f"A{n:08d}",
+                "label": f"Shop {n}",
+                "access_key": factories.access_key(f"A{n:08d}"),
+                "secret_key": factories.secret_key(f"A{n:08d}"),
+                "expires_on": f"2027-0{1 + n % 6}-{10 + n % 15}",
+                "integration": "integrator",
+                "integrator_name": "Integrator Co",
+            },
+        )
+        for n in range(60)
+    ]
+    assert len(slack.services.keys.import_rows(ADMIN, rows).imported) == 60
+    assert slack.home_opened(USER).status == 200
+    view = slack.fake.wait_for("views.publish")[0].params["view"]
+    shown = [b["block_id"][len("home-key-") :] for b in view["blocks"] if b.get("block_id", "").startswith("home-key-")]
+    urgent = sorted(rows, key=lambda r: (r[1]["expires_on"], r[1]["vendor_id"]))[:45]
+    assert shown == [r[1]["vendor_id"] for r in urgent]
+    text = str(view)
+    assert "60 keys: 60 healthy" in text and "15 more expiring later" in text and len(view["blocks"]) <= 100

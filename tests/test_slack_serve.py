@@ -70,6 +70,11 @@ def test_serve_answers_health_and_a_signed_slash_command_over_http(db_url, fake_
     try:
         status, body = wait_until_up(port, process)
         assert (status, json.loads(body)["ok"]) == (200, True)
+        # gunicorn's master is a fresh interpreter that never loads the bot (memory: bench/serve_memory.py);
+        # the bot's crypto library is mapped in the worker only
+        worker = int(Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()[0])
+        assert "cryptography" in Path(f"/proc/{worker}/maps").read_text()
+        assert "cryptography" not in Path(f"/proc/{process.pid}/maps").read_text()
 
         form = urlencode(
             {

@@ -122,7 +122,8 @@ def test_days_left_bar_is_full_when_new_and_empty_when_expired():
 
 def test_home_is_sorted_by_expiry_and_within_slacks_limit():
     statuses = [status(n, days=100 - n, expires_on=date(2027, 1, 1).fromordinal(739000 - n)) for n in range(80)]
-    view = views.build_home_view("en", statuses, SEOUL).to_dict()
+    most_urgent = sorted(statuses, key=lambda s: s.expires_on)[: views.HOME_MAX_KEYS]
+    view = views.build_home_view("en", page(most_urgent, matching=80), SEOUL).to_dict()
     assert view["type"] == "home" and len(view["blocks"]) <= 100
     sections = [b for b in view["blocks"] if b.get("block_id", "").startswith("home-key-")]
     assert sections[0]["block_id"] == "home-key-A00000079"  # expires first

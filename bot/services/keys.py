@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from bot import rules
@@ -237,19 +240,32 @@ class KeyService:
         with self.ctx.reading() as session:
             return self._statuses(session, vendor_ids=vendor_ids, now=now)
 
+    def each_status(self, *, now: datetime | None = None) -> Iterator[KeyStatus]:
+        """Every key, most urgent first, streamed: one chunk of rows in memory at a time (100,000 keys)."""
+        with self.ctx.reading() as session:
+            yield from self._each_status(session, now=now)
+
     def _statuses(
         self, session: Session, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None
     ) -> list[KeyStatus]:
+        return list(self._each_status(session, vendor_ids=vendor_ids, now=now))
+
+    def _each_status(
+        self, session: Session, *, vendor_ids: Iterable[str] | None = None, now: datetime | None = None
+    ) -> Iterator[KeyStatus]:
         now = now or self.ctx.clock.now()
-        keys = self.ctx.keys.all(session, vendor_ids=vendor_ids)
+        vendor_ids = None if vendor_ids is None else list(vendor_ids)
         edits = repo.edit_counts(session, since=repo.week_ago(now))
         requests = repo.open_requests(session, now=now)
         today = self.ctx.today(now)
         counts = consumer_counts(session, vendor_ids=vendor_ids)
-        result = [
-            self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id), counts) for k in keys
-        ]
-        return sorted(result, key=lambda s: (s.days_left, s.vendor_id))
+        linkings: dict[tuple[Any, ...], LinkingInfo] = {}  # an integrator's keys share one linking: built once
+        # ordered by (expires_on, vendor_id), which is (days_left, vendor_id): most urgent first
+        for key in repo.status_rows(session, vendor_ids=vendor_ids):
+            facts = (key.integration, key.integrator_name, key.company_name, key.company_url, *key.ip_addresses)
+            linking = linkings.get(facts) or linkings.setdefault(facts, linking_of(key))
+            request = requests.get(key.vendor_id)
+            yield self._status(key, now, today, edits.get(key.vendor_id, 0), request, counts, linking)
 
     def status(self, vendor_id: str, *, now: datetime | None = None) -> KeyStatus:
         vendor_id = rules.validate_vendor_id(vendor_id)
@@ -296,12 +312,13 @@ class KeyService:
 
     @staticmethod
     def _status(
-        key: Key,
+        key: Key | Row[Any],
         now: datetime,
         today: date,
         edits: int,
         request: ReissueRequest | None,
         consumers: Mapping[str, tuple[int, int]],
+        linking: LinkingInfo | None = None,
     ) -> KeyStatus:
         days = rules.days_left(key.expires_on, today)
         return KeyStatus(
@@ -315,7 +332,7 @@ class KeyService:
             days_left=days,
             phase=rules.phase_for(days),
             reissue_button_active=rules.reissue_button_active(days),
-            linking=linking_of(key),
+            linking=linking or linking_of(key),
             edits_last_7_days=edits,
             owner_id=key.owner_id,
             channel_id=key.channel_id,
@@ -448,7 +465,10 @@ class KeyService:
     def import_rows(
         self, actor: str, rows: Iterable[tuple[int, Mapping[str, str | None]]], *, skip_invalid: bool = False
     ) -> ImportReport:
-        """Check every row first; import all or nothing unless ``skip_invalid``. Messages never echo secrets."""
+        """Check every row first; import all or nothing unless ``skip_invalid``. Messages never echo secrets.
+
+        The keys go in with one INSERT per table and chunk, and one audit entry covers the whole import: it
+        names how many keys and a SHA-256 over every imported row's digest (:func:`row_digest`)."""
         report = ImportReport()
         valid: list[NewKey] = []
         seen: dict[str, int] = {}
@@ -461,24 +481,35 @@ class KeyService:
                 valid.append(new)
             except InvalidInput as error:
                 report.errors.append((line, _without_secrets(_describe(error), row)))
-        with self.ctx.transaction() as session:
-            existing = {k.vendor_id for k in self.ctx.keys.all(session, vendor_ids=[n.vendor_id for n in valid])}
-        for new in valid:
-            if new.vendor_id in existing:
-                line = seen[new.vendor_id]
-                report.errors.append((line, f"vendor_id: {new.vendor_id} already has a key."))
-        report.errors.sort()
-        valid = [n for n in valid if n.vendor_id not in existing]
-        if report.errors and not skip_invalid:
-            self.ctx.refuse(actor, "key.import", None, InvalidInput({"file": f"{len(report.errors)} invalid row(s)"}))
-            return report
 
         def work(session: Session) -> None:
-            for new in valid:
-                self._insert(session, actor, new, "key.imported")
+            existing = self.ctx.keys.registered(session, list(seen))
+            report.errors.extend((seen[v], f"vendor_id: {v} already has a key.") for v in seen if v in existing)
+            report.errors.sort()
+            fresh = [n for n in valid if n.vendor_id not in existing]
+            if report.errors and not skip_invalid:
+                raise InvalidInput({"file": f"{len(report.errors)} invalid row(s)"})
+            if not fresh:
+                return
+            now = self.ctx.clock.now()
+            generations = self.ctx.keys.next_generations(session, [n.vendor_id for n in fresh])
+            digest = hashlib.sha256()
+            for start in range(0, len(fresh), IMPORT_CHUNK):
+                chunk = fresh[start : start + IMPORT_CHUNK]
+                key_rows = [_key_row(n, generations[n.vendor_id], now) for n in chunk]
+                self.ctx.keys.add_many(session, key_rows, [(n.access_key, n.secret_key) for n in chunk])
+                for new, key_row in zip(chunk, key_rows, strict=True):
+                    digest.update(row_digest(new, key_row["generation"], key_row["secret_fingerprint"]))
+            self.ctx.record(
+                session, actor, "key.imported", None, {"keys": len(fresh), "rows_sha256": digest.hexdigest()}
+            )
+            report.imported = [n.vendor_id for n in fresh]
 
-        self.ctx.audited(actor, "key.import", None, work)
-        report.imported = [n.vendor_id for n in valid]
+        try:
+            self.ctx.audited(actor, "key.import", None, work)
+        except InvalidInput:
+            if not report.errors:
+                raise
         return report
 
     # ------------------------------------------------------------ master key
@@ -501,6 +532,46 @@ class KeyService:
             entries = self.ctx.audit.rechain(session)
             self.ctx.record(session, actor, "master_key.rotated", None, {"keys": changed, "audit_entries": entries})
         return changed, entries
+
+
+IMPORT_CHUNK = 2_000  # keys per INSERT in a bulk import: bounded memory, few round trips
+
+
+def _key_row(new: NewKey, generation: int, now: datetime) -> dict[str, Any]:
+    """The ``keys`` columns of a new key, without its secrets (the repository encrypts those)."""
+    linking = new.linking
+    return {
+        "vendor_id": new.vendor_id,
+        "label": new.label,
+        "generation": generation,
+        "issued_on": new.issued_on,
+        "expires_on": new.expires_on,
+        "channel_id": new.channel_id,
+        "owner_id": new.owner_id,
+        "integration": str(linking.integration),
+        "integrator_name": linking.integrator_name,
+        "company_name": linking.company_name,
+        "company_url": linking.company_url,
+        "ip_addresses": list(linking.ip_addresses),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def row_digest(new: NewKey, generation: int, fingerprint: str) -> bytes:
+    """SHA-256 of what a single registration's audit entry would say about one imported key (no secrets).
+
+    An import's audit entry stores ``rows_sha256``: SHA-256 over these digests in file order, so the chain
+    commits to every imported row without one entry per key."""
+    facts = {
+        "vendor_id": new.vendor_id,
+        "label": new.label,
+        "generation": generation,
+        "expires_on": new.expires_on.isoformat(),
+        "fingerprint": fingerprint,
+        "linking": new.linking.summary(),
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=False).encode()).digest()
 
 
 def _describe(error: InvalidInput) -> str:
@@ -554,7 +625,7 @@ def form_from_csv(row: Mapping[str, str | None]) -> RegistrationForm:
     )
 
 
-def linking_of(key: Key) -> LinkingInfo:
+def linking_of(key: Key | Row[Any]) -> LinkingInfo:
     return LinkingInfo(
         integration=rules.Integration(key.integration),
         integrator_name=key.integrator_name,

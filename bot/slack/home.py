@@ -1,4 +1,4 @@
-"""App Home: a dashboard of every key, sorted by expiry, refreshed each time someone opens it."""
+"""App Home: the most urgent keys and counts over all of them, refreshed each time someone opens it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def register(app: App, services: Services) -> None:
         if event.get("tab", "home") != "home":
             return
         lang = services.languages.of(event["user"])
-        view = views.build_home_view(lang, services.keys.statuses(), services.ctx.settings.timezone)
-        client.views_publish(user_id=event["user"], view=view)
+        page = services.keys.status_page(limit=views.HOME_MAX_KEYS)  # never every key: 100,000 would not fit
+        client.views_publish(
+            user_id=event["user"], view=views.build_home_view(lang, page, services.ctx.settings.timezone)
+        )
 
     app.event("app_home_opened")(handle_app_home_opened)

@@ -243,29 +243,27 @@ def status_fallback_text(lang: str, page: StatusPage) -> str:
 # ---------------------------------------------------------------- App Home
 
 
-def build_home_view(lang: str, statuses: Sequence[KeyStatus], tz: ZoneInfo) -> View:
-    """Every key sorted by expiry with a days-left bar and the same buttons (App Home holds 100 blocks)."""
-    ordered = sorted(statuses, key=lambda s: (s.expires_on, s.vendor_id))
-    healthy = sum(s.phase is Phase.HEALTHY for s in ordered)
-    window = sum(s.phase is Phase.REISSUE_WINDOW for s in ordered)
-    expired = sum(s.phase is Phase.EXPIRED for s in ordered)
+def build_home_view(lang: str, page: StatusPage, tz: ZoneInfo) -> View:
+    """The most urgent keys with a days-left bar and the same buttons, and the counts over every key: App Home
+    holds 100 blocks, so the page (``KeyService.status_page``) is all that is loaded, at any number of keys."""
+    shown = page.statuses[:HOME_MAX_KEYS]
     blocks: list[Block] = [
         HeaderBlock(text=t(lang, "Coupang Open API keys")),
-        ContextBlock(elements=[_mrkdwn(counts_line(lang, healthy, window, expired))]),
+        ContextBlock(elements=[_mrkdwn(counts_line(lang, page.healthy, page.in_window, page.expired))]),
         DividerBlock(),
     ]
-    if not ordered:
+    if not shown:
         blocks.append(SectionBlock(text=_mrkdwn(t(lang, NO_KEYS))))
-    for status in ordered[:HOME_MAX_KEYS]:
+    for status in shown:
         bar = f"`{days_left_bar(status.days_left)}` {i18n.days_left(lang, status.days_left)}"
         text = f"{bar}\n{key_summary_text(lang, status, tz)}"
         blocks.append(SectionBlock(block_id=f"home-key-{status.vendor_id}", text=_mrkdwn(text)))
         blocks.append(build_key_buttons(lang, status))
-    if len(ordered) > HOME_MAX_KEYS:
+    if page.matching > len(shown):
         more = t(
             lang,
             "…and {count} more expiring later. See them all with `/coupang-key status`.",
-            count=len(ordered) - HOME_MAX_KEYS,
+            count=page.matching - len(shown),
         )
         blocks.append(ContextBlock(elements=[_mrkdwn(more)]))
     return View(type="home", blocks=blocks)
