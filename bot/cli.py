@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import io
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from bot.rules import (
     wing_advice,
 )
 from bot.services.base import cli_actor
-from bot.services.keys import CSV_COLUMNS, KeyStatus
+from bot.services.keys import CSV_COLUMNS, KeyStatus, read_csv_text
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
 from storage.db import make_engine, upgrade
@@ -152,27 +153,43 @@ def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int
     else:
         for status in statuses:
             print(format_status(status, services.ctx.settings.timezone, services.ctx.settings.language), file=out)
+    if args.fail_within is not None:
+        close = [s for s in statuses if s.days_left <= args.fail_within]
+        if close:
+            print(
+                t(
+                    services.ctx.settings.language,
+                    "{count} key(s) expire within {days} days or have expired: {vendor_ids}.",
+                    count=len(close),
+                    days=args.fail_within,
+                    vendor_ids=", ".join(s.vendor_id for s in close),
+                ),
+                file=sys.stderr,
+            )
+            return FAILED
+    return OK
+
+
+def cmd_calendar(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.calendar import calendar
+
+    now = services.ctx.clock.now()
+    lang = services.ctx.settings.language
+    out.write(calendar(services.keys.statuses(now=now), now, services.ctx.today(now), lang, args.days))
     return OK
 
 
 def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.file)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in ("vendor_id", "label", "access_key", "secret_key") if c not in columns]
-            unknown = [c for c in columns if c not in CSV_COLUMNS]
-            if missing or unknown:
-                problem = (
-                    f"missing columns: {', '.join(missing)}" if missing else f"unknown columns: {', '.join(unknown)}"
-                )
-                print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
-                return FAILED
-            rows = [(reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader]
-    except OSError as exc:
-        print(f"Cannot read {path}: {exc.strerror}.", file=sys.stderr)
+    reader = csv.DictReader(io.StringIO(read_csv_text(path), newline=""))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    missing = [c for c in ("vendor_id", "label", "access_key", "secret_key") if c not in columns]
+    unknown = [c for c in columns if c not in CSV_COLUMNS]
+    if missing or unknown:
+        problem = f"missing columns: {', '.join(missing)}" if missing else f"unknown columns: {', '.join(unknown)}"
+        print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
         return FAILED
+    rows = [(reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader]
     report = services.keys.import_rows(cli_actor(), rows, skip_invalid=args.skip_invalid)
     for line, reason in report.errors:
         print(f"{path}:{line}: {reason}", file=sys.stderr)
@@ -197,7 +214,7 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     else:
         done = t(lang, "Imported {count} key(s).", count=len(report.imported))
     print(done, file=out)
-    return OK
+    return OK if report.imported or not report.errors else FAILED
 
 
 def cmd_audit_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int:
@@ -346,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="every key, most urgent first")
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--fail-within", type=int, metavar="DAYS", help="exit 1 when a key has at most DAYS days left (for cron/CI)"
+    )
+
+    cal = sub.add_parser("calendar", help="iCalendar (RFC 5545): each key's D-14 day and expiry day")
+    cal.add_argument("--days", type=int, metavar="N", help="only the events of the next N days")
+    cal.set_defaults(handler=cmd_calendar)
     status.set_defaults(handler=cmd_status)
 
     verify = sub.add_parser("verify", help="check with Coupang that a stored key works (exit 1 if not)")

@@ -6,12 +6,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from bot import rules
-from bot.rules import InvalidInput, LinkingInfo, Msg, Phase
+from bot.rules import InvalidInput, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
@@ -150,18 +151,20 @@ def _parse_date(value: str | date | None, name: str, field_name: str) -> date | 
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise problem from None
+        raise InvalidInput.one(
+            field_name, "{name} {value}: there is no such date.", name=name, value=rules.quote(value)
+        ) from None
 
 
-def validate_registration(form: RegistrationForm) -> NewKey:
-    """Every field checked at once, so a form shows all its errors together."""
-    errors: dict[str, str] = {}
+def validate_registration(form: RegistrationForm, today: date) -> NewKey:
+    """Every field checked at once, so a form shows all its errors together; dates are checked against ``today``."""
+    errors: dict[str, str | Msg] = {}
 
     def check(fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
         except InvalidInput as exc:
-            errors.update(exc.errors)
+            errors.update(exc.messages)
             return None
 
     vendor_id = check(rules.validate_vendor_id, form.vendor_id)
@@ -179,6 +182,8 @@ def validate_registration(form: RegistrationForm) -> NewKey:
     dates = None
     if "issued_on" not in errors and "expires_on" not in errors:
         dates = check(rules.resolve_dates, issued_on, expires_on)
+        if dates is not None:
+            check(rules.check_dates, *dates, today)
     channel_id = (form.channel_id or "").strip() or None
     if channel_id and not _CHANNEL_ID.fullmatch(channel_id):
         errors["channel_id"] = f"{rules.quote(channel_id)} is not a Slack channel ID (it looks like C0123ABCD)."
@@ -334,7 +339,7 @@ class KeyService:
         def work(session: Session) -> KeyStatus:
             self.ctx.apply_once(session, submission)
             self.require_admin(actor)
-            new = validate_registration(form)
+            new = validate_registration(form, self.ctx.today())
             self._insert(session, actor, new, "key.registered")
             return self._statuses(session, vendor_ids=[new.vendor_id])[0]
 
@@ -452,9 +457,10 @@ class KeyService:
         report = ImportReport()
         valid: list[NewKey] = []
         seen: dict[str, int] = {}
+        today = self.ctx.today()
         for line, row in rows:
             try:
-                new = validate_registration(form_from_csv(row))
+                new = validate_registration(form_from_csv(row), today)
                 if new.vendor_id in seen:
                     raise InvalidInput.one("vendor_id", f"{new.vendor_id} is already on line {seen[new.vendor_id]}.")
                 seen[new.vendor_id] = line
@@ -513,6 +519,41 @@ def _without_secrets(text: str, row: Mapping[str, str | None]) -> str:
         value = (row.get(column) or "").strip()
         if len(value) >= 8:
             text = text.replace(value, f"[{column} hidden]")
+    return text
+
+
+CSV_ENCODINGS = ("utf-8-sig", "cp949")  # UTF-8 with or without BOM; CP949 (Excel on Korean Windows) ⊇ EUC-KR
+CSV_MAX_LINE = 4096  # characters; a key row is a few hundred
+
+
+def read_csv_text(path: Path) -> str:
+    """The text of a CSV file in UTF-8 (with or without BOM) or CP949/EUC-KR; anything else (UTF-16, a binary
+    file, a line no key row could fill) is refused with one sentence."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeybotError("Cannot read {path}: {reason}.", path=str(path), reason=exc.strerror) from None
+    for encoding in CSV_ENCODINGS:
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        text = ""
+    if (not text and data) or re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text):
+        raise KeybotError(
+            "{path} is not a text CSV in UTF-8 or CP949 (EUC-KR): in Excel choose Save As › CSV UTF-8.",
+            path=str(path),
+        )
+    for number, line in enumerate(text.splitlines(), start=1):
+        if len(line) > CSV_MAX_LINE:
+            raise KeybotError(
+                "{path}: line {line} is {length} characters long, far more than a key row: is this the right file?",
+                path=str(path),
+                line=number,
+                length=len(line),
+            )
     return text
 
 
