@@ -7,6 +7,7 @@ import json
 from datetime import date, timedelta
 
 import pytest
+import icalendar
 import time_machine
 
 from tests.factories import SECRET_MARK
@@ -91,3 +92,58 @@ def test_skip_invalid_with_every_row_bad_fails(cli, tmp_path):
     code, out, err = cli("keys", "import", path, "--skip-invalid")
     assert code == 1 and "Imported 0 key(s), skipped 2 invalid row(s)." in out
     assert SECRET_MARK not in out + err
+
+
+def import_keys(cli, tmp_path, *rows: str) -> None:
+    assert cli("keys", "import", write(tmp_path, csv_text(*rows).encode()))[0] == 0
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_calendar_is_rfc5545_with_a_d14_and_an_expiry_event_per_key(cli, tmp_path):
+    label = "쿠팡; 본점, \\ 최고의 상점 이름이 아주 길어서 한 줄에 다 들어가지 않습니다"
+    import_keys(
+        cli,
+        tmp_path,
+        row("A00000001", issued_on="", expires_on="2026-12-07").replace("Shop A00000001", f'"{label}"'),
+        row("A00000002", issued_on="", expires_on="2027-03-01"),
+    )
+    code, out, err = cli("calendar")
+    assert (code, err) == (0, "")
+    raw = out.encode()
+    assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b"")
+    assert all(len(line) <= 75 for line in raw.split(b"\r\n"))
+    parsed = icalendar.Calendar.from_ical(raw)
+    events = {
+        (str(e["UID"]), e.decoded("DTSTART"), e.decoded("DTEND"), str(e["SUMMARY"])) for e in parsed.walk("VEVENT")
+    }
+    assert {(day, end) for _, day, end, _ in events} == {
+        (date(2026, 11, 23), date(2026, 11, 24)),
+        (date(2026, 12, 7), date(2026, 12, 8)),
+        (date(2027, 2, 15), date(2027, 2, 16)),
+        (date(2027, 3, 1), date(2027, 3, 2)),
+    }
+    summaries = {day: summary for _, day, _, summary in events}
+    assert summaries[date(2026, 12, 7)] == f"Coupang key A00000001 {label} expires today"
+    assert "D-14" in summaries[date(2027, 2, 15)]
+    assert parsed["VERSION"] == "2.0" and parsed["PRODID"]
+    again = {str(e["UID"]) for e in icalendar.Calendar.from_ical(cli("calendar")[1].encode()).walk("VEVENT")}
+    assert again == {uid for uid, *_ in events} and len(again) == 4  # stable and unique
+    soon = icalendar.Calendar.from_ical(cli("calendar", "--days", "30")[1].encode())
+    assert [e.decoded("DTSTART") for e in soon.walk("VEVENT")] == [date(2026, 12, 7)]  # D-14 already passed
+    assert SECRET_MARK not in out
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_status_fail_within_exits_1_when_a_key_is_that_close(cli, tmp_path):
+    import_keys(cli, tmp_path, row("A00000001", issued_on="", expires_on="2026-12-07"))  # 10 days left
+    assert cli("status", "--fail-within", "9")[0] == 0
+    code, out, err = cli("status", "--fail-within", "10")
+    assert code == 1 and "A00000001" in out and "A00000001" in err
+    assert cli("status", "--json", "--fail-within", "10")[0] == 1
+
+
+@time_machine.travel("2026-12-20T03:00:00Z", tick=False)
+def test_status_fail_within_counts_expired_keys(cli, tmp_path):
+    with time_machine.travel(TODAY, tick=False):
+        import_keys(cli, tmp_path, row("A00000001", issued_on="", expires_on="2026-12-07"))
+    assert cli("status", "--fail-within", "0")[0] == 1
