@@ -386,14 +386,18 @@ class KeyService:
 
     def edit_linking(
         self, actor: str, vendor_id: str, linking: LinkingInfo, *, submission: SubmissionId | None = None
-    ) -> KeyStatus:
+    ) -> tuple[KeyStatus, bool]:
+        """The key's status after the edit, and whether anything changed: saving the same linking info is not an
+        edit (it uses none of Coupang's weekly edits and is not recorded)."""
         vendor_id = rules.validate_vendor_id(vendor_id)
 
-        def work(session: Session) -> KeyStatus:
+        def work(session: Session) -> tuple[KeyStatus, bool]:
             self.ctx.apply_once(session, submission)
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
             now = self.ctx.clock.now()
+            if linking == linking_of(key):
+                return self._statuses(session, vendor_ids=[vendor_id], now=now)[0], False
             times = repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now))
             quota = rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
             before = linking_of(key).details()
@@ -408,10 +412,10 @@ class KeyService:
                 vendor_id,
                 {"before": before, "after": linking.details(), "edits_last_7_days": quota.used + 1},
             )
-            return self._statuses(session, vendor_ids=[vendor_id], now=now)[0]
+            return self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True
 
-        status: KeyStatus = self.ctx.audited(actor, "key.edit", vendor_id, work)
-        return status
+        result: tuple[KeyStatus, bool] = self.ctx.audited(actor, "key.edit", vendor_id, work)
+        return result
 
     def delete(self, actor: str, vendor_id: str) -> None:
         vendor_id = rules.validate_vendor_id(vendor_id)

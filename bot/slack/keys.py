@@ -211,7 +211,7 @@ class KeyListeners:
                 )
             except InvalidInput as error:
                 raise self.services.ctx.refuse(submission.user_id, "key.edit", submission.vendor_id, error) from None
-            status = self.services.keys.edit_linking(
+            status, changed = self.services.keys.edit_linking(
                 submission.user_id, submission.vendor_id, linking, submission=parse_submission_id(body)
             )
         except AlreadyApplied:
@@ -225,7 +225,8 @@ class KeyListeners:
             return
         ack()
         tz = self.services.ctx.settings.timezone
-        self._confirm(client, submission.user_id, submission.channel_id, views.edited_text(lang, status, tz))
+        text = views.edited_text(lang, status, tz) if changed else views.unchanged_text(lang, status)
+        self._confirm(client, submission.user_id, submission.channel_id, text)
 
 
 def register(app: App, services: Services, router: CommandRouter) -> None:

@@ -609,18 +609,35 @@ def registered_text(lang: str, status: KeyStatus) -> str:
 def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
     params = {"vendor_id": escape(status.vendor_id), "used": status.edits_last_7_days, "limit": rules.EDITS_PER_WEEK}
     if status.propagating_until:
-        return t(
+        saved = t(
             lang,
             ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
             "apply it (propagating until {time}). Edits this week: {used}/{limit}.",
             time=i18n.moment(lang, status.propagating_until, tz),
             **params,
         )
+    else:
+        saved = t(
+            lang,
+            ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
+            "apply it (propagating). Edits this week: {used}/{limit}.",
+            **params,
+        )
+    wing = t(
+        lang,
+        "The bot only records it: change it in WING too with Edit (수정), or Coupang keeps the old linking info.",
+    )
+    return f"{saved}\n{wing}"
+
+
+def unchanged_text(lang: str, status: KeyStatus) -> str:
     return t(
         lang,
-        ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
-        "apply it (propagating). Edits this week: {used}/{limit}.",
-        **params,
+        "Nothing changed: the linking info of *{vendor_id}* is the same as before, so no edit was used "
+        "(edits this week: {used}/{limit}).",
+        vendor_id=escape(status.vendor_id),
+        used=status.edits_last_7_days,
+        limit=rules.EDITS_PER_WEEK,
     )
 
 

@@ -1,0 +1,74 @@
+"""Data entry from Slack catches mistakes and gets out of the way, end to end over HTTP on both databases."""
+
+from __future__ import annotations
+
+import time_machine
+
+from bot.slack import ids
+from tests import factories
+from tests.conftest import ADMIN, OWNER
+from tests.test_slack_keys import GOOD, open_register_modal
+
+TODAY = "2026-11-27T03:00:00Z"  # noon in Seoul
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_every_field_error_of_the_form_comes_in_one_answer(slack):
+    open_register_modal(slack)
+    answer = slack.submit(
+        ADMIN,
+        ids.REGISTER_MODAL,
+        {**GOOD, "issued_on": "2027-06-01", "company_url": "shop", "ip_addresses": "211.45.10.3\n192.168.0.7"},
+    )
+    errors = answer.json()["errors"]
+    assert set(errors) == {"issued_on", "company_url", "ip_addresses"}
+    assert "2027-06-01 is in the future" in errors["issued_on"]
+    assert "192.168.0.7 is a private address" in errors["ip_addresses"]
+    assert slack.services.keys.statuses() == []
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_no_such_date_and_a_far_expiry_are_named(slack):
+    open_register_modal(slack)
+    errors = slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, "issued_on": "2026-02-30"}).json()["errors"]
+    assert "there is no such date" in errors["issued_on"]
+    errors = slack.submit(
+        ADMIN, ids.REGISTER_MODAL, {**GOOD, "issued_on": "", "expires_on": "2027-11-20"}
+    ).json()["errors"]
+    assert "more than 180 days after today" in errors["expires_on"]
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_a_bare_domain_is_a_url_and_the_other_integrations_fields_are_ignored(slack):
+    open_register_modal(slack)
+    assert slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, "company_url": "example.com"}).text == ""
+    assert slack.services.keys.status("A00012345").linking.company_url == "https://example.com"
+    open_register_modal(slack)
+    typed_before_switching = {"vendor_id": "A00012346", "integration": "integrator", "integrator_name": "Sellmate"}
+    assert slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, **typed_before_switching}).text == ""
+    linking = slack.services.keys.status("A00012346").linking
+    assert (linking.integrator_name, linking.ip_addresses, linking.company_url) == ("Sellmate", (), None)
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_saving_the_edit_form_unchanged_uses_no_edit(slack):
+    slack.services.keys.register(ADMIN, factories.form("A00012345"))
+    slack.slash(OWNER, "edit A00012345", channel="CWORK0001")
+    slack.last_modal(ids.EDIT_LINKING_MODAL)
+    assert slack.submit(OWNER, ids.EDIT_LINKING_MODAL, {}).text == ""
+    note = slack.fake.wait_for("chat.postEphemeral")[0].params["text"]
+    assert "Nothing changed" in note and "no edit was used" in note
+    status = slack.services.keys.status("A00012345")
+    assert status.edits_last_7_days == 0 and status.propagating_until is None
+    assert "key.linking_edited" not in [e.action for e in slack.services.audit.entries(vendor_id="A00012345")]
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_an_edit_confirmation_says_to_change_it_in_wing_too(slack):
+    slack.services.keys.register(ADMIN, factories.form("A00012345"))
+    slack.slash(OWNER, "edit A00012345", channel="CWORK0001")
+    slack.last_modal(ids.EDIT_LINKING_MODAL)
+    assert slack.submit(OWNER, ids.EDIT_LINKING_MODAL, {"ip_addresses": "211.45.10.9"}).text == ""
+    note = slack.fake.wait_for("chat.postEphemeral")[0].params["text"]
+    assert "change it in WING too" in note and "Edit (수정)" in note
+    assert slack.services.keys.status("A00012345").edits_last_7_days == 1
