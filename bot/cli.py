@@ -135,6 +135,8 @@ def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
         extra.append(t(lang, "reissue request #{id} {state}", id=s.open_request.id, state=s.open_request.status))
     if s.consumers:
         extra.append(t(lang, "consumers {done}/{total}", done=s.consumers[0], total=s.consumers[1]))
+    if not s.reminder_channel:
+        extra.append(t(lang, "no reminder channel: no reminders (set KEYBOT_CHANNEL)"))
     if extra:
         lines.append("  " + "  ·  ".join(extra))
     return "\n".join(lines)
@@ -214,6 +216,17 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     else:
         done = t(lang, "Imported {count} key(s).", count=len(report.imported))
     print(done, file=out)
+    if report.no_channel:
+        print(
+            t(
+                lang,
+                "Warning: {count} key(s) have no channel and KEYBOT_CHANNEL is not set, so they get no reminders: "
+                "{vendor_ids}. Set KEYBOT_CHANNEL.",
+                count=len(report.no_channel),
+                vendor_ids=", ".join(report.no_channel),
+            ),
+            file=sys.stderr,
+        )
     return OK if report.imported or not report.errors else FAILED
 
 

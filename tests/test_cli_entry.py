@@ -147,3 +147,26 @@ def test_status_fail_within_counts_expired_keys(cli, tmp_path):
     with time_machine.travel(TODAY, tick=False):
         import_keys(cli, tmp_path, row("A00000001", issued_on="", expires_on="2026-12-07"))
     assert cli("status", "--fail-within", "0")[0] == 1
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_a_key_without_any_channel_is_warned_about_and_counted_in_the_sweep(cli, tmp_path):
+    nowhere = row("A00000001", issued_on="", expires_on="2026-12-04").replace(",CSHOP0001,", ",,")
+    code, out, err = cli("keys", "import", write(tmp_path, csv_text(nowhere, row("A00000002")).encode()))
+    assert code == 0 and "Imported 2 key(s)." in out
+    assert "1 key(s) have no channel and KEYBOT_CHANNEL is not set, so they get no reminders: A00000001" in err
+    status = cli("status")[1]
+    assert status.count("no reminder channel") == 1
+    code, out, _ = cli("reminders", "run", "--dry-run", "--as-of", "2026-11-27T09:00")  # D-7 of A00000001
+    assert code == 0 and "1 skipped (no channel: A00000001; set KEYBOT_CHANNEL)" in out
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_keybot_channel_is_a_channel_for_every_key(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEYBOT_CHANNEL", "CTEAM0001")
+    nowhere = row("A00000001", issued_on="", expires_on="2026-12-04").replace(",CSHOP0001,", ",,")
+    code, out, err = cli("keys", "import", write(tmp_path, csv_text(nowhere).encode()))
+    assert (code, err) == (0, "")
+    assert "no reminder channel" not in cli("status")[1]
+    out = cli("reminders", "run", "--dry-run", "--as-of", "2026-11-27T09:00")[1]
+    assert "CTEAM0001" in out and "no channel" not in out

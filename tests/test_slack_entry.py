@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time_machine
 
+from bot.bootstrap import build_services
 from bot.slack import ids
 from tests import factories
-from tests.conftest import ADMIN, OWNER
+from tests.conftest import ADMIN, OWNER, make_settings
+from tests.slack_harness import SlackHarness
 from tests.test_slack_keys import GOOD, open_register_modal
 
 TODAY = "2026-11-27T03:00:00Z"  # noon in Seoul
@@ -72,3 +74,19 @@ def test_an_edit_confirmation_says_to_change_it_in_wing_too(slack):
     note = slack.fake.wait_for("chat.postEphemeral")[0].params["text"]
     assert "change it in WING too" in note and "Edit (수정)" in note
     assert slack.services.keys.status("A00012345").edits_last_7_days == 1
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_a_key_added_without_a_channel_is_warned_about_at_add_and_in_status(db_url, fake_slack):
+    services = build_services(make_settings(DATABASE_URL=db_url, KEYBOT_CHANNEL=""))
+    with SlackHarness(services, fake_slack) as slack:
+        open_register_modal(slack)
+        assert slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, "channel_id": ""}).text == ""
+        confirmation = fake_slack.wait_for("chat.postEphemeral")[0].params["text"]
+        assert "Registered *A00012345*" in confirmation and "this key gets no reminders" in confirmation
+        assert "this key gets no reminders" in slack.slash(ADMIN, "status A00012345").text_of()
+        open_register_modal(slack)
+        assert slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, "vendor_id": "A00012346"}).text == ""
+        confirmation = fake_slack.wait_for("chat.postEphemeral", count=2)[1].params["text"]
+        assert "Registered *A00012346*" in confirmation and "no reminders" not in confirmation
+    services.engine.dispose()

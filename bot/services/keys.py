@@ -88,6 +88,7 @@ class KeyStatus:
     verified_at: datetime | None
     open_request: OpenRequest | None = None
     consumers: tuple[int, int] | None = None  # (holding the current generation, all) when it has consumers
+    reminder_channel: str | None = None  # its own channel, else KEYBOT_CHANNEL; None: it gets no reminders
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +136,7 @@ class StatusPage:
 class ImportReport:
     imported: list[str] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    no_channel: list[str] = field(default_factory=list)  # imported, but no channel and no KEYBOT_CHANNEL
 
 
 def _parse_date(value: str | date | None, name: str, field_name: str) -> date | None:
@@ -299,8 +301,8 @@ class KeyService:
         with self.ctx.reading() as session:
             return rules.edit_quota(repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now)), now)
 
-    @staticmethod
     def _status(
+        self,
         key: Key,
         now: datetime,
         today: date,
@@ -331,6 +333,7 @@ class KeyService:
                 OpenRequest(request.id, request.status, request.path, request.requested_by) if request else None
             ),
             consumers=consumers.get(key.vendor_id),
+            reminder_channel=key.channel_id or self.ctx.settings.channel or None,
         )
 
     # ------------------------------------------------------------ writes
@@ -489,6 +492,8 @@ class KeyService:
 
         self.ctx.audited(actor, "key.import", None, work)
         report.imported = [n.vendor_id for n in valid]
+        if not self.ctx.settings.channel:
+            report.no_channel = [n.vendor_id for n in valid if not n.channel_id]
         return report
 
     # ------------------------------------------------------------ master key

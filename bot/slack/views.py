@@ -117,6 +117,8 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         )
     if status.owner_id:
         lines.append(t(lang, "Owner: {user}", user=f"<@{escape(status.owner_id)}>"))
+    if not status.reminder_channel:
+        lines.append(no_channel_text(lang))
     if status.consumers:
         lines.append(
             t(
@@ -595,8 +597,12 @@ def build_history_blocks(lang: str, vendor_id: str, entries: Sequence[AuditEntry
     return blocks
 
 
+def no_channel_text(lang: str) -> str:
+    return t(lang, ":warning: No reminder channel (none given, KEYBOT_CHANNEL not set): this key gets no reminders.")
+
+
 def registered_text(lang: str, status: KeyStatus) -> str:
-    return t(
+    text = t(
         lang,
         ":white_check_mark: Registered *{vendor_id}* ({label}): expires {date}, {days_left}.",
         vendor_id=escape(status.vendor_id),
@@ -604,6 +610,7 @@ def registered_text(lang: str, status: KeyStatus) -> str:
         date=i18n.day(lang, status.expires_on),
         days_left=i18n.days_left(lang, status.days_left),
     )
+    return text if status.reminder_channel else f"{text}\n{no_channel_text(lang)}"
 
 
 def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
