@@ -150,6 +150,11 @@ def key_page(session: Session, *, offset: int, limit: int, expiring_before: date
     return session.scalars(query).all()
 
 
+def count_expiring(session: Session, *, before: date) -> int:
+    """Keys expiring on or before ``before`` (expired ones included)."""
+    return int(session.scalar(select(func.count()).select_from(Key).where(Key.expires_on <= before)) or 0)
+
+
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:
     """(healthy, in reissue window, expired) counted in the database, without loading any key."""
 

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the `cli` fixture is imported from test_cli)
 """Mistakes caught at data entry from the command line: dates, file encodings, all-bad imports; the calendar and
 ``status --fail-within`` for cron and CI."""
 
@@ -6,12 +7,12 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
-import pytest
 import icalendar
+import pytest
 import time_machine
 
 from tests.factories import SECRET_MARK
-from tests.test_cli import HEADER, cli, row  # noqa: F401  (cli: the fixture)
+from tests.test_cli import HEADER, cli, row  # noqa: F401
 
 TODAY = "2026-11-27T03:00:00Z"  # noon in Seoul
 
@@ -52,7 +53,8 @@ def test_a_future_issue_date_or_a_far_expiry_is_refused_naming_the_line(cli, tmp
 def test_the_last_possible_dates_are_accepted(cli, tmp_path):
     far = (date(2026, 11, 27) + timedelta(days=180)).isoformat()
     path = write(
-        tmp_path, csv_text(row("A00000001", issued_on="2026-11-27"), row("A00000002", issued_on="", expires_on=far)).encode()
+        tmp_path,
+        csv_text(row("A00000001", issued_on="2026-11-27"), row("A00000002", issued_on="", expires_on=far)).encode(),
     )
     assert cli("keys", "import", path)[0] == 0
     assert sorted(imported(cli)) == ["A00000001", "A00000002"]

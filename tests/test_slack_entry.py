@@ -7,7 +7,8 @@ import time_machine
 from bot.bootstrap import build_services
 from bot.slack import ids
 from tests import factories
-from tests.conftest import ADMIN, OWNER, make_settings
+from tests.conftest import ADMIN, OWNER, USER, make_settings
+from tests.factories import SECRET_MARK
 from tests.slack_harness import SlackHarness
 from tests.test_slack_keys import GOOD, open_register_modal
 
@@ -34,9 +35,9 @@ def test_no_such_date_and_a_far_expiry_are_named(slack):
     open_register_modal(slack)
     errors = slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, "issued_on": "2026-02-30"}).json()["errors"]
     assert "there is no such date" in errors["issued_on"]
-    errors = slack.submit(
-        ADMIN, ids.REGISTER_MODAL, {**GOOD, "issued_on": "", "expires_on": "2027-11-20"}
-    ).json()["errors"]
+    errors = slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, "issued_on": "", "expires_on": "2027-11-20"}).json()[
+        "errors"
+    ]
     assert "more than 180 days after today" in errors["expires_on"]
 
 
@@ -90,3 +91,64 @@ def test_a_key_added_without_a_channel_is_warned_about_at_add_and_in_status(db_u
         confirmation = fake_slack.wait_for("chat.postEphemeral", count=2)[1].params["text"]
         assert "Registered *A00012346*" in confirmation and "no reminders" not in confirmation
     services.engine.dispose()
+
+
+def register_expiring(slack, vendor_id: str, expires_on: str, **extra) -> None:
+    slack.services.keys.register(ADMIN, factories.form(vendor_id, issued_on=None, expires_on=expires_on, **extra))
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_status_is_one_line_per_key_and_details_expands_one(slack):
+    register_expiring(slack, "A00000002", "2027-03-01")
+    register_expiring(slack, "A00000001", "2026-12-04")
+    answer = slack.slash(USER, "status").json()
+    lines = [b for b in answer["blocks"] if b["type"] == "section"]
+    assert [b["block_id"] for b in lines] == ["key-A00000001", "key-A00000002"]  # most urgent first
+    first = lines[0]["text"]["text"]
+    assert "7 days left" in first and "reissue window" in first and "expires 2026-12-04" in first
+    assert f"Owner: <@{OWNER}>" in first and "\n" not in first
+    assert all(b["type"] != "actions" for b in answer["blocks"][1:-1])  # no per-key buttons in the overview
+    assert lines[0]["accessory"]["action_id"] == ids.EXPAND_KEY
+
+    slack.click(USER, ids.EXPAND_KEY, "A00000001")
+    detail = slack.fake.wait_for("response_url")[0].params
+    assert detail["replace_original"] is False
+    text = str(detail["blocks"])
+    assert "Reissue (재발급) button is active" in text and "Example Co" in text
+    actions = {e["action_id"] for b in detail["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    assert actions == {ids.EDIT_LINKING, ids.REQUEST_REISSUE, ids.VERIFY_KEY}
+    assert SECRET_MARK not in slack.fake.all_text()
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_status_expiring_defaults_to_30_days_and_takes_a_number(slack):
+    register_expiring(slack, "A00000001", "2026-12-04")  # 7 days left
+    register_expiring(slack, "A00000002", "2026-12-20")  # 23
+    register_expiring(slack, "A00000003", "2027-01-20")  # 54
+
+    def listed(text: str) -> list[str]:
+        return [b["block_id"] for b in slack.slash(USER, text).json()["blocks"] if b["type"] == "section"]
+
+    assert listed("status expiring") == ["key-A00000001", "key-A00000002"]
+    assert listed("status expiring 10") == ["key-A00000001"]
+    assert listed("status expiring 60") == ["key-A00000001", "key-A00000002", "key-A00000003"]
+    assert "No key has 3 days or fewer left" in slack.slash(USER, "status expiring 3").text_of()
+    assert "Usage" in slack.slash(USER, "status expiring soon").text_of()
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_app_home_is_one_line_per_key_and_details_expands_it_in_place(slack):
+    register_expiring(slack, "A00000002", "2027-03-01")
+    register_expiring(slack, "A00000001", "2026-12-04")
+    slack.home_opened(USER)
+    view = slack.fake.wait_for("views.publish")[0].params["view"]
+    lines = [b for b in view["blocks"] if b.get("block_id", "").startswith("home-key-")]
+    assert [b["block_id"] for b in lines] == ["home-key-A00000001", "home-key-A00000002"]
+    assert "7 days left" in lines[0]["text"]["text"] and "expires 2026-12-04" in lines[0]["text"]["text"]
+    assert "Example Co" not in str(view)
+
+    slack.click(USER, ids.EXPAND_KEY, "A00000002", container="home")
+    view = slack.fake.wait_for("views.publish", count=2)[1].params["view"]
+    assert "Example Co" in str(view) and str(view).count("Example Co") == 1
+    actions = [b for b in view["blocks"] if b["type"] == "actions"]
+    assert [e["value"] for e in actions[0]["elements"]] == ["A00000002"] * 3

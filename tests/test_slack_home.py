@@ -20,8 +20,7 @@ def test_opening_app_home_publishes_the_dashboard(slack):
     text = str(view)
     assert "▰" in text and "&lt;!here&gt;" in text and "<!here>" not in text
     assert SECRET_MARK not in slack.fake.all_text()
-    actions = {e["action_id"] for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]}
-    assert actions == {ids.EDIT_LINKING, ids.REQUEST_REISSUE, ids.VERIFY_KEY}
+    assert {b["accessory"]["action_id"] for b in view["blocks"] if "accessory" in b} == {ids.EXPAND_KEY}
 
 
 def test_edit_button_in_app_home_opens_the_modal_and_a_refusal_opens_a_notice(slack):

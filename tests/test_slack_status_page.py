@@ -37,7 +37,7 @@ def test_expiring_shows_only_window_and_expired_keys(services):
     register(services, 1, "2026-05-01")
     register(services, 3, "2026-06-14")
     register(services, 4, "2026-06-15")
-    page = services.keys.status_page(expiring=True, now=NOW)
+    page = services.keys.status_page(expiring_within=14, now=NOW)
     assert [s.vendor_id for s in page.statuses] == ["A00000001", "A00000003"]
     assert page.matching == 2 and page.next_offset is None
 

@@ -268,19 +268,16 @@ class KeyService:
         return found[0]
 
     def status_page(
-        self, *, offset: int = 0, limit: int = 15, expiring: bool = False, now: datetime | None = None
+        self, *, offset: int = 0, limit: int = 15, expiring_within: int | None = None, now: datetime | None = None
     ) -> StatusPage:
-        """Only one page of keys is loaded; the phase counts come from the database (fast at 10,000 keys)."""
+        """Only one page of keys is loaded; the phase counts come from the database (fast at 10,000 keys).
+        ``expiring_within``: only the keys with at most that many days left (expired ones included)."""
         now = now or self.ctx.clock.now()
         today = self.ctx.today(now)
         window_end = today + timedelta(days=rules.REISSUE_WINDOW_DAYS)
+        expiring_before = None if expiring_within is None else today + timedelta(days=expiring_within)
         with self.ctx.reading() as session:
-            keys = repo.key_page(
-                session,
-                offset=max(offset, 0),
-                limit=limit,
-                expiring_before=window_end if expiring else None,
-            )
+            keys = repo.key_page(session, offset=max(offset, 0), limit=limit, expiring_before=expiring_before)
             healthy, in_window, expired = repo.expiry_counts(session, today=today, window_end=window_end)
             vendor_ids = [k.vendor_id for k in keys]
             edits = repo.edit_counts(session, since=repo.week_ago(now), vendor_ids=vendor_ids)
@@ -289,7 +286,11 @@ class KeyService:
             page = [
                 self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id), counts) for k in keys
             ]
-        matching = in_window + expired if expiring else healthy + in_window + expired
+            matching = (
+                healthy + in_window + expired
+                if expiring_before is None
+                else repo.count_expiring(session, before=expiring_before)
+            )
         return StatusPage(page, max(offset, 0), matching, healthy, in_window, expired)
 
     def check_can_register(self, actor: str) -> None:

@@ -142,6 +142,33 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
     return "\n".join(lines)
 
 
+def key_line_text(lang: str, status: KeyStatus) -> str:
+    """One key in one line, for the overview: days left, phase, expiry and owner."""
+    text = t(
+        lang,
+        "*{vendor_id}* {label} · {days_left} · {phase} · expires {date}",
+        vendor_id=escape(status.vendor_id),
+        label=escape(_truncate(status.label, 60)),
+        days_left=i18n.days_left(lang, status.days_left),
+        phase=t(lang, PHASE_LABEL[status.phase]),
+        date=i18n.day(lang, status.expires_on),
+    )
+    if status.owner_id:
+        text += " · " + t(lang, "Owner: {user}", user=f"<@{escape(status.owner_id)}>")
+    if not status.reminder_channel:
+        text += " · " + t(lang, ":warning: no reminder channel")
+    return text
+
+
+def build_key_line(lang: str, status: KeyStatus, block_id: str, prefix: str = "") -> SectionBlock:
+    """A key's overview line with a Details button that expands it (the full entry with its buttons)."""
+    return SectionBlock(
+        block_id=block_id,
+        text=_mrkdwn(prefix + key_line_text(lang, status)),
+        accessory=ButtonElement(text=t(lang, "Details"), action_id=ids.EXPAND_KEY, value=status.vendor_id),
+    )
+
+
 # what ``status`` shows for a stored verification outcome and an open request's state
 REQUEST_STATE = {"pending": N_("pending"), "approved": N_("approved")}  # English shows the state itself
 
@@ -183,40 +210,36 @@ def counts_line(lang: str, healthy: int, window: int, expired: int) -> str:
     return t(lang, message, total=total, healthy=healthy, window=window, expired=expired)
 
 
-def next_page_value(offset: int, expiring: bool) -> str:
+def next_page_value(offset: int, expiring: int | None) -> str:
     return json.dumps({"offset": offset, "expiring": expiring}, separators=(",", ":"))
 
 
 NO_KEYS = N_("No keys registered yet. Register one with `/coupang-key add`.")
 
 
-def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: bool = False) -> list[Block]:
-    """The ``status`` reply: a summary, one section + buttons per key, and a next-page button (≤ 50 blocks)."""
+def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: int | None = None) -> list[Block]:
+    """The ``status`` reply: a summary, one line per key with a Details button, and a next-page button
+    (≤ 50 blocks). ``expiring``: the page holds only keys with at most that many days left."""
     if not page.statuses:
-        text = (
-            N_("No key is in or near its reissue window.")
-            if expiring and page.offset == 0
-            else NO_KEYS
-            if page.offset == 0
-            else N_("No more keys.")
-        )
-        return [SectionBlock(text=_mrkdwn(t(lang, text))), ContextBlock(elements=[_mrkdwn(summary_line(lang, page))])]
+        if page.offset:
+            text = t(lang, "No more keys.")
+        elif expiring is not None:
+            text = t(lang, "No key has {days} days or fewer left.", days=expiring)
+        else:
+            text = t(lang, NO_KEYS)
+        return [SectionBlock(text=_mrkdwn(text)), ContextBlock(elements=[_mrkdwn(summary_line(lang, page))])]
     first, last = page.offset + 1, page.offset + len(page.statuses)
+    counts = {"summary": summary_line(lang, page), "first": first, "last": last, "total": page.matching}
     showing = (
-        N_("{summary}. Showing expiring keys {first}–{last} of {total}.")
-        if expiring
-        else N_("{summary}. Showing keys {first}–{last} of {total}.")
-    )
-    blocks: list[Block] = [
-        ContextBlock(
-            block_id="status-summary",
-            elements=[
-                _mrkdwn(t(lang, showing, summary=summary_line(lang, page), first=first, last=last, total=page.matching))
-            ],
+        t(lang, "{summary}. Showing keys {first}–{last} of {total}.", **counts)
+        if expiring is None
+        else t(
+            lang, "{summary}. Keys with {days} days or fewer left: {first}–{last} of {total}.", days=expiring, **counts
         )
-    ]
+    )
+    blocks: list[Block] = [ContextBlock(block_id="status-summary", elements=[_mrkdwn(showing)])]
     for status in page.statuses[:PAGE_SIZE]:
-        blocks.extend(build_key_blocks(lang, status, tz))
+        blocks.append(build_key_line(lang, status, f"key-{status.vendor_id}"))
     if page.next_offset is not None:
         blocks.append(
             ActionsBlock(
@@ -245,8 +268,9 @@ def status_fallback_text(lang: str, page: StatusPage) -> str:
 # ---------------------------------------------------------------- App Home
 
 
-def build_home_view(lang: str, statuses: Sequence[KeyStatus], tz: ZoneInfo) -> View:
-    """Every key sorted by expiry with a days-left bar and the same buttons (App Home holds 100 blocks)."""
+def build_home_view(lang: str, statuses: Sequence[KeyStatus], tz: ZoneInfo, *, expanded: str | None = None) -> View:
+    """Every key sorted by expiry, one line each with a days-left bar and a Details button; the ``expanded`` key
+    shows its full entry and buttons instead (App Home holds 100 blocks)."""
     ordered = sorted(statuses, key=lambda s: (s.expires_on, s.vendor_id))
     healthy = sum(s.phase is Phase.HEALTHY for s in ordered)
     window = sum(s.phase is Phase.REISSUE_WINDOW for s in ordered)
@@ -259,10 +283,14 @@ def build_home_view(lang: str, statuses: Sequence[KeyStatus], tz: ZoneInfo) -> V
     if not ordered:
         blocks.append(SectionBlock(text=_mrkdwn(t(lang, NO_KEYS))))
     for status in ordered[:HOME_MAX_KEYS]:
-        bar = f"`{days_left_bar(status.days_left)}` {i18n.days_left(lang, status.days_left)}"
-        text = f"{bar}\n{key_summary_text(lang, status, tz)}"
-        blocks.append(SectionBlock(block_id=f"home-key-{status.vendor_id}", text=_mrkdwn(text)))
-        blocks.append(build_key_buttons(lang, status))
+        block_id = f"home-key-{status.vendor_id}"
+        bar = f"`{days_left_bar(status.days_left)}` "
+        if status.vendor_id == expanded:
+            text = f"{bar}{i18n.days_left(lang, status.days_left)}\n{key_summary_text(lang, status, tz)}"
+            blocks.append(SectionBlock(block_id=block_id, text=_mrkdwn(text)))
+            blocks.append(build_key_buttons(lang, status))
+        else:
+            blocks.append(build_key_line(lang, status, block_id, prefix=bar))
     if len(ordered) > HOME_MAX_KEYS:
         more = t(
             lang,
