@@ -23,6 +23,7 @@ from storage.models import (
     KeyGeneration,
     LinkEdit,
     ReissueRequest,
+    ReminderDelivery,
     UserLanguage,
 )
 
@@ -148,6 +149,16 @@ def key_page(session: Session, *, offset: int, limit: int, expiring_before: date
     if expiring_before is not None:
         query = query.where(Key.expires_on <= expiring_before)
     return session.scalars(query).all()
+
+
+def forget_reminders(session: Session, *, vendor_id: str, generation: int) -> int:
+    """Deletes the reminder records of one key generation (its dates were corrected); returns how many."""
+    result = session.execute(
+        delete(ReminderDelivery).where(
+            ReminderDelivery.vendor_id == vendor_id, ReminderDelivery.generation == generation
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def count_expiring(session: Session, *, before: date) -> int:

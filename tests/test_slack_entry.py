@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
+import pytest
 import time_machine
 
 from bot.bootstrap import build_services
+from bot.services.base import NotAllowed
 from bot.slack import ids
+from bot.slack.reminders import SlackNotifier
 from tests import factories
 from tests.conftest import ADMIN, OWNER, USER, make_settings
 from tests.factories import SECRET_MARK
@@ -152,3 +157,41 @@ def test_app_home_is_one_line_per_key_and_details_expands_it_in_place(slack):
     assert "Example Co" in str(view) and str(view).count("Example Co") == 1
     actions = [b for b in view["blocks"] if b["type"] == "actions"]
     assert [e["value"] for e in actions[0]["elements"]] == ["A00000002"] * 3
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_an_admin_corrects_a_mistyped_expiry_and_its_reminders_start_over(slack):
+    register_expiring(slack, "A00012345", "2026-12-03")  # the real expiry is 2026-12-10
+    with time_machine.travel("2026-11-26T00:00:00Z", tick=False):  # 09:00 in Seoul, D-7 of the wrong date
+        assert slack.services.reminders.sweep(SlackNotifier(slack.app.client, lang="en")).delivered == 1
+    slack.slash(ADMIN, "edit A00012345", channel="CWORK0001")
+    modal = slack.last_modal(ids.EDIT_LINKING_MODAL)
+    assert any(b.get("block_id") == "expires_on" for b in modal["blocks"])
+    errors = slack.submit(ADMIN, ids.EDIT_LINKING_MODAL, {"expires_on": "2027-12-10"}).json()["errors"]
+    assert "more than 180 days after today" in errors["expires_on"]
+    assert slack.submit(ADMIN, ids.EDIT_LINKING_MODAL, {"expires_on": "2026-12-10"}).text == ""
+    note = slack.fake.wait_for("chat.postEphemeral")[0].params["text"]
+    assert "corrected to 2026-12-10" in note and "Nothing changed" not in note
+    status = slack.services.keys.status("A00012345")
+    assert (status.expires_on, status.days_left, status.edits_last_7_days) == (date(2026, 12, 10), 13, 0)
+    history = slack.slash(ADMIN, "history A00012345").text_of()
+    assert "corrected the expiry date from 2026-12-03 to 2026-12-10" in history
+    # the reminders start over: the corrected date's D-14 (already passed, 13 days left) is due now, and its D-7
+    # (Dec 3) after that, although the wrong date's D-7 had been posted
+    assert [(r.vendor_id, r.milestone) for r in slack.services.reminders.due()] == [("A00012345", 14)]
+    assert slack.services.reminders.sweep(SlackNotifier(slack.app.client, lang="en")).delivered == 1
+    due = slack.services.reminders.due(datetime(2026, 12, 3, tzinfo=UTC))
+    assert [(r.vendor_id, r.milestone) for r in due] == [("A00012345", 7)]
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_only_admins_see_and_may_use_the_date_correction(slack):
+    register_expiring(slack, "A00012345", "2026-12-03")
+    slack.slash(OWNER, "edit A00012345")
+    modal = slack.last_modal(ids.EDIT_LINKING_MODAL)
+    assert all(b.get("block_id") != "expires_on" for b in modal["blocks"])
+    with pytest.raises(NotAllowed):
+        slack.services.keys.edit_linking(
+            OWNER, "A00012345", slack.services.keys.status("A00012345").linking, expires_on="2026-12-10"
+        )
+    assert slack.services.keys.status("A00012345").expires_on == date(2026, 12, 3)

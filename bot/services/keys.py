@@ -132,6 +132,13 @@ class StatusPage:
         return end if end < self.matching else None
 
 
+@dataclass(frozen=True)
+class EditResult:
+    status: KeyStatus
+    changed: bool  # the linking info changed (one of Coupang's weekly edits)
+    dates_corrected: bool
+
+
 @dataclass
 class ImportReport:
     imported: list[str] = field(default_factory=list)
@@ -389,19 +396,27 @@ class KeyService:
         )
 
     def edit_linking(
-        self, actor: str, vendor_id: str, linking: LinkingInfo, *, submission: SubmissionId | None = None
-    ) -> tuple[KeyStatus, bool]:
-        """The key's status after the edit, and whether anything changed: saving the same linking info is not an
-        edit (it uses none of Coupang's weekly edits and is not recorded)."""
+        self,
+        actor: str,
+        vendor_id: str,
+        linking: LinkingInfo,
+        *,
+        expires_on: str | date | None = None,
+        submission: SubmissionId | None = None,
+    ) -> EditResult:
+        """Saves the linking info and, given a different ``expires_on``, corrects the key's expiry (admins only;
+        its reminders for this generation start over). Saving the same linking info is not an edit: it uses
+        none of Coupang's weekly edits and is not recorded."""
         vendor_id = rules.validate_vendor_id(vendor_id)
 
-        def work(session: Session) -> tuple[KeyStatus, bool]:
+        def work(session: Session) -> EditResult:
             self.ctx.apply_once(session, submission)
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
             now = self.ctx.clock.now()
+            corrected = self._correct_expiry(session, actor, key, expires_on, now)
             if linking == linking_of(key):
-                return self._statuses(session, vendor_ids=[vendor_id], now=now)[0], False
+                return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], False, corrected)
             times = repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now))
             quota = rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
             before = linking_of(key).details()
@@ -416,10 +431,38 @@ class KeyService:
                 vendor_id,
                 {"before": before, "after": linking.details(), "edits_last_7_days": quota.used + 1},
             )
-            return self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True
+            return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True, corrected)
 
-        result: tuple[KeyStatus, bool] = self.ctx.audited(actor, "key.edit", vendor_id, work)
+        result: EditResult = self.ctx.audited(actor, "key.edit", vendor_id, work)
         return result
+
+    def _correct_expiry(self, session: Session, actor: str, key: Key, typed: str | date | None, now: datetime) -> bool:
+        """A mistyped expiry put right: checked like a new key's, audited, and the reminders of this generation
+        start over so that the milestones of the corrected date fire. False when it is unchanged."""
+        expires_on = _parse_date(typed, "Expiry date", "expires_on")
+        if expires_on is None or expires_on == key.expires_on:
+            return False
+        self.require_admin(actor)
+        rules.check_dates(None, expires_on, self.ctx.today(now))
+        before = key.expires_on.isoformat()
+        key.expires_on = expires_on
+        if key.issued_on is not None and rules.expiry_from_issue(key.issued_on) != expires_on:
+            key.issued_on = None  # WING's expiry date is what counts now
+        key.updated_at = now
+        reset = repo.forget_reminders(session, vendor_id=key.vendor_id, generation=key.generation)
+        self.ctx.record(
+            session,
+            actor,
+            "key.dates_corrected",
+            key.vendor_id,
+            {
+                "generation": key.generation,
+                "expires_on_before": before,
+                "expires_on": expires_on.isoformat(),
+                "reminders_reset": reset,
+            },
+        )
+        return True
 
     def delete(self, actor: str, vendor_id: str) -> None:
         vendor_id = rules.validate_vendor_id(vendor_id)

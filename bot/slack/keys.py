@@ -120,7 +120,8 @@ class KeyListeners:
         status = self.services.keys.check_can_change(user_id, vendor_id, "key.edit")
         quota = self.services.keys.edits_left(status.vendor_id)
         rules.require_edit_slot(quota, self.services.ctx.settings.timezone)
-        return views.build_edit_linking_modal(lang, status, quota, channel_id=channel_id)
+        admin = self.services.keys.is_admin(user_id)
+        return views.build_edit_linking_modal(lang, status, quota, channel_id=channel_id, dates=admin)
 
     # ------------------------------------------------------------ buttons
 
@@ -246,8 +247,12 @@ class KeyListeners:
                 )
             except InvalidInput as error:
                 raise self.services.ctx.refuse(submission.user_id, "key.edit", submission.vendor_id, error) from None
-            status, changed = self.services.keys.edit_linking(
-                submission.user_id, submission.vendor_id, linking, submission=parse_submission_id(body)
+            result = self.services.keys.edit_linking(
+                submission.user_id,
+                submission.vendor_id,
+                linking,
+                expires_on=submission.expires_on,
+                submission=parse_submission_id(body),
             )
         except AlreadyApplied:
             ack()
@@ -260,8 +265,7 @@ class KeyListeners:
             return
         ack()
         tz = self.services.ctx.settings.timezone
-        text = views.edited_text(lang, status, tz) if changed else views.unchanged_text(lang, status)
-        self._confirm(client, submission.user_id, submission.channel_id, text)
+        self._confirm(client, submission.user_id, submission.channel_id, views.edit_result_text(lang, result, tz))
 
 
 def register(app: App, services: Services, router: CommandRouter) -> None:

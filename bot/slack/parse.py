@@ -69,6 +69,7 @@ class LinkingSubmission:
     company_name: str | None
     company_url: str | None
     ip_addresses: str | None
+    expires_on: str | None = None  # only in an admin's form: a corrected expiry date
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def parse_linking(body: dict[str, Any]) -> LinkingSubmission:
         company_name=_value(view, "company_name"),
         company_url=_value(view, "company_url"),
         ip_addresses=_value(view, "ip_addresses"),
+        expires_on=_value(view, "expires_on"),
     )
 
 

@@ -38,7 +38,7 @@ from bot import i18n, rules
 from bot.i18n import N_, linking_summary, outcome_label, t
 from bot.rules import Integration, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.audit import AuditEntry
-from bot.services.keys import KeyStatus, StatusPage
+from bot.services.keys import EditResult, KeyStatus, StatusPage
 from bot.slack import ids
 
 PAGE_SIZE = 15
@@ -425,9 +425,10 @@ def build_register_modal(lang: str, *, channel_id: str | None = None) -> View:
 
 
 def build_edit_linking_modal(
-    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None
+    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None, dates: bool = False
 ) -> View:
-    """Linking info prefilled from the stored key (which holds no secret in these fields)."""
+    """Linking info prefilled from the stored key (which holds no secret in these fields); with ``dates`` (for
+    admins) also its expiry date, to correct a mistyped one."""
     intro = t(lang, "Saving counts as one edit and Coupang takes up to 30 minutes to apply it.")
     blocks: list[Block] = [
         SectionBlock(text=_mrkdwn(f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}\n{intro}")),
@@ -446,6 +447,15 @@ def build_edit_linking_modal(
         ),
         *_linking_inputs(lang, status.linking),
     ]
+    if dates:
+        blocks.append(
+            InputBlock(
+                block_id="expires_on",
+                label=t(lang, "Expires on (as WING shows it)"),
+                hint=t(lang, "Correct it if it was entered wrong: its reminders start over. This uses no edit."),
+                element=DatePickerElement(action_id="expires_on", initial_date=status.expires_on.isoformat()),
+            )
+        )
     metadata = {"vendor_id": status.vendor_id, "channel": channel_id}
     return View(
         type="modal",
@@ -515,6 +525,9 @@ HISTORY_SENTENCES = {
     "key.registered": N_("{actor} registered the key {label} (generation {generation}, expires {expires_on})."),
     "key.imported": N_("{actor} imported the key {label} (generation {generation}, expires {expires_on})."),
     "key.linking_edited": N_("{actor} edited the linking info: {linking}."),
+    "key.dates_corrected": N_(
+        "{actor} corrected the expiry date from {expires_on_before} to {expires_on}; its reminders start over."
+    ),
     "key.deleted": N_("{actor} deleted the key."),
     "key.verified": N_("{actor} verified the key: {outcome}."),
     "key.verify_repeated": N_("{actor} asked to verify again within 10 seconds: {outcome}."),
@@ -585,6 +598,7 @@ AUDIT_ACTIONS = frozenset(
         N_("key.imported"),
         N_("key.import"),
         N_("key.linking_edited"),
+        N_("key.dates_corrected"),
         N_("key.edit"),
         N_("key.deleted"),
         N_("key.delete"),
@@ -663,6 +677,22 @@ def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         "The bot only records it: change it in WING too with Edit (수정), or Coupang keeps the old linking info.",
     )
     return f"{saved}\n{wing}"
+
+
+def edit_result_text(lang: str, result: EditResult, tz: ZoneInfo) -> str:
+    """The confirmation of the edit form: the linking info saved (or unchanged), and a corrected expiry."""
+    status = result.status
+    text = edited_text(lang, status, tz) if result.changed else unchanged_text(lang, status)
+    if result.dates_corrected:
+        corrected = t(
+            lang,
+            ":calendar: Expiry of *{vendor_id}* corrected to {date} ({days_left}); its reminders start over.",
+            vendor_id=escape(status.vendor_id),
+            date=i18n.day(lang, status.expires_on),
+            days_left=i18n.days_left(lang, status.days_left),
+        )
+        text = corrected if not result.changed else f"{text}\n{corrected}"
+    return text
 
 
 def unchanged_text(lang: str, status: KeyStatus) -> str:
