@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from bot.i18n import t
 from bot.rules import REISSUE_WINDOW_DAYS
@@ -53,7 +53,7 @@ def _event(uid: str, day: date, summary: str, description: str, stamp: str) -> l
 def calendar(statuses: Iterable[KeyStatus], now: datetime, today: date, lang: str, days: int | None = None) -> str:
     """The whole file, CRLF line ends. With ``days``, only events from today to ``days`` days ahead. Each event's
     UID stays the same for a key's generation, so a calendar that re-imports the file updates it in place."""
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     lines = ["BEGIN:VCALENDAR", "VERSION:2.0", f"PRODID:{PRODID}", "CALSCALE:GREGORIAN", "METHOD:PUBLISH"]
     for s in statuses:
         key = f"{s.vendor_id} {s.label}"

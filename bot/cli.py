@@ -191,7 +191,12 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
         problem = f"missing columns: {', '.join(missing)}" if missing else f"unknown columns: {', '.join(unknown)}"
         print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
         return FAILED
-    rows = [(reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader]
+    try:
+        rows = [(reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader]
+    except csv.Error as exc:  # e.g. a quoted field of many short lines, longer than any key row
+        raise KeybotError(
+            "{path}: line {line} cannot be read as CSV ({reason}).", path=str(path), line=reader.line_num, reason=exc
+        ) from None
     report = services.keys.import_rows(cli_actor(), rows, skip_invalid=args.skip_invalid)
     for line, reason in report.errors:
         print(f"{path}:{line}: {reason}", file=sys.stderr)

@@ -77,8 +77,9 @@ def test_korean_labels_are_read_in_utf8_and_cp949(cli, tmp_path, encoding):
         (csv_text(row("A00000001")).encode("utf-16-le"), "is not a text CSV in UTF-8 or CP949"),
         (bytes(range(256)) * 40, "is not a text CSV in UTF-8 or CP949"),
         (csv_text(row("A00000001").replace("Example Co", "x" * 200_000)).encode(), "line 2 is 200"),
+        (csv_text(row("A00000001").replace("Example Co", '"' + "x\n" * 100_000 + '"')).encode(), "cannot be read"),
     ],
-    ids=["utf-16", "utf-16-no-bom", "binary", "200-kb-field"],
+    ids=["utf-16", "utf-16-no-bom", "binary", "200-kb-field", "200-kb-field-of-short-lines"],
 )
 def test_anything_else_is_refused_in_one_sentence(cli, tmp_path, data, sentence):
     code, out, err = cli("keys", "import", write(tmp_path, data))
