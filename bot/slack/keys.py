@@ -38,7 +38,6 @@ def _input_block_ids(body: dict[str, Any]) -> list[str]:
     return [b.get("block_id", "") for b in blocks if b.get("type") == "input"]
 
 
-EXPIRING_WORDS = ("expiring", "만료임박")
 EXPIRING_DEFAULT_DAYS = 30
 
 
@@ -63,7 +62,7 @@ class KeyListeners:
 
     def status(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         arg = request.args[0] if request.args else ""
-        if arg and arg.lower() not in EXPIRING_WORDS:
+        if arg and arg.lower() != "expiring":
             status = self.services.keys.status(arg)
             ack(
                 text=f"{status.vendor_id}: {i18n.days_left(request.lang, status.days_left)}",
