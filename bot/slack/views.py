@@ -143,7 +143,7 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
 
 
 def key_line_text(lang: str, status: KeyStatus) -> str:
-    """One key in one line, for the overview: days left, phase, expiry and owner."""
+    """One key in one line, for the overview: days left, phase, expiry, owner and rollout progress."""
     text = t(
         lang,
         "*{vendor_id}* {label} · {days_left} · {phase} · expires {date}",
@@ -155,6 +155,8 @@ def key_line_text(lang: str, status: KeyStatus) -> str:
     )
     if status.owner_id:
         text += " · " + t(lang, "Owner: {user}", user=f"<@{escape(status.owner_id)}>")
+    if status.consumers:
+        text += " · " + t(lang, "consumers {done}/{total}", done=status.consumers[0], total=status.consumers[1])
     if not status.reminder_channel:
         text += " · " + t(lang, ":warning: no reminder channel")
     return text
