@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import io
 import itertools
 import logging
 import os
@@ -38,7 +39,7 @@ from bot.rules import (
     wing_advice,
 )
 from bot.services.base import cli_actor
-from bot.services.keys import CSV_COLUMNS, KeyStatus
+from bot.services.keys import CSV_COLUMNS, KeyStatus, read_csv_text
 from bot.services.reminders import describe_sweep, parse_as_of
 from storage.crypto import DecryptionError
 from storage.db import make_engine, upgrade
@@ -135,26 +136,55 @@ def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
         extra.append(t(lang, "reissue request #{id} {state}", id=s.open_request.id, state=s.open_request.status))
     if s.consumers:
         extra.append(t(lang, "consumers {done}/{total}", done=s.consumers[0], total=s.consumers[1]))
+    if not s.reminder_channel:
+        extra.append(t(lang, "no reminder channel: no reminders (set KEYBOT_CHANNEL)"))
     if extra:
         lines.append("  " + "  ·  ".join(extra))
     return "\n".join(lines)
 
 
 def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    statuses = services.keys.each_status()
+    lang = services.ctx.settings.language
+    close: list[str] = []  # --fail-within: noted while the keys stream past
+
+    def watched(statuses: Iterable[KeyStatus]) -> Iterator[KeyStatus]:
+        for status in statuses:
+            if args.fail_within is not None and status.days_left <= args.fail_within:
+                close.append(status.vendor_id)
+            yield status
+
+    statuses = watched(services.keys.each_status())
     if args.json:
         write_json_array((s.as_json() for s in statuses), out)
-        return OK
-    lang = services.ctx.settings.language
-    first = next(statuses, None)
-    if first is None:
+    elif (first := next(statuses, None)) is None:
         print(
             t(lang, "No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`."), file=out
         )
-        return OK
-    tz = services.ctx.settings.timezone
-    for chunk in _batches(itertools.chain([first], statuses), WRITE_CHUNK):
-        out.write("".join(format_status(status, tz, lang) + "\n" for status in chunk))
+    else:
+        tz = services.ctx.settings.timezone
+        for chunk in _batches(itertools.chain([first], statuses), WRITE_CHUNK):
+            out.write("".join(format_status(status, tz, lang) + "\n" for status in chunk))
+    if close:
+        print(
+            t(
+                lang,
+                "{count} key(s) expire within {days} days or have expired: {vendor_ids}.",
+                count=len(close),
+                days=args.fail_within,
+                vendor_ids=", ".join(close),
+            ),
+            file=sys.stderr,
+        )
+        return FAILED
+    return OK
+
+
+def cmd_calendar(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.calendar import calendar
+
+    now = services.ctx.clock.now()
+    lang = services.ctx.settings.language
+    out.write(calendar(services.keys.statuses(now=now), now, services.ctx.today(now), lang, args.days))
     return OK
 
 
@@ -180,24 +210,22 @@ def write_json_array(items: Iterable[Any], out: TextIO) -> None:
 
 def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.file)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in ("vendor_id", "label", "access_key", "secret_key") if c not in columns]
-            unknown = [c for c in columns if c not in CSV_COLUMNS]
-            if missing or unknown:
-                problem = (
-                    f"missing columns: {', '.join(missing)}" if missing else f"unknown columns: {', '.join(unknown)}"
-                )
-                print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
-                return FAILED
-            # rows are read as they are checked: 100,000 of them are never all in memory as text
-            rows = ((reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader)
-            report = services.keys.import_rows(cli_actor(), rows, skip_invalid=args.skip_invalid)
-    except OSError as exc:
-        print(f"Cannot read {path}: {exc.strerror}.", file=sys.stderr)
+    reader = csv.DictReader(io.StringIO(read_csv_text(path), newline=""))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    missing = [c for c in ("vendor_id", "label", "access_key", "secret_key") if c not in columns]
+    unknown = [c for c in columns if c not in CSV_COLUMNS]
+    if missing or unknown:
+        problem = f"missing columns: {', '.join(missing)}" if missing else f"unknown columns: {', '.join(unknown)}"
+        print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
         return FAILED
+    # rows are parsed as they are checked: 100,000 of them are never all in memory as dictionaries
+    rows = ((reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader)
+    try:
+        report = services.keys.import_rows(cli_actor(), rows, skip_invalid=args.skip_invalid)
+    except csv.Error as exc:  # e.g. a quoted field of many short lines, longer than any key row
+        raise KeybotError(
+            "{path}: line {line} cannot be read as CSV ({reason}).", path=str(path), line=reader.line_num, reason=exc
+        ) from None
     for line, reason in report.errors:
         print(f"{path}:{line}: {reason}", file=sys.stderr)
     lang = services.ctx.settings.language
@@ -221,7 +249,18 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     else:
         done = t(lang, "Imported {count} key(s).", count=len(report.imported))
     print(done, file=out)
-    return OK
+    if report.no_channel:
+        print(
+            t(
+                lang,
+                "Warning: {count} key(s) have no channel and KEYBOT_CHANNEL is not set, so they get no reminders: "
+                "{vendor_ids}. Set KEYBOT_CHANNEL.",
+                count=len(report.no_channel),
+                vendor_ids=", ".join(report.no_channel),
+            ),
+            file=sys.stderr,
+        )
+    return OK if report.imported or not report.errors else FAILED
 
 
 def cmd_audit_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int:
@@ -370,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="every key, most urgent first")
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--fail-within", type=int, metavar="DAYS", help="exit 1 when a key has at most DAYS days left (for cron/CI)"
+    )
+
+    cal = sub.add_parser("calendar", help="iCalendar (RFC 5545): each key's D-14 day and expiry day")
+    cal.add_argument("--days", type=int, metavar="N", help="only the events of the next N days")
+    cal.set_defaults(handler=cmd_calendar)
     status.set_defaults(handler=cmd_status)
 
     verify = sub.add_parser("verify", help="check with Coupang that a stored key works (exit 1 if not)")

@@ -130,6 +130,25 @@ def resolve_dates(issued_on: date | None, expires_on: date | None) -> tuple[date
     raise InvalidInput.one("issued_on", "Give the date the key was issued, or the expiry date WING shows.")
 
 
+def check_dates(issued_on: date | None, expires_on: date, today: date) -> None:
+    """A key is never issued after today nor expires more than its lifetime after today: such a date is a typo
+    (usually the year), and a key with it would never get a reminder. The field typed is the one named."""
+    if issued_on is not None and issued_on > today:
+        raise InvalidInput.one(
+            "issued_on",
+            "Issue date {date} is in the future (today is {today}): check the year.",
+            date=issued_on.isoformat(),
+            today=today.isoformat(),
+        )
+    if expires_on > today + KEY_LIFETIME:
+        raise InvalidInput.one(
+            "expires_on",
+            "Expiry date {date} is more than {days} days after today, longer than a key lives: check the year.",
+            date=expires_on.isoformat(),
+            days=KEY_LIFETIME.days,
+        )
+
+
 def days_left(expires_on: date, today: date) -> int:
     return (expires_on - today).days
 
@@ -346,9 +365,13 @@ def validate_ip(raw: str) -> str:
 
 
 def validate_url(raw: str) -> str:
+    """A web address; a bare domain (``example.com``) is taken as ``https://example.com``."""
     value = (raw or "").strip()
     if value.lower() in {WING_URL, f"https://{WING_URL}", f"http://{WING_URL}"}:
         return value
+    typed = value
+    if value and "://" not in value and not any(ch.isspace() for ch in value):
+        value = f"https://{value}"
     try:
         parts = urlsplit(value)
         host, scheme = parts.hostname or "", parts.scheme
@@ -365,7 +388,7 @@ def validate_url(raw: str) -> str:
             "company_url",
             "{value} is not a web address: enter your homepage or service page starting with "
             "http:// or https://, or {wing} if you have none.",
-            value=quote(value),
+            value=quote(typed),
             wing=WING_URL,
         )
     return value
@@ -378,7 +401,8 @@ def validate_linking_info(
     company_url: str | None = None,
     ip_addresses: str | Sequence[str] | None = None,
 ) -> LinkingInfo:
-    """Either exactly one integrator, or self-developed with company, URL and 1–10 unique public IPv4s."""
+    """Either exactly one integrator, or self-developed with company, URL and 1–10 unique public IPv4s. Fields of
+    the other kind of integration are ignored (a form may still hold what was typed before switching)."""
     errors: dict[str, Msg] = {}
     integrator_name = (integrator_name or "").strip()
     company_name = (company_name or "").strip()
@@ -390,18 +414,12 @@ def validate_linking_info(
             errors["integrator_name"] = Msg("Name the integrator company (only one integrator can be linked).")
         elif re.search(r"[;\n]", integrator_name):  # "Co., Ltd." and "A and B Inc." are single names
             errors["integrator_name"] = Msg("Only one integrator can be linked: enter a single company name.")
-        if company_name or company_url or ips:
-            errors["integration"] = Msg(
-                "An integrator key has no company, URL or IP addresses: clear them or choose self-developed."
-            )
         if errors:
             raise InvalidInput(errors)
         return LinkingInfo(Integration.INTEGRATOR, integrator_name=integrator_name)
 
     if integration != Integration.SELF:
         raise InvalidInput.one("integration", "Choose how the key is used: an integrator, or self-developed.")
-    if integrator_name:
-        errors["integrator_name"] = Msg("A self-developed key has no integrator: clear it or choose integrator.")
     if not company_name:
         errors["company_name"] = Msg("Enter the company name.")
     try:

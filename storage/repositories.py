@@ -23,6 +23,7 @@ from storage.models import (
     KeyGeneration,
     LinkEdit,
     ReissueRequest,
+    ReminderDelivery,
     UserLanguage,
 )
 
@@ -235,6 +236,21 @@ def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) ->
         query = query.where(Key.vendor_id.in_(vendor_ids))
     session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
     yield from session.connection().execute(query)  # core rows, without the ORM's result processing
+
+
+def forget_reminders(session: Session, *, vendor_id: str, generation: int) -> int:
+    """Deletes the reminder records of one key generation (its dates were corrected); returns how many."""
+    result = session.execute(
+        delete(ReminderDelivery).where(
+            ReminderDelivery.vendor_id == vendor_id, ReminderDelivery.generation == generation
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def count_expiring(session: Session, *, before: date) -> int:
+    """Keys expiring on or before ``before`` (expired ones included)."""
+    return int(session.scalar(select(func.count()).select_from(Key).where(Key.expires_on <= before)) or 0)
 
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:

@@ -144,7 +144,7 @@ def test_status_shows_each_key_with_its_buttons(services: Services) -> None:
     screen = run_session(services, ["/coupang-key status", ":quit"])
     reply = after(screen, "/coupang-key status\n")
     assert "A00012345" in reply and "Busan Store" in reply and "Daegu Outlet" in reply
-    assert re.search(r"\[#\d+ Edit linking info\]", reply)
+    assert re.search(r"\[#\d+ Details\]", reply)
     assert factories.SECRET_MARK not in screen
 
 

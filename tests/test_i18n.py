@@ -265,9 +265,9 @@ def test_a_person_reads_their_own_language_while_the_channel_keeps_the_teams(
         slack.services.keys.register(ADMIN, factories.form(VENDOR))
         chosen = slack.slash(USER, choice).text_of()
         assert t(personal, ":white_check_mark: From now on I answer you in English.") in chosen
-        private = slack.slash(USER, "status").text_of()
+        private = slack.slash(USER, f"status {VENDOR}").text_of()
         assert t(personal, "Request reissue") in private and t(team_language, "Request reissue") not in private
-        other = slack.slash(OWNER, "status").text_of()
+        other = slack.slash(OWNER, f"status {VENDOR}").text_of()
         assert t(team_language, "Request reissue") in other  # who chose nothing reads the team's language
         slack.services.reminders.sweep(SlackNotifier(slack.app.client, lang=slack.services.languages.team))
         posted = json.dumps(slack.fake.calls_to("chat.postMessage")[-1].params, ensure_ascii=False)

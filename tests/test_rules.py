@@ -15,7 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.rules import (
+    Integration,
     InvalidInput,
+    LinkingInfo,
     Phase,
     ReissuePath,
     access_deadline,
@@ -337,9 +339,9 @@ def test_one_integrator_with_punctuation_in_its_name_is_accepted(name):
         {"ip_addresses": "211.45.10.3"},
     ],
 )
-def test_integrator_with_self_developed_fields_is_refused(extra):
-    error = refusal(validate_linking_info, "integrator", integrator_name="Sellmate", **extra)
-    assert error.errors
+def test_self_developed_fields_are_ignored_for_an_integrator(extra):
+    info = validate_linking_info("integrator", integrator_name="Sellmate", **extra)
+    assert info == LinkingInfo(Integration.INTEGRATOR, integrator_name="Sellmate")
 
 
 @pytest.mark.parametrize("integration", [None, "", "both", "INTEGRATOR?"])
@@ -376,7 +378,7 @@ def test_url_may_be_a_homepage_or_wing(url):
     "url",
     [
         "",
-        "hanbit.example.co.kr",  # no scheme
+        "hanbit",  # no scheme and no domain
         "ftp://hanbit.example.co.kr",
         "https://",
         "https://localhost",
@@ -396,9 +398,8 @@ def test_missing_company_name_is_refused():
     assert set(error.errors) == {"company_name"}
 
 
-def test_self_developed_with_an_integrator_is_refused():
-    error = refusal(self_developed, integrator_name="Sellmate")
-    assert "integrator_name" in error.errors
+def test_an_integrator_name_is_ignored_for_a_self_developed_key():
+    assert self_developed(integrator_name="Sellmate").integrator_name is None
 
 
 def test_self_developed_needs_at_least_one_ip():
@@ -467,10 +468,10 @@ def test_several_field_errors_are_reported_together():
         "self",
         integrator_name="Sellmate",
         company_name="",
-        company_url="hanbit.example",
+        company_url="hanbit",
         ip_addresses="10.0.0.1",
     )
-    assert set(error.errors) == {"integrator_name", "company_name", "company_url", "ip_addresses"}
+    assert set(error.errors) == {"company_name", "company_url", "ip_addresses"}
     assert all(message.strip() for message in error.errors.values())
     assert "10.0.0.1" in error.errors["ip_addresses"]
 
@@ -595,10 +596,9 @@ def test_http_urls_from_host_labels_are_accepted(scheme, labels, tld, path):
 
 
 @given(st.lists(host_label, min_size=1, max_size=3), st.sampled_from(["com", "co.kr"]))
-def test_urls_without_a_scheme_are_refused(labels, tld):
+def test_bare_domains_are_taken_as_https(labels, tld):
     url = f"{'.'.join(labels)}.{tld}"
-    error = refusal(validate_url, url)
-    assert set(error.errors) == {"company_url"}
+    assert validate_url(url) == f"https://{url}"
 
 
 @given(st.text(max_size=40))

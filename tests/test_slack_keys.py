@@ -54,10 +54,11 @@ def test_a_key_added_through_the_modal_shows_in_status(slack):
     confirmation = slack.fake.wait_for("chat.postEphemeral")[0].params
     assert "A00012345" in confirmation["text"] and confirmation["user"] == ADMIN
 
-    status = slack.slash(USER, "status")
-    assert status.json()["response_type"] == "ephemeral"
+    overview = slack.slash(USER, "status")
+    assert overview.json()["response_type"] == "ephemeral"
+    assert "A00012345" in overview.text_of() and "Shop One" in overview.text_of()
+    status = slack.slash(USER, "status A00012345")
     text = status.text_of()
-    assert "A00012345" in text and "Shop One" in text
     assert "AKIA…key0" in text  # masked: first 4 and last 4 characters
     assert "2026-11-28" in text  # issued 2026-06-01 + 180 days
     assert "0/10" in text

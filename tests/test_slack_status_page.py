@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.rules import validate_linking_info
 from tests import factories
 from tests.conftest import ADMIN
 
@@ -36,7 +37,7 @@ def test_expiring_shows_only_window_and_expired_keys(services):
     register(services, 1, "2026-05-01")
     register(services, 3, "2026-06-14")
     register(services, 4, "2026-06-15")
-    page = services.keys.status_page(expiring=True, now=NOW)
+    page = services.keys.status_page(expiring_within=14, now=NOW)
     assert [s.vendor_id for s in page.statuses] == ["A00000001", "A00000003"]
     assert page.matching == 2 and page.next_offset is None
 
@@ -44,8 +45,7 @@ def test_expiring_shows_only_window_and_expired_keys(services):
 def test_edit_counts_on_a_page_are_per_key(services):
     register(services, 1, "2026-06-01")
     register(services, 2, "2026-06-02")
-    status = services.keys.status("A00000001")
-    services.keys.edit_linking(ADMIN, "A00000001", status.linking)
+    services.keys.edit_linking(ADMIN, "A00000001", validate_linking_info("integrator", "Sellmate"))
     page = services.keys.status_page()
     assert {s.vendor_id: s.edits_last_7_days for s in page.statuses} == {"A00000001": 1, "A00000002": 0}
 

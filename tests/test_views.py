@@ -90,7 +90,7 @@ def test_status_page_stays_within_fifty_blocks_with_a_next_page_button():
     assert sum(b["type"] == "section" for b in blocks) == 15
     button = blocks[-1]["elements"][0]
     assert button["action_id"] == ids.STATUS_NEXT_PAGE
-    assert json.loads(button["value"]) == {"offset": 15, "expiring": False}
+    assert json.loads(button["value"]) == {"offset": 15, "expiring": None}
     assert "25 more" in button["text"]["text"]
 
 

@@ -8,13 +8,14 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from bot import rules
-from bot.rules import InvalidInput, LinkingInfo, Msg, Phase
+from bot.rules import InvalidInput, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
@@ -90,6 +91,7 @@ class KeyStatus:
     verified_at: datetime | None
     open_request: OpenRequest | None = None
     consumers: tuple[int, int] | None = None  # (holding the current generation, all) when it has consumers
+    reminder_channel: str | None = None  # its own channel, else KEYBOT_CHANNEL; None: it gets no reminders
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -133,10 +135,18 @@ class StatusPage:
         return end if end < self.matching else None
 
 
+@dataclass(frozen=True)
+class EditResult:
+    status: KeyStatus
+    changed: bool  # the linking info changed (one of Coupang's weekly edits)
+    dates_corrected: bool
+
+
 @dataclass
 class ImportReport:
     imported: list[str] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    no_channel: list[str] = field(default_factory=list)  # imported, but no channel and no KEYBOT_CHANNEL
 
 
 def _parse_date(value: str | date | None, name: str, field_name: str) -> date | None:
@@ -153,18 +163,20 @@ def _parse_date(value: str | date | None, name: str, field_name: str) -> date | 
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise problem from None
+        raise InvalidInput.one(
+            field_name, "{name} {value}: there is no such date.", name=name, value=rules.quote(value)
+        ) from None
 
 
-def validate_registration(form: RegistrationForm) -> NewKey:
-    """Every field checked at once, so a form shows all its errors together."""
-    errors: dict[str, str] = {}
+def validate_registration(form: RegistrationForm, today: date) -> NewKey:
+    """Every field checked at once, so a form shows all its errors together; dates are checked against ``today``."""
+    errors: dict[str, str | Msg] = {}
 
     def check(fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
         except InvalidInput as exc:
-            errors.update(exc.errors)
+            errors.update(exc.messages)
             return None
 
     vendor_id = check(rules.validate_vendor_id, form.vendor_id)
@@ -182,6 +194,8 @@ def validate_registration(form: RegistrationForm) -> NewKey:
     dates = None
     if "issued_on" not in errors and "expires_on" not in errors:
         dates = check(rules.resolve_dates, issued_on, expires_on)
+        if dates is not None:
+            check(rules.check_dates, *dates, today)
     channel_id = (form.channel_id or "").strip() or None
     if channel_id and not _CHANNEL_ID.fullmatch(channel_id):
         errors["channel_id"] = f"{rules.quote(channel_id)} is not a Slack channel ID (it looks like C0123ABCD)."
@@ -277,19 +291,16 @@ class KeyService:
         return found[0]
 
     def status_page(
-        self, *, offset: int = 0, limit: int = 15, expiring: bool = False, now: datetime | None = None
+        self, *, offset: int = 0, limit: int = 15, expiring_within: int | None = None, now: datetime | None = None
     ) -> StatusPage:
-        """Only one page of keys is loaded; the phase counts come from the database (fast at 10,000 keys)."""
+        """Only one page of keys is loaded; the phase counts come from the database (fast at 10,000 keys).
+        ``expiring_within``: only the keys with at most that many days left (expired ones included)."""
         now = now or self.ctx.clock.now()
         today = self.ctx.today(now)
         window_end = today + timedelta(days=rules.REISSUE_WINDOW_DAYS)
+        expiring_before = None if expiring_within is None else today + timedelta(days=expiring_within)
         with self.ctx.reading() as session:
-            keys = repo.key_page(
-                session,
-                offset=max(offset, 0),
-                limit=limit,
-                expiring_before=window_end if expiring else None,
-            )
+            keys = repo.key_page(session, offset=max(offset, 0), limit=limit, expiring_before=expiring_before)
             healthy, in_window, expired = repo.expiry_counts(session, today=today, window_end=window_end)
             vendor_ids = [k.vendor_id for k in keys]
             edits = repo.edit_counts(session, since=repo.week_ago(now), vendor_ids=vendor_ids)
@@ -298,7 +309,11 @@ class KeyService:
             page = [
                 self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id), counts) for k in keys
             ]
-        matching = in_window + expired if expiring else healthy + in_window + expired
+            matching = (
+                healthy + in_window + expired
+                if expiring_before is None
+                else repo.count_expiring(session, before=expiring_before)
+            )
         return StatusPage(page, max(offset, 0), matching, healthy, in_window, expired)
 
     def check_can_register(self, actor: str) -> None:
@@ -310,8 +325,8 @@ class KeyService:
         with self.ctx.reading() as session:
             return rules.edit_quota(repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now)), now)
 
-    @staticmethod
     def _status(
+        self,
         key: Key | Row[Any],
         now: datetime,
         today: date,
@@ -343,6 +358,7 @@ class KeyService:
                 OpenRequest(request.id, request.status, request.path, request.requested_by) if request else None
             ),
             consumers=consumers.get(key.vendor_id),
+            reminder_channel=key.channel_id or self.ctx.settings.channel or None,
         )
 
     # ------------------------------------------------------------ writes
@@ -351,7 +367,7 @@ class KeyService:
         def work(session: Session) -> KeyStatus:
             self.ctx.apply_once(session, submission)
             self.require_admin(actor)
-            new = validate_registration(form)
+            new = validate_registration(form, self.ctx.today())
             self._insert(session, actor, new, "key.registered")
             return self._statuses(session, vendor_ids=[new.vendor_id])[0]
 
@@ -397,15 +413,27 @@ class KeyService:
         )
 
     def edit_linking(
-        self, actor: str, vendor_id: str, linking: LinkingInfo, *, submission: SubmissionId | None = None
-    ) -> KeyStatus:
+        self,
+        actor: str,
+        vendor_id: str,
+        linking: LinkingInfo,
+        *,
+        expires_on: str | date | None = None,
+        submission: SubmissionId | None = None,
+    ) -> EditResult:
+        """Saves the linking info and, given a different ``expires_on``, corrects the key's expiry (admins only;
+        its reminders for this generation start over). Saving the same linking info is not an edit: it uses
+        none of Coupang's weekly edits and is not recorded."""
         vendor_id = rules.validate_vendor_id(vendor_id)
 
-        def work(session: Session) -> KeyStatus:
+        def work(session: Session) -> EditResult:
             self.ctx.apply_once(session, submission)
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
             now = self.ctx.clock.now()
+            corrected = self._correct_expiry(session, actor, key, expires_on, now)
+            if linking == linking_of(key):
+                return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], False, corrected)
             times = repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now))
             quota = rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
             before = linking_of(key).details()
@@ -420,10 +448,38 @@ class KeyService:
                 vendor_id,
                 {"before": before, "after": linking.details(), "edits_last_7_days": quota.used + 1},
             )
-            return self._statuses(session, vendor_ids=[vendor_id], now=now)[0]
+            return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True, corrected)
 
-        status: KeyStatus = self.ctx.audited(actor, "key.edit", vendor_id, work)
-        return status
+        result: EditResult = self.ctx.audited(actor, "key.edit", vendor_id, work)
+        return result
+
+    def _correct_expiry(self, session: Session, actor: str, key: Key, typed: str | date | None, now: datetime) -> bool:
+        """A mistyped expiry put right: checked like a new key's, audited, and the reminders of this generation
+        start over so that the milestones of the corrected date fire. False when it is unchanged."""
+        expires_on = _parse_date(typed, "Expiry date", "expires_on")
+        if expires_on is None or expires_on == key.expires_on:
+            return False
+        self.require_admin(actor)
+        rules.check_dates(None, expires_on, self.ctx.today(now))
+        before = key.expires_on.isoformat()
+        key.expires_on = expires_on
+        if key.issued_on is not None and rules.expiry_from_issue(key.issued_on) != expires_on:
+            key.issued_on = None  # WING's expiry date is what counts now
+        key.updated_at = now
+        reset = repo.forget_reminders(session, vendor_id=key.vendor_id, generation=key.generation)
+        self.ctx.record(
+            session,
+            actor,
+            "key.dates_corrected",
+            key.vendor_id,
+            {
+                "generation": key.generation,
+                "expires_on_before": before,
+                "expires_on": expires_on.isoformat(),
+                "reminders_reset": reset,
+            },
+        )
+        return True
 
     def delete(self, actor: str, vendor_id: str) -> None:
         vendor_id = rules.validate_vendor_id(vendor_id)
@@ -472,9 +528,10 @@ class KeyService:
         report = ImportReport()
         valid: list[NewKey] = []
         seen: dict[str, int] = {}
+        today = self.ctx.today()
         for line, row in rows:
             try:
-                new = validate_registration(form_from_csv(row))
+                new = validate_registration(form_from_csv(row), today)
                 if new.vendor_id in seen:
                     raise InvalidInput.one("vendor_id", f"{new.vendor_id} is already on line {seen[new.vendor_id]}.")
                 seen[new.vendor_id] = line
@@ -510,6 +567,9 @@ class KeyService:
         except InvalidInput:
             if not report.errors:
                 raise
+        if not self.ctx.settings.channel:
+            imported = set(report.imported)
+            report.no_channel = [n.vendor_id for n in valid if not n.channel_id and n.vendor_id in imported]
         return report
 
     # ------------------------------------------------------------ master key
@@ -584,6 +644,41 @@ def _without_secrets(text: str, row: Mapping[str, str | None]) -> str:
         value = (row.get(column) or "").strip()
         if len(value) >= 8:
             text = text.replace(value, f"[{column} hidden]")
+    return text
+
+
+CSV_ENCODINGS = ("utf-8-sig", "cp949")  # UTF-8 with or without BOM; CP949 (Excel on Korean Windows) ⊇ EUC-KR
+CSV_MAX_LINE = 4096  # characters; a key row is a few hundred
+
+
+def read_csv_text(path: Path) -> str:
+    """The text of a CSV file in UTF-8 (with or without BOM) or CP949/EUC-KR; anything else (UTF-16, a binary
+    file, a line no key row could fill) is refused with one sentence."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeybotError("Cannot read {path}: {reason}.", path=str(path), reason=exc.strerror) from None
+    for encoding in CSV_ENCODINGS:
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        text = ""
+    if (not text and data) or re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text):
+        raise KeybotError(
+            "{path} is not a text CSV in UTF-8 or CP949 (EUC-KR): in Excel choose Save As › CSV UTF-8.",
+            path=str(path),
+        )
+    for number, line in enumerate(text.splitlines(), start=1):
+        if len(line) > CSV_MAX_LINE:
+            raise KeybotError(
+                "{path}: line {line} is {length} characters long, far more than a key row: is this the right file?",
+                path=str(path),
+                line=number,
+                length=len(line),
+            )
     return text
 
 

@@ -193,11 +193,12 @@ class ReminderService:
 
     # ------------------------------------------------------------ reads
 
-    def due(self, now: datetime | None = None) -> list[Reminder]:
-        """Reminders due at ``now`` and not yet delivered, claimed or skipped (nothing is written)."""
+    def due(self, now: datetime | None = None, no_channel: list[str] | None = None) -> list[Reminder]:
+        """Reminders due at ``now`` and not yet delivered, claimed or skipped (nothing is written); the vendor IDs
+        of due keys with no channel at all go to ``no_channel``."""
         now = now or self.ctx.clock.now()
         with self.ctx.transaction() as session:
-            return [c.reminder for c in self._candidates(session, now)]
+            return [c.reminder for c in self._candidates(session, now, no_channel)]
 
     def due_query(self, session: Session, now: datetime) -> tuple[Select[*tuple[Any, ...]] | None, dict[date, int]]:
         """The query for keys whose latest due milestone has no delivery yet (or a failed or stale claim).
@@ -252,7 +253,7 @@ class ReminderService:
         )
         return query, due
 
-    def _candidates(self, session: Session, now: datetime) -> list[_Candidate]:
+    def _candidates(self, session: Session, now: datetime, no_channel: list[str] | None = None) -> list[_Candidate]:
         settings = self.ctx.settings
         today = rules.local_date(now, settings.timezone)
         query, due = self.due_query(session, now)
@@ -266,6 +267,8 @@ class ReminderService:
                     vendor_id,
                     extra={"vendor_id": vendor_id},
                 )
+                if no_channel is not None:
+                    no_channel.append(vendor_id)
                 continue
             reminder = Reminder(
                 vendor_id=vendor_id,
@@ -287,12 +290,12 @@ class ReminderService:
         now = now or self.ctx.clock.now()
         report = SweepReport(now=now, dry_run=dry_run)
         if dry_run:
-            report.posts = [Post(channel, group) for channel, group in group_posts(self.due(now))]
+            report.posts = [Post(channel, group) for channel, group in group_posts(self.due(now, report.no_channel))]
             return report
         if notifier is None:
             raise ValueError("a sweep that posts needs a notifier")
         with self.ctx.transaction() as session:
-            claimed = self._claim(session, self._candidates(session, now), now)
+            claimed = self._claim(session, self._candidates(session, now, report.no_channel), now)
         report.skipped_older = claimed.skipped
         for channel, group in group_posts(self._find_posted(notifier, claimed, now, report)):
             parts = notifier.parts(group) if len(group) > 1 else [group]
@@ -546,5 +549,14 @@ def describe_sweep(report: SweepReport, tz: ZoneInfo, lang: str = "en") -> list[
         clauses.append(t(lang, "{count} older missed milestone(s) skipped", count=report.skipped_older))
     if report.found:
         clauses.append(t(lang, "{count} found already posted (Slack's answer was lost)", count=report.found))
+    if report.no_channel:
+        clauses.append(
+            t(
+                lang,
+                "{count} skipped (no channel: {vendor_ids}; set KEYBOT_CHANNEL)",
+                count=len(report.no_channel),
+                vendor_ids=", ".join(sorted(report.no_channel)),
+            )
+        )
     lines.append(", ".join(clauses) + ".")
     return lines

@@ -14,14 +14,18 @@ from bot.slack import views
 logger = logging.getLogger(__name__)
 
 
+def publish_home(services: Services, client: WebClient, user_id: str, *, expanded: str | None = None) -> None:
+    """The dashboard for ``user_id``; ``expanded``: the key whose Details button was pressed."""
+    lang = services.languages.of(user_id)
+    page = services.keys.status_page(limit=views.HOME_MAX_KEYS)  # never every key: 100,000 would not fit
+    view = views.build_home_view(lang, page, services.ctx.settings.timezone, expanded=expanded)
+    client.views_publish(user_id=user_id, view=view)
+
+
 def register(app: App, services: Services) -> None:
     def handle_app_home_opened(event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") != "home":
             return
-        lang = services.languages.of(event["user"])
-        page = services.keys.status_page(limit=views.HOME_MAX_KEYS)  # never every key: 100,000 would not fit
-        client.views_publish(
-            user_id=event["user"], view=views.build_home_view(lang, page, services.ctx.settings.timezone)
-        )
+        publish_home(services, client, event["user"])
 
     app.event("app_home_opened")(handle_app_home_opened)

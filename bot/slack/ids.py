@@ -14,6 +14,7 @@ REQUEST_REISSUE = "request_reissue"
 VERIFY_KEY = "verify_key"
 STATUS_NEXT_PAGE = "status_next_page"
 DELETE_KEY = "delete_key"
+EXPAND_KEY = "expand_key"  # a key's line in status or App Home → its full entry
 APPROVE_REISSUE = "approve_reissue"
 DENY_REISSUE = "deny_reissue"
 ENTER_NEW_KEY = "enter_new_key"

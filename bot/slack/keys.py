@@ -17,7 +17,9 @@ from bot.rules import InvalidInput, KeybotError, Msg
 from bot.services.base import AlreadyApplied
 from bot.slack import ids, views
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.home import publish_home
 from bot.slack.parse import (
+    MAX_EXPIRING_DAYS,
     ButtonClick,
     parse_click,
     parse_linking,
@@ -34,6 +36,18 @@ EPHEMERAL = "ephemeral"
 def _input_block_ids(body: dict[str, Any]) -> list[str]:
     blocks = (body.get("view") or {}).get("blocks") or []
     return [b.get("block_id", "") for b in blocks if b.get("type") == "input"]
+
+
+EXPIRING_DEFAULT_DAYS = 30
+
+
+def _expiring_days(args: list[str]) -> int:
+    """``status expiring [DAYS]``: DAYS defaults to 30."""
+    if not args:
+        return EXPIRING_DEFAULT_DAYS
+    if not args[0].isascii() or not args[0].isdigit() or int(args[0]) > MAX_EXPIRING_DAYS:
+        raise _usage(N_("status expiring [DAYS]"))
+    return int(args[0])
 
 
 def _usage(usage: str) -> KeybotError:
@@ -56,8 +70,8 @@ class KeyListeners:
                 response_type=EPHEMERAL,
             )
             return
-        expiring = arg.lower() == "expiring"
-        page = self.services.keys.status_page(limit=views.PAGE_SIZE, expiring=expiring)
+        expiring = _expiring_days(request.args[1:]) if arg else None
+        page = self.services.keys.status_page(limit=views.PAGE_SIZE, expiring_within=expiring)
         ack(
             text=views.status_fallback_text(request.lang, page),
             blocks=views.build_status_blocks(
@@ -105,7 +119,8 @@ class KeyListeners:
         status = self.services.keys.check_can_change(user_id, vendor_id, "key.edit")
         quota = self.services.keys.edits_left(status.vendor_id)
         rules.require_edit_slot(quota, self.services.ctx.settings.timezone)
-        return views.build_edit_linking_modal(lang, status, quota, channel_id=channel_id)
+        admin = self.services.keys.is_admin(user_id)
+        return views.build_edit_linking_modal(lang, status, quota, channel_id=channel_id, dates=admin)
 
     # ------------------------------------------------------------ buttons
 
@@ -139,7 +154,7 @@ class KeyListeners:
             self._tell(click, client, respond, views.refusal_text(lang, error), lang)
             return
         page = self.services.keys.status_page(
-            offset=page_request.offset, limit=views.PAGE_SIZE, expiring=page_request.expiring
+            offset=page_request.offset, limit=views.PAGE_SIZE, expiring_within=page_request.expiring
         )
         respond(
             text=views.status_fallback_text(lang, page),
@@ -148,6 +163,26 @@ class KeyListeners:
             ),
             response_type=EPHEMERAL,
             replace_original=True,
+        )
+
+    def handle_expand_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        """A key's Details button: its full entry, below the overview (status) or in place of its line (App Home)."""
+        ack()
+        click = parse_click(body)
+        lang = self.services.languages.of(click.user_id)
+        try:
+            status = self.services.keys.status(click.value)
+        except KeybotError as error:
+            self._tell(click, client, respond, views.refusal_text(lang, error), lang)
+            return
+        if click.in_home:
+            publish_home(self.services, client, click.user_id, expanded=status.vendor_id)
+            return
+        respond(
+            text=f"{status.vendor_id}: {i18n.days_left(lang, status.days_left)}",
+            blocks=views.build_single_status_blocks(lang, status, self.services.ctx.settings.timezone),
+            response_type=EPHEMERAL,
+            replace_original=False,
         )
 
     def handle_delete_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
@@ -211,8 +246,12 @@ class KeyListeners:
                 )
             except InvalidInput as error:
                 raise self.services.ctx.refuse(submission.user_id, "key.edit", submission.vendor_id, error) from None
-            status = self.services.keys.edit_linking(
-                submission.user_id, submission.vendor_id, linking, submission=parse_submission_id(body)
+            result = self.services.keys.edit_linking(
+                submission.user_id,
+                submission.vendor_id,
+                linking,
+                expires_on=submission.expires_on,
+                submission=parse_submission_id(body),
             )
         except AlreadyApplied:
             ack()
@@ -225,12 +264,12 @@ class KeyListeners:
             return
         ack()
         tz = self.services.ctx.settings.timezone
-        self._confirm(client, submission.user_id, submission.channel_id, views.edited_text(lang, status, tz))
+        self._confirm(client, submission.user_id, submission.channel_id, views.edit_result_text(lang, result, tz))
 
 
 def register(app: App, services: Services, router: CommandRouter) -> None:
     listeners = KeyListeners(services)
-    router.add("status", N_("status [VENDOR_ID|expiring]"), N_("keys, most urgent first"), listeners.status)
+    router.add("status", N_("status [VENDOR_ID|expiring [DAYS]]"), N_("keys, most urgent first"), listeners.status)
     router.add("add", N_("add"), N_("register a key (admins)"), listeners.add)
     router.add("edit", N_("edit VENDOR_ID"), N_("edit the linking info (admins and the owner)"), listeners.edit)
     router.add("history", N_("history VENDOR_ID"), N_("the last 20 events of a key"), listeners.history)
@@ -238,5 +277,6 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     app.action(ids.EDIT_LINKING)(listeners.handle_edit_click)
     app.action(ids.STATUS_NEXT_PAGE)(listeners.handle_next_page)
     app.action(ids.DELETE_KEY)(listeners.handle_delete_click)
+    app.action(ids.EXPAND_KEY)(listeners.handle_expand_click)
     app.view(ids.REGISTER_MODAL)(listeners.handle_register_submission)
     app.view(ids.EDIT_LINKING_MODAL)(listeners.handle_edit_submission)

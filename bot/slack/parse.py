@@ -69,6 +69,7 @@ class LinkingSubmission:
     company_name: str | None
     company_url: str | None
     ip_addresses: str | None
+    expires_on: str | None = None  # only in an admin's form: a corrected expiry date
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def parse_linking(body: dict[str, Any]) -> LinkingSubmission:
         company_name=_value(view, "company_name"),
         company_url=_value(view, "company_url"),
         ip_addresses=_value(view, "ip_addresses"),
+        expires_on=_value(view, "expires_on"),
     )
 
 
@@ -137,7 +139,10 @@ def parse_click(body: dict[str, Any]) -> ButtonClick:
 @dataclass(frozen=True)
 class PageRequest:
     offset: int
-    expiring: bool
+    expiring: int | None  # ``status expiring DAYS``: only keys with at most this many days left
+
+
+MAX_EXPIRING_DAYS = 3650
 
 
 MAX_PAGE_OFFSET = 1_000_000  # far beyond any key count, yet a number every database takes as an OFFSET
@@ -147,10 +152,14 @@ def parse_page(value: str) -> PageRequest:
     """The next-page button's value. A damaged one is refused with a sentence rather than reaching the database."""
     try:
         data = json.loads(value)
-        offset, expiring = data.get("offset", 0), data.get("expiring", False)
+        offset, expiring = data.get("offset", 0), data.get("expiring")
     except (ValueError, AttributeError):
-        offset = expiring = None
-    if type(offset) is not int or not 0 <= offset <= MAX_PAGE_OFFSET or type(expiring) is not bool:
+        offset = expiring = ""
+    if (
+        type(offset) is not int
+        or not 0 <= offset <= MAX_PAGE_OFFSET
+        or not (expiring is None or (type(expiring) is int and 0 <= expiring <= MAX_EXPIRING_DAYS))
+    ):
         raise KeybotError(
             "This page button is damaged or out of date: run `{command} status` again.", command=ids.COMMAND
         )

@@ -38,7 +38,7 @@ from bot import i18n, rules
 from bot.i18n import N_, linking_summary, outcome_label, t
 from bot.rules import Integration, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.audit import AuditEntry
-from bot.services.keys import KeyStatus, StatusPage
+from bot.services.keys import EditResult, KeyStatus, StatusPage
 from bot.slack import ids
 
 PAGE_SIZE = 15
@@ -117,6 +117,8 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         )
     if status.owner_id:
         lines.append(t(lang, "Owner: {user}", user=f"<@{escape(status.owner_id)}>"))
+    if not status.reminder_channel:
+        lines.append(no_channel_text(lang))
     if status.consumers:
         lines.append(
             t(
@@ -138,6 +140,35 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def key_line_text(lang: str, status: KeyStatus) -> str:
+    """One key in one line, for the overview: days left, phase, expiry, owner and rollout progress."""
+    text = t(
+        lang,
+        "*{vendor_id}* {label} · {days_left} · {phase} · expires {date}",
+        vendor_id=escape(status.vendor_id),
+        label=escape(_truncate(status.label, 60)),
+        days_left=i18n.days_left(lang, status.days_left),
+        phase=t(lang, PHASE_LABEL[status.phase]),
+        date=i18n.day(lang, status.expires_on),
+    )
+    if status.owner_id:
+        text += " · " + t(lang, "Owner: {user}", user=f"<@{escape(status.owner_id)}>")
+    if status.consumers:
+        text += " · " + t(lang, "consumers {done}/{total}", done=status.consumers[0], total=status.consumers[1])
+    if not status.reminder_channel:
+        text += " · " + t(lang, ":warning: no reminder channel")
+    return text
+
+
+def build_key_line(lang: str, status: KeyStatus, block_id: str, prefix: str = "") -> SectionBlock:
+    """A key's overview line with a Details button that expands it (the full entry with its buttons)."""
+    return SectionBlock(
+        block_id=block_id,
+        text=_mrkdwn(prefix + key_line_text(lang, status)),
+        accessory=ButtonElement(text=t(lang, "Details"), action_id=ids.EXPAND_KEY, value=status.vendor_id),
+    )
 
 
 # what ``status`` shows for a stored verification outcome and an open request's state
@@ -181,40 +212,36 @@ def counts_line(lang: str, healthy: int, window: int, expired: int) -> str:
     return t(lang, message, total=total, healthy=healthy, window=window, expired=expired)
 
 
-def next_page_value(offset: int, expiring: bool) -> str:
+def next_page_value(offset: int, expiring: int | None) -> str:
     return json.dumps({"offset": offset, "expiring": expiring}, separators=(",", ":"))
 
 
 NO_KEYS = N_("No keys registered yet. Register one with `/coupang-key add`.")
 
 
-def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: bool = False) -> list[Block]:
-    """The ``status`` reply: a summary, one section + buttons per key, and a next-page button (≤ 50 blocks)."""
+def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: int | None = None) -> list[Block]:
+    """The ``status`` reply: a summary, one line per key with a Details button, and a next-page button
+    (≤ 50 blocks). ``expiring``: the page holds only keys with at most that many days left."""
     if not page.statuses:
-        text = (
-            N_("No key is in or near its reissue window.")
-            if expiring and page.offset == 0
-            else NO_KEYS
-            if page.offset == 0
-            else N_("No more keys.")
-        )
-        return [SectionBlock(text=_mrkdwn(t(lang, text))), ContextBlock(elements=[_mrkdwn(summary_line(lang, page))])]
+        if page.offset:
+            text = t(lang, "No more keys.")
+        elif expiring is not None:
+            text = t(lang, "No key has {days} days or fewer left.", days=expiring)
+        else:
+            text = t(lang, NO_KEYS)
+        return [SectionBlock(text=_mrkdwn(text)), ContextBlock(elements=[_mrkdwn(summary_line(lang, page))])]
     first, last = page.offset + 1, page.offset + len(page.statuses)
+    counts = {"summary": summary_line(lang, page), "first": first, "last": last, "total": page.matching}
     showing = (
-        N_("{summary}. Showing expiring keys {first}–{last} of {total}.")
-        if expiring
-        else N_("{summary}. Showing keys {first}–{last} of {total}.")
-    )
-    blocks: list[Block] = [
-        ContextBlock(
-            block_id="status-summary",
-            elements=[
-                _mrkdwn(t(lang, showing, summary=summary_line(lang, page), first=first, last=last, total=page.matching))
-            ],
+        t(lang, "{summary}. Showing keys {first}–{last} of {total}.", **counts)
+        if expiring is None
+        else t(
+            lang, "{summary}. Keys with {days} days or fewer left: {first}–{last} of {total}.", days=expiring, **counts
         )
-    ]
+    )
+    blocks: list[Block] = [ContextBlock(block_id="status-summary", elements=[_mrkdwn(showing)])]
     for status in page.statuses[:PAGE_SIZE]:
-        blocks.extend(build_key_blocks(lang, status, tz))
+        blocks.append(build_key_line(lang, status, f"key-{status.vendor_id}"))
     if page.next_offset is not None:
         blocks.append(
             ActionsBlock(
@@ -243,9 +270,10 @@ def status_fallback_text(lang: str, page: StatusPage) -> str:
 # ---------------------------------------------------------------- App Home
 
 
-def build_home_view(lang: str, page: StatusPage, tz: ZoneInfo) -> View:
-    """The most urgent keys with a days-left bar and the same buttons, and the counts over every key: App Home
-    holds 100 blocks, so the page (``KeyService.status_page``) is all that is loaded, at any number of keys."""
+def build_home_view(lang: str, page: StatusPage, tz: ZoneInfo, *, expanded: str | None = None) -> View:
+    """The most urgent keys, one line each with a days-left bar and a Details button (the ``expanded`` key shows
+    its full entry and buttons instead), and the counts over every key: App Home holds 100 blocks, so the page
+    (``KeyService.status_page``) is all that is loaded, at any number of keys."""
     shown = page.statuses[:HOME_MAX_KEYS]
     blocks: list[Block] = [
         HeaderBlock(text=t(lang, "Coupang Open API keys")),
@@ -255,10 +283,14 @@ def build_home_view(lang: str, page: StatusPage, tz: ZoneInfo) -> View:
     if not shown:
         blocks.append(SectionBlock(text=_mrkdwn(t(lang, NO_KEYS))))
     for status in shown:
-        bar = f"`{days_left_bar(status.days_left)}` {i18n.days_left(lang, status.days_left)}"
-        text = f"{bar}\n{key_summary_text(lang, status, tz)}"
-        blocks.append(SectionBlock(block_id=f"home-key-{status.vendor_id}", text=_mrkdwn(text)))
-        blocks.append(build_key_buttons(lang, status))
+        block_id = f"home-key-{status.vendor_id}"
+        bar = f"`{days_left_bar(status.days_left)}` "
+        if status.vendor_id == expanded:
+            text = f"{bar}{i18n.days_left(lang, status.days_left)}\n{key_summary_text(lang, status, tz)}"
+            blocks.append(SectionBlock(block_id=block_id, text=_mrkdwn(text)))
+            blocks.append(build_key_buttons(lang, status))
+        else:
+            blocks.append(build_key_line(lang, status, block_id, prefix=bar))
     if page.matching > len(shown):
         more = t(
             lang,
@@ -393,9 +425,10 @@ def build_register_modal(lang: str, *, channel_id: str | None = None) -> View:
 
 
 def build_edit_linking_modal(
-    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None
+    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None, dates: bool = False
 ) -> View:
-    """Linking info prefilled from the stored key (which holds no secret in these fields)."""
+    """Linking info prefilled from the stored key (which holds no secret in these fields); with ``dates`` (for
+    admins) also its expiry date, to correct a mistyped one."""
     intro = t(lang, "Saving counts as one edit and Coupang takes up to 30 minutes to apply it.")
     blocks: list[Block] = [
         SectionBlock(text=_mrkdwn(f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}\n{intro}")),
@@ -414,6 +447,15 @@ def build_edit_linking_modal(
         ),
         *_linking_inputs(lang, status.linking),
     ]
+    if dates:
+        blocks.append(
+            InputBlock(
+                block_id="expires_on",
+                label=t(lang, "Expires on (as WING shows it)"),
+                hint=t(lang, "Correct it if it was entered wrong: its reminders start over. This uses no edit."),
+                element=DatePickerElement(action_id="expires_on", initial_date=status.expires_on.isoformat()),
+            )
+        )
     metadata = {"vendor_id": status.vendor_id, "channel": channel_id}
     return View(
         type="modal",
@@ -483,6 +525,9 @@ HISTORY_SENTENCES = {
     "key.registered": N_("{actor} registered the key {label} (generation {generation}, expires {expires_on})."),
     "key.imported": N_("{actor} imported the key {label} (generation {generation}, expires {expires_on})."),
     "key.linking_edited": N_("{actor} edited the linking info: {linking}."),
+    "key.dates_corrected": N_(
+        "{actor} corrected the expiry date from {expires_on_before} to {expires_on}; its reminders start over."
+    ),
     "key.deleted": N_("{actor} deleted the key."),
     "key.verified": N_("{actor} verified the key: {outcome}."),
     "key.verify_repeated": N_("{actor} asked to verify again within 10 seconds: {outcome}."),
@@ -553,6 +598,7 @@ AUDIT_ACTIONS = frozenset(
         N_("key.imported"),
         N_("key.import"),
         N_("key.linking_edited"),
+        N_("key.dates_corrected"),
         N_("key.edit"),
         N_("key.deleted"),
         N_("key.delete"),
@@ -593,8 +639,12 @@ def build_history_blocks(lang: str, vendor_id: str, entries: Sequence[AuditEntry
     return blocks
 
 
+def no_channel_text(lang: str) -> str:
+    return t(lang, ":warning: No reminder channel (none given, KEYBOT_CHANNEL not set): this key gets no reminders.")
+
+
 def registered_text(lang: str, status: KeyStatus) -> str:
-    return t(
+    text = t(
         lang,
         ":white_check_mark: Registered *{vendor_id}* ({label}): expires {date}, {days_left}.",
         vendor_id=escape(status.vendor_id),
@@ -602,23 +652,57 @@ def registered_text(lang: str, status: KeyStatus) -> str:
         date=i18n.day(lang, status.expires_on),
         days_left=i18n.days_left(lang, status.days_left),
     )
+    return text if status.reminder_channel else f"{text}\n{no_channel_text(lang)}"
 
 
 def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
     params = {"vendor_id": escape(status.vendor_id), "used": status.edits_last_7_days, "limit": rules.EDITS_PER_WEEK}
     if status.propagating_until:
-        return t(
+        saved = t(
             lang,
             ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
             "apply it (propagating until {time}). Edits this week: {used}/{limit}.",
             time=i18n.moment(lang, status.propagating_until, tz),
             **params,
         )
+    else:
+        saved = t(
+            lang,
+            ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
+            "apply it (propagating). Edits this week: {used}/{limit}.",
+            **params,
+        )
+    wing = t(
+        lang,
+        "The bot only records it: change it in WING too with Edit (수정), or Coupang keeps the old linking info.",
+    )
+    return f"{saved}\n{wing}"
+
+
+def edit_result_text(lang: str, result: EditResult, tz: ZoneInfo) -> str:
+    """The confirmation of the edit form: the linking info saved (or unchanged), and a corrected expiry."""
+    status = result.status
+    text = edited_text(lang, status, tz) if result.changed else unchanged_text(lang, status)
+    if result.dates_corrected:
+        corrected = t(
+            lang,
+            ":calendar: Expiry of *{vendor_id}* corrected to {date} ({days_left}); its reminders start over.",
+            vendor_id=escape(status.vendor_id),
+            date=i18n.day(lang, status.expires_on),
+            days_left=i18n.days_left(lang, status.days_left),
+        )
+        text = corrected if not result.changed else f"{text}\n{corrected}"
+    return text
+
+
+def unchanged_text(lang: str, status: KeyStatus) -> str:
     return t(
         lang,
-        ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
-        "apply it (propagating). Edits this week: {used}/{limit}.",
-        **params,
+        "Nothing changed: the linking info of *{vendor_id}* is the same as before, so no edit was used "
+        "(edits this week: {used}/{limit}).",
+        vendor_id=escape(status.vendor_id),
+        used=status.edits_last_7_days,
+        limit=rules.EDITS_PER_WEEK,
     )
 
 
