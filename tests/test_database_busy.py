@@ -14,6 +14,7 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from bot.i18n import t
 from bot.services.base import BUSY
 from bot.slack import ids
 from bot.slack.failures import DATABASE_FAILED
@@ -114,6 +115,25 @@ def test_the_bounded_ping_answers_while_a_writer_holds_the_lock(services, db_url
     unreachable = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/keybot")
     assert not ping(unreachable, timeout=1.0)
     unreachable.dispose()
+
+
+def rename_table(db_url: str, old: str, new: str) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+    engine.dispose()
+
+
+def test_a_database_error_is_shown_in_the_readers_own_language(slack, db_url):
+    slack.services.languages.choose(ADMIN, "ko")  # the team reads English
+    open_register_modal(slack)
+    rename_table(db_url, "key_generations", "key_generations_gone")
+    try:
+        answer = slack.submit(ADMIN, ids.REGISTER_MODAL, GOOD)
+    finally:
+        rename_table(db_url, "key_generations_gone", "key_generations")
+    assert answer.json() == {"response_action": "errors", "errors": {"vendor_id": t("ko", DATABASE_FAILED)}}
+    assert "데이터베이스" in t("ko", DATABASE_FAILED)
 
 
 def test_a_database_error_during_a_modal_submit_is_a_sentence_under_the_form(slack, db_url, caplog):

@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.logs import bind_log_fields
 from bot.monitor import Monitor
 from bot.slack import commands, home, keys, reissue, rollout, verify
-from bot.slack.failures import DeadlineExecutor, handle_listener_error
+from bot.slack.failures import DeadlineExecutor, handle_listener_error, reader_language
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
         respond: Respond | None,
         client: WebClient,
     ) -> BoltResponse | None:
-        return handle_listener_error(error, body, response, respond, client, lang=services.languages.team)
+        lang = reader_language(body, services.languages.of, services.languages.team)
+        return handle_listener_error(error, body, response, respond, client, lang=lang)
 
     app.use(bind_request_ids)
     router = commands.CommandRouter(services.languages.of)

@@ -51,6 +51,16 @@ class DeadlineExecutor(Executor):
         self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
+def reader_language(body: dict[str, Any], language_of: Callable[[str | None], str], team: str) -> str:
+    """The language of the person who sent ``body``; the team's when the database cannot tell (it may be down)."""
+    user = body.get("user")
+    user_id = (user.get("id") if isinstance(user, dict) else None) or body.get("user_id")
+    try:
+        return language_of(user_id)
+    except Exception:  # the very failure being reported; the team's language still reads
+        return team
+
+
 def handle_listener_error(
     error: Exception,
     body: dict[str, Any],
@@ -60,7 +70,7 @@ def handle_listener_error(
     lang: str = "en",
 ) -> BoltResponse | None:
     """``response`` is Bolt's pending answer when the listener had not acknowledged yet (None once it had);
-    ``lang`` is the team's language (KEYBOT_LANGUAGE)."""
+    ``lang`` is the language of the person who sent it (:func:`reader_language`)."""
     if isinstance(error, KeybotError):  # e.g. "the database is busy" where no listener shows refusals (App Home)
         logger.info("a Slack request was refused: %s", error)
         text = views.refusal_text(lang, error)
