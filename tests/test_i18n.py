@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -292,6 +293,18 @@ def test_korean_sub_commands_are_listed_in_the_korean_help(slack: SlackHarness):
     for word in ("상태", "등록", "수정", "재발급", "확인", "이력", "감사", "승인자", "삭제", "연동", "언어", "도움말"):
         assert f"`/coupang-key {word}" in help_text, word
     assert "상태" in slack.slash(USER, "아무거나").text_of()  # an unknown word answers with the help
+
+
+def test_status_expiring_has_a_korean_word_listed_in_the_korean_help(slack: SlackHarness):
+    slack.slash(USER, "언어 한국어")
+    assert "`/coupang-key 상태 [업체코드|만료예정 [일수]]`" in slack.slash(USER, "help").text_of()
+    with time_machine.travel("2026-11-20 12:00 +09:00"):
+        slack.services.keys.register(ADMIN, factories.form("A00000001", issued_on="2026-06-01"))  # 8 days left
+        slack.services.keys.register(ADMIN, factories.form("A00000002", issued_on="2026-10-01"))  # healthy
+        text = slack.slash(USER, "상태 만료예정 10").text_of()
+        refused = slack.slash(USER, "상태 만료예정 열흘").text_of()
+    assert "A00000001" in text and "A00000002" not in text
+    assert "상태 만료예정 [일수]" in refused
 
 
 def test_a_refusal_reads_in_the_persons_language(slack: SlackHarness):

@@ -39,6 +39,7 @@ def _input_block_ids(body: dict[str, Any]) -> list[str]:
 
 
 EXPIRING_DEFAULT_DAYS = 30
+EXPIRING_WORDS = ("expiring", "만료예정")  # ``status expiring`` / ``상태 만료예정``
 
 
 def _expiring_days(args: list[str]) -> int:
@@ -62,7 +63,7 @@ class KeyListeners:
 
     def status(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
         arg = request.args[0] if request.args else ""
-        if arg and arg.lower() != "expiring":
+        if arg and arg.lower() not in EXPIRING_WORDS:
             status = self.services.keys.status(arg)
             ack(
                 text=f"{status.vendor_id}: {i18n.days_left(request.lang, status.days_left)}",
