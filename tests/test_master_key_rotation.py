@@ -71,3 +71,15 @@ def test_a_process_with_the_new_key_first_writes_before_the_rotation_and_the_old
     with pytest.raises(KeybotError, match=RESTART):
         old.keys.delete(ADMIN, "A00000001")
     assert restarted.audit.verify().ok
+
+
+def test_the_restart_refusal_is_shown_in_the_readers_language(process, fake_slack):
+    old = process(MASTER_KEY)
+    old.languages.choose(ADMIN, "ko")
+    rotated = process(f"{SECOND_KEY},{MASTER_KEY}")
+    rotated.keys.rotate_master_key("cli")
+    with SlackHarness(old, fake_slack) as slack:
+        open_register_modal(slack)
+        answer = slack.submit(ADMIN, ids.REGISTER_MODAL, GOOD)
+    said = answer.json()["errors"]["vendor_id"]
+    assert "새 KEYBOT_MASTER_KEY로 봇을 다시 시작해 주세요" in said and RESTART not in said

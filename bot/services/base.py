@@ -26,6 +26,11 @@ from storage.repositories import KeyRepository
 logger = logging.getLogger(__name__)
 
 BUSY = N_("The database is busy — nothing was saved, try again.")
+# storage.audit.RETIRED, in words the reader's language has (storage does not translate)
+RETIRED_MASTER_KEY = N_(
+    "The audit log is sealed with a master key this process does not have: KEYBOT_MASTER_KEY was rotated after "
+    "it started. Nothing was saved; restart with the new KEYBOT_MASTER_KEY."
+)
 
 
 class Clock(Protocol):
@@ -174,7 +179,7 @@ def _unavailable_as_refusal() -> Iterator[None]:
         yield
     except RetiredMasterKey as error:
         logger.error("%s", error)
-        raise Unavailable(str(error)) from None
+        raise Unavailable(RETIRED_MASTER_KEY) from None
     except Exception as error:
         if not db.is_busy(error):
             raise
