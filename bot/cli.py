@@ -28,7 +28,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModu
 from bot import consumers_cli, i18n
 from bot.bootstrap import Services, build_services
 from bot.config import ConfigError, Settings, load_settings
-from bot.i18n import linking_summary, render, t
+from bot.i18n import N_, linking_summary, render, t
 from bot.logs import configure_logging
 from bot.rules import (
     EDITS_PER_WEEK,
@@ -41,6 +41,7 @@ from bot.rules import (
 from bot.services.base import cli_actor
 from bot.services.keys import CSV_COLUMNS, KeyStatus, read_csv_text
 from bot.services.reminders import describe_sweep, parse_as_of
+from storage.audit import VerifyResult
 from storage.crypto import DecryptionError
 from storage.db import make_engine, upgrade
 
@@ -70,14 +71,28 @@ def write_env_file(path: Path, example: Path) -> None:
 # ---------------------------------------------------------------- commands
 
 
+def environment_language() -> str:
+    """KEYBOT_LANGUAGE when it is en or ko, else English: for what is said before the settings load."""
+    raw = os.environ.get("KEYBOT_LANGUAGE") or dotenv_values(ENV_FILE).get("KEYBOT_LANGUAGE") or ""
+    return raw.strip().lower() if raw.strip().lower() in i18n.LANGUAGES else i18n.ENGLISH
+
+
 def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    lang = environment_language()
     if ENV_FILE.exists():
-        print(f"{ENV_FILE} already exists; not overwriting it (it holds your master key).", file=sys.stderr)
+        print(
+            t(lang, "{file} already exists; not overwriting it (it holds your master key).", file=ENV_FILE),
+            file=sys.stderr,
+        )
         return FAILED
     write_env_file(ENV_FILE, ENV_EXAMPLE)
     print(
-        f"Wrote {ENV_FILE} with a new KEYBOT_MASTER_KEY (mode 600). Back that key up somewhere safe: "
-        "without it the stored keys cannot be decrypted.",
+        t(
+            lang,
+            "Wrote {file} with a new KEYBOT_MASTER_KEY (mode 600). Back that key up somewhere safe: "
+            "without it the stored keys cannot be decrypted.",
+            file=ENV_FILE,
+        ),
         file=out,
     )
     return OK
@@ -263,9 +278,26 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     return OK if report.imported or not report.errors else FAILED
 
 
+# storage.audit's reasons for a broken chain, translated here (storage does not translate)
+AUDIT_BREAKS = (
+    N_("expected entry {expected} here: an entry was deleted, inserted or reordered"),
+    N_("does not link to the entry before it"),
+    N_("was written with a master key that is not configured"),
+    N_("its content does not match its MAC (edited)"),
+    N_("entries after this point are missing"),
+)
+
+
+def describe_verify(lang: str, result: VerifyResult) -> str:
+    if result.ok:
+        return t(lang, "audit chain intact: {count} entries verified", count=result.checked)
+    reason = t(lang, result.reason or "", expected=result.checked + 1)
+    return t(lang, "audit chain broken at entry {seq}: {reason}", seq=result.broken_seq, reason=reason)
+
+
 def cmd_audit_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     result = services.audit.verify()
-    print(result.describe(), file=out if result.ok else sys.stderr)
+    print(describe_verify(services.ctx.settings.language, result), file=out if result.ok else sys.stderr)
     return OK if result.ok else FAILED
 
 

@@ -107,7 +107,7 @@ class AuditLog:
 
     def _check(self, event: AuditEvent, prev_mac: str, expected_seq: int) -> str | None:
         if event.seq != expected_seq:
-            return f"expected entry {expected_seq} here: an entry was deleted, inserted or reordered"
+            return "expected entry {expected} here: an entry was deleted, inserted or reordered"  # see describe
         if event.prev_mac != prev_mac:
             return "does not link to the entry before it"
         master = self._keyring.master_key(bytes.fromhex(event.key_id))
@@ -162,7 +162,8 @@ class VerifyResult:
     def describe(self) -> str:
         if self.ok:
             return f"audit chain intact: {self.checked} entries verified"
-        return f"audit chain broken at entry {self.broken_seq}: {self.reason}"
+        reason = (self.reason or "").format(expected=self.checked + 1)  # entries verified so far, then this one
+        return f"audit chain broken at entry {self.broken_seq}: {reason}"
 
 
 def _in_order(session: Session) -> Iterator[AuditEvent]:

@@ -144,6 +144,21 @@ def test_audit_verify_exit_codes_and_export(cli, tmp_path, db_url):
     assert code == 1 and "broken at entry 1" in err
 
 
+def test_audit_verify_and_init_speak_keybot_language(cli, tmp_path, db_url, monkeypatch):
+    monkeypatch.setenv("KEYBOT_LANGUAGE", "ko")
+    code, out, _ = cli("init")
+    assert code == 0 and "안전한 곳에 따로 보관해 주세요" in out and "Back that key up" not in out
+    assert "이미 있어 덮어쓰지 않았습니다" in cli("init")[2]
+    cli("keys", "import", write_csv(tmp_path, row("A00000001")))
+    assert cli("audit", "verify")[:2] == (0, "감사 기록 체인 정상: 1건 검증됨\n")
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE audit_events SET details = '{}' WHERE seq = 1"))
+    engine.dispose()
+    code, _, err = cli("audit", "verify")
+    assert (code, err) == (1, "감사 기록 체인이 1번 항목에서 깨졌습니다: 내용이 MAC과 맞지 않습니다(수정됨)\n")
+
+
 def test_master_key_rotate_then_old_key_can_go(cli, tmp_path, monkeypatch):
     cli("keys", "import", write_csv(tmp_path, row("A00000001")))
     monkeypatch.setenv("KEYBOT_MASTER_KEY", f"{SECOND_KEY},{MASTER_KEY}")
