@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy bot/rules.py bot/coupang.py bot/services storage
 
 # what marks English source text for translation (tests/test_i18n.py extracts with the same keywords)
-I18N_KEYWORDS := -k t:2 -k N_ -k Msg -k KeybotError -k NotAllowed -k NotFound -k Unavailable -k one:2 -k checked:2 -k hint
+I18N_KEYWORDS := -k t:2 -k N_ -k Msg -k KeybotError -k ConfigError -k NotAllowed -k NotFound -k Unavailable -k one:2 -k checked:2 -k hint
 
 ## translations: re-extract English text, merge it into bot/locale/*/messages.po, compile the .mo files
 translations: $(STAMP)

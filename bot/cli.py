@@ -511,7 +511,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         settings = load_environment()
         engine = open_database(settings.database_url)
     except ConfigError as exc:
-        print(f"Configuration error: {exc}", file=sys.stderr)
+        lang = environment_language()
+        problem = t(lang, exc.message, **exc.params)
+        print(t(lang, "Configuration error: {problem}", problem=problem), file=sys.stderr)
         return USAGE
     configure_logging(settings.log_level, settings.log_format)
     services = build_services(settings, engine=engine)
@@ -540,15 +542,23 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 def open_database(url: str) -> Engine:
     """The engine for ``DATABASE_URL``; a URL that cannot name a usable database is a ConfigError."""
+    use = "sqlite:///data/keybot.db or postgresql+psycopg://user:password@host/keybot"
     try:
         return make_engine(url)
     except (NoSuchModuleError, ImportError):
-        problem = f"DATABASE_URL names a database this bot has no driver for ({url.split(':', 1)[0]})"
+        raise ConfigError(
+            "DATABASE_URL names a database this bot has no driver for ({scheme}): use {use}.",
+            scheme=url.split(":", 1)[0],
+            use=use,
+        ) from None
     except (ArgumentError, ValueError):
-        problem = "DATABASE_URL is not a database URL"
+        raise ConfigError("DATABASE_URL is not a database URL: use {use}.", use=use) from None
     except OSError as exc:  # the SQLite file's folder cannot be created
-        problem = f"DATABASE_URL points to a folder that cannot be created ({exc.strerror})"
-    raise ConfigError(f"{problem}: use sqlite:///data/keybot.db or postgresql+psycopg://user:password@host/keybot.")
+        raise ConfigError(
+            "DATABASE_URL points to a folder that cannot be created ({reason}): use {use}.",
+            reason=exc.strerror,
+            use=use,
+        ) from None
 
 
 def cannot_reach(url: str, exc: DBAPIError) -> str:

@@ -15,8 +15,6 @@ from datetime import time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_DATABASE_URL = "sqlite:///data/keybot.db"
-MASTER_KEY_HINT = "Run `coupang-keybot init` to write a .env with a fresh key."
-
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_APPROVER_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
@@ -24,7 +22,14 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class ConfigError(Exception):
-    """A setting is missing or wrong; the message says which and how to fix it."""
+    """A setting is missing or wrong; the message says which and how to fix it.
+
+    Like :class:`bot.rules.KeybotError`: English source text with ``{placeholders}`` filled from ``params``, so the
+    CLI can show it in ``KEYBOT_LANGUAGE`` (``t(lang, error.message, **error.params)``)."""
+
+    def __init__(self, message: str, /, **params: object) -> None:
+        super().__init__(message.format(**params) if params else message)
+        self.message, self.params = message, params
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class Settings:
 
 def parse_master_keys(raw: str | None) -> tuple[bytes, ...]:
     if not raw or not raw.strip():
-        raise ConfigError(f"KEYBOT_MASTER_KEY is not set. {MASTER_KEY_HINT}")
+        raise ConfigError("KEYBOT_MASTER_KEY is not set. Run `coupang-keybot init` to write a .env with a fresh key.")
     keys = []
     for position, item in enumerate(raw.split(","), start=1):
         try:
@@ -82,17 +87,21 @@ def parse_master_keys(raw: str | None) -> tuple[bytes, ...]:
             key = b""
         if len(key) != 32:
             raise ConfigError(
-                f"KEYBOT_MASTER_KEY entry {position} is not a base64-encoded 32-byte key. {MASTER_KEY_HINT}"
+                "KEYBOT_MASTER_KEY entry {position} is not a base64-encoded 32-byte key. Run `coupang-keybot init` "
+                "to write a .env with a fresh key.",
+                position=position,
             )
         keys.append(key)
     return tuple(keys)
 
 
-def _ids(name: str, raw: str | None, pattern: re.Pattern[str], what: str) -> frozenset[str]:
+def _ids(name: str, raw: str | None, pattern: re.Pattern[str]) -> frozenset[str]:
     ids = frozenset(item.strip() for item in (raw or "").replace(" ", ",").split(",") if item.strip())
-    bad = sorted(i for i in ids if not pattern.match(i))
+    bad = ", ".join(sorted(i for i in ids if not pattern.match(i)))
+    if bad and pattern is _SLACK_USER_ID:
+        raise ConfigError("{name} has {ids}, which is not a Slack user ID (U…).", name=name, ids=bad)
     if bad:
-        raise ConfigError(f"{name} has {', '.join(bad)}, which is not {what}.")
+        raise ConfigError("{name} has {ids}, which is not a user ID (U…) or user-group ID (S…).", name=name, ids=bad)
     return ids
 
 
@@ -100,7 +109,9 @@ def _token(name: str, raw: str | None, prefix: str) -> str | None:
     if not raw:
         return None
     if not raw.startswith(prefix):
-        raise ConfigError(f"{name} must start with '{prefix}' (copy it from your Slack app's settings).")
+        raise ConfigError(
+            "{name} must start with '{prefix}' (copy it from your Slack app's settings).", name=name, prefix=prefix
+        )
     return raw
 
 
@@ -115,7 +126,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"KEYBOT_TIMEZONE={tz_name!r} is not a known time zone (try Asia/Seoul).") from None
+        raise ConfigError(
+            "KEYBOT_TIMEZONE={value!r} is not a known time zone (try Asia/Seoul).", value=tz_name
+        ) from None
 
     raw_time = get("KEYBOT_REMINDER_TIME") or "09:00"
     try:
@@ -123,7 +136,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         if not re.fullmatch(r"\d{2}:\d{2}", raw_time):
             raise ValueError
     except ValueError:
-        raise ConfigError(f"KEYBOT_REMINDER_TIME={raw_time!r} must be HH:MM, e.g. 09:00.") from None
+        raise ConfigError("KEYBOT_REMINDER_TIME={value!r} must be HH:MM, e.g. 09:00.", value=raw_time) from None
 
     raw_days = get("KEYBOT_REMINDER_DAYS") or "14,7,1,0"
     try:
@@ -132,44 +145,46 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             raise ValueError
     except ValueError:
         raise ConfigError(
-            f"KEYBOT_REMINDER_DAYS={raw_days!r} must be whole days before expiry between 0 and 179, "
-            "separated by commas, e.g. 14,7,1,0."
+            "KEYBOT_REMINDER_DAYS={value!r} must be whole days before expiry between 0 and 179, "
+            "separated by commas, e.g. 14,7,1,0.",
+            value=raw_days,
         ) from None
 
     raw_port = get("PORT") or "3000"
     if not re.fullmatch(r"[0-9]+", raw_port) or not 0 < int(raw_port) < 65536:  # isdigit() takes "²"
-        raise ConfigError(f"PORT={raw_port!r} must be a port number between 1 and 65535.")
+        raise ConfigError("PORT={value!r} must be a port number between 1 and 65535.", value=raw_port)
 
     channel = get("KEYBOT_CHANNEL")
     if channel and not _SLACK_CHANNEL_ID.match(channel):
-        raise ConfigError(f"KEYBOT_CHANNEL={channel!r} must be a channel ID such as C0123ABCD, not a name.")
+        raise ConfigError("KEYBOT_CHANNEL={value!r} must be a channel ID such as C0123ABCD, not a name.", value=channel)
 
     log_level = (get("LOG_LEVEL") or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ConfigError(f"LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+        raise ConfigError("LOG_LEVEL={value!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL.", value=log_level)
 
     verify_daily = (get("KEYBOT_VERIFY_DAILY") or "false").lower()
     if verify_daily not in {"true", "false", "1", "0", "yes", "no"}:
-        raise ConfigError(f"KEYBOT_VERIFY_DAILY={verify_daily!r} must be true or false.")
+        raise ConfigError("KEYBOT_VERIFY_DAILY={value!r} must be true or false.", value=verify_daily)
 
     slack_api_url = get("SLACK_API_URL") or "https://slack.com/api/"
     log_format = (get("LOG_FORMAT") or "text").lower()
     if log_format not in {"text", "json"}:
-        raise ConfigError(f"LOG_FORMAT={log_format!r} must be text or json.")
+        raise ConfigError("LOG_FORMAT={value!r} must be text or json.", value=log_format)
     heartbeat_url = get("KEYBOT_HEARTBEAT_URL")
     if heartbeat_url and not re.match(r"https?://[^/\s]+", heartbeat_url):
         raise ConfigError("KEYBOT_HEARTBEAT_URL must be an http(s) URL such as https://hc-ping.com/<uuid>.")
     summary = (get("KEYBOT_WEEKLY_SUMMARY") or "mon").lower()
     if summary not in (*WEEKDAYS, "off"):
-        raise ConfigError(f"KEYBOT_WEEKLY_SUMMARY={summary!r} must be a weekday (mon, tue, … sun) or off.")
+        raise ConfigError("KEYBOT_WEEKLY_SUMMARY={value!r} must be a weekday (mon, tue, … sun) or off.", value=summary)
     language = (get("KEYBOT_LANGUAGE") or "en").lower()
     if language not in ("en", "ko"):
-        raise ConfigError(f"KEYBOT_LANGUAGE={language!r} must be en (English) or ko (Korean).")
+        raise ConfigError("KEYBOT_LANGUAGE={value!r} must be en (English) or ko (Korean).", value=language)
     approval = (get("KEYBOT_REISSUE_APPROVAL") or "required").lower()
     if approval not in ("required", "none"):
         raise ConfigError(
-            f"KEYBOT_REISSUE_APPROVAL={approval!r} must be required (another person approves every reissue) "
-            "or none (no approval step, for teams without a second approver)."
+            "KEYBOT_REISSUE_APPROVAL={value!r} must be required (another person approves every reissue) "
+            "or none (no approval step, for teams without a second approver).",
+            value=approval,
         )
     return Settings(
         master_keys=parse_master_keys(get("KEYBOT_MASTER_KEY")),
@@ -178,13 +193,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         slack_signing_secret=get("SLACK_SIGNING_SECRET"),
         slack_app_token=_token("SLACK_APP_TOKEN", get("SLACK_APP_TOKEN"), "xapp-"),
         slack_api_url=slack_api_url if slack_api_url.endswith("/") else slack_api_url + "/",
-        admins=_ids("KEYBOT_ADMINS", get("KEYBOT_ADMINS"), _SLACK_USER_ID, "a Slack user ID (U…)"),
-        approvers=_ids(
-            "KEYBOT_APPROVERS",
-            get("KEYBOT_APPROVERS"),
-            _SLACK_APPROVER_ID,
-            "a user ID (U…) or user-group ID (S…)",
-        ),
+        admins=_ids("KEYBOT_ADMINS", get("KEYBOT_ADMINS"), _SLACK_USER_ID),
+        approvers=_ids("KEYBOT_APPROVERS", get("KEYBOT_APPROVERS"), _SLACK_APPROVER_ID),
         channel=channel,
         timezone=tz,
         language=language,

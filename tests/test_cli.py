@@ -212,6 +212,23 @@ def test_bad_configuration_is_a_usage_error_with_a_sentence(cli, monkeypatch, va
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_configuration_errors_speak_keybot_language_when_it_parsed(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("KEYBOT_LANGUAGE", "ko")
+    monkeypatch.setenv("KEYBOT_TIMEZONE", "Mars/Olympus")
+    code, _, err = cli("status")
+    assert (
+        code == 2
+        and err
+        == "설정 오류: KEYBOT_TIMEZONE='Mars/Olympus'은(는) 알 수 없는 시간대입니다. Asia/Seoul처럼 입력해 주세요.\n"
+    )
+    monkeypatch.setenv("DATABASE_URL", "nonsense")
+    monkeypatch.delenv("KEYBOT_TIMEZONE")
+    assert "데이터베이스 URL이 아닙니다" in cli("status")[2]
+    monkeypatch.setenv("KEYBOT_LANGUAGE", "klingon")
+    code, _, err = cli("status")
+    assert code == 2 and err == "Configuration error: KEYBOT_LANGUAGE='klingon' must be en (English) or ko (Korean).\n"
+
+
 def test_env_file_is_read_and_process_environment_wins(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("KEYBOT_MASTER_KEY")
     (tmp_path / ".env").write_text(f"KEYBOT_MASTER_KEY={MASTER_KEY}\nKEYBOT_TIMEZONE=Mars/Olympus\n")
