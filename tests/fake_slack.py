@@ -24,7 +24,8 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -216,6 +217,7 @@ class FakeSlack(LoopbackServer):
         self._counter = itertools.count(1)
         self._revoked: set[str] = set()  # bot tokens answered with invalid_auth, as Slack does once revoked
         self._apps: dict[str, tuple[str, str, str]] = {}  # bot token -> (app ID, bot ID, bot user ID) of another app
+        self._held: dict[str, threading.Event] = {}  # method -> calls wait until it is set (hold())
         # Socket Mode: once set (e.g. to a FakeSocketMode's ws_url), apps.connections.open hands it out
         self.socket_mode_url: str | None = None
 
@@ -275,6 +277,16 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             planned = self._planned.setdefault(method, [])
             planned.extend([None] * after + [Planned(status, retry_after, posted)] * times)
+
+    @contextmanager
+    def hold(self, method: str) -> Iterator[None]:
+        """Calls to ``method`` wait, unanswered, until the block ends: a slow Slack."""
+        released = self._held[method] = threading.Event()
+        try:
+            yield
+        finally:
+            released.set()
+            del self._held[method]
 
     def revoke_token(self, token: str) -> None:
         """Every Web API call with ``token`` is answered ``invalid_auth`` (an uninstalled app, a revoked token)."""
@@ -352,6 +364,9 @@ class FakeSlack(LoopbackServer):
             method = "response_url"
         else:
             method = "not_found"
+        held = self._held.get(method)
+        if held is not None:
+            held.wait(timeout=10)
 
         with self._lock:
             planned = self._planned.get(method)

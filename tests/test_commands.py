@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from slack_bolt import BoltContext
+
 from bot.rules import KeybotError
-from bot.slack.commands import BROKEN, CommandRouter
+from bot.slack.commands import CommandRouter
+from bot.slack.failures import BROKEN, later
 
 
 class Recorder:
@@ -16,41 +19,56 @@ class Recorder:
         self.calls.append(kwargs)
 
 
-def run(router: CommandRouter, text: str) -> tuple[Recorder, Recorder]:
-    ack, respond = Recorder(), Recorder()
+class Languages:
+    team = "en"
+
+    def of(self, user_id: str | None) -> str:
+        return "en"
+
+
+def run(router: CommandRouter, text: str) -> tuple[Recorder, Recorder, BoltContext]:
+    ack, respond, context = Recorder(), Recorder(), BoltContext()
     body = {"text": text, "user_id": "U1", "channel_id": "C1", "trigger_id": "t", "response_url": "http://x"}
-    router.handle_command(ack, body, client=None, respond=respond)
-    return ack, respond
+    router.handle_command(ack, body, client=None, respond=respond, context=context)
+    return ack, respond, context
 
 
 def test_unknown_subcommand_answers_help_with_a_hint():
-    router = CommandRouter()
+    router = CommandRouter(Languages())
     router.add("status", "status", "keys", lambda *a: None)
-    ack, _ = run(router, "stauts A00012345")
+    ack, _, _ = run(router, "stauts A00012345")
     assert "I don't know 'stauts'" in ack.calls[0]["text"]
     assert "/coupang-key status" in ack.calls[0]["text"]
 
 
 def test_refusal_is_acknowledged_with_its_sentence():
-    def refuse(request, ack, client, respond):
+    def refuse(request, ack, client, respond, context):
         raise KeybotError("Only admins may do this.")
 
-    router = CommandRouter()
+    router = CommandRouter(Languages())
     router.add("add", "add", "register", refuse)
-    ack, respond = run(router, "add")
+    ack, respond, _ = run(router, "add")
     assert ack.calls == [{"text": ":warning: Only admins may do this.", "response_type": "ephemeral"}]
     assert respond.calls == []
 
 
-def test_a_crash_after_ack_is_logged_and_answered_without_a_traceback(caplog):
-    def crash(request, ack, client, respond):
+def test_a_crash_after_ack_replaces_the_answer_and_cancels_what_was_queued(caplog):
+    """The answer goes out when the handler returns, so a crash after ack() still answers in it, without a
+    traceback, and the modal the handler had queued for after the answer is not opened."""
+    opened = []
+
+    def crash(request, ack, client, respond, context):
         ack()
+        later(context, opened.append, "modal")
         raise RuntimeError("database exploded at line 42")
 
-    router = CommandRouter()
+    router = CommandRouter(Languages())
     router.add("status", "status", "keys", crash)
     with caplog.at_level(logging.ERROR):
-        ack, respond = run(router, "status")
-    assert respond.calls == [{"text": BROKEN, "response_type": "ephemeral"}]
+        ack, respond, context = run(router, "status")
+    assert ack.calls[-1] == {"text": BROKEN, "response_type": "ephemeral"} and respond.calls == []
+    for run_later in router.after_ack:
+        run_later(body={}, client=None, respond=respond, context=context)
+    assert opened == []
     assert "exploded" not in BROKEN
     assert any(record.exc_info for record in caplog.records)

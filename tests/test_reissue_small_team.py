@@ -56,9 +56,11 @@ def dms_to(slack, user: str) -> list[str]:
 
 
 def refused_request(slack, user: str = REQUESTER) -> str:
-    """/coupang-key reissue → the private refusal (no modal opens)."""
-    slack.slash(user, f"reissue {VENDOR}")
-    return slack.fake.wait_for("response_url")[-1].params["text"]
+    """/coupang-key reissue → the private refusal, in the command's answer (no modal opens)."""
+    answer = slack.slash(user, f"reissue {VENDOR}").json()
+    slack.settle()
+    assert answer["response_type"] == "ephemeral" and not slack.fake.calls_to("views.open")
+    return answer["text"]
 
 
 # ---------------------------------------------------------------- KEYBOT_REISSUE_APPROVAL=none

@@ -9,7 +9,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from slack_bolt import App, BoltContext, BoltResponse, Respond
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse, Respond
 from slack_sdk import WebClient
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
@@ -18,8 +18,9 @@ from bot.bootstrap import Services
 from bot.config import Settings
 from bot.logs import bind_log_fields
 from bot.monitor import Monitor
-from bot.slack import commands, home, keys, reissue, rollout, verify
-from bot.slack.failures import DeadlineExecutor, handle_listener_error, reader_language
+from bot.slack import commands, home, ids, keys, reissue, rollout, verify
+from bot.slack.failures import DATABASE_SECONDS, DeadlineExecutor, handle_listener_error, reader_language
+from storage.db import deadline
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class SlackAnswerObserver(RetryHandler):
     def _can_retry(self, **kwargs: Any) -> bool:
         return False
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SlackAnswerObserver:
+        """Bolt deep-copies the client for lazy listeners; their answers count in this process's one Monitor."""
+        return self
+
 
 def observe_answers(client: WebClient, monitor: Monitor) -> None:
     """Put the observer first, so it sees the answers the other handlers retry too."""
@@ -80,16 +85,26 @@ def bind_request_ids(body: dict[str, Any], context: BoltContext, next: Callable[
     return next()
 
 
+class KeybotApp(App):
+    """Bolt's app, with the database waits of each request (signature check to answer) ending by 2 s."""
+
+    def dispatch(self, req: BoltRequest) -> BoltResponse:
+        with deadline(DATABASE_SECONDS):
+            return super().dispatch(req)
+
+
 def build_app(services: Services, *, client: WebClient | None = None, listener_executor: Executor | None = None) -> App:
-    """``listener_executor``: the console passes one that runs listeners inline, so output is in order."""
+    """``listener_executor`` runs what listeners do after answering (lazy listeners); the console passes one that
+    runs it inline, so output is in order."""
     settings = services.ctx.settings
     client = client or build_client(settings)
     observe_answers(client, services.monitor)
-    app = App(
+    app = KeybotApp(
         client=client,
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         token_verification_enabled=False,  # no auth.test call at start-up; tokens are checked by Slack per call
         logger=logging.getLogger("bot.slack.bolt"),
+        process_before_response=True,  # ack() is the HTTP answer; slow work goes to lazy listeners (failures.py)
         listener_executor=DeadlineExecutor(listener_executor or ContextPool(max_workers=5)),
     )
 
@@ -105,12 +120,13 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
         return handle_listener_error(error, body, response, respond, client, lang=lang)
 
     app.use(bind_request_ids)
-    router = commands.CommandRouter(services.languages.of)
+    router = commands.CommandRouter(services.languages)
+    app.command(ids.COMMAND)(ack=router.handle_command, lazy=router.after_ack)  # first: Bolt matches in order
     # Each listener module adds its listeners and sub-commands here.
     keys.register(app, services, router)
     home.register(app, services)
     reissue.register(app, services, router)
     verify.register(app, services, router)
     rollout.register(app, services, router)
-    commands.register(app, router, services.languages.choose)  # language and help close the help text
+    commands.register(router, services.languages.choose)  # language and help close the help text
     return app

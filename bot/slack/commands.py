@@ -7,18 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.i18n import N_, parse_language, render, t
 from bot.rules import KeybotError, quote
+from bot.services.languages import LanguageService
 from bot.slack import ids
+from bot.slack.failures import BROKEN, after_ack, cancel_later
 
 logger = logging.getLogger(__name__)
-
-BROKEN = N_(
-    ":x: Something went wrong on the bot's side and nothing was changed. It is logged; try again or ask an admin."
-)
 
 # INTERFACE.md: Korean words work as sub-commands too
 KOREAN_SUBCOMMANDS = {
@@ -62,8 +60,9 @@ def parse_command(body: dict[str, Any]) -> CommandRequest:
     )
 
 
-# handler(request, ack, client, respond); it must call ack itself (modals ack first, status acks with content)
-SubcommandHandler = Callable[[CommandRequest, Ack, WebClient, Respond], None]
+# handler(request, ack, client, respond, context): it answers with ack(...) from the database alone, and hands
+# calls to Slack or Coupang to failures.later(context, ...), which runs them once the answer is out
+SubcommandHandler = Callable[[CommandRequest, Ack, WebClient, Respond, BoltContext], None]
 
 
 @dataclass(frozen=True)
@@ -75,9 +74,12 @@ class Subcommand:
 
 
 class CommandRouter:
-    def __init__(self, language_of: Callable[[str], str] = lambda user_id: "en") -> None:
+    """``app.command(ids.COMMAND)(ack=router.handle_command, lazy=router.after_ack)``."""
+
+    def __init__(self, languages: LanguageService) -> None:
         self._subcommands: dict[str, Subcommand] = {}
-        self.language_of = language_of
+        self.language_of = languages.of
+        self.after_ack = after_ack(languages.of, languages.team)
 
     def add(self, name: str, usage: str, summary: str, handler: SubcommandHandler) -> None:
         self._subcommands[name] = Subcommand(name, usage, summary, handler)
@@ -87,7 +89,9 @@ class CommandRouter:
         head = f"{hint}\n\n" if hint else ""
         return head + t(lang, "*Coupang key bot*") + "\n" + "\n".join(lines)
 
-    def handle_command(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def handle_command(
+        self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         request = parse_command(body)
         lang = self.language_of(request.user_id)
         request = replace(request, lang=lang)
@@ -96,30 +100,20 @@ class CommandRouter:
             hint = t(lang, "I don't know {word}.", word=quote(request.name)) if request.name else None
             ack(text=self.help_text(lang, hint), response_type="ephemeral")
             return
-        acked = False
-
-        def tracking_ack(*args: Any, **kwargs: Any) -> Any:
-            nonlocal acked
-            acked = True
-            return ack(*args, **kwargs)
-
         try:
-            subcommand.handler(request, tracking_ack, client, respond)
+            subcommand.handler(request, ack, client, respond, context)
+            return
         except KeybotError as error:
-            reply = {"text": f":warning: {render(request.lang, error.msg)}", "response_type": "ephemeral"}
+            text = f":warning: {render(request.lang, error.msg)}"
         except Exception:
             logger.exception("/coupang-key %s failed", request.name)
-            reply = {"text": t(request.lang, BROKEN), "response_type": "ephemeral"}
-        else:
-            return
-        if acked:
-            respond(**reply)
-        else:
-            ack(**reply)
+            text = t(request.lang, BROKEN)
+        cancel_later(context)
+        ack(text=text, response_type="ephemeral")  # not sent yet: it replaces whatever the handler acknowledged
 
 
-def register(app: App, router: CommandRouter, choose_language: Callable[[str, str], None]) -> None:
-    def language(request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+def register(router: CommandRouter, choose_language: Callable[[str, str], None]) -> None:
+    def language(request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext) -> None:
         if not request.args:
             current = t(
                 request.lang,
@@ -136,6 +130,8 @@ def register(app: App, router: CommandRouter, choose_language: Callable[[str, st
 
     router.add("language", N_("language en|ko"), N_("your own language for replies, forms and App Home"), language)
     router.add(
-        "help", N_("help"), N_("this help"), lambda req, ack, client, respond: ack(text=router.help_text(req.lang))
+        "help",
+        N_("help"),
+        N_("this help"),
+        lambda req, ack, client, respond, context: ack(text=router.help_text(req.lang)),
     )
-    app.command(ids.COMMAND)(router.handle_command)

@@ -1,10 +1,16 @@
-"""How every Slack listener meets Slack's 3-second deadline and fails with a sentence, in one place.
+"""How every Slack listener answers within Slack's 3 seconds, does its slow part afterwards, and fails with a
+sentence, in one place.
 
-- :class:`DeadlineExecutor` runs each listener under :func:`storage.db.deadline`, so every database wait in it
-  ends by :data:`DATABASE_SECONDS`; a wait that runs out is the service's ``Unavailable`` refusal ("the database
-  is busy — nothing was saved, try again"), which listeners show like any refusal, under the form or privately.
-- :func:`handle_listener_error` (Bolt's ``app.error``) answers what no listener caught — the database down, a bug
-  — with a sentence: under the form for a modal submission (not an empty HTTP 500), privately otherwise.
+- The app runs with Bolt's ``process_before_response``: a listener runs in the request's own thread and its
+  ``ack(...)`` is the HTTP answer, sent when the listener returns (no 10 ms polling for ``ack()``). So a listener
+  answers from the database only; whatever calls Slack or Coupang after that it hands to :func:`later`, and
+  :func:`after_ack` (Bolt's ``lazy=``) runs those steps once the answer is out.
+- Every database wait of a request ends by :data:`DATABASE_SECONDS` (``KeybotApp.dispatch`` and
+  :class:`DeadlineExecutor` for the steps after it, :func:`storage.db.deadline`); a wait that runs out is the
+  service's ``Unavailable`` refusal ("the database is busy — nothing was saved, try again"), shown like any refusal.
+- :func:`handle_listener_error` (Bolt's ``app.error``, and :func:`after_ack` for the steps) answers what no listener
+  caught — the database down, a bug — with a sentence: under the form for a modal submission (not an empty HTTP
+  500), in the answer to a slash command, privately otherwise.
 """
 
 from __future__ import annotations
@@ -12,22 +18,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
-from slack_bolt import BoltResponse, Respond
+from slack_bolt import BoltContext, BoltResponse, Respond
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.i18n import N_, t
 from bot.rules import KeybotError
 from bot.slack import views
-from bot.slack.commands import BROKEN
 from storage.db import deadline
 
 logger = logging.getLogger(__name__)
 
 # Slack gives up after 3 s; database waits end by 2 s, so the answer (done or "busy") is out by 2.5 s.
 DATABASE_SECONDS = 2.0
+BROKEN = N_(
+    ":x: Something went wrong on the bot's side and nothing was changed. It is logged; try again or ask an admin."
+)
 DATABASE_FAILED = N_(
     ":x: The bot could not use its database — nothing was saved. Try again in a minute; if it keeps failing, "
     "ask an admin to check the bot's logs."
@@ -35,7 +44,9 @@ DATABASE_FAILED = N_(
 
 
 class DeadlineExecutor(Executor):
-    """Bolt's listener executor, with every listener's database waits bounded by :data:`DATABASE_SECONDS`."""
+    """Bolt's executor for lazy listeners, each under a fresh :data:`DATABASE_SECONDS` for its database waits:
+    someone is waiting for what it sends (a modal, a private note). Work of the bot's own that may wait on Slack
+    first (a rate-limited post, then recording it) lifts it with :func:`storage.db.lift_deadline`."""
 
     def __init__(self, inner: Executor | None = None) -> None:
         self._inner = inner or ThreadPoolExecutor(max_workers=10, thread_name_prefix="listener")  # Bolt's default
@@ -49,6 +60,46 @@ class DeadlineExecutor(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+_LATER = "keybot_later"
+
+
+class _Steps(list[Callable[[], Any]]):
+    """Bolt deep-copies a request's context for its lazy listeners; the queued steps stay the same objects."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Steps:
+        return self
+
+
+def later(context: BoltContext, step: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+    """Run ``step(*args, **kwargs)`` after Slack has the answer: a listener's calls to Slack or Coupang go here.
+    Steps run in order; the first that fails is answered like any listener failure and ends the rest."""
+    steps = context.get(_LATER)
+    if steps is None:
+        steps = context[_LATER] = _Steps()
+    steps.append(partial(step, *args, **kwargs))
+
+
+def cancel_later(context: BoltContext) -> None:
+    """The listener was refused after all: nothing it queued runs."""
+    context.pop(_LATER, None)
+
+
+def after_ack(language_of: Callable[[str | None], str], team: str) -> list[Callable[..., None]]:
+    """Bolt's ``lazy=`` for a listener that uses :func:`later`: ``app.action(X)(ack=listener, lazy=after_ack(…))``.
+    Bolt logs a lazy listener's exception and drops it; here the person is told, in their language."""
+
+    def run_later(body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext) -> None:
+        for step in context.get(_LATER) or ():
+            try:
+                step()
+            except Exception as error:  # noqa: BLE001 - answered like a listener's failure
+                lang = reader_language(body, language_of, team)
+                handle_listener_error(error, body, None, respond, client, lang=lang)
+                return
+
+    return [run_later]
 
 
 def reader_language(body: dict[str, Any], language_of: Callable[[str | None], str], team: str) -> str:
@@ -69,8 +120,8 @@ def handle_listener_error(
     client: WebClient,
     lang: str = "en",
 ) -> BoltResponse | None:
-    """``response`` is Bolt's pending answer when the listener had not acknowledged yet (None once it had);
-    ``lang`` is the language of the person who sent it (:func:`reader_language`)."""
+    """``response`` is Bolt's pending answer while the listener runs (None for a step run by :func:`after_ack`,
+    when the answer has gone out); ``lang`` is the language of the person who sent it (:func:`reader_language`)."""
     if isinstance(error, KeybotError):  # e.g. "the database is busy" where no listener shows refusals (App Home)
         logger.info("a Slack request was refused: %s", error)
         text = views.refusal_text(lang, error)
@@ -87,10 +138,11 @@ def handle_listener_error(
             return BoltResponse(status=200, body={"response_action": "errors", "errors": {blocks[0]: text}})
         notice = views.build_notice_modal(lang, text).to_dict()
         return BoltResponse(status=200, body={"response_action": "update", "view": notice})
-    if response is not None:  # a command or click not acknowledged yet
+    if body.get("command") and response is not None:  # a slash command's answer can say it
         return BoltResponse(status=200, body={"response_type": "ephemeral", "text": text})
+    # Slack shows nothing of the answer to a click or an event: say it privately, and answer 200 (no retry)
     if respond is not None and body.get("response_url"):
         respond(text=text, response_type="ephemeral", replace_original=False)
     elif body.get("trigger_id"):
         client.views_open(trigger_id=body["trigger_id"], view=views.build_notice_modal(lang, text))
-    return None
+    return BoltResponse(status=200, body="") if response is not None else None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 
 from bot.bootstrap import Services
 from bot.slack import views
+from bot.slack.failures import after_ack, later
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,9 @@ def publish_home(services: Services, client: WebClient, user_id: str, *, expande
 
 
 def register(app: App, services: Services) -> None:
-    def handle_app_home_opened(event: dict[str, Any], client: WebClient) -> None:
-        if event.get("tab", "home") != "home":
-            return
-        publish_home(services, client, event["user"])
+    def handle_app_home_opened(event: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+        if event.get("tab", "home") == "home":
+            later(context, publish_home, services, client, event["user"])
 
-    app.event("app_home_opened")(handle_app_home_opened)
+    then = after_ack(services.languages.of, services.languages.team)
+    app.event("app_home_opened")(ack=handle_app_home_opened, lazy=then)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot import i18n, rules
@@ -17,6 +17,7 @@ from bot.rules import InvalidInput, KeybotError, Msg
 from bot.services.base import AlreadyApplied
 from bot.slack import ids, views
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.failures import after_ack, later
 from bot.slack.home import publish_home
 from bot.slack.parse import (
     MAX_EXPIRING_DAYS,
@@ -61,7 +62,9 @@ class KeyListeners:
 
     # ------------------------------------------------------------ slash sub-commands
 
-    def status(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def status(
+        self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         arg = request.args[0] if request.args else ""
         if arg and arg.lower() not in EXPIRING_WORDS:
             status = self.services.keys.status(arg)
@@ -81,21 +84,24 @@ class KeyListeners:
             response_type=EPHEMERAL,
         )
 
-    def add(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def add(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext) -> None:
         self.services.keys.check_can_register(request.user_id)
         ack()
-        client.views_open(
-            trigger_id=request.trigger_id, view=views.build_register_modal(request.lang, channel_id=request.channel_id)
-        )
+        view = views.build_register_modal(request.lang, channel_id=request.channel_id)
+        later(context, client.views_open, trigger_id=request.trigger_id, view=view)
 
-    def edit(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def edit(
+        self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         if not request.args:
             raise _usage(N_("edit VENDOR_ID"))
         view = self._edit_modal(request.lang, request.user_id, request.args[0], request.channel_id)
         ack()
-        client.views_open(trigger_id=request.trigger_id, view=view)
+        later(context, client.views_open, trigger_id=request.trigger_id, view=view)
 
-    def delete(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def delete(
+        self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         if not request.args:
             raise _usage(N_("delete VENDOR_ID"))
         status = self.services.keys.check_can_change(request.user_id, request.args[0], "key.delete")
@@ -105,7 +111,9 @@ class KeyListeners:
             response_type=EPHEMERAL,
         )
 
-    def history(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def history(
+        self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         if not request.args:
             raise _usage(N_("history VENDOR_ID"))
         vendor_id = rules.validate_vendor_id(request.args[0])
@@ -125,26 +133,32 @@ class KeyListeners:
 
     # ------------------------------------------------------------ buttons
 
-    def _tell(self, click: ButtonClick, client: WebClient, respond: Respond, text: str, lang: str) -> None:
+    def _tell(
+        self, context: BoltContext, click: ButtonClick, client: WebClient, respond: Respond, text: str, lang: str
+    ) -> None:
         """A private note to whoever clicked: ephemeral in the conversation, or a small modal from App Home
         (seen at once where the click happened, rather than in the Messages tab)."""
         if click.response_url:
-            respond(text=text, response_type=EPHEMERAL, replace_original=False)
+            later(context, respond, text=text, response_type=EPHEMERAL, replace_original=False)
         else:
-            client.views_open(trigger_id=click.trigger_id, view=views.build_notice_modal(lang, text))
+            later(context, client.views_open, trigger_id=click.trigger_id, view=views.build_notice_modal(lang, text))
 
-    def handle_edit_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def handle_edit_click(
+        self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         ack()
         click = parse_click(body)
         lang = self.services.languages.of(click.user_id)
         try:
             view = self._edit_modal(lang, click.user_id, click.value, click.channel_id)
         except KeybotError as error:
-            self._tell(click, client, respond, views.refusal_text(lang, error), lang)
+            self._tell(context, click, client, respond, views.refusal_text(lang, error), lang)
             return
-        client.views_open(trigger_id=click.trigger_id, view=view)
+        later(context, client.views_open, trigger_id=click.trigger_id, view=view)
 
-    def handle_next_page(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def handle_next_page(
+        self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         ack()
         click = parse_click(body)
         lang = self.services.languages.of(click.user_id)
@@ -152,12 +166,14 @@ class KeyListeners:
             page_request = parse_page(click.value)
         except KeybotError as error:
             logger.warning("a next-page button carried a damaged value")
-            self._tell(click, client, respond, views.refusal_text(lang, error), lang)
+            self._tell(context, click, client, respond, views.refusal_text(lang, error), lang)
             return
         page = self.services.keys.status_page(
             offset=page_request.offset, limit=views.PAGE_SIZE, expiring_within=page_request.expiring
         )
-        respond(
+        later(
+            context,
+            respond,
             text=views.status_fallback_text(lang, page),
             blocks=views.build_status_blocks(
                 lang, page, self.services.ctx.settings.timezone, expiring=page_request.expiring
@@ -166,7 +182,9 @@ class KeyListeners:
             replace_original=True,
         )
 
-    def handle_expand_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def handle_expand_click(
+        self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         """A key's Details button: its full entry, below the overview (status) or in place of its line (App Home)."""
         ack()
         click = parse_click(body)
@@ -174,26 +192,30 @@ class KeyListeners:
         try:
             status = self.services.keys.status(click.value)
         except KeybotError as error:
-            self._tell(click, client, respond, views.refusal_text(lang, error), lang)
+            self._tell(context, click, client, respond, views.refusal_text(lang, error), lang)
             return
         if click.in_home:
-            publish_home(self.services, client, click.user_id, expanded=status.vendor_id)
+            later(context, publish_home, self.services, client, click.user_id, expanded=status.vendor_id)
             return
-        respond(
+        later(
+            context,
+            respond,
             text=f"{status.vendor_id}: {i18n.days_left(lang, status.days_left)}",
             blocks=views.build_single_status_blocks(lang, status, self.services.ctx.settings.timezone),
             response_type=EPHEMERAL,
             replace_original=False,
         )
 
-    def handle_delete_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def handle_delete_click(
+        self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         ack()
         click = parse_click(body)
         lang = self.services.languages.of(click.user_id)
         try:
             self.services.keys.delete(click.user_id, click.value)
         except KeybotError as error:
-            self._tell(click, client, respond, views.refusal_text(lang, error), lang)
+            self._tell(context, click, client, respond, views.refusal_text(lang, error), lang)
             return
         vendor_id = rules.validate_vendor_id(click.value)  # valid, as it was just deleted; not echoed as typed
         text = t(
@@ -202,9 +224,9 @@ class KeyListeners:
             vendor_id=vendor_id,
         )
         if click.response_url:
-            respond(text=text, response_type=EPHEMERAL, replace_original=True)
+            later(context, respond, text=text, response_type=EPHEMERAL, replace_original=True)
         else:
-            self._tell(click, client, respond, text, lang)
+            self._tell(context, click, client, respond, text, lang)
 
     # ------------------------------------------------------------ modals
 
@@ -214,7 +236,9 @@ class KeyListeners:
         else:
             client.chat_postMessage(channel=user_id, text=text)
 
-    def handle_register_submission(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+    def handle_register_submission(
+        self, ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext
+    ) -> None:
         submission, form = parse_registration(body)
         lang = self.services.languages.of(submission.user_id)
         fields = _input_block_ids(body)
@@ -230,9 +254,10 @@ class KeyListeners:
             ack(response_action="errors", errors={"vendor_id": i18n.render(lang, error.msg)})
             return
         ack()
-        self._confirm(client, submission.user_id, submission.channel_id, views.registered_text(lang, status))
+        text = views.registered_text(lang, status)
+        later(context, self._confirm, client, submission.user_id, submission.channel_id, text)
 
-    def handle_edit_submission(self, ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+    def handle_edit_submission(self, ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
         submission = parse_linking(body)
         lang = self.services.languages.of(submission.user_id)
         fields = _input_block_ids(body)
@@ -264,8 +289,8 @@ class KeyListeners:
             ack(response_action="errors", errors={"integration": i18n.render(lang, error.msg)})
             return
         ack()
-        tz = self.services.ctx.settings.timezone
-        self._confirm(client, submission.user_id, submission.channel_id, views.edit_result_text(lang, result, tz))
+        text = views.edit_result_text(lang, result, self.services.ctx.settings.timezone)
+        later(context, self._confirm, client, submission.user_id, submission.channel_id, text)
 
 
 def register(app: App, services: Services, router: CommandRouter) -> None:
@@ -275,9 +300,10 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     router.add("edit", N_("edit VENDOR_ID"), N_("edit the linking info (admins and the owner)"), listeners.edit)
     router.add("history", N_("history VENDOR_ID"), N_("the last 20 events of a key"), listeners.history)
     router.add("delete", N_("delete VENDOR_ID"), N_("forget a key (admins and the owner)"), listeners.delete)
-    app.action(ids.EDIT_LINKING)(listeners.handle_edit_click)
-    app.action(ids.STATUS_NEXT_PAGE)(listeners.handle_next_page)
-    app.action(ids.DELETE_KEY)(listeners.handle_delete_click)
-    app.action(ids.EXPAND_KEY)(listeners.handle_expand_click)
-    app.view(ids.REGISTER_MODAL)(listeners.handle_register_submission)
-    app.view(ids.EDIT_LINKING_MODAL)(listeners.handle_edit_submission)
+    then = after_ack(services.languages.of, services.languages.team)
+    app.action(ids.EDIT_LINKING)(ack=listeners.handle_edit_click, lazy=then)
+    app.action(ids.STATUS_NEXT_PAGE)(ack=listeners.handle_next_page, lazy=then)
+    app.action(ids.DELETE_KEY)(ack=listeners.handle_delete_click, lazy=then)
+    app.action(ids.EXPAND_KEY)(ack=listeners.handle_expand_click, lazy=then)
+    app.view(ids.REGISTER_MODAL)(ack=listeners.handle_register_submission, lazy=then)
+    app.view(ids.EDIT_LINKING_MODAL)(ack=listeners.handle_edit_submission, lazy=then)

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.base import BaseScheduler
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -58,6 +58,7 @@ from bot.services.reissue import (
 )
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.failures import after_ack, later
 from bot.slack.parse import parse_submission_id
 from bot.slack.posting import post_claimed, post_once, posted_since, posting_client
 from bot.slack.views import audit_action_label, escape, refusal_text
@@ -736,16 +737,20 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     messages = ReissueMessages(services, app.client)
     tz = services.ctx.settings.timezone
 
-    def open_request_modal(lang: str, user_id: str, vendor_id: str, trigger_id: str, client: WebClient) -> None:
+    def request_modal(lang: str, user_id: str, vendor_id: str) -> View:
         plan = reissues.plan(user_id, vendor_id)
-        approval = services.ctx.settings.reissue_approval
-        client.views_open(trigger_id=trigger_id, view=build_request_modal(lang, plan, approval=approval))
+        return build_request_modal(lang, plan, approval=services.ctx.settings.reissue_approval)
 
-    def handle_reissue_command(req: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def handle_reissue_command(
+        req: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
+        view = request_modal(req.lang, req.user_id, req.args[0] if req.args else "")
         ack()
-        open_request_modal(req.lang, req.user_id, req.args[0] if req.args else "", req.trigger_id, client)
+        later(context, client.views_open, trigger_id=req.trigger_id, view=view)
 
-    def handle_approvers_command(req: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def handle_approvers_command(
+        req: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         verb = req.args[0].lower() if req.args else ""
         target = req.args[1] if len(req.args) > 1 else ""
         if verb == "add":
@@ -758,7 +763,9 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         else:
             ack(text=build_approvers_text(req.lang, reissues.approvers()), response_type="ephemeral")
 
-    def handle_audit_command(req: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def handle_audit_command(
+        req: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         entries = reissues.recent_audit(req.user_id, limit=AUDIT_LIMIT)
         ack(text=build_audit_text(req.lang, entries, tz), response_type="ephemeral")
 
@@ -771,18 +778,20 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     )
     router.add("audit", N_("audit"), N_("the latest audit events (admins, approvers)"), handle_audit_command)
 
-    @app.action(ids.any_key(ids.REQUEST_REISSUE))
-    def handle_request_reissue(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def handle_request_reissue(
+        ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         ack()
         click = parse_click(body)
         lang = services.languages.of(click.user_id)
         try:
-            open_request_modal(lang, click.user_id, click.value, click.trigger_id, client)
+            view = request_modal(lang, click.user_id, click.value)
         except KeybotError as error:
-            _refuse(lang, respond, error)
+            later(context, _refuse, lang, respond, error)
+            return
+        later(context, client.views_open, trigger_id=click.trigger_id, view=view)
 
-    @app.view(ids.REISSUE_REQUEST_MODAL)
-    def handle_request_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+    def handle_request_submission(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
         sub = parse_request_submission(body)
         try:
             info = reissues.request(
@@ -796,8 +805,11 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             ack(response_action="errors", errors=_form_errors(lang, error, REASON, (REASON, EMERGENCY)))
             return
         ack()
+        later(context, post_request, info)
+
+    def post_request(info: ReissueInfo) -> None:
         # The person has their answer. Posting the request and recording the post is the bot's own work: it must
-        # not be refused as "busy" because Slack's rate limits used up the request's 2 s database budget.
+        # not be refused as "busy" because Slack's rate limits used up the step's 2 s database budget.
         lift_deadline()
         try:
             messages.post(info)
@@ -827,23 +839,26 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             return None
         return info
 
-    @app.action(ids.APPROVE_REISSUE)
-    def handle_approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
+    def approve(body: dict[str, Any], respond: Respond) -> None:
         info = decide(reissues.approve, body, respond)
         if info is not None:
             messages.refresh(info, parse_click(body))
 
-    @app.action(ids.DENY_REISSUE)
-    def handle_deny(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
+    def open_deny_modal(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         info = decide(reissues.check_can_deny, body, respond)
         if info is not None:  # a reason first (optional), in a modal
             view = build_deny_modal(services.languages.of(body["user"]["id"]), info)
             client.views_open(trigger_id=body.get("trigger_id", ""), view=view)
 
-    @app.view(ids.DENY_MODAL)
-    def handle_deny_submission(ack: Ack, body: dict[str, Any]) -> None:
+    def handle_approve(ack: Ack, body: dict[str, Any], respond: Respond, context: BoltContext) -> None:
+        ack()  # deciding updates the request's message (and may close expired ones): all after the answer
+        later(context, approve, body, respond)
+
+    def handle_deny(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext) -> None:
+        ack()
+        later(context, open_deny_modal, body, client, respond)
+
+    def handle_deny_submission(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
         try:
             sub = parse_deny_submission(body)
             info = reissues.deny(sub.user_id, sub.request_id, sub.reason)
@@ -852,24 +867,24 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             ack(response_action="errors", errors=_form_errors(lang, error, REASON, (REASON,)))
             return
         ack()
-        messages.refresh(info)
-        messages.denied(info, sub.reason.strip())
+        later(context, messages.refresh, info)
+        later(context, messages.denied, info, sub.reason.strip())
 
-    @app.action(ids.ENTER_NEW_KEY)
-    def handle_enter_new_key(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def handle_enter_new_key(
+        ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         ack()
         click = parse_click(body)
         lang = services.languages.of(click.user_id)
         try:
             info = reissues.check_can_enter(click.user_id, request_id_of(click.value))
         except KeybotError as error:
-            _refuse(lang, respond, error)
+            later(context, _refuse, lang, respond, error)
             return
         view = build_new_key_modal(lang, info, reissues.default_expiry())
-        client.views_open(trigger_id=click.trigger_id, view=view)
+        later(context, client.views_open, trigger_id=click.trigger_id, view=view)
 
-    @app.view(ids.NEW_KEY_MODAL)
-    def handle_new_key_submission(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+    def handle_new_key_submission(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
         try:
             sub = parse_new_key_submission(body)
             done = reissues.complete(sub.user_id, sub.request_id, sub.form, submission=parse_submission_id(body))
@@ -882,10 +897,19 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             ack(response_action="errors", errors=_form_errors(lang, error, NEW_SECRET_KEY, blocks))
             return
         ack()
-        messages.refresh(done.request)
         channel = done.request.channel_id or sub.user_id
         lang = messages.lang if done.request.channel_id else services.languages.of(sub.user_id)
-        client.chat_postMessage(channel=channel, text=completion_text(lang, done, tz))
+        later(context, messages.refresh, done.request)
+        later(context, client.chat_postMessage, channel=channel, text=completion_text(lang, done, tz))
+
+    then = after_ack(services.languages.of, services.languages.team)
+    app.action(ids.any_key(ids.REQUEST_REISSUE))(ack=handle_request_reissue, lazy=then)
+    app.view(ids.REISSUE_REQUEST_MODAL)(ack=handle_request_submission, lazy=then)
+    app.action(ids.APPROVE_REISSUE)(ack=handle_approve, lazy=then)
+    app.action(ids.DENY_REISSUE)(ack=handle_deny, lazy=then)
+    app.view(ids.DENY_MODAL)(ack=handle_deny_submission, lazy=then)
+    app.action(ids.ENTER_NEW_KEY)(ack=handle_enter_new_key, lazy=then)
+    app.view(ids.NEW_KEY_MODAL)(ack=handle_new_key_submission, lazy=then)
 
 
 # ---------------------------------------------------------------- scheduler jobs

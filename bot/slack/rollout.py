@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.base import BaseScheduler
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -39,6 +39,7 @@ from bot.rules import KeybotError
 from bot.services.rollout import AddedConsumer, ConsumerState, Progress
 from bot.slack import ids, views
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.failures import after_ack, later
 from bot.slack.parse import parse_click
 from bot.slack.views import escape
 
@@ -309,28 +310,27 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             "response_type": "ephemeral",
         }
 
-    def open_add(user_id: str, vendor_id: str, trigger_id: str, client: WebClient) -> None:
+    def add_modal(user_id: str, vendor_id: str) -> View:
         vendor = rollout.check_can_manage(user_id, vendor_id)
-        client.views_open(trigger_id=trigger_id, view=build_add_modal(vendor, services.languages.of(user_id)))
+        return build_add_modal(vendor, services.languages.of(user_id))
 
-    def open_remove(user_id: str, vendor_id: str, trigger_id: str, client: WebClient) -> None:
+    def remove_modal(user_id: str, vendor_id: str) -> View:
         vendor = rollout.check_can_manage(user_id, vendor_id)
         names = [s.name for s in rollout.consumers(vendor)]
         if not names:
             raise KeybotError(N_("{vendor_id} has no consumers to remove."), vendor_id=vendor)
-        view = build_remove_modal(vendor, names, services.languages.of(user_id))
-        client.views_open(trigger_id=trigger_id, view=view)
+        return build_remove_modal(vendor, names, services.languages.of(user_id))
 
-    def handle_consumers_command(req: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
+    def handle_consumers_command(
+        req: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         if not req.args:
             raise KeybotError(N_("Usage: `{command} consumers VENDOR_ID [add|remove]`"), command=ids.COMMAND)
         vendor_id, verb = req.args[0], (req.args[1].lower() if len(req.args) > 1 else "")
-        if verb == "add":
-            open_add(req.user_id, vendor_id, req.trigger_id, client)
+        if verb in ("add", "remove"):
+            view = (add_modal if verb == "add" else remove_modal)(req.user_id, vendor_id)
             ack()
-        elif verb == "remove":
-            open_remove(req.user_id, vendor_id, req.trigger_id, client)
-            ack()
+            later(context, client.views_open, trigger_id=req.trigger_id, view=view)
         else:
             ack(**list_reply(req.lang, vendor_id))
 
@@ -341,26 +341,30 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         handle_consumers_command,
     )
 
-    def refuse(user_id: str, respond: Respond, error: KeybotError) -> None:
+    def refuse(context: BoltContext, user_id: str, respond: Respond, error: KeybotError) -> None:
         text = views.refusal_text(services.languages.of(user_id), error)
-        respond(text=text, response_type="ephemeral", replace_original=False)
+        later(context, respond, text=text, response_type="ephemeral", replace_original=False)
 
-    def modal_button(opener: Callable[[str, str, str, WebClient], None]) -> Callable[..., None]:
-        def handle_click(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def modal_button(modal: Callable[[str, str], View]) -> Callable[..., None]:
+        def handle_click(
+            ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+        ) -> None:
             ack()
             click = parse_click(body)
             try:
-                opener(click.user_id, click.value, click.trigger_id, client)
+                view = modal(click.user_id, click.value)
             except KeybotError as error:
-                refuse(click.user_id, respond, error)
+                refuse(context, click.user_id, respond, error)
+                return
+            later(context, client.views_open, trigger_id=click.trigger_id, view=view)
 
         return handle_click
 
-    app.action(ids.ADD_CONSUMER)(modal_button(open_add))
-    app.action(ids.REMOVE_CONSUMER)(modal_button(open_remove))
+    then = after_ack(services.languages.of, services.languages.team)
+    app.action(ids.ADD_CONSUMER)(ack=modal_button(add_modal), lazy=then)
+    app.action(ids.REMOVE_CONSUMER)(ack=modal_button(remove_modal), lazy=then)
 
-    @app.action(ids.PUSH_CONSUMERS)
-    def handle_push_click(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+    def handle_push_click(ack: Ack, body: dict[str, Any], respond: Respond, context: BoltContext) -> None:
         ack()
         click = parse_click(body)
         lang = services.languages.of(click.user_id)
@@ -369,14 +373,16 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             names = [name] if name else [s.name for s in rollout.consumers(vendor_id) if not s.holds_key]
             if not names:
                 text = t(lang, "Every consumer of {vendor_id} holds the current key.", vendor_id=vendor_id)
-                respond(text=text, response_type="ephemeral")
+                later(context, respond, text=text, response_type="ephemeral")
                 return
             pushed = rollout.push(click.user_id, vendor_id, names)
         except KeybotError as error:
-            refuse(click.user_id, respond, error)
+            refuse(context, click.user_id, respond, error)
             return
         rollout.kick()
-        respond(
+        later(
+            context,
+            respond,
             text=t(
                 lang,
                 "Pushing {vendor_id}'s key again to {names}: progress shows here.",
@@ -386,6 +392,8 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             response_type="ephemeral",
             replace_original=False,
         )
+
+    app.action(ids.PUSH_CONSUMERS)(ack=handle_push_click, lazy=then)
 
     @app.view(ids.CONSUMER_ADD_MODAL)
     def handle_add_submission(ack: Ack, body: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.base import BaseScheduler
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
@@ -28,6 +28,7 @@ from bot.rules import KeybotError, quote
 from bot.services.verification import WHAT_TO_CHECK, VerifyOutcome, VerifyResult
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
+from bot.slack.failures import after_ack, later
 from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
@@ -185,8 +186,10 @@ class VerifyListeners:
     def __init__(self, services: Services):
         self.services = services
 
-    def handle_command(self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond) -> None:
-        """``/coupang-key verify VENDOR_ID``: ack at once, answer when Coupang has (a KeybotError: the router)."""
+    def handle_command(
+        self, request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
+        """``/coupang-key verify VENDOR_ID``: ack at once, answer when Coupang has."""
         lang = request.lang
         if len(request.args) != 1:
             ack(text=t(lang, USAGE, command=ids.COMMAND), response_type="ephemeral")
@@ -197,13 +200,21 @@ class VerifyListeners:
             ),
             response_type="ephemeral",
         )
-        result = self.services.verification.verify(request.user_id, request.args[0])
+        later(context, self._answer, lang, request.user_id, request.args[0], respond)
+
+    def _answer(self, lang: str, user_id: str, vendor_id: str, respond: Respond) -> None:
+        result = self.services.verification.verify(user_id, vendor_id)  # a KeybotError: after_ack says it
         blocks = _dicts(build_result_blocks(lang, result, self.services.ctx.settings.timezone))
         respond(text=result_text(lang, result), blocks=blocks, response_type="ephemeral")
 
-    def handle_click(self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def handle_click(
+        self, ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         """The **Verify** button on a status entry (message or App Home)."""
         ack()
+        later(context, self._answer_click, body, client, respond)
+
+    def _answer_click(self, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         click = parse_verify_click(body)
         lang = self.services.languages.of(click.user_id)
         try:
@@ -227,7 +238,9 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     router.add(
         "verify", N_("verify VENDOR_ID"), N_("check with Coupang that the stored key works"), listeners.handle_command
     )
-    app.action(ids.VERIFY_KEY)(listeners.handle_click)
+    app.action(ids.VERIFY_KEY)(
+        ack=listeners.handle_click, lazy=after_ack(services.languages.of, services.languages.team)
+    )
 
 
 # ---------------------------------------------------------------- scheduled jobs
