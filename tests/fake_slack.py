@@ -326,7 +326,7 @@ class FakeSlack(LoopbackServer):
         return [c for c in self.calls if c.method == method]
 
     def history(self, channel: str) -> list[dict[str, Any]]:
-        """The messages in ``channel``, oldest first, as conversations.history (with metadata) shows them."""
+        """Every message in ``channel`` (thread replies too), oldest first, with metadata."""
         with self._lock:
             return [dict(m) for m in self._history.get(channel, [])]
 
@@ -435,7 +435,7 @@ class FakeSlack(LoopbackServer):
         if method == "chat.postMessage":
             message = {"type": "message", "text": p.get("text", ""), "ts": ts}
             message.update(bot_id=bot_id, app_id=app_id, user=user_id)
-            for name in ("blocks", "metadata"):
+            for name in ("blocks", "metadata", "thread_ts", "reply_broadcast"):
                 if name in p:
                     message[name] = p[name]
             with self._lock:
@@ -451,6 +451,8 @@ class FakeSlack(LoopbackServer):
             return {"ok": True, "channel": p.get("channel"), "ts": p.get("ts"), "text": p.get("text", "")}
         if method == "conversations.history":
             return self._conversation_history(p)
+        if method == "conversations.replies":
+            return self._conversation_replies(p)
         if method in ("views.open", "views.push") and not self._use_trigger(str(p.get("trigger_id", ""))):
             return {"ok": False, "error": "invalid_trigger_id"}
         if method.startswith("views."):
@@ -477,16 +479,35 @@ class FakeSlack(LoopbackServer):
 
     def _conversation_history(self, p: dict[str, Any]) -> dict[str, Any]:
         """Newest first, ``oldest``/``latest`` exclusive unless ``inclusive``, ``limit`` a page, then a cursor.
-        Message metadata is shown only with ``include_all_metadata``."""
+        Message metadata is shown only with ``include_all_metadata``. As in Slack, replies in a thread are not
+        part of the channel's history (unless also sent to the channel): conversations.replies shows them."""
+        with self._lock:
+            channel = self._history.get(str(p.get("channel")), [])
+            messages = [
+                m for m in reversed(channel) if m.get("thread_ts", m["ts"]) == m["ts"] or m.get("reply_broadcast")
+            ]
+        return self._page(p, messages)
+
+    def _conversation_replies(self, p: dict[str, Any]) -> dict[str, Any]:
+        """The thread of ``ts``, its parent first, then the replies oldest first; the same paging as history."""
+        thread = str(p.get("ts") or "")
+        with self._lock:
+            channel = self._history.get(str(p.get("channel")), [])
+            parent = [m for m in channel if m["ts"] == thread]
+            replies = [m for m in channel if m.get("thread_ts") == thread and m["ts"] != thread]
+        if not parent:
+            return {"ok": False, "error": "thread_not_found"}
+        return self._page(p, parent + replies)
+
+    def _page(self, p: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
         inclusive = str(p.get("inclusive", "")).lower() in ("1", "true")
         oldest, latest = float(p.get("oldest") or 0), float(p.get("latest") or "inf")
-        with self._lock:
-            messages = [
-                dict(m)
-                for m in reversed(self._history.get(str(p.get("channel")), []))
-                if (oldest <= float(m["ts"]) if inclusive else oldest < float(m["ts"]))
-                and (float(m["ts"]) <= latest if inclusive else float(m["ts"]) < latest)
-            ]
+        messages = [
+            dict(m)
+            for m in messages
+            if (oldest <= float(m["ts"]) if inclusive else oldest < float(m["ts"]))
+            and (float(m["ts"]) <= latest if inclusive else float(m["ts"]) < latest)
+        ]
         if str(p.get("include_all_metadata", "")).lower() not in ("1", "true"):
             for message in messages:
                 message.pop("metadata", None)

@@ -323,3 +323,18 @@ def test_history_names_who_posted_each_message_and_another_app_posts_as_itself(f
     page = client_for(fake).conversations_history(channel="C1", include_all_metadata=True)
     posters = [(m["text"], m["bot_id"], m["app_id"], m["user"]) for m in page["messages"]]
     assert posters == [("theirs", "B0OTHER", "A0OTHER", "U0OTHER"), ("ours", "B0BOT", "A0BOT", "U0BOT")]
+
+
+def test_thread_replies_are_not_in_the_channel_history_but_in_the_thread(fake: FakeSlack) -> None:
+    """As in Slack: conversations.history lists a channel's messages, not the replies in their threads."""
+    client = client_for(fake)
+    parent = client.chat_postMessage(channel="C1", text="request")["ts"]
+    client.chat_postMessage(channel="C1", text="nudge", thread_ts=parent)
+    client.chat_postMessage(channel="C1", text="shared", thread_ts=parent, reply_broadcast=True)
+
+    history = [m["text"] for m in client.conversations_history(channel="C1")["messages"]]
+    thread = [m["text"] for m in client.conversations_replies(channel="C1", ts=parent)["messages"]]
+    assert history == ["shared", "request"]
+    assert thread == ["request", "nudge", "shared"]
+    with pytest.raises(SlackApiError, match="thread_not_found"):
+        client.conversations_replies(channel="C1", ts="1.000001")

@@ -74,6 +74,7 @@ SCOPE_OF: dict[str, str | tuple[str, ...] | None] = {
     "conversations_info": "channels:read",
     # reading back its own posts whose answer was lost, in public and private channels
     "conversations_history": ("channels:history", "groups:history"),
+    "conversations_replies": ("channels:history", "groups:history"),  # the same, for replies in a thread
     "views_open": None,
     "views_update": None,
     "views_push": None,
@@ -83,8 +84,9 @@ API_FAMILIES = ("chat", "views", "users", "usergroups", "conversations", "reacti
 
 
 def web_api_calls() -> set[str]:
-    """Every ``client.<family>_<method>(`` the Slack-facing code makes (the console only draws, never calls)."""
-    pattern = re.compile(rf"\bclient\.((?:{'|'.join(API_FAMILIES)})_\w+)\(")
+    """Every ``client.<family>_<method>`` the Slack-facing code calls, or hands to ``later()`` to call after the
+    answer (the console only draws, never calls)."""
+    pattern = re.compile(rf"\bclient\.((?:{'|'.join(API_FAMILIES)})_\w+)\b")
     return {
         name
         for path in (REPO / "bot").rglob("*.py")

@@ -202,6 +202,26 @@ def test_an_approved_key_not_entered_after_2_hours_gets_one_nudge_in_its_thread(
     assert actions(services).count("reissue.nudged") == 1
 
 
+def test_a_nudge_whose_answer_was_lost_is_found_in_its_thread_and_not_posted_again(slack, services, key, travel):
+    """The nudge is a reply in the request's thread, which the channel's history does not show: the bot looks in
+    the thread itself before posting again."""
+    request_id = request_reissue(slack)
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    info = services.reissues.get(request_id)
+    travel.shift(timedelta(hours=2, minutes=1))
+    slack.fake.fail_next("chat.postMessage", status=500, posted=True)  # Slack posted it; the answer was lost
+
+    assert nudge_approved_requests(services, slack.client) == 0
+    assert nudge_approved_requests(services, slack.client) == 1  # the retry finds it instead of posting
+    assert nudge_approved_requests(services, slack.client) == 0
+
+    in_thread = [m for m in slack.fake.history(info.channel_id) if m.get("thread_ts") == info.message_ts]
+    assert len(in_thread) == 1 and "Enter new key" in in_thread[0]["text"]
+    [look] = slack.fake.calls_to("conversations.replies")
+    assert look.params["ts"] == info.message_ts
+    assert actions(services).count("reissue.nudged") == 1
+
+
 # ---------------------------------------------------------------- history reads as sentences
 
 

@@ -78,9 +78,12 @@ def _posted_by(message: dict[str, Any], identity: tuple[str | None, str | None])
     return bool((bot_id and message.get("bot_id") == bot_id) or (user_id and message.get("user") == user_id))
 
 
-def posted_since(client: WebClient, channel: str, since: datetime, event_type: str) -> Iterator[tuple[dict, str]]:
+def posted_since(
+    client: WebClient, channel: str, since: datetime, event_type: str, *, thread_ts: str | None = None
+) -> Iterator[tuple[dict, str]]:
     """(event payload, ts) of each message with ``event_type`` metadata this bot posted to ``channel`` since
-    ``since`` (messages of other apps and people are ignored, whatever their metadata).
+    ``since`` (messages of other apps and people are ignored, whatever their metadata). ``thread_ts``: look in
+    that thread instead, since the channel's history does not show replies in threads.
 
     Yields nothing when Slack refuses to show the history (e.g. the app was not reinstalled with the history
     scopes, or the channel is a DM): the caller then posts again, as it did before it could look. Network errors
@@ -91,9 +94,11 @@ def posted_since(client: WebClient, channel: str, since: datetime, event_type: s
     oldest = f"{(since - CLOCK_SKEW).timestamp():.6f}"
     for _ in range(MAX_HISTORY_PAGES):
         try:
-            page = client.conversations_history(
-                channel=channel, oldest=oldest, limit=HISTORY_PAGE, include_all_metadata=True, cursor=cursor
-            )
+            window = {"oldest": oldest, "limit": HISTORY_PAGE, "include_all_metadata": True, "cursor": cursor}
+            if thread_ts is None:
+                page = client.conversations_history(channel=channel, **window)
+            else:
+                page = client.conversations_replies(channel=channel, ts=thread_ts, **window)
         except SlackApiError as exc:
             if exc.response.status_code >= 500:
                 raise
@@ -117,12 +122,16 @@ def posted_since(client: WebClient, channel: str, since: datetime, event_type: s
 
 def post_claimed(posts: ScheduledPosts, client: WebClient, claim: Claim, channel: str, **message: Any) -> None:
     """Make a claimed scheduled post (:mod:`bot.services.posts`) once: after an attempt that lost its answer,
-    look for it in ``channel``'s history first; on failure release the claim for a later sweep and raise."""
+    look for it in ``channel``'s history (or the thread it replies in) first; on failure release the claim for a
+    later sweep and raise."""
     poster = posting_client(client)
     payload = {"post_id": claim.id}
     try:
         if claim.unsure_since is not None:
-            for found, ts in posted_since(poster, channel, claim.unsure_since, SCHEDULED_EVENT_TYPE):
+            thread_ts = message.get("thread_ts")
+            for found, ts in posted_since(
+                poster, channel, claim.unsure_since, SCHEDULED_EVENT_TYPE, thread_ts=thread_ts
+            ):
                 if found == payload:
                     logger.info("The %s post of %s was made already (ts %s): not again", claim.kind, claim.day, ts)
                     posts.delivered(claim, channel=channel, ts=ts, found=True)
