@@ -11,10 +11,12 @@ import subprocess
 import sys
 
 import pytest
+from slack_sdk import WebClient
 
 from bot.config import ConfigError
 from bot.logs import JsonFormatter
 from bot.slack import ids
+from bot.slack.app import build_app
 from bot.slack.reminders import run_sweep
 from tests.conftest import ADMIN, MASTER_KEY, make_settings
 from tests.factories import SECRET_MARK
@@ -151,3 +153,11 @@ def test_a_failed_reminder_post_logs_its_vendor_id(slack, services, json_lines):
     assert failed["level"] == "ERROR" and failed["vendor_id"] == "A00000002"
     assert "invalid_auth" in failed["exception"]
     assert slack.client.token not in json.dumps(json_lines())
+
+
+def test_building_the_app_logs_no_warning_when_the_token_is_in_the_environment(services, monkeypatch, caplog):
+    """SLACK_BOT_TOKEN is how the bot is configured; Bolt's "`token` will be unused" would alarm whoever reads it."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-from-env")
+    with caplog.at_level(logging.WARNING):
+        build_app(services, client=WebClient(token="xoxb-from-env"))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

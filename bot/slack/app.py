@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse, Respond
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
@@ -85,6 +86,17 @@ def bind_request_ids(body: dict[str, Any], context: BoltContext, next: Callable[
     return next()
 
 
+class _ClientCarriesToken(logging.Filter):
+    """Bolt warns "`token` will be unused" whenever SLACK_BOT_TOKEN is set and a client is given: ours carries it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+BOLT_LOGGER = logging.getLogger("bot.slack.bolt")
+BOLT_LOGGER.addFilter(_ClientCarriesToken())
+
+
 class KeybotApp(App):
     """Bolt's app, with the database waits of each request (signature check to answer) ending by 2 s."""
 
@@ -103,7 +115,7 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
         client=client,
         signing_secret=settings.slack_signing_secret or "socket-mode-has-no-signing-secret",
         token_verification_enabled=False,  # no auth.test call at start-up; tokens are checked by Slack per call
-        logger=logging.getLogger("bot.slack.bolt"),
+        logger=BOLT_LOGGER,
         process_before_response=True,  # ack() is the HTTP answer; slow work goes to lazy listeners (failures.py)
         listener_executor=DeadlineExecutor(listener_executor or ContextPool(max_workers=5)),
     )
