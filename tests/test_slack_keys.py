@@ -101,6 +101,15 @@ def test_every_validation_error_lands_under_its_field_and_nothing_is_saved(slack
     assert [e.action for e in slack.services.audit.entries()] == ["key.register.refused"]
 
 
+def test_a_field_error_quotes_what_was_typed_as_it_was_typed(slack):
+    """Slack shows field errors as plain text: a typed ``<`` or ``&`` must not come back as ``&lt;`` / ``&amp;``."""
+    open_register_modal(slack)
+    answer = slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, "vendor_id": "A<1>&2"})
+    error = answer.json()["errors"]["vendor_id"]
+    assert "'A<1>&2'" in error and "&lt;" not in error and "&amp;" not in error
+    assert slack.services.keys.statuses() == []
+
+
 def test_integrator_errors_land_under_integrator_fields(slack):
     open_register_modal(slack)
     answer = slack.submit(

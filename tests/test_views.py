@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from bot import rules
-from bot.rules import Integration, LinkingInfo, Msg, Phase
+from bot.rules import Integration, InvalidInput, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.audit import AuditEntry
 from bot.services.keys import KeyStatus, OpenRequest, StatusPage
 from bot.slack import ids, views
@@ -167,10 +167,16 @@ def test_edit_modal_is_prefilled_and_counts_edits_left():
     assert "access_key" not in inputs and "secret_key" not in inputs
 
 
-def test_field_errors_put_unknown_fields_under_the_fallback():
-    messages = {"label": Msg("x"), "file": Msg("y"), "other": Msg("z")}
-    errors = views.field_errors("en", messages, ["label", "vendor_id"], "vendor_id")
+def test_form_errors_put_unknown_fields_under_the_fallback():
+    error = InvalidInput({"label": Msg("x"), "file": Msg("y"), "other": Msg("z")})
+    errors = views.form_errors("en", error, ["label", "vendor_id"], "vendor_id")
     assert errors == {"label": "x", "vendor_id": "y z"}
+
+
+def test_form_errors_quote_what_was_typed_as_typed():
+    """Field errors are plain text in Slack: a quoted ``<b>`` must not read ``&lt;b&gt;``."""
+    refusal = KeybotError("Not a vendor ID: {typed}.", typed=rules.quote("<b>&co"))
+    assert views.form_errors("en", refusal, ["vendor_id"], "vendor_id") == {"vendor_id": "Not a vendor ID: '<b>&co'."}
 
 
 def test_history_escapes_details_and_shows_local_time():

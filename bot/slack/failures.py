@@ -25,6 +25,7 @@ from slack_bolt import BoltContext, BoltResponse, Respond
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import rules
 from bot.i18n import N_, t
 from bot.rules import KeybotError
 from bot.slack import views
@@ -135,7 +136,8 @@ def handle_listener_error(
     if body.get("type") == "view_submission" and response is not None:
         blocks = [b.get("block_id") for b in (body.get("view") or {}).get("blocks") or [] if b.get("type") == "input"]
         if blocks:
-            return BoltResponse(status=200, body={"response_action": "errors", "errors": {blocks[0]: text}})
+            errors = {blocks[0]: rules.plain(text)}  # plain text under a field: nothing to escape
+            return BoltResponse(status=200, body={"response_action": "errors", "errors": errors})
         notice = views.build_notice_modal(lang, text).to_dict()
         return BoltResponse(status=200, body={"response_action": "update", "view": notice})
     if body.get("command") and response is not None:  # a slash command's answer can say it

@@ -247,11 +247,8 @@ class KeyListeners:
         except AlreadyApplied:
             ack()
             return
-        except InvalidInput as error:
-            ack(response_action="errors", errors=views.field_errors(lang, error.messages, fields, "vendor_id"))
-            return
         except KeybotError as error:
-            ack(response_action="errors", errors={"vendor_id": i18n.render(lang, error.msg)})
+            ack(response_action="errors", errors=views.form_errors(lang, error, fields, "vendor_id"))
             return
         ack()
         text = views.registered_text(lang, status)
@@ -282,11 +279,8 @@ class KeyListeners:
         except AlreadyApplied:
             ack()
             return
-        except InvalidInput as error:
-            ack(response_action="errors", errors=views.field_errors(lang, error.messages, fields, "integration"))
-            return
         except KeybotError as error:
-            ack(response_action="errors", errors={"integration": i18n.render(lang, error.msg)})
+            ack(response_action="errors", errors=views.form_errors(lang, error, fields, "integration"))
             return
         ack()
         text = views.edit_result_text(lang, result, self.services.ctx.settings.timezone)

@@ -61,7 +61,7 @@ from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.failures import after_ack, later
 from bot.slack.parse import parse_submission_id
 from bot.slack.posting import post_claimed, post_once, posted_since, posting_client
-from bot.slack.views import audit_action_label, escape, refusal_text
+from bot.slack.views import audit_action_label, escape, form_errors, refusal_text
 from storage.db import lift_deadline
 
 logger = logging.getLogger(__name__)
@@ -722,14 +722,6 @@ def _refuse(lang: str, respond: Respond, error: KeybotError) -> None:
     respond(text=refusal_text(lang, error), response_type="ephemeral", replace_original=False)
 
 
-def _form_errors(lang: str, error: KeybotError, default_block: str, blocks: Sequence[str]) -> dict[str, str]:
-    if isinstance(error, InvalidInput):
-        mapped = {k: render(lang, v) for k, v in error.messages.items() if k in blocks}
-        if mapped:
-            return mapped
-    return {default_block: render(lang, error.msg)}
-
-
 def register(app: App, services: Services, router: CommandRouter) -> None:
     reissues = services.reissues
     if reissues.group_members is no_groups:  # build_services was given no resolver: ask this app's Slack
@@ -802,7 +794,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             return
         except KeybotError as error:
             lang = services.languages.of(sub.user_id)
-            ack(response_action="errors", errors=_form_errors(lang, error, REASON, (REASON, EMERGENCY)))
+            ack(response_action="errors", errors=form_errors(lang, error, (REASON, EMERGENCY), REASON))
             return
         ack()
         later(context, post_request, info)
@@ -864,7 +856,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             info = reissues.deny(sub.user_id, sub.request_id, sub.reason)
         except KeybotError as error:
             lang = services.languages.of(body["user"]["id"])
-            ack(response_action="errors", errors=_form_errors(lang, error, REASON, (REASON,)))
+            ack(response_action="errors", errors=form_errors(lang, error, (REASON,), REASON))
             return
         ack()
         later(context, messages.refresh, info)
@@ -894,7 +886,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         except KeybotError as error:
             blocks = (NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON)
             lang = services.languages.of(body["user"]["id"])
-            ack(response_action="errors", errors=_form_errors(lang, error, NEW_SECRET_KEY, blocks))
+            ack(response_action="errors", errors=form_errors(lang, error, blocks, NEW_SECRET_KEY))
             return
         ack()
         channel = done.request.channel_id or sub.user_id

@@ -410,11 +410,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
                 vault_mount=_selected(values, VAULT_MOUNT) or None,
             )
         except KeybotError as error:
-            messages = getattr(error, "messages", None) or {NAME: error.msg}
-            ack(
-                response_action="errors",
-                errors={k if k in (NAME, KIND, TARGET) else NAME: i18n.render(lang, m) for k, m in messages.items()},
-            )
+            ack(response_action="errors", errors=views.form_errors(lang, error, (NAME, KIND, TARGET), NAME))
             return
         ack(response_action="update", view=build_secret_view(added, lang))
         rollout.kick()
@@ -427,10 +423,8 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
                 body["user"]["id"], view.get("private_metadata", ""), _selected(view["state"]["values"], NAME)
             )
         except KeybotError as error:
-            ack(
-                response_action="errors",
-                errors={NAME: views.refusal_text(services.languages.of(body["user"]["id"]), error)},
-            )
+            lang = services.languages.of(body["user"]["id"])
+            ack(response_action="errors", errors=views.form_errors(lang, error, (NAME,), NAME))
             return
         ack()
 

@@ -36,7 +36,7 @@ from slack_sdk.models.views import View
 
 from bot import i18n, rules
 from bot.i18n import N_, linking_summary, outcome_label, t
-from bot.rules import Integration, KeybotError, LinkingInfo, Msg, Phase
+from bot.rules import Integration, InvalidInput, KeybotError, LinkingInfo, Phase
 from bot.services.audit import AuditEntry
 from bot.services.keys import EditResult, KeyStatus, StatusPage
 from bot.slack import ids
@@ -468,11 +468,14 @@ def build_edit_linking_modal(
     )
 
 
-def field_errors(lang: str, errors: dict[str, Msg], block_ids: Sequence[str], fallback: str) -> dict[str, str]:
-    """Errors keyed by block_id, in ``lang``; a field the form does not show lands under ``fallback``."""
+def form_errors(lang: str, error: KeybotError, block_ids: Sequence[str], fallback: str) -> dict[str, str]:
+    """``ack(response_action="errors", errors=…)`` for a refused form, in ``lang``: each field's message under its
+    block (a field the form does not show lands under ``fallback``), any other refusal under ``fallback``.
+    Slack shows these as plain text, where nothing pings, so what a person typed reads as typed, not ``&lt;``."""
+    messages = error.messages if isinstance(error, InvalidInput) else {fallback: error.msg}
     mapped: dict[str, str] = {}
-    for name, msg in errors.items():
-        message = i18n.render(lang, msg)
+    for name, msg in messages.items():
+        message = rules.plain(i18n.render(lang, msg))
         target = name if name in block_ids else fallback
         mapped[target] = _truncate(f"{mapped[target]} {message}" if target in mapped else message, 2000)
     return mapped
