@@ -241,9 +241,9 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
         raise KeybotError(
             "{path}: line {line} cannot be read as CSV ({reason}).", path=str(path), line=reader.line_num, reason=exc
         ) from None
-    for line, reason in report.errors:
-        print(f"{path}:{line}: {reason}", file=sys.stderr)
     lang = services.ctx.settings.language
+    for line, reason in report.errors:
+        print(f"{path}:{line}: {plain(render(lang, reason))}", file=sys.stderr)
     if report.errors and not args.skip_invalid:
         print(
             t(

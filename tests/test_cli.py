@@ -267,6 +267,20 @@ def test_fresh_start_without_slack_explains_and_exits_non_zero(tmp_path):
     assert "SLACK_BOT_TOKEN" in served.stdout and "manifest.yml" in served.stdout
 
 
+def test_import_row_errors_follow_keybot_language(cli, tmp_path, monkeypatch):
+    """An ops team reading Korean gets every per-row reason in Korean, still named by line and column."""
+    monkeypatch.setenv("KEYBOT_LANGUAGE", "ko")
+    cli("keys", "import", write_csv(tmp_path, row("A00000001")))
+    rows = row("A00000002"), row("A00000002"), row("A00000001"), row("B123", ips="10.0.0.5")
+    code, _, err = cli("keys", "import", write_csv(tmp_path, *rows))
+    assert code == 1
+    assert "keys.csv:3: vendor_id: A00000002는 이미 2번째 줄에 있습니다." in err
+    assert "keys.csv:4: vendor_id: A00000001에는 이미 등록된 키가 있습니다." in err
+    assert "keys.csv:5: vendor_id: 업체코드 'B123'가 올바르지 않습니다" in err
+    assert "is not valid" not in err and "already" not in err
+    assert "가져오지 않았습니다" in err
+
+
 def test_import_never_prints_a_key_even_from_a_shifted_row(cli, tmp_path):
     shifted = f"{secret_key('A00000001')},Shop,{access_key('A00000001')},{secret_key('A00000001')},2026-06-01"
     code, out, err = cli("keys", "import", write_csv(tmp_path, shifted))

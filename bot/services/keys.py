@@ -15,6 +15,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from bot import rules
+from bot.i18n import N_
 from bot.rules import InvalidInput, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
@@ -145,7 +146,7 @@ class EditResult:
 @dataclass
 class ImportReport:
     imported: list[str] = field(default_factory=list)
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    errors: list[tuple[int, Msg]] = field(default_factory=list)  # (line number, reason: "column: sentence; …")
     no_channel: list[str] = field(default_factory=list)  # imported, but no channel and no KEYBOT_CHANNEL
 
 
@@ -532,8 +533,9 @@ class KeyService:
         for line, row in rows:
             try:
                 new = validate_registration(form_from_csv(row), today)
-                if new.vendor_id in seen:
-                    raise InvalidInput.one("vendor_id", f"{new.vendor_id} is already on line {seen[new.vendor_id]}.")
+                if (first := seen.get(new.vendor_id)) is not None:
+                    again = N_("{vendor_id} is already on line {line}.")
+                    raise InvalidInput.one("vendor_id", again, vendor_id=new.vendor_id, line=first)
                 seen[new.vendor_id] = line
                 valid.append(new)
             except InvalidInput as error:
@@ -541,7 +543,10 @@ class KeyService:
 
         def work(session: Session) -> None:
             existing = self.ctx.keys.registered(session, list(seen))
-            report.errors.extend((seen[v], f"vendor_id: {v} already has a key.") for v in seen if v in existing)
+            taken = N_("{vendor_id} already has a key.")
+            report.errors.extend(
+                (seen[v], _describe(InvalidInput.one("vendor_id", taken, vendor_id=v))) for v in seen if v in existing
+            )
             report.errors.sort()
             fresh = [n for n in valid if n.vendor_id not in existing]
             if report.errors and not skip_invalid:
@@ -634,17 +639,25 @@ def row_digest(new: NewKey, generation: int, fingerprint: str) -> bytes:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=False).encode()).digest()
 
 
-def _describe(error: InvalidInput) -> str:
-    return "; ".join(f"{name}: {message}" for name, message in error.errors.items())
+def _describe(error: InvalidInput) -> Msg:
+    """Each column's sentence after its name (``vendor_id: …; label: …``), still to be rendered in a language."""
+    each_column = "; ".join(f"{name}: {{{name}}}" for name in error.messages)
+    return Msg(each_column, error.messages)
 
 
-def _without_secrets(text: str, row: Mapping[str, str | None]) -> str:
+def _without_secrets(msg: Msg, row: Mapping[str, str | None]) -> Msg:
     """A row whose columns slipped can put a key where a message quotes the value: never print it."""
-    for column in ("access_key", "secret_key"):
-        value = (row.get(column) or "").strip()
-        if len(value) >= 8:
-            text = text.replace(value, f"[{column} hidden]")
-    return text
+    keys = [(v, f"[{c} hidden]") for c in ("access_key", "secret_key") if len(v := (row.get(c) or "").strip()) >= 8]
+
+    def hide(value: Any) -> Any:
+        if isinstance(value, Msg):
+            return Msg(value.text, {name: hide(param) for name, param in value.params.items()})
+        if isinstance(value, str):
+            for secret, mark in keys:
+                value = value.replace(secret, mark)
+        return value
+
+    return hide(msg) if keys else msg
 
 
 CSV_ENCODINGS = ("utf-8-sig", "cp949")  # UTF-8 with or without BOM; CP949 (Excel on Korean Windows) ⊇ EUC-KR
