@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 HTTP_THREADS = 8
 
-SETUP_HELP = """\
+
+def _setup_help(lang: str, missing: str) -> str:
+    from bot.i18n import N_, t  # here, not above: gunicorn's master runs this module and loads nothing of the bot
+
+    text = N_(
+        """\
 Slack is not configured yet: {missing} missing.
 
 To connect the bot to Slack:
@@ -34,16 +39,22 @@ To connect the bot to Slack:
   3. Install the app to your workspace and put the "Bot User OAuth Token" in .env as SLACK_BOT_TOKEN=xoxb-...
   4. Invite the bot to your reminder channel and set KEYBOT_CHANNEL to that channel's ID.
 Then run `make run` again. Until then, `.venv/bin/coupang-keybot console --demo` shows the bot in a terminal."""
+    )
+    return t(lang, text, missing=missing)
 
 
 def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO) -> int:
+    from bot.i18n import t
+
     settings = services.ctx.settings
+    lang = settings.language
     if not settings.slack_configured:
-        print(SETUP_HELP.format(missing=" and ".join(settings.missing_slack_settings())), file=out)
+        print(_setup_help(lang, ", ".join(settings.missing_slack_settings())), file=out)
         if sys.stdin.isatty():  # a person at a terminal: show them the bot working meanwhile
             from bot.console import run_console
 
-            print("\nMeanwhile, here is the bot in this terminal (same database). :quit leaves.\n", file=out)
+            meanwhile = t(lang, "Meanwhile, here is the bot in this terminal (same database). :quit leaves.")
+            print(f"\n{meanwhile}\n", file=out)
             return run_console(services, out=out)
         return 2
     from bot.slack import redact
@@ -57,6 +68,7 @@ def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO)
 def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    from bot.i18n import t
     from bot.ops_http import build_ops_wsgi, serve_ops
     from bot.scheduler import build_scheduler
     from bot.slack.app import build_app
@@ -72,7 +84,10 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
     if jobs is not None:
         jobs.start()
     services.monitor.started(scheduler=scheduler)
-    print(f"Connecting to Slack in Socket Mode… (health and metrics on port {port})", file=out, flush=True)
+    connecting = t(
+        settings.language, "Connecting to Slack in Socket Mode… (health and metrics on port {port})", port=port
+    )
+    print(connecting, file=out, flush=True)
     # app.client: SLACK_API_URL and the retry handlers, so a 5xx or a lost connection on apps.connections.open
     # is retried instead of ending serve (the SDK sends the app token, not the bot token, for that call)
     handler = SocketModeHandler(app, settings.slack_app_token, web_client=app.client)
@@ -89,15 +104,21 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
 
 
 def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
-    if not services.ctx.settings.slack_signing_secret:
-        print("HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode).", file=out)
-        return 2
+    from bot.i18n import t
+
     settings = services.ctx.settings
-    print(
-        f"Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz, metrics: /metrics)",
-        file=out,
-        flush=True,
+    if not settings.slack_signing_secret:
+        print(
+            t(settings.language, "HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)."),
+            file=out,
+        )
+        return 2
+    serving = t(
+        settings.language,
+        "Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz, metrics: /metrics)",
+        port=port,
     )
+    print(serving, file=out, flush=True)
     services.engine.dispose()
     sys.stderr.flush()
     # gunicorn's master only watches its worker: a fresh interpreter that never imports the bot holds ~20 MB,

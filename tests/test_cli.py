@@ -299,3 +299,19 @@ def test_the_cli_follows_keybot_language(cli, tmp_path, monkeypatch):
     assert code != 0 and "업체코드 'B0000001'가 올바르지 않습니다" in err
     code, out, _ = cli("reminders", "run", "--dry-run", "--as-of", "2026-11-30T09:00")  # D-7 in Seoul
     assert code == 0 and "CSHOP0001에 알림을 올릴 예정:" in out and "1주일 남았습니다" in out and "시험 실행" in out
+
+
+@pytest.mark.parametrize(
+    ("language", "expected", "english_only"),
+    [
+        ("en", "Slack is not configured yet: SLACK_BOT_TOKEN", None),
+        ("ko", "Slack 연결이 아직 설정되지 않았습니다: SLACK_BOT_TOKEN", "To connect the bot"),
+    ],
+)
+def test_serve_without_slack_explains_the_setup_in_keybot_language(cli, monkeypatch, language, expected, english_only):
+    """The first thing a team sees after `make run` is how to connect the bot: in their language."""
+    monkeypatch.setenv("KEYBOT_LANGUAGE", language)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)  # no person at a terminal: no console meanwhile
+    code, out, _ = cli("serve")
+    assert code == 2 and out.startswith(expected) and "manifest.yml" in out and "make run" in out
+    assert english_only is None or english_only not in out
