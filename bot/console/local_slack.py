@@ -80,6 +80,7 @@ class LocalSlackServer:
         else:
             args.update(parse_qsl(raw, keep_blank_values=True))
         decode_fields(args)
+        answer: dict[str, Any]
         with self._lock:
             if split.path.startswith("/respond/"):
                 self._respond(split.path.removeprefix("/respond/"), args)

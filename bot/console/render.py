@@ -6,7 +6,7 @@ Buttons are numbered by the caller (``number_for``), so the same number can be t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 _LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
@@ -100,7 +100,7 @@ def render_element(element: Mapping[str, Any], block_id: str, number_for: Number
     return f"[{kind}]"
 
 
-def render_blocks(blocks: list[Mapping[str, Any]], number_for: NumberFor) -> str:
+def render_blocks(blocks: Sequence[Mapping[str, Any]], number_for: NumberFor) -> str:
     """Non-input blocks as lines of text (input blocks are the modal renderer's business)."""
     lines: list[str] = []
     for block in blocks:
@@ -132,7 +132,7 @@ def render_blocks(blocks: list[Mapping[str, Any]], number_for: NumberFor) -> str
     return "\n".join(lines)
 
 
-def render_message(text: str, blocks: list[Mapping[str, Any]] | None, number_for: NumberFor) -> str:
+def render_message(text: str, blocks: Sequence[Mapping[str, Any]] | None, number_for: NumberFor) -> str:
     """Blocks when there are any (Slack shows those), else the text."""
     if blocks:
         return render_blocks(blocks, number_for)

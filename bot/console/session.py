@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
@@ -234,7 +234,7 @@ class Console:
         """Sign like Slack does (v0 HMAC over timestamp and body) and hand to Bolt, which verifies it."""
         timestamp = str(int(time.time()))  # Bolt checks it against the real time, demo clock or not
         signature = SignatureVerifier(self.signing_secret).generate_signature(timestamp=timestamp, body=body)
-        headers = {
+        headers: dict[str, str | Sequence[str]] = {
             "content-type": content_type,
             "x-slack-request-timestamp": timestamp,
             "x-slack-signature": signature or "",
@@ -545,12 +545,12 @@ class Console:
             return {"ok": True, "message_ts": ts}
         if method == "chat.update":
             channel, old_ts = str(args.get("channel", "")), str(args.get("ts", ""))
-            message = next((m for m in self._messages.values() if (m.channel, m.ts) == (channel, old_ts)), None)
-            if message is None:
+            edited = next((m for m in self._messages.values() if (m.channel, m.ts) == (channel, old_ts)), None)
+            if edited is None:
                 return {"ok": False, "error": "message_not_found"}
-            message.text, message.blocks = args.get("text", message.text), args.get("blocks") or message.blocks
-            self._show(message, f"{self._where(channel, args)} (message edited)")
-            return {"ok": True, "channel": channel, "ts": old_ts, "text": message.text}
+            edited.text, edited.blocks = args.get("text", edited.text), args.get("blocks") or edited.blocks
+            self._show(edited, f"{self._where(channel, args)} (message edited)")
+            return {"ok": True, "channel": channel, "ts": old_ts, "text": edited.text}
         if method == "chat.delete":
             for key, m in list(self._messages.items()):
                 if (m.channel, m.ts) == (args.get("channel"), args.get("ts")):
@@ -600,9 +600,9 @@ class Console:
             uid = str(args.get("user", ""))
             name = self.user_names.get(uid, f"User {uid}")
             tz = self.bot.ctx.settings.timezone.key
-            user = {"id": uid, "name": uid.lower(), "real_name": name, "tz": tz, "is_bot": False, "deleted": False}
-            user["profile"] = {"real_name": name, "display_name": name}
-            return {"ok": True, "user": user}
+            profile = {"real_name": name, "display_name": name}
+            person = {"id": uid, "name": uid.lower(), "real_name": name, "tz": tz, "profile": profile}
+            return {"ok": True, "user": {**person, "is_bot": False, "deleted": False}}
         if method == "conversations.info":
             cid = str(args.get("channel", ""))
             return {"ok": True, "channel": {"id": cid, "name": cid.lower(), "is_channel": True, "is_member": True}}

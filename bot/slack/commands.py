@@ -128,10 +128,8 @@ def register(router: CommandRouter, choose_language: Callable[[str, str], None])
         choose_language(request.user_id, chosen)
         ack(text=t(chosen, ":white_check_mark: From now on I answer you in English."), response_type="ephemeral")
 
+    def help(request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext) -> None:
+        ack(text=router.help_text(request.lang))
+
     router.add("language", N_("language en|ko"), N_("your own language for replies, forms and App Home"), language)
-    router.add(
-        "help",
-        N_("help"),
-        N_("this help"),
-        lambda req, ack, client, respond, context: ack(text=router.help_text(req.lang)),
-    )
+    router.add("help", N_("help"), N_("this help"), help)

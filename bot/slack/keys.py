@@ -5,6 +5,7 @@ and modals. Thin: parse the payload, call a service, build a view, send. Refusal
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
@@ -43,7 +44,7 @@ EXPIRING_DEFAULT_DAYS = 30
 EXPIRING_WORDS = ("expiring", "만료예정")  # ``status expiring`` / ``상태 만료예정``
 
 
-def _expiring_days(args: list[str]) -> int:
+def _expiring_days(args: Sequence[str]) -> int:
     """``status expiring [DAYS]``: DAYS defaults to 30."""
     if not args:
         return EXPIRING_DEFAULT_DAYS

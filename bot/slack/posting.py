@@ -94,7 +94,8 @@ def posted_since(
     oldest = f"{(since - CLOCK_SKEW).timestamp():.6f}"
     for _ in range(MAX_HISTORY_PAGES):
         try:
-            window = {"oldest": oldest, "limit": HISTORY_PAGE, "include_all_metadata": True, "cursor": cursor}
+            window: dict[str, Any] = {"oldest": oldest, "limit": HISTORY_PAGE, "cursor": cursor}
+            window["include_all_metadata"] = True
             if thread_ts is None:
                 page = client.conversations_history(channel=channel, **window)
             else:

@@ -825,7 +825,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
                 try:
                     current = reissues.get(int(click.value))
                 except KeybotError:
-                    return
+                    return None
                 if current.status == VOID:  # this click closed it: show that to everyone
                     messages.refresh(current, click)
             return None
