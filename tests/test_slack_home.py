@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import time_machine
+
 from bot.slack import ids
 from tests import factories
 from tests.conftest import ADMIN, USER
 from tests.factories import SECRET_MARK
 
 
+@time_machine.travel("2026-11-28T03:00:00Z", tick=False)  # both keys below still valid: progress bars show
 def test_opening_app_home_publishes_the_dashboard(slack):
     slack.services.keys.register(ADMIN, factories.form("A00000002", issued_on="2026-10-01"))
     slack.services.keys.register(ADMIN, factories.form("A00000001", issued_on="2026-06-01", label="<!here> shop"))
