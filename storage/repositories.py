@@ -7,25 +7,29 @@ get plain values back from :meth:`KeyRepository.secrets`; only ciphertext reache
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select
+from sqlalchemy import BindParameter, Row, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from storage.crypto import DecryptionError, Keyring, associated_data
 from storage.models import (
     AppliedSubmission,
     Approver,
     AuditEvent,
+    Consumer,
     Key,
     KeyGeneration,
     LinkEdit,
     ReissueRequest,
     ReminderDelivery,
+    RolloutDelivery,
     UserLanguage,
 )
+from storage.rollout import HOLDS_KEY
 
 ACCESS, SECRET = "access_key", "secret_key"
 
@@ -189,21 +193,6 @@ def _mask(value: str) -> str:
     return f"{value[:4]}…{value[-4:]}" if len(value) > 8 else "…"
 
 
-def key_page(session: Session, *, offset: int, limit: int, expiring_before: date | None = None) -> Sequence[Key]:
-    """One page of keys by expiry (most urgent first); ``expiring_before``: only keys expiring on or before it."""
-    # the ciphertexts are not needed to show a key: leave them in the database
-    query = (
-        select(Key)
-        .options(defer(Key.access_key_ct), defer(Key.secret_key_ct))
-        .order_by(Key.expires_on, Key.vendor_id)
-        .offset(offset)
-        .limit(limit)
-    )
-    if expiring_before is not None:
-        query = query.where(Key.expires_on <= expiring_before)
-    return session.scalars(query).all()
-
-
 _STATUS_COLUMNS = tuple(
     Key.__table__.c[name]
     for name in (
@@ -248,27 +237,132 @@ def forget_reminders(session: Session, *, vendor_id: str, generation: int) -> in
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def count_expiring(session: Session, *, before: date) -> int:
-    """Keys expiring on or before ``before`` (expired ones included)."""
-    return int(session.scalar(select(func.count()).select_from(Key).where(Key.expires_on <= before)) or 0)
+# The statements of ``/coupang-key status`` and App Home, built once: each request only binds its values, and
+# SQLAlchemy's compiled cache does the rest (building a select() per call costs more than SQLite running it).
+_keys, _edits, _requests = Key.__table__, LinkEdit.__table__, ReissueRequest.__table__
+_consumers, _deliveries = Consumer.__table__, RolloutDelivery.__table__
+
+
+def _count_keys(*conditions: Any) -> Any:
+    return select(func.count()).select_from(_keys).where(*conditions).scalar_subquery()
+
+
+# a bare count(*) (one pass over the smallest index) minus two short range counts over the expires_on index:
+# the keys near or past expiry are few
+_TODAY: BindParameter[Any] = bindparam("today")
+_BEFORE: BindParameter[Any] = bindparam("before")
+_COUNTS = (
+    _count_keys().label("total"),
+    _count_keys(_keys.c.expires_on >= _TODAY, _keys.c.expires_on <= bindparam("window_end")).label("in_window"),
+    _count_keys(_keys.c.expires_on < _TODAY).label("expired"),
+)
+_EXPIRING_COUNT = _count_keys(_keys.c.expires_on <= _BEFORE).label("matching")
+_EXPIRY_COUNTS, _EXPIRY_COUNTS_AND_EXPIRING = select(*_COUNTS), select(*_COUNTS, _EXPIRING_COUNT)
+
+
+def _page_with_facts(expiring: bool) -> Any:
+    """One page of keys by expiry with, per key, what its status line shows besides the key itself: edits this
+    week, consumers (all, and holding the current generation) and its newest open reissue request. The facts
+    are correlated subqueries over the page (an index probe each, for 15 rows), not joins over every key; the
+    counts over every key ride along on each row (uncorrelated: computed once), saving a round trip."""
+    inner = select(*_STATUS_COLUMNS).order_by(_keys.c.expires_on, _keys.c.vendor_id)
+    if expiring:
+        inner = inner.where(_keys.c.expires_on <= _BEFORE)
+    page = inner.limit(bindparam("limit")).offset(bindparam("offset")).subquery("page")
+    edits = select(func.count()).where(_edits.c.vendor_id == page.c.vendor_id, _edits.c.edited_at > bindparam("since"))
+    consumers = select(func.count()).where(_consumers.c.vendor_id == page.c.vendor_id)
+    holding = (
+        select(func.count())
+        .select_from(_consumers.join(_deliveries, _deliveries.c.consumer_id == _consumers.c.id))
+        .where(
+            _consumers.c.vendor_id == page.c.vendor_id,
+            _deliveries.c.generation == page.c.generation,
+            _deliveries.c.state.in_(HOLDS_KEY),
+        )
+    )
+    request_id = select(func.max(_requests.c.id)).where(  # what open_requests() keeps: the newest open one
+        _requests.c.vendor_id == page.c.vendor_id,
+        or_(
+            _requests.c.status == "approved",
+            and_(_requests.c.status == "pending", _requests.c.expires_at > bindparam("now")),
+        ),
+    )
+    facts = select(
+        page,
+        edits.scalar_subquery().label("edits"),
+        consumers.scalar_subquery().label("consumers"),
+        holding.scalar_subquery().label("holding"),
+        request_id.scalar_subquery().label("request_id"),
+    ).subquery("facts")
+    return (
+        select(
+            facts,
+            _requests.c.status.label("request_status"),
+            _requests.c.path.label("request_path"),
+            _requests.c.requested_by.label("request_by"),
+            *_COUNTS,
+            *([_EXPIRING_COUNT] if expiring else []),
+        )
+        .select_from(facts.outerjoin(_requests, _requests.c.id == facts.c.request_id))
+        .order_by(facts.c.expires_on, facts.c.vendor_id)
+    )
+
+
+_PAGE, _EXPIRING_PAGE = _page_with_facts(False), _page_with_facts(True)
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """:func:`key_page_with_facts`: rows of :data:`_STATUS_COLUMNS` plus ``edits``, ``consumers``, ``holding``
+    and the newest open reissue request (``request_id``, ``request_status``, ``request_path``, ``request_by``,
+    all None without one); counts over every key."""
+
+    rows: Sequence[Row[Any]]
+    healthy: int
+    in_window: int
+    expired: int
+    matching: int  # keys expiring on or before ``expiring_before``; every key without it
+
+
+def key_page_with_facts(
+    session: Session,
+    *,
+    offset: int,
+    limit: int,
+    today: date,
+    window_end: date,
+    edits_since: datetime,
+    now: datetime,
+    expiring_before: date | None = None,
+) -> KeyPage:
+    """What ``/coupang-key status`` and App Home show, in one query (two when the page is empty): one page of
+    keys by expiry with each key's facts and the phase counts over every key. Plain rows: no ORM objects, no
+    ciphertexts."""
+    session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
+    connection = session.connection()
+    params = {
+        "offset": offset,
+        "limit": limit,
+        "today": today,
+        "window_end": window_end,
+        "before": expiring_before,
+        "since": edits_since,
+        "now": now,
+    }
+    page, counts = (_PAGE, _EXPIRY_COUNTS) if expiring_before is None else (_EXPIRING_PAGE, _EXPIRY_COUNTS_AND_EXPIRING)
+    rows = connection.execute(page, params).all()
+    # the counts are on every row of the page; an empty page (no keys, or past the last) asks for them alone
+    counted = rows[0] if rows else connection.execute(counts, params).one()
+    total, window, expired = counted.total, counted.in_window, counted.expired
+    matching = total if expiring_before is None else counted.matching
+    return KeyPage(rows, total - window - expired, window, expired, matching)
 
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:
     """(healthy, in reissue window, expired) counted in the database, without loading any key."""
-
-    # a bare count(*) (fast in every database) minus two short range counts over the expires_on index:
-    # the keys near or past expiry are few, so nothing here walks all 10,000 rows
-    def count(*conditions: Any) -> Any:
-        return select(func.count()).select_from(Key).where(*conditions).scalar_subquery()
-
-    row = session.execute(
-        select(
-            count(),
-            count(Key.expires_on >= today, Key.expires_on <= window_end),
-            count(Key.expires_on < today),
-        )
-    ).one()
-    total, window, expired = int(row[0]), int(row[1]), int(row[2])
+    session.flush()
+    params = {"today": today, "window_end": window_end}
+    total, window, expired = session.connection().execute(_EXPIRY_COUNTS, params).one()
     return total - window - expired, window, expired
 
 

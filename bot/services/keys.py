@@ -300,21 +300,26 @@ class KeyService:
         window_end = today + timedelta(days=rules.REISSUE_WINDOW_DAYS)
         expiring_before = None if expiring_within is None else today + timedelta(days=expiring_within)
         with self.ctx.reading() as session:
-            keys = repo.key_page(session, offset=max(offset, 0), limit=limit, expiring_before=expiring_before)
-            healthy, in_window, expired = repo.expiry_counts(session, today=today, window_end=window_end)
-            vendor_ids = [k.vendor_id for k in keys]
-            edits = repo.edit_counts(session, since=repo.week_ago(now), vendor_ids=vendor_ids)
-            requests = repo.open_requests(session, now=now) if keys else {}
-            counts = consumer_counts(session, vendor_ids=vendor_ids)
-            page = [
-                self._status(k, now, today, edits.get(k.vendor_id, 0), requests.get(k.vendor_id), counts) for k in keys
-            ]
-            matching = (
-                healthy + in_window + expired
-                if expiring_before is None
-                else repo.count_expiring(session, before=expiring_before)
+            found = repo.key_page_with_facts(
+                session,
+                offset=max(offset, 0),
+                limit=limit,
+                today=today,
+                window_end=window_end,
+                edits_since=repo.week_ago(now),
+                now=now,
+                expiring_before=expiring_before,
             )
-        return StatusPage(page, max(offset, 0), matching, healthy, in_window, expired)
+        page = []
+        for row in found.rows:
+            request = (
+                None
+                if row.request_id is None
+                else OpenRequest(row.request_id, row.request_status, row.request_path, row.request_by)
+            )
+            consumers = {row.vendor_id: (row.holding, row.consumers)} if row.consumers else {}
+            page.append(self._status(row, now, today, row.edits, request, consumers))
+        return StatusPage(page, max(offset, 0), found.matching, found.healthy, found.in_window, found.expired)
 
     def check_can_register(self, actor: str) -> None:
         """Before opening the registration form: only admins (refusal audited)."""
@@ -331,7 +336,7 @@ class KeyService:
         now: datetime,
         today: date,
         edits: int,
-        request: ReissueRequest | None,
+        request: ReissueRequest | OpenRequest | None,
         consumers: Mapping[str, tuple[int, int]],
         linking: LinkingInfo | None = None,
     ) -> KeyStatus:
