@@ -6,12 +6,13 @@ get plain values back from :meth:`KeyRepository.secrets`; only ciphertext reache
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Row, and_, bindparam, delete, func, insert, or_, select
+from sqlalchemy import BindParameter, Row, Text, and_, bindparam, cast, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -217,14 +218,27 @@ _STATUS_COLUMNS = tuple(
 )  # what a status shows: no ciphertexts, no bookkeeping
 
 
-def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) -> Iterator[Row[Any]]:
-    """The columns a status shows of every key (or the ones named), most urgent first, as plain rows fetched
-    in chunks (a server-side cursor on PostgreSQL): 100,000 keys are never all in memory, nor ORM objects."""
-    query = select(*_STATUS_COLUMNS).order_by(Key.expires_on, Key.vendor_id).execution_options(yield_per=2_000)
+# the IP list as the database stores it (JSON text): keys sharing a linking info share the text, so the caller
+# decodes it once per distinct linking info instead of once per row (100,000 rows)
+_STATUS_ROW_COLUMNS = (
+    *(c for c in _STATUS_COLUMNS if c.name != "ip_addresses"),
+    cast(Key.__table__.c.ip_addresses, Text).label("ip_addresses_json"),
+)
+# a plain named tuple: reading a field of SQLAlchemy's Row costs ~0.5 µs, 2 s over 100,000 statuses
+StatusRow = namedtuple("StatusRow", [c.name for c in _STATUS_ROW_COLUMNS])  # type: ignore[misc]
+
+
+def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) -> Iterator[Any]:
+    """The columns a status shows of every key (or the ones named), most urgent first, as :data:`StatusRow`
+    tuples fetched in chunks (a server-side cursor on PostgreSQL): 100,000 keys are never all in memory, nor
+    ORM objects. ``ip_addresses`` comes as ``ip_addresses_json``, undecoded."""
+    query = select(*_STATUS_ROW_COLUMNS).order_by(Key.expires_on, Key.vendor_id).execution_options(yield_per=2_000)
     if vendor_ids is not None:
         query = query.where(Key.vendor_id.in_(vendor_ids))
     session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
-    yield from session.connection().execute(query)  # core rows, without the ORM's result processing
+    make = StatusRow._make
+    for row in session.connection().execute(query):  # core rows, without the ORM's result processing
+        yield make(row)
 
 
 def forget_reminders(session: Session, *, vendor_id: str, generation: int) -> int:

@@ -276,8 +276,11 @@ class KeyService:
         linkings: dict[tuple[Any, ...], LinkingInfo] = {}  # an integrator's keys share one linking: built once
         # ordered by (expires_on, vendor_id), which is (days_left, vendor_id): most urgent first
         for key in repo.status_rows(session, vendor_ids=vendor_ids):
-            facts = (key.integration, key.integrator_name, key.company_name, key.company_url, *key.ip_addresses)
-            linking = linkings.get(facts) or linkings.setdefault(facts, linking_of(key))
+            facts = (key.integration, key.integrator_name, key.company_name, key.company_url, key.ip_addresses_json)
+            linking = linkings.get(facts)
+            if linking is None:
+                ips = tuple(json.loads(key.ip_addresses_json or "[]"))
+                linking = linkings[facts] = LinkingInfo(rules.Integration(facts[0]), *facts[1:4], ip_addresses=ips)
             request = requests.get(key.vendor_id)
             yield self._status(key, now, today, edits.get(key.vendor_id, 0), request, counts, linking)
 
