@@ -21,6 +21,7 @@ from storage.models import (
     AppliedSubmission,
     Approver,
     AuditEvent,
+    AuditHead,
     Consumer,
     Key,
     KeyGeneration,
@@ -261,17 +262,35 @@ def _count_keys(*conditions: Any) -> Any:
     return select(func.count()).select_from(_keys).where(*conditions).scalar_subquery()
 
 
-# a bare count(*) (one pass over the smallest index) minus two short range counts over the expires_on index:
-# the keys near or past expiry are few
+# Which keys exist and when they expire changes only with an audited change (register, import, delete, new key,
+# corrected expiry: each appends to the audit log in the transaction that makes the change), so the audit head's
+# sequence number tells a caller whether counts it holds still hold. The page statement returns it, and counts
+# only when it moved past ``:counted_at`` (a one-time filter: the scans do not run otherwise).
+_HEAD_SEQ = select(AuditHead.__table__.c.seq).scalar_subquery()
+_MOVED = _HEAD_SEQ.is_distinct_from(bindparam("counted_at"))
 _TODAY: BindParameter[Any] = bindparam("today")
 _BEFORE: BindParameter[Any] = bindparam("before")
-_COUNTS = (
-    _count_keys().label("total"),
-    _count_keys(_keys.c.expires_on >= _TODAY, _keys.c.expires_on <= bindparam("window_end")).label("in_window"),
-    _count_keys(_keys.c.expires_on < _TODAY).label("expired"),
-)
-_EXPIRING_COUNT = _count_keys(_keys.c.expires_on <= _BEFORE).label("matching")
-_EXPIRY_COUNTS, _EXPIRY_COUNTS_AND_EXPIRING = select(*_COUNTS), select(*_COUNTS, _EXPIRING_COUNT)
+
+
+def _counts(*, expiring: bool, skippable: bool) -> tuple[Any, ...]:
+    """Labelled count subqueries: ``total``, ``in_window``, ``expired`` and, when ``expiring``, ``matching``
+    (keys expiring on or before ``:before``). A bare count(*) (one pass over the smallest index) and short range
+    counts over the expires_on index, for the keys near or past expiry are few."""
+    moved = (_MOVED,) if skippable else ()
+    counts = [
+        _count_keys(*moved).label("total"),
+        _count_keys(_keys.c.expires_on >= _TODAY, _keys.c.expires_on <= bindparam("window_end"), *moved).label(
+            "in_window"
+        ),
+        _count_keys(_keys.c.expires_on < _TODAY, *moved).label("expired"),
+    ]
+    if expiring:
+        counts.append(_count_keys(_keys.c.expires_on <= _BEFORE, *moved).label("matching"))
+    return tuple(counts)
+
+
+_EXPIRY_COUNTS = select(*_counts(expiring=False, skippable=False))
+_EXPIRY_COUNTS_AND_EXPIRING = select(*_counts(expiring=True, skippable=False))
 
 
 def _page_with_facts(expiring: bool) -> Any:
@@ -314,8 +333,8 @@ def _page_with_facts(expiring: bool) -> Any:
             _requests.c.status.label("request_status"),
             _requests.c.path.label("request_path"),
             _requests.c.requested_by.label("request_by"),
-            *_COUNTS,
-            *([_EXPIRING_COUNT] if expiring else []),
+            _HEAD_SEQ.label("head_seq"),
+            *_counts(expiring=expiring, skippable=True),
         )
         .select_from(facts.outerjoin(_requests, _requests.c.id == facts.c.request_id))
         .order_by(facts.c.expires_on, facts.c.vendor_id)
@@ -329,13 +348,11 @@ _PAGE, _EXPIRING_PAGE = _page_with_facts(False), _page_with_facts(True)
 class KeyPage:
     """:func:`key_page_with_facts`: rows of :data:`_STATUS_COLUMNS` plus ``edits``, ``consumers``, ``holding``
     and the newest open reissue request (``request_id``, ``request_status``, ``request_path``, ``request_by``,
-    all None without one); counts over every key."""
+    all None without one); counts over every key, None when they are the ones counted at ``head_seq``."""
 
     rows: Sequence[Row[Any]]
-    healthy: int
-    in_window: int
-    expired: int
-    matching: int  # keys expiring on or before ``expiring_before``; every key without it
+    head_seq: int | None  # the audit head the counts belong to (None: nothing was ever audited)
+    counts: tuple[int, int, int, int] | None  # healthy, in window, expired, matching (``expiring_before``, or all)
 
 
 def key_page_with_facts(
@@ -348,10 +365,12 @@ def key_page_with_facts(
     edits_since: datetime,
     now: datetime,
     expiring_before: date | None = None,
+    counted_at: int | None = None,
 ) -> KeyPage:
     """What ``/coupang-key status`` and App Home show, in one query (two when the page is empty): one page of
     keys by expiry with each key's facts and the phase counts over every key. Plain rows: no ORM objects, no
-    ciphertexts."""
+    ciphertexts. ``counted_at``: the audit head at which the caller counted with these dates; when the head is
+    still there, the counts are not run again (``KeyPage.counts`` is None)."""
     session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
     connection = session.connection()
     params = {
@@ -362,14 +381,18 @@ def key_page_with_facts(
         "before": expiring_before,
         "since": edits_since,
         "now": now,
+        "counted_at": -1 if counted_at is None else counted_at,  # sequence numbers start at 1
     }
     page, counts = (_PAGE, _EXPIRY_COUNTS) if expiring_before is None else (_EXPIRING_PAGE, _EXPIRY_COUNTS_AND_EXPIRING)
     rows = connection.execute(page, params).all()
+    if rows and counted_at is not None and rows[0].head_seq == counted_at:
+        return KeyPage(rows, counted_at, None)
     # the counts are on every row of the page; an empty page (no keys, or past the last) asks for them alone
     counted = rows[0] if rows else connection.execute(counts, params).one()
     total, window, expired = counted.total, counted.in_window, counted.expired
     matching = total if expiring_before is None else counted.matching
-    return KeyPage(rows, total - window - expired, window, expired, matching)
+    head_seq = rows[0].head_seq if rows else None  # an empty page's counts are not worth keeping
+    return KeyPage(rows, head_seq, (total - window - expired, window, expired, matching))
 
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:

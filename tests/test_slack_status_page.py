@@ -135,3 +135,26 @@ def test_the_page_shows_the_same_facts_as_the_full_listing(services):
     assert both == listing[1:]
     expiring = services.keys.status_page(expiring_within=14, now=NOW)
     assert expiring.statuses == listing[:3] and expiring.matching == 3
+
+
+def test_counts_follow_every_change_to_the_keys_and_the_date(services):
+    """The counts over every key are kept between pages while the audit log says nothing changed; each change to
+    which keys exist or when they expire must still show at once, as must a new day."""
+
+    def counts(**kwargs):
+        page = services.keys.status_page(now=NOW, **kwargs)
+        return page.healthy, page.in_window, page.expired, page.matching
+
+    register(services, 1, "2026-06-01")  # expires 2026-11-28: in the window
+    register(services, 2, "2026-09-01")  # healthy
+    assert counts() == counts() == (1, 1, 0, 2)
+    assert counts(expiring_within=14) == (1, 1, 0, 1)
+    register(services, 3, "2026-05-01")  # expired
+    assert counts() == (1, 1, 1, 3) and counts(expiring_within=14) == (1, 1, 1, 2)
+    services.keys.delete(ADMIN, "A00000003")
+    assert counts() == (1, 1, 0, 2)
+    linking = validate_linking_info("self", None, "Example Co", "https://shop.example.com", "211.45.10.3")
+    services.keys.edit_linking(ADMIN, "A00000002", linking, expires_on="2026-12-01")  # corrected: into the window
+    assert counts() == (0, 2, 0, 2) and counts(expiring_within=14) == (0, 2, 0, 2)
+    later = services.keys.status_page(now=NOW + timedelta(days=2))  # a new day: A00000001 has expired
+    assert (later.healthy, later.in_window, later.expired) == (0, 1, 1)

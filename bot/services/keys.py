@@ -219,6 +219,11 @@ def validate_registration(form: RegistrationForm, today: date) -> NewKey:
 class KeyService:
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        # status_page's counts over every key (a pass over all of them: ~1 ms at 10,000 on PostgreSQL), kept with
+        # the audit head they were counted at: every change to which keys exist or when they expire is audited
+        # in its transaction, so while the head has not moved they still hold (checked in the page's query).
+        # (today, window end, expiring before) -> (head sequence number, (healthy, window, expired, matching))
+        self._counts: dict[tuple[date, date, date | None], tuple[int, tuple[int, int, int, int]]] = {}
 
     # ------------------------------------------------------------ permissions
 
@@ -302,6 +307,8 @@ class KeyService:
         today = self.ctx.today(now)
         window_end = today + timedelta(days=rules.REISSUE_WINDOW_DAYS)
         expiring_before = None if expiring_within is None else today + timedelta(days=expiring_within)
+        dates = (today, window_end, expiring_before)
+        cached = self._counts.get(dates)
         with self.ctx.reading() as session:
             found = repo.key_page_with_facts(
                 session,
@@ -312,7 +319,17 @@ class KeyService:
                 edits_since=repo.week_ago(now),
                 now=now,
                 expiring_before=expiring_before,
+                counted_at=cached[0] if cached else None,
             )
+        if found.counts is None:
+            assert cached is not None
+            counts = cached[1]
+        else:
+            counts = found.counts
+            if found.head_seq is not None:
+                if len(self._counts) >= 64:  # a few dates and ``expiring`` days in use at a time
+                    self._counts.clear()
+                self._counts[dates] = (found.head_seq, counts)
         page = []
         for row in found.rows:
             request = (
@@ -322,7 +339,8 @@ class KeyService:
             )
             consumers = {row.vendor_id: (row.holding, row.consumers)} if row.consumers else {}
             page.append(self._status(row, now, today, row.edits, request, consumers))
-        return StatusPage(page, max(offset, 0), found.matching, found.healthy, found.in_window, found.expired)
+        healthy, in_window, expired, matching = counts
+        return StatusPage(page, max(offset, 0), matching, healthy, in_window, expired)
 
     def check_can_register(self, actor: str) -> None:
         """Before opening the registration form: only admins (refusal audited)."""
