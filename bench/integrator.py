@@ -14,14 +14,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from bench.reminder_sweep import MASTER_KEY, _postgres_database
 from storage.db import make_engine
 
 KEYS = int(os.environ.get("BENCH_KEYS", "100000"))
-TODAY = date(2026, 12, 1)
+# the CLI refuses an expiry more than 180 days after its own today (KEYBOT_TIMEZONE, Seoul by default): a fixed
+# date here made the import fail on the days before it
+TODAY = datetime.now(ZoneInfo("Asia/Seoul")).date()
 CODE = os.environ.get("BENCH_CODE")  # another checkout to measure (PYTHONPATH), e.g. the code before a change
 
 
