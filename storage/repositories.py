@@ -6,26 +6,32 @@ get plain values back from :meth:`KeyRepository.secrets`; only ciphertext reache
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select
+from sqlalchemy import BindParameter, Integer, Row, Text, and_, bindparam, cast, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from storage.crypto import DecryptionError, Keyring, associated_data
 from storage.models import (
     AppliedSubmission,
     Approver,
     AuditEvent,
+    AuditHead,
+    Consumer,
     Key,
     KeyGeneration,
     LinkEdit,
     ReissueRequest,
     ReminderDelivery,
+    RolloutDelivery,
     UserLanguage,
 )
+from storage.rollout import HOLDS_KEY
 
 ACCESS, SECRET = "access_key", "secret_key"
 
@@ -189,21 +195,6 @@ def _mask(value: str) -> str:
     return f"{value[:4]}…{value[-4:]}" if len(value) > 8 else "…"
 
 
-def key_page(session: Session, *, offset: int, limit: int, expiring_before: date | None = None) -> Sequence[Key]:
-    """One page of keys by expiry (most urgent first); ``expiring_before``: only keys expiring on or before it."""
-    # the ciphertexts are not needed to show a key: leave them in the database
-    query = (
-        select(Key)
-        .options(defer(Key.access_key_ct), defer(Key.secret_key_ct))
-        .order_by(Key.expires_on, Key.vendor_id)
-        .offset(offset)
-        .limit(limit)
-    )
-    if expiring_before is not None:
-        query = query.where(Key.expires_on <= expiring_before)
-    return session.scalars(query).all()
-
-
 _STATUS_COLUMNS = tuple(
     Key.__table__.c[name]
     for name in (
@@ -228,14 +219,27 @@ _STATUS_COLUMNS = tuple(
 )  # what a status shows: no ciphertexts, no bookkeeping
 
 
-def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) -> Iterator[Row[Any]]:
-    """The columns a status shows of every key (or the ones named), most urgent first, as plain rows fetched
-    in chunks (a server-side cursor on PostgreSQL): 100,000 keys are never all in memory, nor ORM objects."""
-    query = select(*_STATUS_COLUMNS).order_by(Key.expires_on, Key.vendor_id).execution_options(yield_per=2_000)
+# the IP list as the database stores it (JSON text): keys sharing a linking info share the text, so the caller
+# decodes it once per distinct linking info instead of once per row (100,000 rows)
+_STATUS_ROW_COLUMNS = (
+    *(c for c in _STATUS_COLUMNS if c.name != "ip_addresses"),
+    cast(Key.__table__.c.ip_addresses, Text).label("ip_addresses_json"),
+)
+# a plain named tuple: reading a field of SQLAlchemy's Row costs ~0.5 µs, 2 s over 100,000 statuses
+StatusRow = namedtuple("StatusRow", [c.name for c in _STATUS_ROW_COLUMNS])  # type: ignore[misc]
+
+
+def status_rows(session: Session, *, vendor_ids: Sequence[str] | None = None) -> Iterator[Any]:
+    """The columns a status shows of every key (or the ones named), most urgent first, as :data:`StatusRow`
+    tuples fetched in chunks (a server-side cursor on PostgreSQL): 100,000 keys are never all in memory, nor
+    ORM objects. ``ip_addresses`` comes as ``ip_addresses_json``, undecoded."""
+    query = select(*_STATUS_ROW_COLUMNS).order_by(Key.expires_on, Key.vendor_id).execution_options(yield_per=2_000)
     if vendor_ids is not None:
         query = query.where(Key.vendor_id.in_(vendor_ids))
     session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
-    yield from session.connection().execute(query)  # core rows, without the ORM's result processing
+    make = StatusRow._make
+    for row in session.connection().execute(query):  # core rows, without the ORM's result processing
+        yield make(row)
 
 
 def forget_reminders(session: Session, *, vendor_id: str, generation: int) -> int:
@@ -248,27 +252,161 @@ def forget_reminders(session: Session, *, vendor_id: str, generation: int) -> in
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def count_expiring(session: Session, *, before: date) -> int:
-    """Keys expiring on or before ``before`` (expired ones included)."""
-    return int(session.scalar(select(func.count()).select_from(Key).where(Key.expires_on <= before)) or 0)
+# The statements of ``/coupang-key status`` and App Home, built once: each request only binds its values, and
+# SQLAlchemy's compiled cache does the rest (building a select() per call costs more than SQLite running it).
+_keys, _edits, _requests = Key.__table__, LinkEdit.__table__, ReissueRequest.__table__
+_consumers, _deliveries = Consumer.__table__, RolloutDelivery.__table__
+
+
+def _count_keys(*conditions: Any) -> Any:
+    return select(func.count()).select_from(_keys).where(*conditions).scalar_subquery()
+
+
+# Which keys exist and when they expire changes only with an audited change (register, import, delete, new key,
+# corrected expiry: each appends to the audit log in the transaction that makes the change), so the audit head's
+# sequence number tells a caller whether counts it holds still hold. The page statement returns it, and counts
+# only when it moved past ``:counted_at`` (a one-time filter: the scans do not run otherwise).
+_HEAD_SEQ = select(AuditHead.__table__.c.seq).scalar_subquery()
+_MOVED = _HEAD_SEQ.is_distinct_from(bindparam("counted_at"))
+_TODAY: BindParameter[Any] = bindparam("today")
+_BEFORE: BindParameter[Any] = bindparam("before")
+
+
+def _counts(*, expiring: bool, skippable: bool) -> tuple[Any, ...]:
+    """Labelled count subqueries: ``total``, ``in_window``, ``expired`` and, when ``expiring``, ``matching``
+    (keys expiring on or before ``:before``). A bare count(*) (one pass over the smallest index) and short range
+    counts over the expires_on index, for the keys near or past expiry are few."""
+    moved = (_MOVED,) if skippable else ()
+    counts = [
+        _count_keys(*moved).label("total"),
+        _count_keys(_keys.c.expires_on >= _TODAY, _keys.c.expires_on <= bindparam("window_end"), *moved).label(
+            "in_window"
+        ),
+        _count_keys(_keys.c.expires_on < _TODAY, *moved).label("expired"),
+    ]
+    if expiring:
+        counts.append(_count_keys(_keys.c.expires_on <= _BEFORE, *moved).label("matching"))
+    return tuple(counts)
+
+
+_EXPIRY_COUNTS = select(*_counts(expiring=False, skippable=False))
+_EXPIRY_COUNTS_AND_EXPIRING = select(*_counts(expiring=True, skippable=False))
+
+
+def _page_with_facts(expiring: bool) -> Any:
+    """One page of keys by expiry with, per key, what its status line shows besides the key itself: edits this
+    week, consumers (all, and holding the current generation) and its newest open reissue request. The facts
+    are correlated subqueries over the page (an index probe each, for 15 rows), not joins over every key; the
+    counts over every key ride along on each row (uncorrelated: computed once), saving a round trip."""
+    inner = select(*_STATUS_COLUMNS).order_by(_keys.c.expires_on, _keys.c.vendor_id)
+    if expiring:
+        inner = inner.where(_keys.c.expires_on <= _BEFORE)
+    # LIMIT and OFFSET as literals: as parameters, PostgreSQL's generic plan (below) would expect 10 % of the keys
+    limit, offset = (bindparam(name, type_=Integer, literal_execute=True) for name in ("limit", "offset"))
+    page = inner.limit(limit).offset(offset).subquery("page")
+    edits = select(func.count()).where(_edits.c.vendor_id == page.c.vendor_id, _edits.c.edited_at > bindparam("since"))
+    consumers = select(func.count()).where(_consumers.c.vendor_id == page.c.vendor_id)
+    holding = (
+        select(func.count())
+        .select_from(_consumers.join(_deliveries, _deliveries.c.consumer_id == _consumers.c.id))
+        .where(
+            _consumers.c.vendor_id == page.c.vendor_id,
+            _deliveries.c.generation == page.c.generation,
+            _deliveries.c.state.in_(HOLDS_KEY),
+        )
+    )
+    request_id = select(func.max(_requests.c.id)).where(  # what open_requests() keeps: the newest open one
+        _requests.c.vendor_id == page.c.vendor_id,
+        or_(
+            _requests.c.status == "approved",
+            and_(_requests.c.status == "pending", _requests.c.expires_at > bindparam("now")),
+        ),
+    )
+    facts = select(
+        page,
+        edits.scalar_subquery().label("edits"),
+        consumers.scalar_subquery().label("consumers"),
+        holding.scalar_subquery().label("holding"),
+        request_id.scalar_subquery().label("request_id"),
+    ).subquery("facts")
+    return (
+        select(
+            facts,
+            _requests.c.status.label("request_status"),
+            _requests.c.path.label("request_path"),
+            _requests.c.requested_by.label("request_by"),
+            _HEAD_SEQ.label("head_seq"),
+            *_counts(expiring=expiring, skippable=True),
+        )
+        .select_from(facts.outerjoin(_requests, _requests.c.id == facts.c.request_id))
+        .order_by(facts.c.expires_on, facts.c.vendor_id)
+    )
+
+
+_PAGE, _EXPIRING_PAGE = _page_with_facts(False), _page_with_facts(True)
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """:func:`key_page_with_facts`: rows of :data:`_STATUS_COLUMNS` plus ``edits``, ``consumers``, ``holding``
+    and the newest open reissue request (``request_id``, ``request_status``, ``request_path``, ``request_by``,
+    all None without one); counts over every key, None when they are the ones counted at ``head_seq``."""
+
+    rows: Sequence[Row[Any]]
+    head_seq: int | None  # the audit head the counts belong to (None: nothing was ever audited)
+    counts: tuple[int, int, int, int] | None  # healthy, in window, expired, matching (``expiring_before``, or all)
+
+
+def key_page_with_facts(
+    session: Session,
+    *,
+    offset: int,
+    limit: int,
+    today: date,
+    window_end: date,
+    edits_since: datetime,
+    now: datetime,
+    expiring_before: date | None = None,
+    counted_at: int | None = None,
+) -> KeyPage:
+    """What ``/coupang-key status`` and App Home show, in one query (two when the page is empty): one page of
+    keys by expiry with each key's facts and the phase counts over every key. Plain rows: no ORM objects, no
+    ciphertexts. ``counted_at``: the audit head at which the caller counted with these dates; when the head is
+    still there, the counts are not run again (``KeyPage.counts`` is None)."""
+    session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
+    connection = session.connection()
+    params = {
+        "offset": offset,
+        "limit": limit,
+        "today": today,
+        "window_end": window_end,
+        "before": expiring_before,
+        "since": edits_since,
+        "now": now,
+        "counted_at": -1 if counted_at is None else counted_at,  # sequence numbers start at 1
+    }
+    page, counts = (_PAGE, _EXPIRY_COUNTS) if expiring_before is None else (_EXPIRING_PAGE, _EXPIRY_COUNTS_AND_EXPIRING)
+    if connection.dialect.name == "postgresql":
+        # psycopg prepares the statement; left to itself PostgreSQL plans it again on every execution (0.5 ms,
+        # more than running it), as its generic plan's estimates look costlier than a custom plan's. The generic
+        # plan is the same walk over the indexes (bench/RESULTS.md, ack_latency), so use it, in this transaction.
+        connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    rows = connection.execute(page, params).all()
+    if rows and counted_at is not None and rows[0].head_seq == counted_at:
+        return KeyPage(rows, counted_at, None)
+    # the counts are on every row of the page; an empty page (no keys, or past the last) asks for them alone
+    counted = rows[0] if rows else connection.execute(counts, params).one()
+    total, window, expired = counted.total, counted.in_window, counted.expired
+    matching = total if expiring_before is None else counted.matching
+    head_seq = rows[0].head_seq if rows else None  # an empty page's counts are not worth keeping
+    return KeyPage(rows, head_seq, (total - window - expired, window, expired, matching))
 
 
 def expiry_counts(session: Session, *, today: date, window_end: date) -> tuple[int, int, int]:
     """(healthy, in reissue window, expired) counted in the database, without loading any key."""
-
-    # a bare count(*) (fast in every database) minus two short range counts over the expires_on index:
-    # the keys near or past expiry are few, so nothing here walks all 10,000 rows
-    def count(*conditions: Any) -> Any:
-        return select(func.count()).select_from(Key).where(*conditions).scalar_subquery()
-
-    row = session.execute(
-        select(
-            count(),
-            count(Key.expires_on >= today, Key.expires_on <= window_end),
-            count(Key.expires_on < today),
-        )
-    ).one()
-    total, window, expired = int(row[0]), int(row[1]), int(row[2])
+    session.flush()
+    params = {"today": today, "window_end": window_end}
+    total, window, expired = session.connection().execute(_EXPIRY_COUNTS, params).one()
     return total - window - expired, window, expired
 
 

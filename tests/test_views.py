@@ -6,6 +6,9 @@ import json
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+from slack_sdk.models.blocks import Block
+
 from bot import rules
 from bot.rules import Integration, InvalidInput, KeybotError, LinkingInfo, Msg, Phase
 from bot.services.audit import AuditEntry
@@ -45,7 +48,7 @@ def page(statuses, *, offset=0, matching=None) -> StatusPage:
 
 
 def dicts(blocks) -> list[dict]:
-    return [b.to_dict() for b in blocks]
+    return [b if isinstance(b, dict) else b.to_dict() for b in blocks]
 
 
 def test_a_key_section_shows_what_the_issue_lists():
@@ -108,6 +111,30 @@ def test_every_key_has_edit_reissue_and_verify_buttons_carrying_its_vendor_id():
         (ids.REQUEST_REISSUE, "A00000005"),
         (ids.VERIFY_KEY, "A00000005"),
     ]
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_status_blocks_built_as_dicts_are_exactly_what_the_models_would_produce(lang):
+    """The status overview skips slack_sdk.models on its hot path; parsing each block with the models validates it
+    (lengths, types, required fields) and gives back the very same dict."""
+    statuses = [
+        status(0, days=-3, label="<!channel> & " + "가게" * 60, owner_id=None),
+        status(1, days=0, consumers=(1, 3), reminder_channel="CSHOP0001"),
+        status(2, days=7, open_request=OpenRequest(7, "pending", "reissue", "UUSER0001")),
+        *(status(n, days=n * 10) for n in range(3, 15)),
+    ]
+    pages = [
+        views.build_status_blocks(lang, page(statuses, matching=40), SEOUL),
+        views.build_status_blocks(lang, page(statuses[:4], offset=15, matching=40), SEOUL, expiring=30),
+        views.build_status_blocks(lang, page([], offset=15, matching=15), SEOUL),
+        views.build_status_blocks(lang, page([]), SEOUL, expiring=7),
+        [views.build_key_line(lang, statuses[0], "home-key-A00000000", prefix=f"`{views.days_left_bar(-3)}` ")],
+    ]
+    for blocks in pages:
+        for block in blocks:
+            assert isinstance(block, dict)
+            assert Block.parse(block).to_dict() == block
+    assert len(pages[0]) == 17 and pages[0][-1]["elements"][0]["action_id"] == ids.STATUS_NEXT_PAGE
 
 
 def test_empty_status_says_how_to_register():

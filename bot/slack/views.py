@@ -2,6 +2,12 @@
 
 Every piece of user-typed text goes through :func:`escape` before it lands in mrkdwn, so a label such as
 ``<!channel>`` pings nobody. Secret inputs are never prefilled.
+
+The ``status`` overview (:func:`build_status_blocks`, :func:`build_key_line`) is the exception: it is built as
+plain Block Kit dicts, because ``/coupang-key status`` acknowledges with it and the models' validation and
+``to_dict()`` cost more than the rest of the reply. Its texts are bounded here (labels truncated, IDs validated
+upstream), and tests/test_views.py parses every such block with ``Block.parse(d).to_dict() == d``, so they are
+exactly what the models would produce, validated.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import (
@@ -65,6 +72,22 @@ def escape(text: object) -> str:
 
 def _mrkdwn(text: str) -> MarkdownTextObject:
     return MarkdownTextObject(text=text)
+
+
+BlockDict = dict[str, Any]  # a block as Slack's JSON, what ``Block.to_dict()`` would give
+
+
+def _mrkdwn_dict(text: str) -> BlockDict:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _button_dict(text: str, action_id: str, value: str) -> BlockDict:
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text, "emoji": True},
+        "action_id": action_id,
+        "value": value,
+    }
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -162,13 +185,14 @@ def key_line_text(lang: str, status: KeyStatus) -> str:
     return text
 
 
-def build_key_line(lang: str, status: KeyStatus, block_id: str, prefix: str = "") -> SectionBlock:
+def build_key_line(lang: str, status: KeyStatus, block_id: str, prefix: str = "") -> BlockDict:
     """A key's overview line with a Details button that expands it (the full entry with its buttons)."""
-    return SectionBlock(
-        block_id=block_id,
-        text=_mrkdwn(prefix + key_line_text(lang, status)),
-        accessory=ButtonElement(text=t(lang, "Details"), action_id=ids.EXPAND_KEY, value=status.vendor_id),
-    )
+    return {
+        "type": "section",
+        "block_id": block_id,
+        "text": _mrkdwn_dict(prefix + key_line_text(lang, status)),
+        "accessory": _button_dict(t(lang, "Details"), ids.EXPAND_KEY, status.vendor_id),
+    }
 
 
 # what ``status`` shows for a stored verification outcome and an open request's state
@@ -219,9 +243,10 @@ def next_page_value(offset: int, expiring: int | None) -> str:
 NO_KEYS = N_("No keys registered yet. Register one with `/coupang-key add`.")
 
 
-def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: int | None = None) -> list[Block]:
+def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: int | None = None) -> list[BlockDict]:
     """The ``status`` reply: a summary, one line per key with a Details button, and a next-page button
-    (≤ 50 blocks). ``expiring``: the page holds only keys with at most that many days left."""
+    (≤ 50 blocks), as plain dicts (see the module's docstring). ``expiring``: the page holds only keys with at
+    most that many days left."""
     if not page.statuses:
         if page.offset:
             text = t(lang, "No more keys.")
@@ -229,7 +254,10 @@ def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: 
             text = t(lang, "No key has {days} days or fewer left.", days=expiring)
         else:
             text = t(lang, NO_KEYS)
-        return [SectionBlock(text=_mrkdwn(text)), ContextBlock(elements=[_mrkdwn(summary_line(lang, page))])]
+        return [
+            {"type": "section", "text": _mrkdwn_dict(text)},
+            {"type": "context", "elements": [_mrkdwn_dict(summary_line(lang, page))]},
+        ]
     first, last = page.offset + 1, page.offset + len(page.statuses)
     counts = {"summary": summary_line(lang, page), "first": first, "last": last, "total": page.matching}
     showing = (
@@ -239,22 +267,13 @@ def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: 
             lang, "{summary}. Keys with {days} days or fewer left: {first}–{last} of {total}.", days=expiring, **counts
         )
     )
-    blocks: list[Block] = [ContextBlock(block_id="status-summary", elements=[_mrkdwn(showing)])]
+    blocks = [{"type": "context", "block_id": "status-summary", "elements": [_mrkdwn_dict(showing)]}]
     for status in page.statuses[:PAGE_SIZE]:
         blocks.append(build_key_line(lang, status, f"key-{status.vendor_id}"))
     if page.next_offset is not None:
-        blocks.append(
-            ActionsBlock(
-                block_id="status-pages",
-                elements=[
-                    ButtonElement(
-                        text=t(lang, "Next page ({count} more)", count=page.matching - last),
-                        action_id=ids.STATUS_NEXT_PAGE,
-                        value=next_page_value(page.next_offset, expiring),
-                    )
-                ],
-            )
-        )
+        more = t(lang, "Next page ({count} more)", count=page.matching - last)
+        button = _button_dict(more, ids.STATUS_NEXT_PAGE, next_page_value(page.next_offset, expiring))
+        blocks.append({"type": "actions", "block_id": "status-pages", "elements": [button]})
     assert len(blocks) <= MAX_BLOCKS
     return blocks
 
@@ -275,7 +294,7 @@ def build_home_view(lang: str, page: StatusPage, tz: ZoneInfo, *, expanded: str 
     its full entry and buttons instead), and the counts over every key: App Home holds 100 blocks, so the page
     (``KeyService.status_page``) is all that is loaded, at any number of keys."""
     shown = page.statuses[:HOME_MAX_KEYS]
-    blocks: list[Block] = [
+    blocks: list[Block | BlockDict] = [
         HeaderBlock(text=t(lang, "Coupang Open API keys")),
         ContextBlock(elements=[_mrkdwn(counts_line(lang, page.healthy, page.in_window, page.expired))]),
         DividerBlock(),
