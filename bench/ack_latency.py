@@ -441,7 +441,7 @@ def run() -> str:
         f"Query plans of one status page at {KEYS:,} keys, after the HTTP rounds (so the counts' one-time filter "
         "is false and their scans do not run): SQLite, `EXPLAIN QUERY PLAN` of the statement as sent; PostgreSQL, "
         "the generic plan its prepared statement runs with (`plan_cache_mode = force_generic_plan`, as "
-        "`repositories.key_page_with_facts` sets), explained with that request's values.",
+        "`KeyService.status_page` asks for its read transaction), explained with that request's values.",
         "",
         *[f"- {r['name']}, {name}: `{plan}`" for r in results for name, plan in r["plans"]],
     ]

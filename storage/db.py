@@ -33,6 +33,7 @@ WAIT_SECONDS = 10.0  # the longest wait for a lock outside a Slack request
 STATEMENT_SECONDS = 60.0  # PostgreSQL: the longest statement outside a Slack request (exports, migrations)
 CONNECT_SECONDS = 5  # PostgreSQL connect timeout: an unreachable host fails instead of hanging
 _READ_ONLY = "keybot_read_only"  # execution option marking a transaction that only reads
+_GENERIC_PLANS = "keybot_generic_plans"  # execution option: PostgreSQL's plan_cache_mode = force_generic_plan
 _deadline: ContextVar[float | None] = ContextVar("keybot_db_deadline", default=None)
 
 
@@ -93,6 +94,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             def _bound_waits(connection: Any) -> None:
                 lock, statement = _wait_ms(), _wait_ms(STATEMENT_SECONDS)
                 sql = f"SET LOCAL lock_timeout = {lock}; SET LOCAL statement_timeout = {statement}"
+                if connection.get_execution_options().get(_GENERIC_PLANS):
+                    sql += "; SET LOCAL plan_cache_mode = force_generic_plan"  # same round trip
                 connection.exec_driver_sql(sql)
 
         return engine
@@ -124,10 +127,11 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def reading(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """A transaction for reads only: on SQLite it starts deferred, so it never waits behind a writer."""
+def reading(sessions: sessionmaker[Session], *, generic_plans: bool = False) -> Iterator[Session]:
+    """A transaction for reads only: on SQLite it starts deferred, so it never waits behind a writer.
+    ``generic_plans``: PostgreSQL runs its prepared statements with their generic plan, not planning each anew."""
     with sessions() as session, session.begin():
-        session.connection(execution_options={_READ_ONLY: True})
+        session.connection(execution_options={_READ_ONLY: True, _GENERIC_PLANS: generic_plans})
         yield session
 
 

@@ -372,7 +372,12 @@ def key_page_with_facts(
     """What ``/coupang-key status`` and App Home show, in one query (two when the page is empty): one page of
     keys by expiry with each key's facts and the phase counts over every key. Plain rows: no ORM objects, no
     ciphertexts. ``counted_at``: the audit head at which the caller counted with these dates; when the head is
-    still there, the counts are not run again (``KeyPage.counts`` is None)."""
+    still there, the counts are not run again (``KeyPage.counts`` is None).
+
+    Run it in ``storage.db.reading(…, generic_plans=True)``: psycopg prepares the statement, and left to itself
+    PostgreSQL plans it again on every execution (0.5 ms, more than running it), as its generic plan's estimates
+    look costlier than a custom plan's. The generic plan is the same walk over the indexes (bench/RESULTS.md,
+    ack_latency)."""
     session.flush()  # this transaction's own changes first: the connection does not autoflush like the session
     connection = session.connection()
     params = {
@@ -386,11 +391,6 @@ def key_page_with_facts(
         "counted_at": -1 if counted_at is None else counted_at,  # sequence numbers start at 1
     }
     page, counts = (_PAGE, _EXPIRY_COUNTS) if expiring_before is None else (_EXPIRING_PAGE, _EXPIRY_COUNTS_AND_EXPIRING)
-    if connection.dialect.name == "postgresql":
-        # psycopg prepares the statement; left to itself PostgreSQL plans it again on every execution (0.5 ms,
-        # more than running it), as its generic plan's estimates look costlier than a custom plan's. The generic
-        # plan is the same walk over the indexes (bench/RESULTS.md, ack_latency), so use it, in this transaction.
-        connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
     rows = connection.execute(page, params).all()
     if rows and counted_at is not None and rows[0].head_seq == counted_at:
         return KeyPage(rows, counted_at, None)

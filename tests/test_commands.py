@@ -72,3 +72,24 @@ def test_a_crash_after_ack_replaces_the_answer_and_cancels_what_was_queued(caplo
     assert opened == []
     assert "exploded" not in BROKEN
     assert any(record.exc_info for record in caplog.records)
+
+
+def test_only_subcommands_without_follow_up_are_answered_by_the_listener_without_a_lazy_part(caplog):
+    """Status answers alone (nothing copied or run after it); a sub-command that opens a modal must not be
+    routed there, and one that queues work by mistake is refused loudly instead of dropping that work."""
+    router = CommandRouter(Languages())
+    router.add("status", "status", "keys", lambda request, ack, *rest: ack(text="page"), follow_up=False)
+    router.add("add", "add", "register", lambda request, ack, client, respond, context: ack())
+
+    def sneaky(request, ack, client, respond, context):
+        ack()
+        later(context, print, "lost")
+
+    router.add("history", "history", "events", sneaky, follow_up=False)
+    assert router.answers_alone({"text": "status"}) and router.answers_alone({"text": "상태"})
+    assert router.answers_alone({"text": "stauts"})  # the help text is an answer too
+    assert not router.answers_alone({"text": "add"})
+    with caplog.at_level(logging.ERROR):
+        ack, _, context = run(router, "history")
+    assert ack.calls[-1] == {"text": BROKEN, "response_type": "ephemeral"}
+    assert "queued work after the answer" in caplog.text

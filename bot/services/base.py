@@ -115,9 +115,10 @@ class Context:
             yield session
 
     @contextmanager
-    def reading(self) -> Iterator[Session]:
-        """One transaction that only reads (on SQLite it never queues behind a writer)."""
-        with _unavailable_as_refusal(), db.reading(self.sessions) as session:
+    def reading(self, *, generic_plans: bool = False) -> Iterator[Session]:
+        """One transaction that only reads (on SQLite it never queues behind a writer); ``generic_plans``: see
+        :func:`storage.db.reading`."""
+        with _unavailable_as_refusal(), db.reading(self.sessions, generic_plans=generic_plans) as session:
             yield session
 
     def record(

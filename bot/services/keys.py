@@ -310,7 +310,7 @@ class KeyService:
         expiring_before = None if expiring_within is None else today + timedelta(days=expiring_within)
         dates = (today, window_end, expiring_before)
         cached = self._counts.get(dates)
-        with self.ctx.reading() as session:
+        with self.ctx.reading(generic_plans=True) as session:
             found = repo.key_page_with_facts(
                 session,
                 offset=max(offset, 0),

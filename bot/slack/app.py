@@ -133,7 +133,9 @@ def build_app(services: Services, *, client: WebClient | None = None, listener_e
 
     app.use(bind_request_ids)
     router = commands.CommandRouter(services.languages)
-    app.command(ids.COMMAND)(ack=router.handle_command, lazy=router.after_ack)  # first: Bolt matches in order
+    # first, as Bolt tries listeners in order: /coupang-key, without a lazy listener when the answer is all
+    app.command(ids.COMMAND, matchers=[router.answers_alone])(router.handle_command)
+    app.command(ids.COMMAND)(ack=router.handle_command, lazy=router.after_ack)
     # Each listener module adds its listeners and sub-commands here.
     keys.register(app, services, router)
     home.register(app, services)

@@ -14,7 +14,7 @@ from bot.i18n import N_, parse_language, render, t
 from bot.rules import KeybotError, quote
 from bot.services.languages import LanguageService
 from bot.slack import ids
-from bot.slack.failures import BROKEN, after_ack, cancel_later
+from bot.slack.failures import BROKEN, after_ack, cancel_later, has_later
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +71,26 @@ class Subcommand:
     usage: str
     summary: str
     handler: SubcommandHandler
+    follow_up: bool  # it may hand work to later(); False: its answer is all it does
 
 
 class CommandRouter:
-    """``app.command(ids.COMMAND)(ack=router.handle_command, lazy=router.after_ack)``."""
+    """``app.command(ids.COMMAND)(ack=router.handle_command, lazy=router.after_ack)``, and, for the sub-commands
+    that only answer (status, history…), the same without ``lazy``: Bolt copies every request it starts a lazy
+    listener for, which the hot path should not pay for nothing."""
 
     def __init__(self, languages: LanguageService) -> None:
         self._subcommands: dict[str, Subcommand] = {}
         self.language_of = languages.of
         self.after_ack = after_ack(languages.of, languages.team)
 
-    def add(self, name: str, usage: str, summary: str, handler: SubcommandHandler) -> None:
-        self._subcommands[name] = Subcommand(name, usage, summary, handler)
+    def add(self, name: str, usage: str, summary: str, handler: SubcommandHandler, *, follow_up: bool = True) -> None:
+        self._subcommands[name] = Subcommand(name, usage, summary, handler, follow_up)
+
+    def answers_alone(self, body: dict[str, Any]) -> bool:
+        """Bolt listener matcher: the sub-command (or unknown word) is answered in full by ``ack``."""
+        subcommand = self._subcommands.get(parse_command(body).name)
+        return subcommand is None or not subcommand.follow_up
 
     def help_text(self, lang: str, hint: str | None = None) -> str:
         lines = [f"`{ids.COMMAND} {t(lang, s.usage)}` — {t(lang, s.summary)}" for s in self._subcommands.values()]
@@ -102,6 +110,8 @@ class CommandRouter:
             return
         try:
             subcommand.handler(request, ack, client, respond, context)
+            if not subcommand.follow_up and has_later(context):  # its listener has no lazy part to run them
+                raise RuntimeError(f"/coupang-key {subcommand.name} queued work after the answer: add it follow_up")
             return
         except KeybotError as error:
             text = f":warning: {render(request.lang, error.msg)}"
@@ -131,5 +141,6 @@ def register(router: CommandRouter, choose_language: Callable[[str, str], None])
     def help(request: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext) -> None:
         ack(text=router.help_text(request.lang))
 
-    router.add("language", N_("language en|ko"), N_("your own language for replies, forms and App Home"), language)
-    router.add("help", N_("help"), N_("this help"), help)
+    usage, summary = N_("language en|ko"), N_("your own language for replies, forms and App Home")
+    router.add("language", usage, summary, language, follow_up=False)
+    router.add("help", N_("help"), N_("this help"), help, follow_up=False)

@@ -82,6 +82,10 @@ def later(context: BoltContext, step: Callable[..., Any], /, *args: Any, **kwarg
     steps.append(partial(step, *args, **kwargs))
 
 
+def has_later(context: BoltContext) -> bool:
+    return bool(context.get(_LATER))
+
+
 def cancel_later(context: BoltContext) -> None:
     """The listener was refused after all: nothing it queued runs."""
     context.pop(_LATER, None)

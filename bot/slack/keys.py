@@ -290,11 +290,16 @@ class KeyListeners:
 
 def register(app: App, services: Services, router: CommandRouter) -> None:
     listeners = KeyListeners(services)
-    router.add("status", N_("status [VENDOR_ID|expiring [DAYS]]"), N_("keys, most urgent first"), listeners.status)
+    usage, summary = N_("status [VENDOR_ID|expiring [DAYS]]"), N_("keys, most urgent first")
+    router.add("status", usage, summary, listeners.status, follow_up=False)
     router.add("add", N_("add"), N_("register a key (admins)"), listeners.add)
     router.add("edit", N_("edit VENDOR_ID"), N_("edit the linking info (admins and the owner)"), listeners.edit)
-    router.add("history", N_("history VENDOR_ID"), N_("the last 20 events of a key"), listeners.history)
-    router.add("delete", N_("delete VENDOR_ID"), N_("forget a key (admins and the owner)"), listeners.delete)
+    router.add(
+        "history", N_("history VENDOR_ID"), N_("the last 20 events of a key"), listeners.history, follow_up=False
+    )
+    router.add(
+        "delete", N_("delete VENDOR_ID"), N_("forget a key (admins and the owner)"), listeners.delete, follow_up=False
+    )
     then = after_ack(services.languages.of, services.languages.team)
     app.action(ids.EDIT_LINKING)(ack=listeners.handle_edit_click, lazy=then)
     app.action(ids.STATUS_NEXT_PAGE)(ack=listeners.handle_next_page, lazy=then)

@@ -767,8 +767,10 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         N_("approvers [add|remove @user]"),
         N_("list or manage reissue approvers"),
         handle_approvers_command,
+        follow_up=False,
     )
-    router.add("audit", N_("audit"), N_("the latest audit events (admins, approvers)"), handle_audit_command)
+    usage, summary = N_("audit"), N_("the latest audit events (admins, approvers)")
+    router.add("audit", usage, summary, handle_audit_command, follow_up=False)
 
     def handle_request_reissue(
         ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
