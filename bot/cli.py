@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
-import io
 import itertools
 import logging
 import os
@@ -223,9 +222,19 @@ def write_json_array(items: Iterable[Any], out: TextIO) -> None:
     out.write("\n]\n" if opened else "[]\n")
 
 
+def csv_lines(text: str) -> Iterator[str]:
+    """``text`` line by line with the line ends kept, as csv wants it. Not ``io.StringIO(text)``: that keeps a
+    second copy at four bytes a character (60 MB beside a 15 MB file of 100,000 keys)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start) + 1 or len(text)
+        yield text[start:end]
+        start = end
+
+
 def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.file)
-    reader = csv.DictReader(io.StringIO(read_csv_text(path), newline=""))
+    reader = csv.DictReader(csv_lines(read_csv_text(path)))
     columns = [c.strip() for c in reader.fieldnames or []]
     missing = [c for c in ("vendor_id", "label", "access_key", "secret_key") if c not in columns]
     unknown = [c for c in columns if c not in CSV_COLUMNS]
