@@ -14,8 +14,9 @@ import pytest
 from slack_sdk.models.blocks import SectionBlock
 from sqlalchemy import select
 
-from bot.bootstrap import Services
+from bot.bootstrap import Services, build_services
 from bot.config import Settings
+from bot.coupang import CoupangClient
 from bot.rules import Integration, LinkingInfo, Msg
 from bot.scheduler import build_scheduler
 from bot.services.verification import VerifyOutcome, VerifyResult, probe_slot
@@ -32,7 +33,7 @@ from tests.factories import SECRET_MARK, access_key, secret_key
 from tests.fake_coupang import FakeCoupang
 from tests.fake_slack import FakeSlack
 from tests.slack_harness import SlackHarness
-from tests.test_verification import START, VENDOR, Clock, build, register
+from tests.test_verification import START, VENDOR, Clock, NoSleep, build, register
 
 KEY_CHANNEL = "CSHOP0001"
 
@@ -104,6 +105,22 @@ def test_slash_verify_acks_at_once_then_answers_with_the_result(
     assert len(gateway.requests) == 1
     assert slack.services.keys.status(VENDOR).verify_outcome == "works"
     assert_no_secret(slack, caplog)
+
+
+def test_a_slow_coupang_answer_is_still_recorded_and_shown(
+    settings: Settings, clock: Clock, gateway: FakeCoupang
+) -> None:
+    """Coupang may take seconds to answer; that wait must not use up the 2 s database budget of a Slack request,
+    or the result is refused as "the database is busy" after the check was made."""
+    services = build_services(settings, clock=clock, coupang=CoupangClient(gateway.url, timeout=5.0, sleep=NoSleep()))
+    with FakeSlack() as fake, SlackHarness(services, fake) as slack:
+        register(services, gateway)
+        gateway.slow_next(1, 2.5)
+        slack.slash(USER, f"verify {VENDOR}")
+        [answer] = wait_for_responses(slack)
+        assert ":white_check_mark:" in answer["text"] and "busy" not in answer["text"]
+        assert services.keys.status(VENDOR).verify_outcome == "works"
+    services.engine.dispose()
 
 
 def test_slash_verify_of_a_refused_key_says_what_to_fix(
