@@ -82,7 +82,7 @@ class CommandRouter:
     def __init__(self, languages: LanguageService) -> None:
         self._subcommands: dict[str, Subcommand] = {}
         self.language_of = languages.of
-        self.after_ack = after_ack(languages.of, languages.team)
+        self.after_ack = after_ack(languages)
 
     def add(self, name: str, usage: str, summary: str, handler: SubcommandHandler, *, follow_up: bool = True) -> None:
         self._subcommands[name] = Subcommand(name, usage, summary, handler, follow_up)

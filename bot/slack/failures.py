@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import rules
 from bot.i18n import N_, t
 from bot.rules import KeybotError
+from bot.services.languages import LanguageService
 from bot.slack import views
 from storage.db import deadline
 
@@ -91,7 +92,7 @@ def cancel_later(context: BoltContext) -> None:
     context.pop(_LATER, None)
 
 
-def after_ack(language_of: Callable[[str | None], str], team: str) -> list[Callable[..., None]]:
+def after_ack(languages: LanguageService) -> list[Callable[..., None]]:
     """Bolt's ``lazy=`` for a listener that uses :func:`later`: ``app.action(X)(ack=listener, lazy=after_ack(…))``.
     Bolt logs a lazy listener's exception and drops it; here the person is told, in their language."""
 
@@ -100,7 +101,7 @@ def after_ack(language_of: Callable[[str | None], str], team: str) -> list[Calla
             try:
                 step()
             except Exception as error:  # noqa: BLE001 - answered like a listener's failure
-                lang = reader_language(body, language_of, team)
+                lang = reader_language(body, languages.of, languages.team)
                 handle_listener_error(error, body, None, respond, client, lang=lang)
                 return
 

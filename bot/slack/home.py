@@ -28,5 +28,5 @@ def register(app: App, services: Services) -> None:
         if event.get("tab", "home") == "home":
             later(context, publish_home, services, client, event["user"])
 
-    then = after_ack(services.languages.of, services.languages.team)
+    then = after_ack(services.languages)
     app.event("app_home_opened")(ack=handle_app_home_opened, lazy=then)

@@ -300,7 +300,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     router.add(
         "delete", N_("delete VENDOR_ID"), N_("forget a key (admins and the owner)"), listeners.delete, follow_up=False
     )
-    then = after_ack(services.languages.of, services.languages.team)
+    then = after_ack(services.languages)
     app.action(ids.EDIT_LINKING)(ack=listeners.handle_edit_click, lazy=then)
     app.action(ids.STATUS_NEXT_PAGE)(ack=listeners.handle_next_page, lazy=then)
     app.action(ids.DELETE_KEY)(ack=listeners.handle_delete_click, lazy=then)

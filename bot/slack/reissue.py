@@ -896,7 +896,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         later(context, messages.refresh, done.request)
         later(context, client.chat_postMessage, channel=channel, text=completion_text(lang, done, tz))
 
-    then = after_ack(services.languages.of, services.languages.team)
+    then = after_ack(services.languages)
     app.action(ids.any_key(ids.REQUEST_REISSUE))(ack=handle_request_reissue, lazy=then)
     app.view(ids.REISSUE_REQUEST_MODAL)(ack=handle_request_submission, lazy=then)
     app.action(ids.APPROVE_REISSUE)(ack=handle_approve, lazy=then)

@@ -360,7 +360,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
 
         return handle_click
 
-    then = after_ack(services.languages.of, services.languages.team)
+    then = after_ack(services.languages)
     app.action(ids.ADD_CONSUMER)(ack=modal_button(add_modal), lazy=then)
     app.action(ids.REMOVE_CONSUMER)(ack=modal_button(remove_modal), lazy=then)
 

@@ -238,9 +238,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     router.add(
         "verify", N_("verify VENDOR_ID"), N_("check with Coupang that the stored key works"), listeners.handle_command
     )
-    app.action(ids.VERIFY_KEY)(
-        ack=listeners.handle_click, lazy=after_ack(services.languages.of, services.languages.team)
-    )
+    app.action(ids.VERIFY_KEY)(ack=listeners.handle_click, lazy=after_ack(services.languages))
 
 
 # ---------------------------------------------------------------- scheduled jobs
