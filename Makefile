@@ -2,15 +2,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean translations
+.PHONY: run test lint bench clean translations lock
 
 $(PY):
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+# every package, the build backend included, from the lock and only if its hash matches; then the project itself
+$(STAMP): requirements-dev.lock pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# lock: pin pyproject.toml's dependencies (and the build backend) with hashes; the dev lock keeps the runtime pins
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform linux
+BUILD_REQUIRES := setuptools>=69
+lock: $(STAMP)
+	echo '$(BUILD_REQUIRES)' | $(LOCK) pyproject.toml - -o requirements.lock
+	echo '$(BUILD_REQUIRES)' | $(LOCK) pyproject.toml - --extra dev -c requirements.lock -o requirements-dev.lock
 
 ## run: create .venv and .env if needed, migrate the database and start the bot
 run: $(STAMP)

@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         problem = t(lang, exc.message, **exc.params)
         print(t(lang, "Configuration error: {problem}", problem=problem), file=sys.stderr)
         return USAGE
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings=settings)
     services = build_services(settings, engine=engine)
     try:
         if args.command != "db":
