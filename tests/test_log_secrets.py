@@ -254,3 +254,36 @@ def test_the_master_key_and_every_hidden_value_go_at_every_level_in_args_and_exc
 def test_a_record_without_secrets_keeps_its_arguments():
     record = redact.scrub_record(logging.LogRecord("x", logging.INFO, "", 0, "vendor %s", ("A00012345",), None))
     assert (record.msg, record.args) == ("vendor %s", ("A00012345",))
+
+
+# ---------------------------------------------------------------- dumps: repr() and str()
+
+
+def test_settings_never_show_their_secrets_in_repr_or_str():
+    settings = make_settings(
+        SLACK_BOT_TOKEN="xoxb-1111-2222-botbotbot",
+        SLACK_APP_TOKEN="xapp-1-A0-333-appappapp",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        KEYBOT_METRICS_TOKEN=METRICS_TOKEN,
+        VAULT_TOKEN="hvs.vault-token-value",
+        DATABASE_URL="postgresql+psycopg://keybot:db-password-1@db.internal/keybot",
+    )
+    for shown in (repr(settings), str(settings), f"{settings!r}", repr([settings])):
+        secrets = ("xoxb-1111", "xapp-1-A0", SIGNING_SECRET, METRICS_TOKEN, "hvs.vault", "db-password-1", MASTER_KEY)
+        assert [s for s in secrets if s in shown] == [], shown
+        assert repr(settings.master_keys[0])[2:12] not in shown  # b'kkkk…'
+        assert "slack_bot_token='***'" in shown and "keybot:***@db.internal" in shown
+        assert "channel='CREMIND01'" in shown  # the rest is still there to debug with
+    assert "slack_app_token=None" in repr(make_settings())  # an unset secret says so
+
+
+def test_a_delivery_in_flight_never_shows_the_key_in_repr():
+    from bot.destinations import Delivery
+    from bot.services.rollout import _Claim
+
+    data = {"vendor_id": VENDOR, "access_key": "AKIAinflight1", "secret_key": "SeCrEtinflight"}
+    attempt = Delivery("webhook", {"url": "https://erp.example/hook?token=t0k3n"}, "msg_1", data, "whsec_c2lnbmluZw==")
+    claim = _Claim(7, "erp", VENDOR, 2, attempt, ("AKIAinflight1", "SeCrEtinflight", "whsec_c2lnbmluZw=="))
+    for shown in (repr(claim), str(claim), repr(attempt)):
+        assert [s for s in ("AKIAinflight1", "SeCrEtinflight", "whsec_", "t0k3n") if s in shown] == [], shown
+        assert "msg_1" in shown
