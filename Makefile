@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean translations lock
+.PHONY: run test lint bench clean translations lock audit
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -13,8 +13,11 @@ $(STAMP): requirements-dev.lock pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# lock: pin pyproject.toml's dependencies (and the build backend) with hashes; the dev lock keeps the runtime pins
-LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform linux
+## lock: pin pyproject.toml's dependencies and the build backend with hashes (the dev lock keeps the runtime pins);
+## current pins stay unless LOCK_ARGS says otherwise: make lock LOCK_ARGS=--upgrade (or --upgrade-package NAME)
+LOCK_ARGS ?=
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform linux \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
 BUILD_REQUIRES := setuptools>=69
 lock: $(STAMP)
 	echo '$(BUILD_REQUIRES)' | $(LOCK) pyproject.toml - -o requirements.lock
@@ -44,6 +47,10 @@ translations: $(STAMP)
 		--omit-header --project=coupang-keybot -o bot/locale/messages.pot .
 	$(VENV)/bin/pybabel update -i bot/locale/messages.pot -d bot/locale -D messages --no-fuzzy-matching --ignore-obsolete
 	$(VENV)/bin/pybabel compile -d bot/locale -D messages --statistics
+
+## audit: pip-audit over the lock files; a known vulnerability fails (skipped with a note when no database answers)
+audit: $(STAMP)
+	$(PY) .ci/audit.py requirements.lock requirements-dev.lock
 
 bench: $(STAMP)
 	$(PY) -m bench
