@@ -45,8 +45,9 @@ class JsonFormatter(logging.Formatter):
         for name, value in record.__dict__.items():
             if name not in _STANDARD and not name.startswith("_"):
                 line[name] = redact(value) if isinstance(value, str) else value
-        if record.exc_info or record.exc_text:
-            line["exception"] = redact(record.exc_text or self.formatException(record.exc_info))
+        exception = record.exc_text or (self.formatException(record.exc_info) if record.exc_info else "")
+        if exception:
+            line["exception"] = redact(exception)
         return json.dumps(line, ensure_ascii=False, default=str)
 
 

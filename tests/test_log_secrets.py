@@ -28,8 +28,8 @@ from tests.factories import access_key, form, secret_key
 from tests.fake_slack import FakeSlack
 from tests.fake_socket_mode import FakeSocketMode
 from tests.rollout_support import WebhookReceiver, aws, aws_secret  # noqa: F401  (fixture)
-from tests.test_socket_mode import APP_TOKEN, BOT_TOKEN, slash_command, stop, wait_connected
 from tests.test_slack_serve import free_port
+from tests.test_socket_mode import APP_TOKEN, BOT_TOKEN, slash_command, stop, wait_connected
 
 VENDOR = "A00012345"
 WHSEC = re.compile(r"whsec_(?!\[redacted\])[A-Za-z0-9+/=%]{8,}")

@@ -172,7 +172,9 @@ def _handlers() -> Iterable[logging.Handler]:
             yield from logger.handlers
 
 
-def install(*, handlers: list[logging.Handler] | None = None, settings: Settings | None = None) -> SecretRedactingFilter:
+def install(
+    *, handlers: list[logging.Handler] | None = None, settings: Settings | None = None
+) -> SecretRedactingFilter:
     """Put the filter in front of every log record: on the record factory, on ``handlers`` (default: every handler
     of every logger now) and on the bot's and libraries' loggers. ``settings``: hide its secrets too. Idempotent."""
     global _factory_installed
