@@ -127,7 +127,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def _owner_only(database: Path) -> None:
     """Create the SQLite file 0600 before SQLite does (it would use 0644, and gives its -wal and -shm files the
     database's mode); an existing database, -wal or -shm with a wider mode is narrowed, when it is ours to change."""
-    os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
+    with suppress(OSError):  # a folder, or no write access: SQLite fails on it next, with its own error
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
     for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
         with suppress(OSError):  # missing, or another user's file: leave it
             if path.stat().st_mode & 0o077:

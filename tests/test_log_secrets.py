@@ -143,6 +143,59 @@ def test_socket_mode_at_debug_logs_no_signing_secret_token_or_master_key(fake_sl
     assert "whsec_[redacted]" in written
 
 
+def test_http_serve_at_debug_logs_no_signing_secret_token_or_master_key(fake_slack: FakeSlack, tmp_path):
+    """gunicorn's master and worker, Bolt's own lines about the request and its answer."""
+    from urllib.parse import urlencode
+
+    from tests.slack_harness import SIGNING_SECRET as HTTP_SECRET
+    from tests.slack_harness import signed_headers
+    from tests.test_slack_serve import request, wait_until_up
+
+    url = registered_database(tmp_path)
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KEYBOT_", "DATABASE_URL", "LOG_"))},
+        "KEYBOT_MASTER_KEY": MASTER_KEY,
+        "KEYBOT_ADMINS": ADMIN,
+        "KEYBOT_METRICS_TOKEN": METRICS_TOKEN,
+        "DATABASE_URL": url,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": HTTP_SECRET,
+        "SLACK_API_URL": fake_slack.base_url,
+        "PORT": str(port),
+        "LOG_LEVEL": "DEBUG",
+    }
+    log = tmp_path / "serve.log"
+    with WebhookReceiver() as receiver, log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve", "--no-scheduler"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_up(port, process)
+            command = urlencode({**slash_command(fake_slack, f"consumers {VENDOR} add"), "token": "x"})
+            assert request(port, "POST", "/slack/events", command, signed_headers(HTTP_SECRET, command))[0] == 200
+            view = fake_slack.wait_for("views.open")[-1].params["view"]
+            import json
+
+            body = urlencode({"payload": json.dumps(consumer_add_submission(view, receiver.endpoint("/erp")))})
+            status, answer = request(port, "POST", "/slack/events", body, signed_headers(HTTP_SECRET, body))
+            assert status == 200, answer
+            shown = [m.group(0) for m in WHSEC.finditer(answer)]
+            time.sleep(1.0)
+        finally:
+            stop(process)
+    written = log.read_text()
+    assert "DEBUG" in written
+    assert shown, answer
+    assert leaks(written, *shown, MASTER_KEY, HTTP_SECRET, METRICS_TOKEN, BOT_TOKEN) == []
+    assert "whsec_[redacted]" in written  # Bolt logged the answer holding it
+
+
 # ---------------------------------------------------------------- HTTP: a new key and its deliveries, at DEBUG
 
 
@@ -180,7 +233,7 @@ def test_a_new_key_entered_and_delivered_at_debug_leaves_no_key_in_the_log(
 ):
     from tests.test_reissue_slack import APPROVER, REQUESTER, click_and_wait, request_reissue
 
-    redact.install(settings=services.ctx.settings)
+    redact.install()  # as `serve` does; the key's values are found by their field names, not handed over
     logging.getLogger("botocore").setLevel(logging.DEBUG)  # the bot quiets it; the filter must hold without that
     with time_machine.travel("2026-11-27T03:00:00Z", tick=True):
         services.keys.register(ADMIN, form(VENDOR))
