@@ -8,10 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORT=3000
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY bot ./bot
 COPY storage ./storage
-RUN pip install . \
+# the locked packages only, each checked against its hash; then the bot itself with the locked build backend
+RUN pip install --require-hashes --no-deps -r requirements.lock \
+    && pip install --no-deps --no-build-isolation . \
     && useradd --create-home --uid 10001 keybot \
     && mkdir -p /app/data \
     && chown keybot /app/data

@@ -3,7 +3,8 @@
 Copying the SQLite file misses whatever still sits in the write-ahead log (half the audit log, in one report), so
 SQLite goes through its online backup API: one step under a read snapshot, which writers in WAL mode do not wait
 for. PostgreSQL goes through ``pg_dump -Fc`` (restore with ``pg_restore``). The copy is written next to FILE and
-renamed over it only when complete, so a failed backup never leaves a truncated file behind.
+renamed over it only when complete, so a failed backup never leaves a truncated file behind. The copy holds every
+(encrypted) key and the audit log, so it is readable by its owner only (0600), whatever the umask.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def backup(engine: Engine, target: Path) -> None:
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
     try:
+        # created 0600 here, whatever the umask: SQLite and pg_dump write into it and keep its mode
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         if url.get_backend_name() == "sqlite":
             if not url.database or url.database == ":memory:":
                 raise BackupError("An in-memory SQLite database cannot be backed up.", usage=True)

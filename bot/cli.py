@@ -311,7 +311,20 @@ def cmd_audit_verify(services: Services, args: argparse.Namespace, out: TextIO) 
 
 
 def cmd_audit_export(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    services.audit.export(out, args.format)
+    if args.output is None:
+        services.audit.export(out, args.format)
+        return OK
+    target = Path(args.output)
+    try:  # readable by its owner only, whatever the umask, like the database it comes from (INTERFACE.md)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file that existed keeps no wider mode
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            services.audit.export(handle, args.format)
+    except OSError as exc:
+        lang = services.ctx.settings.language
+        print(t(lang, "Cannot write {file}: {reason}.", file=target, reason=exc.strerror), file=sys.stderr)
+        return FAILED
+    print(t(services.ctx.settings.language, "Wrote the audit log to {file} (mode 600).", file=target), file=out)
     return OK
 
 
@@ -473,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser("verify", help="check the chain").set_defaults(handler=cmd_audit_verify)
     export = audit.add_parser("export", help="write the log to standard output")
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument("--output", metavar="FILE", help="write to FILE (mode 600) instead of standard output")
     export.set_defaults(handler=cmd_audit_export)
 
     reminders = sub.add_parser("reminders", help="milestone reminders").add_subparsers(
@@ -524,7 +538,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         problem = t(lang, exc.message, **exc.params)
         print(t(lang, "Configuration error: {problem}", problem=problem), file=sys.stderr)
         return USAGE
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings=settings)
     services = build_services(settings, engine=engine)
     try:
         if args.command != "db":

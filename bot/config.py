@@ -10,7 +10,7 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,6 +19,11 @@ _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_APPROVER_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# shown as '***' by repr()/str() of Settings (a traceback, a debugger, a log line must not carry them)
+SECRET_SETTINGS = frozenset(
+    {"master_keys", "slack_bot_token", "slack_signing_secret", "slack_app_token", "metrics_token", "vault_token"}
+)
+_URL_PASSWORD = re.compile(r"(://[^/?#@:]*:)[^/?#@]*@")
 
 
 class ConfigError(Exception):
@@ -61,6 +66,20 @@ class Settings:
     vault_addr: str | None = None
     vault_token: str | None = field(default=None, repr=False)
     vault_namespace: str | None = None
+
+    def __repr__(self) -> str:
+        """Every field, with the secrets as '***' and the database URL without its password."""
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in SECRET_SETTINGS and value:
+                text = "'***'"
+            elif item.name == "database_url":
+                text = repr(_URL_PASSWORD.sub(r"\1***@", value))
+            else:
+                text = repr(value)
+            shown.append(f"{item.name}={text}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def slack_configured(self) -> bool:

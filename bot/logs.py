@@ -2,9 +2,10 @@
 
 JSON lines carry ``time`` (UTC, ISO-8601), ``level``, ``logger``, ``message``, the traceback as ``exception`` when
 there is one, the fields bound with :func:`bind_log_fields` (the Slack request's ``request_id`` and ``user_id``)
-and every extra field the call passed (``logger.info(..., extra={"vendor_id": ...})``). Each text field goes
-through :func:`bot.slack.redact.redact` here too, so a secret typed into a form never reaches the log in either
-format.
+and every extra field the call passed (``logger.info(..., extra={"vendor_id": ...})``).
+
+:func:`configure_logging` installs the one secret filter (:mod:`bot.slack.redact`) in front of every record, and
+each text field of a JSON line goes through it again here, so no secret reaches the log in either format.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import json
 import logging
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bot.slack import redact as redaction
 from bot.slack.redact import redact
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -40,16 +45,20 @@ class JsonFormatter(logging.Formatter):
         for name, value in record.__dict__.items():
             if name not in _STANDARD and not name.startswith("_"):
                 line[name] = redact(value) if isinstance(value, str) else value
-        if record.exc_info:
-            line["exception"] = redact(self.formatException(record.exc_info))
+        exception = record.exc_text or (self.formatException(record.exc_info) if record.exc_info else "")
+        if exception:
+            line["exception"] = redact(exception)
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str, fmt: str = "text") -> None:
+def configure_logging(level: str, fmt: str = "text", *, settings: Settings | None = None) -> None:
+    """Log to standard error at ``level`` in ``fmt``, every record through the secret filter (which also hides the
+    secrets ``settings`` hold)."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    redaction.install(settings=settings)
 
 
 def gunicorn_logconfig(level: str) -> dict[str, Any]:

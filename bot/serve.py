@@ -59,7 +59,7 @@ def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO)
         return 2
     from bot.slack import redact
 
-    redact.install()
+    redact.install(settings=settings)
     if settings.slack_app_token:
         return _serve_socket_mode(services, port=port or settings.port, scheduler=scheduler, out=out)
     return _serve_http(services, port=port or settings.port, scheduler=scheduler, out=out)
@@ -149,6 +149,7 @@ def run_http(port: int, *, scheduler: bool, log_level: str, log_format: str) -> 
         from bot.wsgi import build_wsgi
 
         settings = load_environment()
+        redact.install(settings=settings)  # the worker's handlers, and the secrets it now holds
         services = build_services(settings, engine=open_database(settings.database_url))
         app = build_app(services)
         worker.update(services=services, app=app)

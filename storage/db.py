@@ -13,6 +13,7 @@ for which :func:`is_busy` is true, and the transaction rolls back.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -100,8 +101,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
 
-    if parsed.database and parsed.database != ":memory:":
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(Path(parsed.database))
     engine = create_engine(url, connect_args={"timeout": WAIT_SECONDS, "check_same_thread": False}, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -120,6 +122,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _owner_only(database: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would use 0644, and gives its -wal and -shm files the
+    database's mode); an existing database, -wal or -shm with a wider mode is narrowed, when it is ours to change."""
+    with suppress(OSError):  # a folder, or no write access: SQLite fails on it next, with its own error
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+        with suppress(OSError):  # missing, or another user's file: leave it
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -25,7 +25,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -167,8 +167,8 @@ class _Claim:
     consumer: str
     vendor_id: str
     generation: int
-    attempt: Delivery
-    secrets: tuple[str, ...]  # scrubbed from any error text
+    attempt: Delivery  # its repr names the kind and message only
+    secrets: tuple[str, ...] = field(repr=False)  # scrubbed from any error text; never in a repr or traceback
 
 
 # ---------------------------------------------------------------- pure helpers
