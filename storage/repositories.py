@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Integer, Row, Text, and_, bindparam, cast, delete, func, insert, or_, select
+from sqlalchemy import BindParameter, Integer, Row, Text, bindparam, cast, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 

@@ -52,17 +52,17 @@ class Bot:
 
 
 @contextmanager
-def running(db_url: str, fake_slack: Any, approval: str, receiver: WebhookReceiver) -> Iterator[Bot]:
+def running(db_url: str, fake_slack: Any, approval: str, hooks: WebhookReceiver) -> Iterator[Bot]:
     """A key (owner OWNER, channel CSHOP0001) with one webhook consumer holding generation 1."""
     env = {"DATABASE_URL": db_url, "KEYBOT_APPROVERS": f"{APPROVER},{APPROVER2}", "KEYBOT_REISSUE_APPROVAL": approval}
     services = build_services(make_settings(**env))
     try:
         with time_machine.travel(IN_WINDOW, tick=True) as travel, SlackHarness(services, fake_slack) as slack:
             services.keys.register(ADMIN, form(VENDOR))
-            added = services.rollout.add(CLI, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
-            receiver.secrets["/erp"] = added.signing_secret
+            added = services.rollout.add(CLI, VENDOR, "erp", "webhook", hooks.endpoint("/erp"))
+            hooks.secrets["/erp"] = added.signing_secret
             assert all(s.generation == 1 and s.holds_key for s in services.rollout.deliver_now(VENDOR))
-            yield Bot(services, slack, receiver, travel)
+            yield Bot(services, slack, hooks, travel)
     finally:
         services.rollout.stop()
         services.engine.dispose()
@@ -129,9 +129,7 @@ def ask(bot: Bot, user: str, reason: str = "alone") -> str:
         answer = slack.submit(user, ids.REISSUE_REQUEST_MODAL, {"reason": reason})
     else:  # the form was refused: send its submission anyway, as a hand-made payload
         state = {"reason": {"value": {"type": "plain_text_input", "value": reason}}}
-        answer = slack.submit(
-            user, ids.REISSUE_REQUEST_MODAL, state, view={"blocks": []}, private_metadata=VENDOR
-        )
+        answer = slack.submit(user, ids.REISSUE_REQUEST_MODAL, state, view={"blocks": []}, private_metadata=VENDOR)
     slack.settle()
     return "\n".join([said, answer.text_of()])
 
