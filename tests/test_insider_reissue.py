@@ -433,3 +433,13 @@ def test_approve_on_a_request_that_needs_no_approval_says_so(db_url, fake_slack,
         bot.slack.click(APPROVER, ids.APPROVE_REISSUE, str(request_id), channel=CHANNEL)
         said = refusals(bot)
         assert "needs no approval" in said and "<@None>" not in said
+
+
+def test_without_approval_a_key_without_an_owner_is_reissued_by_admins_only(db_url, fake_slack, receiver):  # noqa: F811
+    with running(db_url, fake_slack, "none", receiver) as bot:
+        bot.services.keys.register(ADMIN, form("A00099999", owner_id=""))
+        said = bot.slack.slash(OWNER, "reissue A00099999").text_of()
+        assert "only admins may reissue A00099999 (it has no owner)" in said
+        bot.slack.slash(ADMIN, "reissue A00099999")
+        bot.slack.settle()
+        assert bot.slack.last_modal(ids.REISSUE_REQUEST_MODAL)["private_metadata"] == "A00099999"
