@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Integer, Row, Text, and_, bindparam, cast, delete, func, insert, or_, select
+from sqlalchemy import BindParameter, Integer, Row, Text, bindparam, cast, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -317,10 +317,8 @@ def _page_with_facts(expiring: bool) -> Any:
     )
     request_id = select(func.max(_requests.c.id)).where(  # what open_requests() keeps: the newest open one
         _requests.c.vendor_id == page.c.vendor_id,
-        or_(
-            _requests.c.status == "approved",
-            and_(_requests.c.status == "pending", _requests.c.expires_at > bindparam("now")),
-        ),
+        _requests.c.status.in_(("pending", "approved")),  # OPEN_STATUSES
+        _requests.c.expires_at > bindparam("now"),  # an approved request expires too (24 h, SECURITY.md)
     )
     facts = select(
         page,
@@ -440,11 +438,11 @@ OPEN_STATUSES = ("pending", "approved")
 
 
 def open_requests(session: Session, *, now: datetime) -> dict[str, ReissueRequest]:
-    """Pending (not yet expired) or approved-but-not-completed requests, by vendor ID."""
+    """Pending or approved-but-not-completed requests not yet expired (24 h either way), by vendor ID."""
     rows = session.scalars(
         select(ReissueRequest).where(ReissueRequest.status.in_(OPEN_STATUSES)).order_by(ReissueRequest.id)
     ).all()
-    return {r.vendor_id: r for r in rows if r.status == "approved" or r.expires_at > now}
+    return {r.vendor_id: r for r in rows if r.expires_at > now}
 
 
 def approver_ids(session: Session) -> set[str]:

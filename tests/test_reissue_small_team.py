@@ -70,7 +70,7 @@ def refused_request(slack, user: str = REQUESTER) -> str:
 def test_without_approval_the_request_goes_straight_to_the_wing_steps(db_url, fake_slack, approvers):
     env = {"KEYBOT_REISSUE_APPROVAL": "none", "KEYBOT_APPROVERS": approvers}
     with bot(db_url, fake_slack, **env) as (services, slack), time_machine.travel(IN_WINDOW, tick=True):
-        services.keys.register(ADMIN, form(VENDOR))
+        services.keys.register(ADMIN, form(VENDOR, owner_id=REQUESTER))  # the owner may reissue without approval
         assert slack.slash(REQUESTER, f"reissue {VENDOR}").status == 200
         modal = slack.last_modal(ids.REISSUE_REQUEST_MODAL)
         assert modal["submit"]["text"] == "Request" and "No approval step" in strings(modal)

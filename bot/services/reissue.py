@@ -122,6 +122,8 @@ class ReissueInfo:
     channel_id: str | None
     message_ts: str | None
     key_expires_on: date | None
+    owner_id: str | None = None  # the key's owner now (with approval `none`, they and admins enter the key)
+    expired_approved: bool = False  # expired after it was approved (or made without approval), key not entered
 
 
 @dataclass(frozen=True)
@@ -217,8 +219,32 @@ class ReissueService:
 
     def _require_admin(self, actor: str) -> None:
         if actor not in self.ctx.settings.admins:
-            admins = ", ".join(f"<@{a}>" for a in sorted(self.ctx.settings.admins)) or Msg("nobody (set KEYBOT_ADMINS)")
-            raise NotAllowed("Only admins may manage approvers. Admins: {admins}.", admins=admins)
+            raise NotAllowed("Only admins may manage approvers. Admins: {admins}.", admins=self._admins())
+
+    def _admins(self) -> str | Msg:
+        return ", ".join(f"<@{a}>" for a in sorted(self.ctx.settings.admins)) or Msg("nobody (set KEYBOT_ADMINS)")
+
+    def _owner_or_admin(self, actor: str, owner_id: str | None) -> bool:
+        return actor in self.ctx.settings.admins or (owner_id is not None and actor == owner_id)
+
+    def _require_unapproved_reissuer(self, key: Key, actor: str) -> None:
+        """With approval `none` nobody checks a second time, so only admins and the key's owner may reissue."""
+        if self.ctx.settings.reissue_approval or self._owner_or_admin(actor, key.owner_id):
+            return
+        if key.owner_id:
+            raise NotAllowed(
+                "Without an approval step (KEYBOT_REISSUE_APPROVAL=none) only the key's owner {owner} or an admin "
+                "may reissue {vendor_id}. Admins: {admins}.",
+                owner=f"<@{key.owner_id}>",
+                vendor_id=key.vendor_id,
+                admins=self._admins(),
+            )
+        raise NotAllowed(
+            "Without an approval step (KEYBOT_REISSUE_APPROVAL=none) only admins may reissue {vendor_id} (it has "
+            "no owner). Admins: {admins}.",
+            vendor_id=key.vendor_id,
+            admins=self._admins(),
+        )
 
     # ------------------------------------------------------------ request
 
@@ -229,6 +255,7 @@ class ReissueService:
         def work(session: Session) -> ReissuePlan:
             valid = rules.validate_vendor_id(typed)
             key = self._key(session, valid)
+            self._require_unapproved_reissuer(key, actor)
             self._refuse_if_open(session, key)
             self._require_second_person(session, actor)
             return self._plan(key)
@@ -255,6 +282,7 @@ class ReissueService:
             if len(reason) > MAX_REASON:
                 raise InvalidInput.one("reason", "Keep the reason under {limit} characters.", limit=MAX_REASON)
             key = self._key(session, valid, for_update=True)  # serialises two requests for one key
+            self._require_unapproved_reissuer(key, actor)
             self._refuse_if_open(session, key)
             self._require_second_person(session, actor)
             now = self.ctx.clock.now()
@@ -343,7 +371,11 @@ class ReissueService:
         unposted = and_(
             or_(
                 and_(ReissueRequest.status == PENDING, ReissueRequest.expires_at > now),
-                and_(ReissueRequest.status == APPROVED, ReissueRequest.decided_by.is_(None)),  # no approval step
+                and_(  # no approval step
+                    ReissueRequest.status == APPROVED,
+                    ReissueRequest.decided_by.is_(None),
+                    ReissueRequest.expires_at > now,
+                ),
             ),
             ReissueRequest.message_ts.is_(None),
             retry,
@@ -510,10 +542,14 @@ class ReissueService:
         raise self.ctx.refuse(actor, action, request.vendor_id, error)
 
     def _closed(self, request: ReissueRequest) -> KeybotError:
+        if request.status == APPROVED and request.decided_by is None:
+            return NotAllowed("This request needs no approval (KEYBOT_REISSUE_APPROVAL=none): nothing to decide.")
         if request.status == APPROVED:
             return NotAllowed("Already approved by {user}.", user=f"<@{request.decided_by}>")
         if request.status == DENIED:
             return NotAllowed("Already denied by {user}.", user=f"<@{request.decided_by}>")
+        if request.status == EXPIRED and _expired_approved(request):
+            return _expired_error(request)
         if request.status == EXPIRED:
             return NotAllowed(
                 "This request expired after 24 hours undecided. Ask again with `/coupang-key reissue {vendor_id}`.",
@@ -530,29 +566,32 @@ class ReissueService:
     # ------------------------------------------------------------ expiry
 
     def expire_due(self, *, now: datetime | None = None, request_ids: Sequence[int] | None = None) -> list[ReissueInfo]:
-        """Close pending requests older than 24 h (each one audited); returns them so messages can be updated."""
+        """Close requests older than 24 h, pending or approved without their new key (each one audited); returns
+        them so messages can be updated. An approved one keeps its decision, so it reads "approved, then expired"."""
         now = now or self.ctx.clock.now()
         expired: list[ReissueInfo] = []
         with self.ctx.transaction() as session:
-            query = select(ReissueRequest.id).where(ReissueRequest.status == PENDING, ReissueRequest.expires_at <= now)
+            query = select(ReissueRequest.id, ReissueRequest.status).where(
+                ReissueRequest.status.in_((PENDING, APPROVED)), ReissueRequest.expires_at <= now
+            )
             if request_ids is not None:
                 query = query.where(ReissueRequest.id.in_(list(request_ids)))
-            for request_id in session.scalars(query.order_by(ReissueRequest.id)).all():
+            for request_id, status in session.execute(query.order_by(ReissueRequest.id)).all():
                 changed = _changed(
                     session,
                     update(ReissueRequest)
-                    .where(ReissueRequest.id == request_id, ReissueRequest.status == PENDING)
-                    .values(status=EXPIRED, decided_at=now)
+                    .where(ReissueRequest.id == request_id, ReissueRequest.status == status)
+                    .values(status=EXPIRED, **({"decided_at": now} if status == PENDING else {}))
                     .execution_options(synchronize_session=False),
                 )
                 if not changed:
-                    continue  # another sweep or a click got there first
+                    continue  # another sweep, a click or the new key got there first
                 request = self._request(session, request_id)
                 session.refresh(request)
                 self.ctx.record(
                     session,
                     SYSTEM_ACTOR,
-                    "reissue.expired",
+                    "reissue.expired" if status == PENDING else "reissue.approval_expired",
                     request.vendor_id,
                     {"request_id": request_id, "generation": request.generation},
                     at=now,
@@ -591,10 +630,11 @@ class ReissueService:
 
     def check_can_enter(self, actor: str, request_id: int) -> ReissueInfo:
         """Before opening the new-key modal (refusals audited)."""
+        self._close_if_due(actor, request_id)
 
         def work(session: Session) -> ReissueInfo:
             request = self._request(session, request_id)
-            self._require_enterer(request, actor)
+            self._require_enterer(session, request, actor)
             return self._info(session, request)
 
         info = self.ctx.audited(actor, "reissue.complete", self._vendor_of(request_id), work)
@@ -607,24 +647,47 @@ class ReissueService:
     def complete(
         self, actor: str, request_id: int, form: NewKeyForm, *, submission: SubmissionId | None = None
     ) -> Completion:
+        """Store the new key and queue it for every consumer, in one transaction that first closes the request
+        with a conditional UPDATE: only while it is approved, unexpired and for the key's generation now. An
+        expired or outdated request stores nothing and sends nothing."""
         vendor_id = self._vendor_of(request_id)
-        stale = False
+        self._close_if_due(actor, request_id)
+        stale = expired = False
 
         def work(session: Session) -> Completion | None:
-            nonlocal stale
+            nonlocal stale, expired
             self.ctx.apply_once(session, submission)
             request = session.execute(
                 select(ReissueRequest).where(ReissueRequest.id == request_id).with_for_update()
             ).scalar_one_or_none()
             if request is None:
                 raise NotFound("There is no reissue request #{id}.", id=request_id)
-            self._require_enterer(request, actor)
+            self._require_enterer(session, request, actor)
             key = self.ctx.keys.get(session, vendor_id=request.vendor_id, for_update=True)
             if key is None or key.generation != request.generation:
                 stale = True
                 return None
             secret, access, expires_on = self._validate(form, self.ctx.keys.secrets(key)[1])
             now = self.ctx.clock.now()
+            closed = _changed(  # still valid at this instant, or nothing is stored and nothing is sent
+                session,
+                update(ReissueRequest)
+                .where(
+                    ReissueRequest.id == request_id,
+                    ReissueRequest.status == APPROVED,
+                    ReissueRequest.expires_at > now,
+                    ReissueRequest.generation == key.generation,
+                )
+                .values(status=COMPLETED, completed_at=now)
+                .execution_options(synchronize_session=False),
+            )
+            if closed != 1:
+                session.refresh(request)
+                if request.status == APPROVED:  # only its 24 hours can have run out
+                    expired = True
+                    return None
+                raise self._closed(request)
+            session.refresh(request)
             old_fingerprint = key.secret_fingerprint
             path = rules.path_now(ReissuePath(request.path), key.expires_on, self.ctx.today(now))
             self.ctx.keys.new_generation(
@@ -645,7 +708,6 @@ class ReissueService:
                 thread=(request.channel_id, request.message_ts) if request.channel_id else None,
             )
             key.verified_at = key.verify_outcome = key.verify_detail = None
-            request.status, request.completed_at = COMPLETED, now
             self.ctx.record(
                 session,
                 actor,
@@ -658,6 +720,7 @@ class ReissueService:
                     "fingerprint": key.secret_fingerprint,
                     "expires_on": expires_on.isoformat(),
                     "path": str(path),
+                    **({} if request.decided_by else {"approval": "none"}),  # audited as unapproved
                 },
             )
             session.flush()
@@ -674,9 +737,18 @@ class ReissueService:
         done = self.ctx.audited(actor, "reissue.complete", vendor_id, work)
         if stale:
             self._void(actor, request_id, "reissue.complete")
+        if expired:
+            self._close_if_due(actor, request_id)  # raises, unless a sweep closed it a moment ago
+            raise self.ctx.refuse(actor, "reissue.complete", vendor_id, self._closed(self._request_now(request_id)))
         assert done is not None
         self.ctx.wake_rollout()  # after the commit, in the background: the Slack request never waits for it
         return done
+
+    def _close_if_due(self, actor: str, request_id: int) -> None:
+        """A request past its 24 hours is closed (audited) and the attempt refused (audited): nothing entered into
+        it is stored or sent."""
+        for info in self.expire_due(request_ids=[request_id]):
+            raise self.ctx.refuse(actor, "reissue.complete", info.vendor_id, _expired_error(info))
 
     def _validate(self, form: NewKeyForm, stored_secret: str) -> tuple[str, str, date]:
         """Both keys (a reissue changes both) and a Secret Key that is not the one already stored."""
@@ -717,23 +789,47 @@ class ReissueService:
             errors["new_expires_on"] = "A new key is valid for 180 days at most: pick the date WING shows."
         return value
 
-    def _require_enterer(self, request: ReissueRequest, actor: str) -> None:
+    def _require_enterer(self, session: Session, request: ReissueRequest, actor: str) -> None:
+        """The request is approved and this person may enter its key: the requester, the approver or an admin; for
+        a request made without approval, only admins and the key's owner, once it is announced in the channel."""
         if request.status != APPROVED:
             raise (
                 self._closed(request) if request.status != PENDING else NotAllowed("This request is not approved yet.")
             )
-        if actor in (request.requested_by, request.decided_by) or actor in self.ctx.settings.admins:
-            return
-        if request.decided_by is None:
+        if request.decided_by is not None:
+            if actor in (request.requested_by, request.decided_by) or actor in self.ctx.settings.admins:
+                return
             raise NotAllowed(
-                "Only the requester {requester} or an admin may enter the new key.",
+                "Only the requester {requester}, the approver {approver} or an admin may enter the new key.",
                 requester=f"<@{request.requested_by}>",
+                approver=f"<@{request.decided_by}>",
             )
-        raise NotAllowed(
-            "Only the requester {requester}, the approver {approver} or an admin may enter the new key.",
-            requester=f"<@{request.requested_by}>",
-            approver=f"<@{request.decided_by}>",
-        )
+        if self.ctx.settings.reissue_approval:  # made under `none`, and approval is required now
+            raise NotAllowed(
+                "This request was made without approval (KEYBOT_REISSUE_APPROVAL=none), and approval is required "
+                "now: ask again with `/coupang-key reissue {vendor_id}`.",
+                vendor_id=request.vendor_id,
+            )
+        key = self.ctx.keys.get(session, vendor_id=request.vendor_id)
+        owner = key.owner_id if key is not None else None
+        if not self._owner_or_admin(actor, owner):
+            if owner:
+                raise NotAllowed(
+                    "Without an approval step (KEYBOT_REISSUE_APPROVAL=none) only the key's owner {owner} or an "
+                    "admin may enter the new key. Admins: {admins}.",
+                    owner=f"<@{owner}>",
+                    admins=self._admins(),
+                )
+            raise NotAllowed(
+                "Without an approval step (KEYBOT_REISSUE_APPROVAL=none) only admins may enter the new key of a key "
+                "without an owner. Admins: {admins}.",
+                admins=self._admins(),
+            )
+        if request.message_ts is None:  # every step is announced: not before the channel has seen the request
+            raise NotAllowed(
+                "This request is not in the channel yet (Slack could not post it); the bot tries again every few "
+                "minutes. Enter the new key from its message there."
+            )
 
     def _check_generation(self, actor: str, info: ReissueInfo) -> None:
         with self.ctx.transaction() as session:
@@ -841,6 +937,12 @@ class ReissueService:
             raise NotFound("There is no reissue request #{id}.", id=request_id)
         return request
 
+    def _request_now(self, request_id: int) -> ReissueRequest:
+        with self.ctx.transaction() as session:
+            request = self._request(session, request_id)
+            session.expunge(request)
+            return request
+
     def _vendor_of(self, request_id: int) -> str | None:
         with self.ctx.transaction() as session:
             return session.scalar(select(ReissueRequest.vendor_id).where(ReissueRequest.id == request_id))
@@ -867,6 +969,8 @@ class ReissueService:
             channel_id=request.channel_id,
             message_ts=request.message_ts,
             key_expires_on=key.expires_on if key else None,
+            owner_id=key.owner_id if key else None,
+            expired_approved=request.status == EXPIRED and _expired_approved(request),
         )
 
 
@@ -879,6 +983,21 @@ def _not_posted(request: ReissueRequest, now: datetime) -> bool:
             request.post_status == POST_FAILED
             or (request.post_claimed_at is not None and request.post_claimed_at < now - POST_CLAIM_TIMEOUT)
         )
+    )
+
+
+def _expired_approved(request: ReissueRequest | ReissueInfo) -> bool:
+    """Expired after approval (or made without one): an approved request keeps its decision time, which is before
+    its expiry; an undecided one is stamped when it expires, at or after it."""
+    return request.decided_at is not None and request.decided_at < request.expires_at
+
+
+def _expired_error(request: ReissueRequest | ReissueInfo) -> NotAllowed:
+    return NotAllowed(
+        "Reissue request #{id} expired: its new key was not entered within 24 hours of the request, so nothing "
+        "was stored or sent. Ask again with `/coupang-key reissue {vendor_id}`.",
+        id=request.id,
+        vendor_id=request.vendor_id,
     )
 
 

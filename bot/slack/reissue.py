@@ -459,7 +459,12 @@ def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str],
     if info.status == APPROVED:
         if info.decided_by is None:
             approved = t(lang, ":white_check_mark: No approval step (KEYBOT_REISSUE_APPROVAL=none): go ahead.")
-            who_enters = t(lang, "Only {requester} or an admin can enter the new key.", requester=params["requester"])
+            if info.owner_id:
+                who_enters = t(
+                    lang, "Only the key's owner {owner} or an admin can enter the new key.", owner=f"<@{info.owner_id}>"
+                )
+            else:
+                who_enters = t(lang, "Only an admin can enter the new key.")
         else:
             approved = t(lang, ":white_check_mark: Approved by {user} at {time}.", user=decider, time=decided)
             who_enters = t(
@@ -480,7 +485,8 @@ def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str],
                 ],
             )
         )
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=who_enters)]))
+        until = t(lang, "Enter it before {time}, or the request expires.", time=_when(info.expires_at, tz, lang))
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"{who_enters} {until}")]))
         return blocks
     outcomes = {
         DENIED: N_(":no_entry: Denied by {user} at {time}."),
@@ -491,6 +497,12 @@ def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str],
     }
     if info.status == COMPLETED and info.decided_by is None:
         outcome = t(lang, ":key: Done: new key entered (no approval step).")
+    elif info.expired_approved:
+        outcome = t(
+            lang,
+            ":hourglass: Expired at {expires}: the new key was not entered within 24 hours of the request.",
+            expires=_when(info.expires_at, tz, lang),
+        )
     elif info.status in outcomes:
         outcome = t(lang, outcomes[info.status], user=decider, time=decided, expires=_when(info.expires_at, tz, lang))
     else:
@@ -538,11 +550,21 @@ def build_new_key_modal(lang: str, info: ReissueInfo, default_expiry: date) -> V
 
 def completion_text(lang: str, done: Completion, tz: ZoneInfo) -> str:
     info = done.request
+    if info.decided_by is None:  # every unapproved step is announced as such
+        template = N_(
+            ":key: {vendor_id} *{label}* reissued by {user} without approval (KEYBOT_REISSUE_APPROVAL=none): "
+            "generation {generation}, new expiry {date}, fingerprint `{fingerprint}` (was `{old_fingerprint}`). "
+            "Propagating until {time}: update every system that uses this key."
+        )
+    else:
+        template = N_(
+            ":key: {vendor_id} *{label}* reissued by {user}: generation {generation}, new expiry {date}, "
+            "fingerprint `{fingerprint}` (was `{old_fingerprint}`). Propagating until {time}: update every system "
+            "that uses this key."
+        )
     return t(
         lang,
-        ":key: {vendor_id} *{label}* reissued by {user}: generation {generation}, new expiry {date}, "
-        "fingerprint `{fingerprint}` (was `{old_fingerprint}`). Propagating until {time}: update every system "
-        "that uses this key.",
+        template,
         vendor_id=info.vendor_id,
         label=escape(info.label),
         user=f"<@{done.completed_by}>",
@@ -551,6 +573,26 @@ def completion_text(lang: str, done: Completion, tz: ZoneInfo) -> str:
         fingerprint=done.fingerprint,
         old_fingerprint=done.old_fingerprint,
         time=_when(done.access_deadline, tz, lang),
+    )
+
+
+def expired_text(lang: str, info: ReissueInfo) -> str:
+    """What the requester hears when their request expires, undecided or approved without its new key."""
+    if info.expired_approved:
+        return t(
+            lang,
+            ":hourglass: Your reissue request #{id} for {vendor_id} expired: its new key was not entered within 24 "
+            "hours of the request, and an approval is not reused. Ask again with `/coupang-key reissue {vendor_id}` "
+            "if the key still needs a new secret.",
+            id=info.id,
+            vendor_id=info.vendor_id,
+        )
+    return t(
+        lang,
+        ":hourglass: Your reissue request #{id} for {vendor_id} expired: nobody decided it within 24 hours. "
+        "Ask again with `/coupang-key reissue {vendor_id}` if the key still needs a new secret.",
+        id=info.id,
+        vendor_id=info.vendor_id,
     )
 
 
@@ -682,16 +724,7 @@ class ReissueMessages:
             self.refresh(info)
         except Exception:  # one message we cannot update must not stop the others; the DB is already right
             logger.exception("could not update the message of expired reissue request %s", info.id)
-        self.tell_requester(
-            info,
-            lambda lang: t(
-                lang,
-                ":hourglass: Your reissue request #{id} for {vendor_id} expired: nobody decided it within 24 hours. "
-                "Ask again with `/coupang-key reissue {vendor_id}` if the key still needs a new secret.",
-                id=info.id,
-                vendor_id=info.vendor_id,
-            ),
-        )
+        self.tell_requester(info, lambda lang: expired_text(lang, info))
 
     def denied(self, info: ReissueInfo, reason: str) -> None:
         def text(lang: str) -> str:
@@ -864,6 +897,21 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         later(context, messages.refresh, info)
         later(context, messages.denied, info, sub.reason.strip())
 
+    def close_if_due(context: BoltContext, request_id: int) -> None:
+        """A request past its 24 hours is closed before anyone may enter its key; its message and requester
+        learn it after the answer."""
+        for expired in reissues.expire_due(request_ids=[request_id]):
+            later(context, messages.expired, expired)
+
+    def show_if_closed(context: BoltContext, request_id: int) -> None:
+        """The refused attempt closed the request (its key changed): show that on its message."""
+        try:
+            current = reissues.get(request_id)
+        except KeybotError:
+            return
+        if current.status == VOID:
+            later(context, messages.refresh, current)
+
     def handle_enter_new_key(
         ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
     ) -> None:
@@ -871,16 +919,23 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         click = parse_click(body)
         lang = services.languages.of(click.user_id)
         try:
-            info = reissues.check_can_enter(click.user_id, request_id_of(click.value))
+            request_id = request_id_of(click.value)
+            close_if_due(context, request_id)
+            info = reissues.check_can_enter(click.user_id, request_id)
         except KeybotError as error:
             later(context, _refuse, lang, respond, error)
+            if _REQUEST_ID.fullmatch(click.value):
+                show_if_closed(context, int(click.value))
             return
         view = build_new_key_modal(lang, info, reissues.default_expiry())
         later(context, client.views_open, trigger_id=click.trigger_id, view=view)
 
     def handle_new_key_submission(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+        request_id: int | None = None
         try:
             sub = parse_new_key_submission(body)
+            request_id = sub.request_id
+            close_if_due(context, request_id)
             done = reissues.complete(sub.user_id, sub.request_id, sub.form, submission=parse_submission_id(body))
         except AlreadyApplied:
             ack()
@@ -889,6 +944,8 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             blocks = (NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON)
             lang = services.languages.of(body["user"]["id"])
             ack(response_action="errors", errors=form_errors(lang, error, blocks, NEW_SECRET_KEY))
+            if request_id is not None:
+                show_if_closed(context, request_id)
             return
         ack()
         channel = done.request.channel_id or sub.user_id

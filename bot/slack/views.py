@@ -560,6 +560,9 @@ HISTORY_SENTENCES = {
         "{actor} entered the new key of reissue request #{request_id}: generation {generation}, expires {expires_on}."
     ),
     "reissue.expired": N_("The reissue request #{request_id} expired undecided."),
+    "reissue.approval_expired": N_(
+        "The reissue request #{request_id} expired: its new key was not entered within 24 hours."
+    ),
     "reissue.superseded": N_("{actor} asked again, which replaced the unposted reissue request #{request_id}."),
     "reissue.voided": N_("The reissue request #{request_id} became void: the key changed."),
     "reminder.posted": N_("{actor} posted a reminder."),
@@ -635,6 +638,7 @@ AUDIT_ACTIONS = frozenset(
         N_("reissue.completed"),
         N_("reissue.complete"),
         N_("reissue.expired"),
+        N_("reissue.approval_expired"),
         N_("reissue.superseded"),
         N_("reissue.voided"),
         N_("reissue.nudged"),
