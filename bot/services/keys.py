@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from bot import rules
 from bot.i18n import N_
 from bot.rules import InvalidInput, KeybotError, LinkingInfo, Msg, Phase
+from bot.services.audit import FORMULA_START
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
@@ -159,18 +160,21 @@ def _parse_date(value: str | date | None, name: str, field_name: str) -> date | 
     problem = InvalidInput.one(
         field_name, "{name} {value} is not a date: use YYYY-MM-DD.", name=name, value=rules.quote(value)
     )
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    # 2026-09-01, and as Korean Excel writes it: 2026.09.01, 2026/09/01, 2026. 9. 1.
+    parts = re.fullmatch(r"(\d{4})\s*([-./])\s*(\d{1,2})\s*\2\s*(\d{1,2})\.?", value)
+    if parts is None:
         raise problem
     try:
-        return date.fromisoformat(value)
+        return date(int(parts[1]), int(parts[3]), int(parts[4]))
     except ValueError:
         raise InvalidInput.one(
             field_name, "{name} {value}: there is no such date.", name=name, value=rules.quote(value)
         ) from None
 
 
-def validate_registration(form: RegistrationForm, today: date) -> NewKey:
-    """Every field checked at once, so a form shows all its errors together; dates are checked against ``today``."""
+def validate_registration(form: RegistrationForm, today: date, *, keys_required: bool = True) -> NewKey:
+    """Every field checked at once, so a form shows all its errors together; dates are checked against ``today``.
+    Without ``keys_required`` (a sheet row of a registered key) both key fields may be empty: the stored keys stay."""
     errors: dict[str, str | Msg] = {}
 
     def check(fn: Any, *args: Any) -> Any:
@@ -186,8 +190,11 @@ def validate_registration(form: RegistrationForm, today: date) -> NewKey:
         errors["label"] = "Give the key a label your team recognises, e.g. the shop name."
     elif len(label) > 100:
         errors["label"] = "Keep the label under 100 characters."
-    access_key = check(rules.validate_key_part, "access_key", form.access_key, "Access Key")
-    secret_key = check(rules.validate_key_part, "secret_key", form.secret_key, "Secret Key")
+    if keys_required or form.access_key or form.secret_key:
+        access_key = check(rules.validate_key_part, "access_key", form.access_key, "Access Key")
+        secret_key = check(rules.validate_key_part, "secret_key", form.secret_key, "Secret Key")
+    else:
+        access_key = secret_key = ""
     if access_key and secret_key and access_key == secret_key:
         errors["secret_key"] = "The Secret Key is the same as the Access Key: paste the Secret Key here."  # noqa: S105
     issued_on = check(_parse_date, form.issued_on, "Issue date", "issued_on")
@@ -214,7 +221,8 @@ def validate_registration(form: RegistrationForm, today: date) -> NewKey:
     if errors:
         raise InvalidInput(errors)
     assert dates is not None
-    return NewKey(vendor_id, label, access_key, secret_key, dates[0], dates[1], channel_id, owner_id, linking)
+    keys = access_key or "", secret_key or ""
+    return NewKey(vendor_id, label, *keys, dates[0], dates[1], channel_id, owner_id, linking)
 
 
 class KeyService:
@@ -462,23 +470,28 @@ class KeyService:
             if linking == linking_of(key):
                 return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], False, corrected)
             times = repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now))
-            quota = rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
-            before = linking_of(key).details()
-            apply_linking(key, linking)
-            key.access_deadline = rules.access_deadline(rules.ReissuePath.REISSUE, now)
-            key.updated_at = now
-            repo.record_edit(session, vendor_id=vendor_id, at=now, by=actor)
-            self.ctx.record(
-                session,
-                actor,
-                "key.linking_edited",
-                vendor_id,
-                {"before": before, "after": linking.details(), "edits_last_7_days": quota.used + 1},
-            )
+            rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
+            self.record_linking_edit(session, actor, key, linking, now)
             return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True, corrected)
 
         result: EditResult = self.ctx.audited(actor, "key.edit", vendor_id, work)
         return result
+
+    def record_linking_edit(self, session: Session, actor: str, key: Key, linking: LinkingInfo, now: datetime) -> None:
+        """One of Coupang's weekly edits (the caller checked the quota): saved, counted and audited."""
+        before = linking_of(key).details()
+        apply_linking(key, linking)
+        key.access_deadline = rules.access_deadline(rules.ReissuePath.REISSUE, now)
+        key.updated_at = now
+        repo.record_edit(session, vendor_id=key.vendor_id, at=now, by=actor)
+        used = len(repo.edit_times(session, vendor_id=key.vendor_id, since=repo.week_ago(now)))
+        self.ctx.record(
+            session,
+            actor,
+            "key.linking_edited",
+            key.vendor_id,
+            {"before": before, "after": linking.details(), "edits_last_7_days": used},
+        )
 
     def _correct_expiry(self, session: Session, actor: str, key: Key, typed: str | date | None, now: datetime) -> bool:
         """A mistyped expiry put right: checked like a new key's, audited, and the reminders of this generation
@@ -488,6 +501,11 @@ class KeyService:
             return False
         self.require_admin(actor)
         rules.check_dates(None, expires_on, self.ctx.today(now))
+        self.set_expiry(session, actor, key, expires_on, now)
+        return True
+
+    def set_expiry(self, session: Session, actor: str, key: Key, expires_on: date, now: datetime) -> None:
+        """A checked expiry date put in: audited, and the reminders of this generation start over."""
         before = key.expires_on.isoformat()
         key.expires_on = expires_on
         if key.issued_on is not None and rules.expiry_from_issue(key.issued_on) != expires_on:
@@ -506,7 +524,6 @@ class KeyService:
                 "reminders_reset": reset,
             },
         )
-        return True
 
     def delete(self, actor: str, vendor_id: str) -> None:
         vendor_id = rules.validate_vendor_id(vendor_id)
@@ -546,7 +563,12 @@ class KeyService:
     # ------------------------------------------------------------ bulk import
 
     def import_rows(
-        self, actor: str, rows: Iterable[tuple[int, Mapping[str, str | None]]], *, skip_invalid: bool = False
+        self,
+        actor: str,
+        rows: Iterable[tuple[int, Mapping[str, str | None]]],
+        *,
+        skip_invalid: bool = False,
+        columns: Mapping[str, str] | None = None,
     ) -> ImportReport:
         """Check every row first; import all or nothing unless ``skip_invalid``. Messages never echo secrets.
 
@@ -560,18 +582,20 @@ class KeyService:
             try:
                 new = validate_registration(form_from_csv(row), today)
                 if (first := seen.get(new.vendor_id)) is not None:
-                    again = N_("{vendor_id} is already on line {line}.")
+                    again = N_("{vendor_id} is already on line {line}: that line is used, this one is not.")
                     raise InvalidInput.one("vendor_id", again, vendor_id=new.vendor_id, line=first)
                 seen[new.vendor_id] = line
                 valid.append(new)
             except InvalidInput as error:
-                report.errors.append((line, _without_secrets(_describe(error), row)))
+                report.errors.append((line, describe_row_error(error, row, columns)))
 
         def work(session: Session) -> None:
             existing = self.ctx.keys.registered(session, list(seen))
             taken = N_("{vendor_id} already has a key.")
             report.errors.extend(
-                (seen[v], _describe(InvalidInput.one("vendor_id", taken, vendor_id=v))) for v in seen if v in existing
+                (seen[v], describe_row_error(InvalidInput.one("vendor_id", taken, vendor_id=v), {}, columns))
+                for v in seen
+                if v in existing
             )
             report.errors.sort()
             fresh = [n for n in valid if n.vendor_id not in existing]
@@ -665,10 +689,22 @@ def row_digest(new: NewKey, generation: int, fingerprint: str) -> bytes:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=False).encode()).digest()
 
 
-def _describe(error: InvalidInput) -> Msg:
-    """Each column's sentence after its name (``vendor_id: …; label: …``), still to be rendered in a language."""
-    each_column = "; ".join(f"{name}: {{{name}}}" for name in error.messages)
-    return Msg(each_column, error.messages)
+FIELD_COLUMNS = {"channel_id": "channel", "owner_id": "owner"}  # a form field's CSV column, where the names differ
+
+
+def describe_row_error(
+    error: InvalidInput, row: Mapping[str, str | None], columns: Mapping[str, str] | None = None
+) -> Msg:
+    """A CSV row's refusal: each column's sentence after the column's name as the file spells it (``업체코드: …;
+    label: …``), still to be rendered in a language, never quoting the row's keys."""
+    names = columns or {}
+
+    def heading(name: str) -> str:
+        column = FIELD_COLUMNS.get(name, name)
+        return names.get(column, column).replace("{", "{{").replace("}", "}}")
+
+    each_column = "; ".join(f"{heading(name)}: {{{name}}}" for name in error.messages)
+    return _without_secrets(Msg(each_column, error.messages), row)
 
 
 def _without_secrets(msg: Msg, row: Mapping[str, str | None]) -> Msg:
@@ -738,9 +774,24 @@ CSV_COLUMNS = (
 )
 
 
+# the kind of integration as WING words it, as well as our own words
+INTEGRATION_WORDS = {
+    "integrator": "integrator",
+    "연동업체": "integrator",
+    "연동업체선택": "integrator",
+    "self": "self",
+    "직접입력": "self",
+    "자체개발": "self",
+}
+
+
 def form_from_csv(row: Mapping[str, str | None]) -> RegistrationForm:
     def get(name: str) -> str:
-        return (row.get(name) or "").strip()
+        value = (row.get(name) or "").strip()
+        # undo the apostrophe `keys export` puts before a cell a spreadsheet would run as a formula
+        return value[1:] if value[:1] == "'" and value[1:2] in FORMULA_START else value
+
+    integration = re.sub(r"\s+", "", get("integration")).lower()
 
     return RegistrationForm(
         vendor_id=get("vendor_id"),
@@ -751,7 +802,7 @@ def form_from_csv(row: Mapping[str, str | None]) -> RegistrationForm:
         expires_on=get("expires_on") or None,
         channel_id=get("channel") or None,
         owner_id=get("owner") or None,
-        integration=get("integration").lower() or None,
+        integration=INTEGRATION_WORDS.get(integration, integration) or None,
         integrator_name=get("integrator_name") or None,
         company_name=get("company_name") or None,
         company_url=get("company_url") or None,

@@ -551,6 +551,10 @@ HISTORY_SENTENCES = {
         "{actor} corrected the expiry date from {expires_on_before} to {expires_on}; its reminders start over."
     ),
     "key.deleted": N_("{actor} deleted the key."),
+    "key.details_edited": N_("{actor} changed the key's label, channel or owner."),
+    "key.new_key_imported": N_(
+        "{actor} imported the key reissued in WING: generation {generation}, expires {expires_on}."
+    ),
     "key.verified": N_("{actor} verified the key: {outcome}."),
     "key.verify_repeated": N_("{actor} asked to verify again within 10 seconds: {outcome}."),
     "reissue.requested": N_("{actor} asked to reissue the key (request #{request_id}): {reason}"),
@@ -621,6 +625,8 @@ AUDIT_ACTIONS = frozenset(
         N_("key.import"),
         N_("key.linking_edited"),
         N_("key.dates_corrected"),
+        N_("key.details_edited"),
+        N_("key.new_key_imported"),
         N_("key.edit"),
         N_("key.deleted"),
         N_("key.delete"),
