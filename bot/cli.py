@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -502,9 +503,29 @@ def cmd_serve(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     return serve(services, port=args.port, scheduler=not args.no_scheduler, out=out)
 
 
+CONSOLE_LOG = Path("data/console.log")
+
+
+def log_to_file(path: Path, lang: str, out: TextIO) -> None:
+    """The console's terminal is for the conversation: log lines that would go there go to ``path`` (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.stdout):
+            to_file = logging.FileHandler(path, encoding="utf-8")
+            to_file.setFormatter(handler.formatter)
+            for log_filter in handler.filters:
+                to_file.addFilter(log_filter)
+            root.removeHandler(handler)
+            root.addHandler(to_file)
+    print(t(lang, "Log lines go to {path}.", path=str(path)), file=out)
+
+
 def cmd_console(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     from bot.console import run_console  # drives the Slack app locally
 
+    log_to_file(CONSOLE_LOG, services.ctx.settings.language, out)
     return run_console(services, user=args.as_user, out=out)
 
 
@@ -518,6 +539,7 @@ def cmd_console_demo(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError:
         base = None
     configure_logging("WARNING")
+    log_to_file(Path(tempfile.gettempdir()) / "keybot-console-demo.log", base.language if base else "en", out)
     read, read_secret = terminal_readers()
     return run_demo(base, user=args.as_user, out=out, read=read, read_secret=read_secret)
 

@@ -142,6 +142,38 @@ class EditResult:
     status: KeyStatus
     changed: bool  # the linking info changed (one of Coupang's weekly edits)
     dates_corrected: bool
+    details_changed: bool = False  # label, channel or owner (admins)
+
+
+DETAIL_FIELDS = ("label", "channel_id", "owner_id")
+
+
+@dataclass(frozen=True)
+class KeyDetails:
+    """What an admin may change about a key besides its linking info: none of Coupang's business."""
+
+    label: str
+    channel_id: str | None
+    owner_id: str | None
+
+
+def validate_details(label: str | None, channel_id: str | None, owner_id: str | None) -> KeyDetails:
+    """The same checks as registration's, for the edit form and sheet rows."""
+    errors: dict[str, str | Msg] = {}
+    label = (label or "").strip()
+    if not label:
+        errors["label"] = "Give the key a label your team recognises, e.g. the shop name."
+    elif len(label) > 100:
+        errors["label"] = "Keep the label under 100 characters."
+    channel_id = (channel_id or "").strip() or None
+    if channel_id and not _CHANNEL_ID.fullmatch(channel_id):
+        errors["channel_id"] = f"{rules.quote(channel_id)} is not a Slack channel ID (it looks like C0123ABCD)."
+    owner_id = (owner_id or "").strip() or None
+    if owner_id and not _USER_ID.fullmatch(owner_id):
+        errors["owner_id"] = f"{rules.quote(owner_id)} is not a Slack user ID (it looks like U0123ABCD)."
+    if errors:
+        raise InvalidInput(errors)
+    return KeyDetails(label, channel_id, owner_id)
 
 
 @dataclass
@@ -185,11 +217,7 @@ def validate_registration(form: RegistrationForm, today: date, *, keys_required:
             return None
 
     vendor_id = check(rules.validate_vendor_id, form.vendor_id)
-    label = (form.label or "").strip()
-    if not label:
-        errors["label"] = "Give the key a label your team recognises, e.g. the shop name."
-    elif len(label) > 100:
-        errors["label"] = "Keep the label under 100 characters."
+    details = check(validate_details, form.label, form.channel_id, form.owner_id)
     if keys_required or form.access_key or form.secret_key:
         access_key = check(rules.validate_key_part, "access_key", form.access_key, "Access Key")
         secret_key = check(rules.validate_key_part, "secret_key", form.secret_key, "Secret Key")
@@ -204,12 +232,6 @@ def validate_registration(form: RegistrationForm, today: date, *, keys_required:
         dates = check(rules.resolve_dates, issued_on, expires_on)
         if dates is not None:
             check(rules.check_dates, *dates, today)
-    channel_id = (form.channel_id or "").strip() or None
-    if channel_id and not _CHANNEL_ID.fullmatch(channel_id):
-        errors["channel_id"] = f"{rules.quote(channel_id)} is not a Slack channel ID (it looks like C0123ABCD)."
-    owner_id = (form.owner_id or "").strip() or None
-    if owner_id and not _USER_ID.fullmatch(owner_id):
-        errors["owner_id"] = f"{rules.quote(owner_id)} is not a Slack user ID (it looks like U0123ABCD)."
     linking = check(
         rules.validate_linking_info,
         form.integration,
@@ -220,9 +242,9 @@ def validate_registration(form: RegistrationForm, today: date, *, keys_required:
     )
     if errors:
         raise InvalidInput(errors)
-    assert dates is not None
+    assert dates is not None and details is not None
     keys = access_key or "", secret_key or ""
-    return NewKey(vendor_id, label, *keys, dates[0], dates[1], channel_id, owner_id, linking)
+    return NewKey(vendor_id, details.label, *keys, dates[0], dates[1], details.channel_id, details.owner_id, linking)
 
 
 class KeyService:
@@ -454,11 +476,13 @@ class KeyService:
         linking: LinkingInfo,
         *,
         expires_on: str | date | None = None,
+        details: KeyDetails | None = None,
         submission: SubmissionId | None = None,
     ) -> EditResult:
         """Saves the linking info and, given a different ``expires_on``, corrects the key's expiry (admins only;
-        its reminders for this generation start over). Saving the same linking info is not an edit: it uses
-        none of Coupang's weekly edits and is not recorded."""
+        its reminders for this generation start over); given ``details`` that differ, changes label, channel and
+        owner (admins only). Saving the same linking info is not an edit: it uses none of Coupang's weekly edits
+        and is not recorded."""
         vendor_id = rules.validate_vendor_id(vendor_id)
 
         def work(session: Session) -> EditResult:
@@ -467,15 +491,41 @@ class KeyService:
             self.require_owner_or_admin(actor, key)
             now = self.ctx.clock.now()
             corrected = self._correct_expiry(session, actor, key, expires_on, now)
+            described = details is not None and details != details_of(key)
+            if described:
+                self.require_admin(actor)
+                assert details is not None
+                self.set_details(session, actor, key, details, now)
             if linking == linking_of(key):
-                return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], False, corrected)
+                status = self._statuses(session, vendor_ids=[vendor_id], now=now)[0]
+                return EditResult(status, False, corrected, described)
             times = repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now))
             rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
             self.record_linking_edit(session, actor, key, linking, now)
-            return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True, corrected)
+            return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True, corrected, described)
 
         result: EditResult = self.ctx.audited(actor, "key.edit", vendor_id, work)
         return result
+
+    def set_details(self, session: Session, actor: str, key: Key, details: KeyDetails, now: datetime) -> bool:
+        """Label, channel and owner as given (checked by the caller); audited with what changed. False: nothing did."""
+        before, after = details_of(key), details
+        changed = [name for name in DETAIL_FIELDS if getattr(before, name) != getattr(after, name)]
+        if not changed:
+            return False
+        key.label, key.channel_id, key.owner_id = after.label, after.channel_id, after.owner_id
+        key.updated_at = now
+        self.ctx.record(
+            session,
+            actor,
+            "key.details_edited",
+            key.vendor_id,
+            {
+                "before": {name: getattr(before, name) for name in changed},
+                "after": {name: getattr(after, name) for name in changed},
+            },
+        )
+        return True
 
     def record_linking_edit(self, session: Session, actor: str, key: Key, linking: LinkingInfo, now: datetime) -> None:
         """One of Coupang's weekly edits (the caller checked the quota): saved, counted and audited."""
@@ -525,10 +575,11 @@ class KeyService:
             },
         )
 
-    def delete(self, actor: str, vendor_id: str) -> None:
+    def delete(self, actor: str, vendor_id: str) -> tuple[str, str | None]:
+        """Forget a key; its label and the channel its reminders went to (None: none), to announce it there."""
         vendor_id = rules.validate_vendor_id(vendor_id)
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> tuple[str, str | None]:
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
             details = {
@@ -536,10 +587,13 @@ class KeyService:
                 "generation": key.generation,
                 "fingerprint": key.secret_fingerprint,
             }
+            announced = key.label, key.channel_id or self.ctx.settings.channel
             self.ctx.keys.delete(session, key=key, now=self.ctx.clock.now())
             self.ctx.record(session, actor, "key.deleted", vendor_id, details)
+            return announced
 
-        self.ctx.audited(actor, "key.delete", vendor_id, work)
+        deleted: tuple[str, str | None] = self.ctx.audited(actor, "key.delete", vendor_id, work)
+        return deleted
 
     def check_can_change(self, actor: str, vendor_id: str, action: str) -> KeyStatus:
         """Before opening a form: the key exists and this person may change it (refusal audited)."""
@@ -808,6 +862,10 @@ def form_from_csv(row: Mapping[str, str | None]) -> RegistrationForm:
         company_url=get("company_url") or None,
         ip_addresses=get("ip_addresses") or None,
     )
+
+
+def details_of(key: Key) -> KeyDetails:
+    return KeyDetails(key.label, key.channel_id, key.owner_id)
 
 
 def linking_of(key: Key | Row[Any]) -> LinkingInfo:

@@ -23,6 +23,7 @@ from bot.services.audit import spreadsheet_safe
 from bot.services.base import Context
 from bot.services.keys import (
     CSV_COLUMNS,
+    KeyDetails,
     KeyService,
     NewKey,
     apply_linking,
@@ -153,7 +154,6 @@ KEYS_DIFFER = N_(
 )
 BOTH_NEW = N_("A reissue gives a new Access Key and a new Secret Key: this row changes only one of them.")
 NEEDS_KEYS = N_("{vendor_id} is not registered yet: fill in its Access Key and Secret Key.")
-DETAILS = ("label", "channel_id", "owner_id")
 
 
 class SheetService:
@@ -253,23 +253,7 @@ class SheetService:
     def _update(self, session: Session, actor: str, key: Key, new: NewKey, *, new_keys: bool, now: datetime) -> str:
         """One registered key brought in line with its row: the name of the report list it belongs in."""
         reissued, relinked = self._check(session, key, new, new_keys=new_keys, now=now)
-        before = {name: getattr(key, name) for name in DETAILS}
-        after = {"label": new.label, "channel_id": new.channel_id, "owner_id": new.owner_id}
-        changed = {name: (before[name], after[name]) for name in DETAILS if before[name] != after[name]}
-        if changed:
-            for name, (_, value) in changed.items():
-                setattr(key, name, value)
-            key.updated_at = now
-            self.ctx.record(
-                session,
-                actor,
-                "key.details_edited",
-                key.vendor_id,
-                {
-                    "before": {name: old for name, (old, _) in changed.items()},
-                    "after": {name: value for name, (_, value) in changed.items()},
-                },
-            )
+        changed = self.keys.set_details(session, actor, key, KeyDetails(new.label, new.channel_id, new.owner_id), now)
         if reissued:
             self._new_generation(session, actor, key, new, now)
             return "new_keys"

@@ -444,10 +444,10 @@ def build_register_modal(lang: str, *, channel_id: str | None = None) -> View:
 
 
 def build_edit_linking_modal(
-    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None, dates: bool = False
+    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None, admin: bool = False
 ) -> View:
-    """Linking info prefilled from the stored key (which holds no secret in these fields); with ``dates`` (for
-    admins) also its expiry date, to correct a mistyped one."""
+    """Linking info prefilled from the stored key (which holds no secret in these fields); for an ``admin`` also
+    its label, channel, owner and expiry date (to correct a mistyped one)."""
     intro = t(lang, "Saving counts as one edit and Coupang takes up to 30 minutes to apply it.")
     blocks: list[Block] = [
         SectionBlock(text=_mrkdwn(f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}\n{intro}")),
@@ -466,7 +466,7 @@ def build_edit_linking_modal(
         ),
         *_linking_inputs(lang, status.linking),
     ]
-    if dates:
+    if admin:
         blocks.append(
             InputBlock(
                 block_id="expires_on",
@@ -475,6 +475,7 @@ def build_edit_linking_modal(
                 element=DatePickerElement(action_id="expires_on", initial_date=status.expires_on.isoformat()),
             )
         )
+        blocks.extend(_details_inputs(lang, status))
     metadata = {"vendor_id": status.vendor_id, "channel": channel_id}
     return View(
         type="modal",
@@ -485,6 +486,29 @@ def build_edit_linking_modal(
         private_metadata=json.dumps(metadata),
         blocks=blocks,
     )
+
+
+def _details_inputs(lang: str, status: KeyStatus) -> list[Block]:
+    """An admin's fields for label, reminder channel and owner, prefilled (none of them uses a Coupang edit)."""
+    return [
+        _text_input("label", t(lang, "Label"), initial=status.label, max_length=100),
+        InputBlock(
+            block_id="channel_id",
+            label=t(lang, "Reminder channel"),
+            optional=True,
+            element=ConversationSelectElement(
+                action_id="channel_id",
+                initial_conversation=status.channel_id,
+                filter=ConversationFilter(include=["public", "private"], exclude_bot_users=True),
+            ),
+        ),
+        InputBlock(
+            block_id="owner_id",
+            label=t(lang, "Owner"),
+            optional=True,
+            element=UserSelectElement(action_id="owner_id", initial_user=status.owner_id),
+        ),
+    ]
 
 
 def form_errors(lang: str, error: KeybotError, block_ids: Sequence[str], fallback: str) -> dict[str, str]:
@@ -711,6 +735,16 @@ def edit_result_text(lang: str, result: EditResult, tz: ZoneInfo) -> str:
     """The confirmation of the edit form: the linking info saved (or unchanged), and a corrected expiry."""
     status = result.status
     text = edited_text(lang, status, tz) if result.changed else unchanged_text(lang, status)
+    if result.details_changed:
+        details = t(
+            lang,
+            "Saved the label, channel and owner of *{vendor_id}*: {label}, {channel}, {owner}.",
+            vendor_id=escape(status.vendor_id),
+            label=escape(status.label),
+            channel=f"<#{status.channel_id}>" if status.channel_id else t(lang, "no channel"),
+            owner=f"<@{status.owner_id}>" if status.owner_id else t(lang, "no owner"),
+        )
+        text = details if not result.changed and not result.dates_corrected else f"{text}\n{details}"
     if result.dates_corrected:
         corrected = t(
             lang,
@@ -721,6 +755,16 @@ def edit_result_text(lang: str, result: EditResult, tz: ZoneInfo) -> str:
         )
         text = corrected if not result.changed else f"{text}\n{corrected}"
     return text
+
+
+def deleted_announcement(lang: str, user_id: str, vendor_id: str, label: str) -> str:
+    return t(
+        lang,
+        ":wastebasket: <@{user}> deleted the key of *{vendor_id}* ({label}) from the bot: it gets no more reminders.",
+        user=user_id,
+        vendor_id=escape(vendor_id),
+        label=escape(label),
+    )
 
 
 def unchanged_text(lang: str, status: KeyStatus) -> str:
