@@ -17,6 +17,7 @@ import contextlib
 import json
 import re
 from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -126,6 +127,9 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         ),
         t(lang, "Linking: {linking}", linking=escape(_truncate(linking_summary(lang, status.linking), 600))),
     ]
+    if status.days_left > rules.REISSUE_WINDOW_DAYS:
+        opens = i18n.day(lang, reissue_opens_on(status))
+        lines.append(t(lang, ":calendar: WING's Reissue button opens on {date}", date=opens))
     if status.propagating_until:
         works_by = i18n.moment(lang, status.propagating_until, tz)
         lines.append(t(lang, ":hourglass: Coupang is applying a change: the key works by {time}", time=works_by))
@@ -704,7 +708,36 @@ def registered_text(lang: str, status: KeyStatus) -> str:
         date=i18n.day(lang, status.expires_on),
         days_left=i18n.days_left(lang, status.days_left),
     )
-    return text if status.reminder_channel else f"{text}\n{no_channel_text(lang)}"
+    lines = [text, no_channel_text(lang) if not status.reminder_channel else next_steps_text(lang, status)]
+    lines.append(
+        t(
+            lang,
+            "So the new key reaches the systems that use this one (order sync, ERP), add them: "
+            "`/coupang-key consumers {vendor_id} add`.",
+            vendor_id=escape(status.vendor_id),
+        )
+    )
+    if status.linking.integration is rules.Integration.SELF:
+        lines.append(
+            t(lang, "To let the bot check the key with Coupang, list the bot server's public IP among its IPs.")
+        )
+    return "\n".join(lines)
+
+
+def next_steps_text(lang: str, status: KeyStatus) -> str:
+    """When the team hears about this key next: the first reminder, at the D-14 milestone if it is ahead."""
+    if status.days_left > rules.REISSUE_WINDOW_DAYS:
+        return t(
+            lang,
+            "Next: a reminder on {date} (D-14), when WING's Reissue button opens.",
+            date=i18n.day(lang, reissue_opens_on(status)),
+        )
+    advice = i18n.render(lang, rules.wing_advice(rules.path_for(status.days_left)))
+    return t(lang, "Next: {advice}.", advice=advice)
+
+
+def reissue_opens_on(status: KeyStatus) -> date:
+    return status.expires_on - timedelta(days=rules.REISSUE_WINDOW_DAYS)
 
 
 def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
