@@ -21,7 +21,7 @@ from bot.services.audit import FORMULA_START
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
-from storage.rollout import consumer_counts, reencrypt_consumers
+from storage.rollout import consumer_counts, forget_consumers, reencrypt_consumers
 
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -110,6 +110,7 @@ class KeyStatus:
             "edits_last_7_days": self.edits_last_7_days,
             "integration": str(self.linking.integration),
             "linking": self.linking.summary(),
+            "integrator": self.linking.integrator_name,
             "owner": self.owner_id,
             "channel": self.channel_id,
             "propagating_until": self.propagating_until.isoformat() if self.propagating_until else None,
@@ -582,13 +583,15 @@ class KeyService:
         def work(session: Session) -> tuple[str, str | None]:
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
-            details = {
+            details: dict[str, Any] = {
                 "label": key.label,
                 "generation": key.generation,
                 "fingerprint": key.secret_fingerprint,
             }
             announced = key.label, key.channel_id or self.ctx.settings.channel
             self.ctx.keys.delete(session, key=key, now=self.ctx.clock.now())
+            # else a key registered again under this vendor ID would reach them without a second person's say
+            details["consumers_removed"] = forget_consumers(session, vendor_id=vendor_id)
             self.ctx.record(session, actor, "key.deleted", vendor_id, details)
             return announced
 

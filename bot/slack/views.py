@@ -557,7 +557,7 @@ def build_delete_confirmation(lang: str, status: KeyStatus) -> list[Block]:
                         title=t(lang, "Delete this key?"),
                         text=t(
                             lang,
-                            "{vendor_id} will be removed from the bot. This cannot be undone.",
+                            "{vendor_id} will be removed from the bot, with its consumers. This cannot be undone.",
                             vendor_id=status.vendor_id,
                         ),
                         confirm=t(lang, "Delete"),
