@@ -18,6 +18,7 @@ from bot.services.overview import OverviewService
 from bot.services.reissue import GroupMembers, ReissueService
 from bot.services.reminders import ReminderService
 from bot.services.rollout import RolloutService
+from bot.services.sheet import SheetService
 from bot.services.verification import KeyChecker, VerificationService
 from storage.audit import AuditLog
 from storage.crypto import Keyring
@@ -37,6 +38,7 @@ class Services:
     languages: LanguageService
     monitor: Monitor  # this process's sweeps and Slack answers, and the /metrics registry
     rollout: RolloutService
+    sheet: SheetService  # keys export and import --update
 
     @property
     def engine(self) -> Engine:
@@ -78,9 +80,10 @@ def build_services(
     ctx.wake_rollout = rollout.kick
     monitor = Monitor(settings, ctx.clock, overview)
     monitor.add_collector(RolloutCollector(rollout.delivery_states))
+    keys = KeyService(ctx)
     return Services(
         ctx=ctx,
-        keys=KeyService(ctx),
+        keys=keys,
         audit=AuditService(ctx),
         verification=VerificationService(ctx, coupang or CoupangClient(settings.coupang_api_url)),
         reissues=ReissueService(ctx, group_members),
@@ -89,4 +92,5 @@ def build_services(
         languages=LanguageService(ctx),
         monitor=monitor,
         rollout=rollout,
+        sheet=SheetService(ctx, keys),
     )

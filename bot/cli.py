@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import io
 import itertools
 import logging
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,6 +42,7 @@ from bot.rules import (
 from bot.services.base import cli_actor
 from bot.services.keys import CSV_COLUMNS, KeyStatus, read_csv_text
 from bot.services.reminders import describe_sweep, parse_as_of
+from bot.services.sheet import Columns, read_header
 from storage.audit import VerifyResult
 from storage.crypto import DecryptionError
 from storage.db import make_engine, upgrade
@@ -168,8 +171,14 @@ def cmd_status(services: Services, args: argparse.Namespace, out: TextIO) -> int
             yield status
 
     statuses = watched(services.keys.each_status())
+    if args.expiring is not None:
+        statuses = (s for s in statuses if s.days_left <= args.expiring)
     if args.json:
         write_json_array((s.as_json() for s in statuses), out)
+    elif args.expiring is not None:
+        for status in statuses:  # most urgent first, as each_status gives them
+            line = f"{status.vendor_id}  {status.label}  {i18n.days_left(lang, status.days_left)}  "
+            print(line + i18n.day(lang, status.expires_on), file=out)
     elif (first := next(statuses, None)) is None:
         print(
             t(lang, "No keys registered yet. Add one with /coupang-key add or `coupang-keybot keys import`."), file=out
@@ -234,23 +243,25 @@ def csv_lines(text: str) -> Iterator[str]:
 
 def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.file)
-    reader = csv.DictReader(csv_lines(read_csv_text(path)))
-    columns = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in ("vendor_id", "label", "access_key", "secret_key") if c not in columns]
-    unknown = [c for c in columns if c not in CSV_COLUMNS]
-    if missing or unknown:
-        problem = f"missing columns: {', '.join(missing)}" if missing else f"unknown columns: {', '.join(unknown)}"
-        print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
+    lang = services.ctx.settings.language
+    lines = csv_lines(read_csv_text(path))
+    reader = csv.reader(lines)
+    required = ("vendor_id", "label") if args.update else ("vendor_id", "label", "access_key", "secret_key")
+    try:
+        columns = read_header(next(reader, []), required=required)
+    except KeybotError as exc:
+        print(f"{path}: {plain(render(lang, exc.msg))}", file=sys.stderr)
         return FAILED
     # rows are parsed as they are checked: 100,000 of them are never all in memory as dictionaries
-    rows = ((reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader)
+    rows = ((reader.line_num, columns.row(values)) for values in reader if any(v.strip() for v in values))
     try:
-        report = services.keys.import_rows(cli_actor(), rows, skip_invalid=args.skip_invalid)
+        if args.update:
+            return report_update(services, path, rows, columns, args, out)
+        report = services.keys.import_rows(cli_actor(), rows, skip_invalid=args.skip_invalid, columns=columns.theirs)
     except csv.Error as exc:  # e.g. a quoted field of many short lines, longer than any key row
         raise KeybotError(
             "{path}: line {line} cannot be read as CSV ({reason}).", path=str(path), line=reader.line_num, reason=exc
         ) from None
-    lang = services.ctx.settings.language
     for line, reason in report.errors:
         print(f"{path}:{line}: {plain(render(lang, reason))}", file=sys.stderr)
     if report.errors and not args.skip_invalid:
@@ -273,18 +284,124 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     else:
         done = t(lang, "Imported {count} key(s).", count=len(report.imported))
     print(done, file=out)
-    if report.no_channel:
+    warn_no_channel(lang, report.no_channel)
+    return OK if report.imported or not report.errors else FAILED
+
+
+def report_update(
+    services: Services,
+    path: Path,
+    rows: Iterable[tuple[int, dict[str, str]]],
+    columns: Columns,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> int:
+    """``keys import --update``: apply the sheet, then say what was added, updated, unchanged and refused, and
+    deliver the new keys to their consumers now (a running ``serve`` retries what does not arrive)."""
+    lang = services.ctx.settings.language
+    report = services.sheet.update(
+        cli_actor(), rows, new_keys=args.new_keys, skip_invalid=args.skip_invalid, columns=columns.theirs
+    )
+    for line, reason in report.refused:
+        print(f"{path}:{line}: {plain(render(lang, reason))}", file=sys.stderr)
+    applied = not report.refused or args.skip_invalid
+    if not applied:
+        print(
+            t(
+                lang,
+                "Nothing changed: fix the {count} row(s) above, or pass --skip-invalid.",
+                count=len(report.refused),
+            ),
+            file=sys.stderr,
+        )
+        return FAILED
+    print(
+        t(
+            lang,
+            "Added {added}, updated {updated}, new keys {new_keys}, unchanged {unchanged}, refused {refused}.",
+            added=len(report.added),
+            updated=len(report.updated),
+            new_keys=len(report.new_keys),
+            unchanged=len(report.unchanged),
+            refused=len(report.refused),
+        ),
+        file=out,
+    )
+    for label, vendor_ids in ((N_("Added: {ids}"), report.added), (N_("Updated: {ids}"), report.updated)):
+        if vendor_ids:
+            print(t(lang, label, ids=", ".join(vendor_ids)), file=out)
+    for vendor_id in report.new_keys:
+        states = services.rollout.deliver_now(vendor_id)
+        holding = sum(1 for s in states if s.state in ("delivered", "confirmed"))
+        print(
+            t(
+                lang,
+                "New key for {vendor_id}: delivered to {holding} of {total} consumer(s).",
+                vendor_id=vendor_id,
+                holding=holding,
+                total=len(states),
+            ),
+            file=out,
+        )
+    warn_no_channel(lang, report.no_channel)
+    touched = report.added or report.updated or report.new_keys or report.unchanged
+    return OK if touched or not report.refused else FAILED
+
+
+def warn_no_channel(lang: str, vendor_ids: Sequence[str]) -> None:
+    if vendor_ids:
         print(
             t(
                 lang,
                 "Warning: {count} key(s) have no channel and KEYBOT_CHANNEL is not set, so they get no reminders: "
                 "{vendor_ids}. Set KEYBOT_CHANNEL.",
-                count=len(report.no_channel),
-                vendor_ids=", ".join(report.no_channel),
+                count=len(vendor_ids),
+                vendor_ids=", ".join(vendor_ids),
             ),
             file=sys.stderr,
         )
-    return OK if report.imported or not report.errors else FAILED
+
+
+EXPORT_ENCODINGS = {"utf-8": "utf-8-sig", "cp949": "cp949"}  # UTF-8 with a BOM, so Excel reads Korean right
+
+
+def cmd_keys_export(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    """The import's columns for every key, without secrets: edit the sheet and import it with --update."""
+    encoding = EXPORT_ENCODINGS[args.encoding]
+    line = io.StringIO()
+    writer = csv.writer(line, lineterminator="\r\n")
+    chunks: list[bytes] = []
+    for row in services.sheet.export():
+        writer.writerow(row)
+        try:
+            chunks.append(line.getvalue().encode(encoding if not chunks else encoding.removesuffix("-sig")))
+        except UnicodeEncodeError as exc:
+            raise KeybotError(
+                "{vendor_id} has characters CP949 cannot hold ({text}): export with --encoding utf-8.",
+                vendor_id=row[0],
+                text=quote(exc.object[exc.start : exc.end]),
+            ) from None
+        line.seek(0)
+        line.truncate()
+    data, count = b"".join(chunks), len(chunks) - 1
+    if args.output:
+        write_private(Path(args.output), data)
+        lang = services.ctx.settings.language
+        print(t(lang, "Exported {count} key(s) to {path}.", count=count, path=args.output), file=out)
+    elif hasattr(out, "buffer"):
+        out.flush()
+        out.buffer.write(data)
+    else:
+        out.write(data.decode(encoding).removeprefix("\ufeff"))
+    return OK
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (0600), whatever the umask: an export names every seller."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
 
 
 # storage.audit's reasons for a broken chain, translated here (storage does not translate)
@@ -399,9 +516,29 @@ def cmd_serve(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     return serve(services, port=args.port, scheduler=not args.no_scheduler, out=out)
 
 
+CONSOLE_LOG = Path("data/console.log")
+
+
+def log_to_file(path: Path, lang: str, out: TextIO) -> None:
+    """The console's terminal is for the conversation: log lines that would go there go to ``path`` (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.stdout):
+            to_file = logging.FileHandler(path, encoding="utf-8")
+            to_file.setFormatter(handler.formatter)
+            for log_filter in handler.filters:
+                to_file.addFilter(log_filter)
+            root.removeHandler(handler)
+            root.addHandler(to_file)
+    print(t(lang, "Log lines go to {path}.", path=str(path)), file=out)
+
+
 def cmd_console(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     from bot.console import run_console  # drives the Slack app locally
 
+    log_to_file(CONSOLE_LOG, services.ctx.settings.language, out)
     return run_console(services, user=args.as_user, out=out)
 
 
@@ -415,6 +552,7 @@ def cmd_console_demo(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError:
         base = None
     configure_logging("WARNING")
+    log_to_file(Path(tempfile.gettempdir()) / "keybot-console-demo.log", base.language if base else "en", out)
     read, read_secret = terminal_readers()
     return run_demo(base, user=args.as_user, out=out, read=read, read_secret=read_secret)
 
@@ -466,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--fail-within", type=int, metavar="DAYS", help="exit 1 when a key has at most DAYS days left (for cron/CI)"
     )
+    status.add_argument(
+        "--expiring", type=int, metavar="DAYS", help="one line per key with at most DAYS days left (expired too)"
+    )
 
     cal = sub.add_parser("calendar", help="iCalendar (RFC 5545): each key's D-14 day and expiry day")
     cal.add_argument("--days", type=int, metavar="N", help="only the events of the next N days")
@@ -480,7 +621,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp = keys.add_parser("import", help=f"register keys from a CSV file ({', '.join(CSV_COLUMNS)})")
     imp.add_argument("file")
     imp.add_argument("--skip-invalid", action="store_true", help="import the valid rows, report the rest")
+    imp.add_argument(
+        "--update", action="store_true", help="also update registered keys from their rows (the sheet is the truth)"
+    )
+    imp.add_argument(
+        "--new-keys", action="store_true", help="with --update: rows with other keys record them as a reissued key"
+    )
     imp.set_defaults(handler=cmd_keys_import)
+    exp = keys.add_parser("export", help="every key in the import's columns, without secrets (for Excel)")
+    exp.add_argument("--encoding", choices=tuple(EXPORT_ENCODINGS), default="utf-8")
+    exp.add_argument("--output", metavar="FILE", help="write to FILE (mode 0600) instead of standard output")
+    exp.set_defaults(handler=cmd_keys_export)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="check the chain").set_defaults(handler=cmd_audit_verify)

@@ -40,7 +40,7 @@ class KeyCollector(Collector):
         facts = self.overview.overview()
         days = GaugeMetricFamily(
             "coupang_key_days_left", "Days until the key expires (KEYBOT_TIMEZONE); negative once expired",
-            labels=["vendor_id", "label"],
+            labels=["vendor_id", "label", "owner", "integrator"],  # owner, integrator: for Alertmanager routes
         )  # fmt: skip
         expiry = GaugeMetricFamily(
             "coupang_key_expiry_timestamp_seconds", "The first second after the key's expiry day",
@@ -58,7 +58,7 @@ class KeyCollector(Collector):
         tz = self.settings.timezone
         for key in facts.keys:
             end = datetime.combine(key.expires_on + timedelta(days=1), time(0), tzinfo=tz)
-            days.add_metric([key.vendor_id, key.label], key.days_left)
+            days.add_metric([key.vendor_id, key.label, key.owner_id or "", key.integrator or ""], key.days_left)
             expiry.add_metric([key.vendor_id], end.timestamp())
             generation.add_metric([key.vendor_id], key.generation)
             reissue.add_metric([key.vendor_id], 1 if key.open_request else 0)

@@ -120,7 +120,10 @@ def expiry_from_issue(issued_on: date) -> date:
 
 
 def resolve_dates(issued_on: date | None, expires_on: date | None) -> tuple[date | None, date]:
-    """Exactly one of the two dates; the expiry follows from the issue date unless WING's date is given."""
+    """One of the two dates; the expiry follows from the issue date unless WING's date is given. Both are taken
+    when they agree (as ``keys export`` writes them)."""
+    if issued_on and expires_on and expiry_from_issue(issued_on) == expires_on:
+        return issued_on, expires_on
     if issued_on and expires_on:
         raise InvalidInput.one("expires_on", "Give either the issue date or the expiry date WING shows, not both.")
     if expires_on:
@@ -423,7 +426,7 @@ def validate_linking_info(
     if not company_name:
         errors["company_name"] = Msg("Enter the company name.")
     try:
-        company_url = validate_url(company_url)
+        company_url = validate_url(company_url or WING_URL)  # Coupang: "wing.coupang.com if there is none"
     except InvalidInput as exc:
         errors.update(exc.messages)
     clean: list[str] = []

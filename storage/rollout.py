@@ -129,3 +129,14 @@ def delivery_states(session: Session) -> dict[str, int]:
         .group_by(RolloutDelivery.state)
     )
     return {state: int(count) for state, count in rows}
+
+
+def forget_consumers(session: Session, *, vendor_id: str) -> list[str]:
+    """A deleted key takes its consumers with it: a key registered again under the vendor ID reaches no system
+    until consumers are added again (by two people from Slack). Returns the names removed."""
+    consumers = session.scalars(select(Consumer).where(Consumer.vendor_id == vendor_id).order_by(Consumer.name)).all()
+    session.execute(delete(RolloutDelivery).where(RolloutDelivery.vendor_id == vendor_id))
+    session.execute(delete(RolloutMessage).where(RolloutMessage.vendor_id == vendor_id))
+    for consumer in consumers:
+        session.delete(consumer)
+    return [consumer.name for consumer in consumers]

@@ -127,7 +127,7 @@ def test_import_refuses_unknown_columns(cli, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("vendor,label\nA00000001,x\n")
     code, _, err = cli("keys", "import", str(path))
-    assert code == 1 and "missing columns: vendor_id" in err
+    assert code == 1 and "Missing columns: vendor_id" in err
 
 
 def test_audit_verify_exit_codes_and_export(cli, tmp_path, db_url):
@@ -274,7 +274,7 @@ def test_import_row_errors_follow_keybot_language(cli, tmp_path, monkeypatch):
     rows = row("A00000002"), row("A00000002"), row("A00000001"), row("B123", ips="10.0.0.5")
     code, _, err = cli("keys", "import", write_csv(tmp_path, *rows))
     assert code == 1
-    assert "keys.csv:3: vendor_id: A00000002는 이미 2번째 줄에 있습니다." in err
+    assert "keys.csv:3: vendor_id: 업체코드 A00000002: 이미 2번째 줄에 있습니다. 그 줄을 쓰고" in err
     assert "keys.csv:4: vendor_id: A00000001에는 이미 등록된 키가 있습니다." in err
     assert "keys.csv:5: vendor_id: 업체코드 'B123'가 올바르지 않습니다" in err
     assert "is not valid" not in err and "already" not in err

@@ -83,3 +83,14 @@ def test_serve_without_slack_at_a_terminal_opens_the_console_after_the_setup_hel
     screen = out.getvalue()
     assert screen.index("SLACK_BOT_TOKEN") < screen.index("Meanwhile, here is the bot")
     assert "/coupang-key add" in screen[screen.index("Meanwhile") :]
+
+
+def test_console_log_lines_go_to_a_file_not_into_the_conversation(tmp_path: Path) -> None:
+    """At LOG_LEVEL=DEBUG Bolt and the bot log every request: in the terminal they buried the prompt."""
+    result = run_cli(["console"], "/coupang-key status\n:quit\n", tmp_path, LOG_LEVEL="DEBUG")
+    assert result.returncode == 0, result.stderr
+    log = tmp_path / "data" / "console.log"
+    assert "Log lines go to data/console.log." in result.stdout
+    assert "DEBUG" not in result.stdout + result.stderr
+    assert "DEBUG" in log.read_text()
+    assert oct(log.stat().st_mode & 0o777) == "0o600"

@@ -70,10 +70,10 @@ def receiver() -> Iterator[HeartbeatReceiver]:
         yield server
 
 
-def register(services: Services, vendor_id: str, *, days_left: int) -> None:
+def register(services: Services, vendor_id: str, *, days_left: int, **overrides: str) -> None:
     """A key that expires ``days_left`` days from today (Seoul)."""
     expires = SEOUL_TODAY + timedelta(days=days_left)
-    services.keys.register(ADMIN, form(vendor_id, issued_on=None, expires_on=expires))
+    services.keys.register(ADMIN, form(vendor_id, issued_on=None, expires_on=expires, **overrides))
 
 
 def scrape(harness: SlackHarness, **headers: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -96,7 +96,7 @@ def test_metrics_equal_status_json(slack, services, db_url, cli):  # noqa: F811 
     register(services, "A00000001", days_left=94)
     register(services, "A00000002", days_left=10)
     register(services, "A00000003", days_left=3)
-    register(services, "A00000004", days_left=-2)
+    register(services, "A00000004", days_left=-2, integration="integrator", integrator_name="셀러허브", owner_id="")
     services.reissues.request(USER, "A00000002", "expires soon")
     with services.ctx.transaction() as session:  # as a check with Coupang leaves them
         session.execute(update(Key).where(Key.vendor_id == "A00000001").values(verify_ok=True))
@@ -110,7 +110,8 @@ def test_metrics_equal_status_json(slack, services, db_url, cli):  # noqa: F811 
     assert len(status) == 4
     for key in status:
         vendor = (("vendor_id", key["vendor_id"]),)
-        labelled = tuple(sorted({"vendor_id": key["vendor_id"], "label": key["label"]}.items()))
+        routing = {"owner": key["owner"] or "", "integrator": key["integrator"] or ""}  # Alertmanager routes by these
+        labelled = tuple(sorted({"vendor_id": key["vendor_id"], "label": key["label"], **routing}.items()))
         assert metrics["coupang_key_days_left"][labelled] == key["days_left"]
         assert metrics["coupang_key_generation"][vendor] == key["generation"]
         end_of_day = datetime.combine(

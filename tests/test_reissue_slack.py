@@ -392,6 +392,16 @@ def test_admin_adds_and_removes_approvers(slack, services, key):
     click_and_wait(slack, "UNEW00001", ids.APPROVE_REISSUE, str(request_id), "chat.update")
     assert "no longer" in slack.slash(ADMIN, "approvers remove UNEW00001").text_of()
     assert {"approver.added", "approver.removed", "approver.add.refused"} <= set(actions(services))
+    # the team sees who may approve change, in KEYBOT_CHANNEL; a refused attempt announces nothing
+    slack.settle()
+    posted = [c.params for c in slack.fake.calls_to("chat.postMessage") if "approver" in c.params.get("text", "")]
+    assert [(p["channel"], p["text"]) for p in posted] == [
+        (services.ctx.settings.channel, f":busts_in_silhouette: <@{ADMIN}> made <@UNEW00001> a reissue approver."),
+        (
+            services.ctx.settings.channel,
+            f":busts_in_silhouette: <@{ADMIN}> removed <@UNEW00001> from the reissue approvers.",
+        ),
+    ]
 
 
 def test_audit_command_is_for_admins_and_approvers(slack, services, key):

@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from bot.bootstrap import build_services
 from bot.destinations import Destinations
 from bot.rules import InvalidInput
-from bot.services.base import NotAllowed
+from bot.services.base import NotAllowed, NotFound
 from bot.services.rollout import BACKOFF, next_attempt, parse_target, scrub
 from bot.slack import ids
 from storage.models import Consumer
@@ -273,3 +273,18 @@ def test_slack_consumers_list_add_and_remove(slack, services, key, receiver):  #
     assert slack.submit(OWNER, ids.CONSUMER_REMOVE_MODAL, {"name": "erp"}).status == 200
     assert services.rollout.consumers(VENDOR) == []
     assert {"consumer.added", "consumer.removed"} <= {e.action for e in services.audit.entries()}
+
+
+def test_a_deleted_key_takes_its_consumers_with_it(services, key, receiver):  # noqa: F811
+    """Else one admin alone could delete a key, register the vendor ID again with a key of their choosing and
+    push it to every system that trusted the old one."""
+    add_hook(services, receiver, "erp", actor="cli:ops")  # the CLI adds directly
+    services.rollout.deliver_now(VENDOR)
+    services.keys.delete(ADMIN, VENDOR)
+    services.keys.register(ADMIN, form(VENDOR, secret_key=secret_key(VENDOR) + "OTHER"))
+    assert services.rollout.consumers(VENDOR) == []
+    with pytest.raises(NotFound, match="has no consumers"):
+        services.rollout.push(ADMIN, VENDOR)
+    deleted = [e for e in services.audit.entries() if e.action == "key.deleted"][0]
+    assert deleted.details["consumers_removed"] == ["erp"]
+    assert [hit.body["data"]["generation"] for hit in receiver.hits("/erp")] == [1]

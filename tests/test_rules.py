@@ -128,9 +128,14 @@ def test_date_wing_shows_is_taken_as_is():
     assert resolve_dates(None, date(2025, 8, 15)) == (None, date(2025, 8, 15))
 
 
-def test_issue_date_and_wing_date_together_are_refused():
-    error = refusal(resolve_dates, date(2025, 1, 1), date(2025, 6, 30))
-    assert error.errors  # keyed by a field the form can highlight
+def test_issue_date_and_wing_date_that_disagree_are_refused():
+    error = refusal(resolve_dates, date(2025, 1, 1), date(2025, 7, 30))
+    assert set(error.errors) == {"expires_on"}
+
+
+def test_issue_date_and_wing_date_that_agree_are_taken():
+    # `keys export` writes both, and the exported sheet imports back
+    assert resolve_dates(date(2025, 1, 1), date(2025, 6, 30)) == (date(2025, 1, 1), date(2025, 6, 30))
 
 
 def test_neither_date_is_refused():
@@ -377,8 +382,7 @@ def test_url_may_be_a_homepage_or_wing(url):
 @pytest.mark.parametrize(
     "url",
     [
-        "",
-        "hanbit",  # no scheme and no domain
+        "hanbit",  # no scheme and no domain (an empty URL means wing.coupang.com)
         "ftp://hanbit.example.co.kr",
         "https://",
         "https://localhost",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
@@ -195,3 +195,16 @@ def test_only_admins_see_and_may_use_the_date_correction(slack):
             OWNER, "A00012345", slack.services.keys.status("A00012345").linking, expires_on="2026-12-10"
         )
     assert slack.services.keys.status("A00012345").expires_on == date(2026, 12, 3)
+
+
+@time_machine.travel(TODAY, tick=False)
+def test_a_registration_says_what_comes_next_and_details_show_when_reissue_opens(slack):
+    open_register_modal(slack)
+    assert slack.submit(ADMIN, ids.REGISTER_MODAL, {**GOOD, "issued_on": "2026-11-01"}).text == ""
+    confirmation = slack.fake.wait_for("chat.postEphemeral")[0].params["text"]
+    expires = date(2026, 11, 1) + timedelta(days=180)
+    opens = (expires - timedelta(days=14)).isoformat()
+    assert f"Next: a reminder on {opens}" in confirmation and "(D-14)" in confirmation
+    assert "`/coupang-key consumers A00012345 add`" in confirmation
+    assert "bot server's public IP" in confirmation  # a self-developed key: how the bot can check it
+    assert f"WING's Reissue button opens on {opens}" in slack.slash(ADMIN, "status A00012345").text_of()

@@ -341,3 +341,48 @@ def test_no_secret_reaches_slack_responses_or_debug_logs(slack, caplog):
         assert leak not in slack.fake.all_text()
         assert all(leak not in r.text for r in responses)
         assert leak not in caplog.text
+
+
+def test_an_admin_changes_label_channel_and_owner_in_the_edit_form_audited_and_using_no_edit(slack):
+    slack.services.keys.register(ADMIN, factories.form("A00012345"))
+    slack.slash(ADMIN, "edit A00012345", channel="CWORK0001")
+    modal = slack.last_modal(ids.EDIT_LINKING_MODAL)
+    blocks = {b.get("block_id"): b for b in modal["blocks"]}
+    assert blocks["label"]["element"]["initial_value"] == factories.form("A00012345").label
+    answer = slack.submit(ADMIN, ids.EDIT_LINKING_MODAL, {"label": "Renamed <!channel>", "owner_id": USER})
+    assert answer.text == ""
+    note = slack.fake.wait_for("chat.postEphemeral")[0].params["text"]
+    assert "Saved the label, channel and owner of *A00012345*: Renamed &lt;!channel&gt;" in note
+    status = slack.services.keys.status("A00012345")
+    assert (status.label, status.owner_id) == ("Renamed <!channel>", USER)
+    assert status.edits_last_7_days == 0  # none of Coupang's weekly edits
+    entry = [e for e in slack.services.audit.entries() if e.action == "key.details_edited"][0]
+    assert entry.actor == ADMIN and entry.details["after"] == {"label": "Renamed <!channel>", "owner_id": USER}
+
+
+def test_the_owner_has_no_label_fields_and_a_forged_one_is_refused(slack):
+    slack.services.keys.register(ADMIN, factories.form("A00012345"))
+    slack.slash(OWNER, "edit A00012345")
+    modal = slack.last_modal(ids.EDIT_LINKING_MODAL)
+    assert "label" not in {b.get("block_id") for b in modal["blocks"]}
+    forged = {**modal, "blocks": [*modal["blocks"], {"type": "input", "block_id": "label", "element": {}}]}
+    answer = slack.submit(OWNER, ids.EDIT_LINKING_MODAL, {"label": "Mine now"}, view=forged)
+    assert "Only admins" in str(answer.json()["errors"])
+    assert slack.services.keys.status("A00012345").label != "Mine now"
+
+
+def test_an_empty_label_in_the_admin_form_lands_under_its_field(slack):
+    slack.services.keys.register(ADMIN, factories.form("A00012345"))
+    slack.slash(ADMIN, "edit A00012345")
+    slack.last_modal(ids.EDIT_LINKING_MODAL)
+    answer = slack.submit(ADMIN, ids.EDIT_LINKING_MODAL, {"label": " ", "ip_addresses": "10.0.0.1"})
+    assert set(answer.json()["errors"]) == {"label", "ip_addresses"}
+
+
+def test_a_deleted_key_is_announced_in_its_channel(slack):
+    slack.services.keys.register(ADMIN, factories.form("A00012345"))
+    channel = slack.services.keys.status("A00012345").channel_id
+    slack.click(OWNER, ids.DELETE_KEY, "A00012345")
+    post = slack.fake.wait_for("chat.postMessage")[0].params
+    assert post["channel"] == channel
+    assert f"<@{OWNER}> deleted the key of *A00012345*" in post["text"] and "no more reminders" in post["text"]

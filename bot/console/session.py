@@ -254,7 +254,7 @@ class Console:
         elif response.status == 404:
             self.say("! Nothing in the bot handles that.")
         elif response.status >= 500:
-            self.say("! The bot failed while handling that; the log above says why.")
+            self.say("! The bot failed while handling that; its log file says why.")
         return response
 
     def _latest_audit_seq(self) -> int:

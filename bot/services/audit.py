@@ -17,7 +17,7 @@ from storage.audit import VerifyResult
 HEAD_POSTED = "audit.head_posted"
 HEAD_POST = "audit_head"  # scheduled_posts.kind
 EXPORT_COLUMNS = ("seq", "at", "actor", "action", "vendor_id", "details", "mac")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class AuditEntry:
 def spreadsheet_safe(value: Any) -> str:
     """A CSV cell a spreadsheet shows as text instead of running it as a formula."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 class AuditService:

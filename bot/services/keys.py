@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session
 from bot import rules
 from bot.i18n import N_
 from bot.rules import InvalidInput, KeybotError, LinkingInfo, Msg, Phase
+from bot.services.audit import FORMULA_START
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId
 from storage import repositories as repo
 from storage.models import Key, ReissueRequest
-from storage.rollout import consumer_counts, reencrypt_consumers
+from storage.rollout import consumer_counts, forget_consumers, reencrypt_consumers
 
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -109,6 +110,7 @@ class KeyStatus:
             "edits_last_7_days": self.edits_last_7_days,
             "integration": str(self.linking.integration),
             "linking": self.linking.summary(),
+            "integrator": self.linking.integrator_name,
             "owner": self.owner_id,
             "channel": self.channel_id,
             "propagating_until": self.propagating_until.isoformat() if self.propagating_until else None,
@@ -141,6 +143,38 @@ class EditResult:
     status: KeyStatus
     changed: bool  # the linking info changed (one of Coupang's weekly edits)
     dates_corrected: bool
+    details_changed: bool = False  # label, channel or owner (admins)
+
+
+DETAIL_FIELDS = ("label", "channel_id", "owner_id")
+
+
+@dataclass(frozen=True)
+class KeyDetails:
+    """What an admin may change about a key besides its linking info: none of Coupang's business."""
+
+    label: str
+    channel_id: str | None
+    owner_id: str | None
+
+
+def validate_details(label: str | None, channel_id: str | None, owner_id: str | None) -> KeyDetails:
+    """The same checks as registration's, for the edit form and sheet rows."""
+    errors: dict[str, str | Msg] = {}
+    label = (label or "").strip()
+    if not label:
+        errors["label"] = "Give the key a label your team recognises, e.g. the shop name."
+    elif len(label) > 100:
+        errors["label"] = "Keep the label under 100 characters."
+    channel_id = (channel_id or "").strip() or None
+    if channel_id and not _CHANNEL_ID.fullmatch(channel_id):
+        errors["channel_id"] = f"{rules.quote(channel_id)} is not a Slack channel ID (it looks like C0123ABCD)."
+    owner_id = (owner_id or "").strip() or None
+    if owner_id and not _USER_ID.fullmatch(owner_id):
+        errors["owner_id"] = f"{rules.quote(owner_id)} is not a Slack user ID (it looks like U0123ABCD)."
+    if errors:
+        raise InvalidInput(errors)
+    return KeyDetails(label, channel_id, owner_id)
 
 
 @dataclass
@@ -159,18 +193,21 @@ def _parse_date(value: str | date | None, name: str, field_name: str) -> date | 
     problem = InvalidInput.one(
         field_name, "{name} {value} is not a date: use YYYY-MM-DD.", name=name, value=rules.quote(value)
     )
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    # 2026-09-01, and as Korean Excel writes it: 2026.09.01, 2026/09/01, 2026. 9. 1.
+    parts = re.fullmatch(r"(\d{4})\s*([-./])\s*(\d{1,2})\s*\2\s*(\d{1,2})\.?", value)
+    if parts is None:
         raise problem
     try:
-        return date.fromisoformat(value)
+        return date(int(parts[1]), int(parts[3]), int(parts[4]))
     except ValueError:
         raise InvalidInput.one(
             field_name, "{name} {value}: there is no such date.", name=name, value=rules.quote(value)
         ) from None
 
 
-def validate_registration(form: RegistrationForm, today: date) -> NewKey:
-    """Every field checked at once, so a form shows all its errors together; dates are checked against ``today``."""
+def validate_registration(form: RegistrationForm, today: date, *, keys_required: bool = True) -> NewKey:
+    """Every field checked at once, so a form shows all its errors together; dates are checked against ``today``.
+    Without ``keys_required`` (a sheet row of a registered key) both key fields may be empty: the stored keys stay."""
     errors: dict[str, str | Msg] = {}
 
     def check(fn: Any, *args: Any) -> Any:
@@ -181,13 +218,12 @@ def validate_registration(form: RegistrationForm, today: date) -> NewKey:
             return None
 
     vendor_id = check(rules.validate_vendor_id, form.vendor_id)
-    label = (form.label or "").strip()
-    if not label:
-        errors["label"] = "Give the key a label your team recognises, e.g. the shop name."
-    elif len(label) > 100:
-        errors["label"] = "Keep the label under 100 characters."
-    access_key = check(rules.validate_key_part, "access_key", form.access_key, "Access Key")
-    secret_key = check(rules.validate_key_part, "secret_key", form.secret_key, "Secret Key")
+    details = check(validate_details, form.label, form.channel_id, form.owner_id)
+    if keys_required or form.access_key or form.secret_key:
+        access_key = check(rules.validate_key_part, "access_key", form.access_key, "Access Key")
+        secret_key = check(rules.validate_key_part, "secret_key", form.secret_key, "Secret Key")
+    else:
+        access_key = secret_key = ""
     if access_key and secret_key and access_key == secret_key:
         errors["secret_key"] = "The Secret Key is the same as the Access Key: paste the Secret Key here."  # noqa: S105
     issued_on = check(_parse_date, form.issued_on, "Issue date", "issued_on")
@@ -197,12 +233,6 @@ def validate_registration(form: RegistrationForm, today: date) -> NewKey:
         dates = check(rules.resolve_dates, issued_on, expires_on)
         if dates is not None:
             check(rules.check_dates, *dates, today)
-    channel_id = (form.channel_id or "").strip() or None
-    if channel_id and not _CHANNEL_ID.fullmatch(channel_id):
-        errors["channel_id"] = f"{rules.quote(channel_id)} is not a Slack channel ID (it looks like C0123ABCD)."
-    owner_id = (form.owner_id or "").strip() or None
-    if owner_id and not _USER_ID.fullmatch(owner_id):
-        errors["owner_id"] = f"{rules.quote(owner_id)} is not a Slack user ID (it looks like U0123ABCD)."
     linking = check(
         rules.validate_linking_info,
         form.integration,
@@ -213,8 +243,9 @@ def validate_registration(form: RegistrationForm, today: date) -> NewKey:
     )
     if errors:
         raise InvalidInput(errors)
-    assert dates is not None
-    return NewKey(vendor_id, label, access_key, secret_key, dates[0], dates[1], channel_id, owner_id, linking)
+    assert dates is not None and details is not None
+    keys = access_key or "", secret_key or ""
+    return NewKey(vendor_id, details.label, *keys, dates[0], dates[1], details.channel_id, details.owner_id, linking)
 
 
 class KeyService:
@@ -446,11 +477,13 @@ class KeyService:
         linking: LinkingInfo,
         *,
         expires_on: str | date | None = None,
+        details: KeyDetails | None = None,
         submission: SubmissionId | None = None,
     ) -> EditResult:
         """Saves the linking info and, given a different ``expires_on``, corrects the key's expiry (admins only;
-        its reminders for this generation start over). Saving the same linking info is not an edit: it uses
-        none of Coupang's weekly edits and is not recorded."""
+        its reminders for this generation start over); given ``details`` that differ, changes label, channel and
+        owner (admins only). Saving the same linking info is not an edit: it uses none of Coupang's weekly edits
+        and is not recorded."""
         vendor_id = rules.validate_vendor_id(vendor_id)
 
         def work(session: Session) -> EditResult:
@@ -459,26 +492,57 @@ class KeyService:
             self.require_owner_or_admin(actor, key)
             now = self.ctx.clock.now()
             corrected = self._correct_expiry(session, actor, key, expires_on, now)
+            described = details is not None and details != details_of(key)
+            if described:
+                self.require_admin(actor)
+                assert details is not None
+                self.set_details(session, actor, key, details, now)
             if linking == linking_of(key):
-                return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], False, corrected)
+                status = self._statuses(session, vendor_ids=[vendor_id], now=now)[0]
+                return EditResult(status, False, corrected, described)
             times = repo.edit_times(session, vendor_id=vendor_id, since=repo.week_ago(now))
-            quota = rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
-            before = linking_of(key).details()
-            apply_linking(key, linking)
-            key.access_deadline = rules.access_deadline(rules.ReissuePath.REISSUE, now)
-            key.updated_at = now
-            repo.record_edit(session, vendor_id=vendor_id, at=now, by=actor)
-            self.ctx.record(
-                session,
-                actor,
-                "key.linking_edited",
-                vendor_id,
-                {"before": before, "after": linking.details(), "edits_last_7_days": quota.used + 1},
-            )
-            return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True, corrected)
+            rules.check_edit_allowed(times, now, self.ctx.settings.timezone)
+            self.record_linking_edit(session, actor, key, linking, now)
+            return EditResult(self._statuses(session, vendor_ids=[vendor_id], now=now)[0], True, corrected, described)
 
         result: EditResult = self.ctx.audited(actor, "key.edit", vendor_id, work)
         return result
+
+    def set_details(self, session: Session, actor: str, key: Key, details: KeyDetails, now: datetime) -> bool:
+        """Label, channel and owner as given (checked by the caller); audited with what changed. False: nothing did."""
+        before, after = details_of(key), details
+        changed = [name for name in DETAIL_FIELDS if getattr(before, name) != getattr(after, name)]
+        if not changed:
+            return False
+        key.label, key.channel_id, key.owner_id = after.label, after.channel_id, after.owner_id
+        key.updated_at = now
+        self.ctx.record(
+            session,
+            actor,
+            "key.details_edited",
+            key.vendor_id,
+            {
+                "before": {name: getattr(before, name) for name in changed},
+                "after": {name: getattr(after, name) for name in changed},
+            },
+        )
+        return True
+
+    def record_linking_edit(self, session: Session, actor: str, key: Key, linking: LinkingInfo, now: datetime) -> None:
+        """One of Coupang's weekly edits (the caller checked the quota): saved, counted and audited."""
+        before = linking_of(key).details()
+        apply_linking(key, linking)
+        key.access_deadline = rules.access_deadline(rules.ReissuePath.REISSUE, now)
+        key.updated_at = now
+        repo.record_edit(session, vendor_id=key.vendor_id, at=now, by=actor)
+        used = len(repo.edit_times(session, vendor_id=key.vendor_id, since=repo.week_ago(now)))
+        self.ctx.record(
+            session,
+            actor,
+            "key.linking_edited",
+            key.vendor_id,
+            {"before": before, "after": linking.details(), "edits_last_7_days": used},
+        )
 
     def _correct_expiry(self, session: Session, actor: str, key: Key, typed: str | date | None, now: datetime) -> bool:
         """A mistyped expiry put right: checked like a new key's, audited, and the reminders of this generation
@@ -488,6 +552,11 @@ class KeyService:
             return False
         self.require_admin(actor)
         rules.check_dates(None, expires_on, self.ctx.today(now))
+        self.set_expiry(session, actor, key, expires_on, now)
+        return True
+
+    def set_expiry(self, session: Session, actor: str, key: Key, expires_on: date, now: datetime) -> None:
+        """A checked expiry date put in: audited, and the reminders of this generation start over."""
         before = key.expires_on.isoformat()
         key.expires_on = expires_on
         if key.issued_on is not None and rules.expiry_from_issue(key.issued_on) != expires_on:
@@ -506,23 +575,28 @@ class KeyService:
                 "reminders_reset": reset,
             },
         )
-        return True
 
-    def delete(self, actor: str, vendor_id: str) -> None:
+    def delete(self, actor: str, vendor_id: str) -> tuple[str, str | None]:
+        """Forget a key; its label and the channel its reminders went to (None: none), to announce it there."""
         vendor_id = rules.validate_vendor_id(vendor_id)
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> tuple[str, str | None]:
             key = self._get(session, vendor_id, for_update=True)
             self.require_owner_or_admin(actor, key)
-            details = {
+            details: dict[str, Any] = {
                 "label": key.label,
                 "generation": key.generation,
                 "fingerprint": key.secret_fingerprint,
             }
+            announced = key.label, key.channel_id or self.ctx.settings.channel
             self.ctx.keys.delete(session, key=key, now=self.ctx.clock.now())
+            # else a key registered again under this vendor ID would reach them without a second person's say
+            details["consumers_removed"] = forget_consumers(session, vendor_id=vendor_id)
             self.ctx.record(session, actor, "key.deleted", vendor_id, details)
+            return announced
 
-        self.ctx.audited(actor, "key.delete", vendor_id, work)
+        deleted: tuple[str, str | None] = self.ctx.audited(actor, "key.delete", vendor_id, work)
+        return deleted
 
     def check_can_change(self, actor: str, vendor_id: str, action: str) -> KeyStatus:
         """Before opening a form: the key exists and this person may change it (refusal audited)."""
@@ -546,7 +620,12 @@ class KeyService:
     # ------------------------------------------------------------ bulk import
 
     def import_rows(
-        self, actor: str, rows: Iterable[tuple[int, Mapping[str, str | None]]], *, skip_invalid: bool = False
+        self,
+        actor: str,
+        rows: Iterable[tuple[int, Mapping[str, str | None]]],
+        *,
+        skip_invalid: bool = False,
+        columns: Mapping[str, str] | None = None,
     ) -> ImportReport:
         """Check every row first; import all or nothing unless ``skip_invalid``. Messages never echo secrets.
 
@@ -560,18 +639,20 @@ class KeyService:
             try:
                 new = validate_registration(form_from_csv(row), today)
                 if (first := seen.get(new.vendor_id)) is not None:
-                    again = N_("{vendor_id} is already on line {line}.")
+                    again = N_("{vendor_id} is already on line {line}: that line is used, this one is not.")
                     raise InvalidInput.one("vendor_id", again, vendor_id=new.vendor_id, line=first)
                 seen[new.vendor_id] = line
                 valid.append(new)
             except InvalidInput as error:
-                report.errors.append((line, _without_secrets(_describe(error), row)))
+                report.errors.append((line, describe_row_error(error, row, columns)))
 
         def work(session: Session) -> None:
             existing = self.ctx.keys.registered(session, list(seen))
             taken = N_("{vendor_id} already has a key.")
             report.errors.extend(
-                (seen[v], _describe(InvalidInput.one("vendor_id", taken, vendor_id=v))) for v in seen if v in existing
+                (seen[v], describe_row_error(InvalidInput.one("vendor_id", taken, vendor_id=v), {}, columns))
+                for v in seen
+                if v in existing
             )
             report.errors.sort()
             fresh = [n for n in valid if n.vendor_id not in existing]
@@ -665,10 +746,22 @@ def row_digest(new: NewKey, generation: int, fingerprint: str) -> bytes:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=False).encode()).digest()
 
 
-def _describe(error: InvalidInput) -> Msg:
-    """Each column's sentence after its name (``vendor_id: …; label: …``), still to be rendered in a language."""
-    each_column = "; ".join(f"{name}: {{{name}}}" for name in error.messages)
-    return Msg(each_column, error.messages)
+FIELD_COLUMNS = {"channel_id": "channel", "owner_id": "owner"}  # a form field's CSV column, where the names differ
+
+
+def describe_row_error(
+    error: InvalidInput, row: Mapping[str, str | None], columns: Mapping[str, str] | None = None
+) -> Msg:
+    """A CSV row's refusal: each column's sentence after the column's name as the file spells it (``업체코드: …;
+    label: …``), still to be rendered in a language, never quoting the row's keys."""
+    names = columns or {}
+
+    def heading(name: str) -> str:
+        column = FIELD_COLUMNS.get(name, name)
+        return names.get(column, column).replace("{", "{{").replace("}", "}}")
+
+    each_column = "; ".join(f"{heading(name)}: {{{name}}}" for name in error.messages)
+    return _without_secrets(Msg(each_column, error.messages), row)
 
 
 def _without_secrets(msg: Msg, row: Mapping[str, str | None]) -> Msg:
@@ -738,9 +831,24 @@ CSV_COLUMNS = (
 )
 
 
+# the kind of integration as WING words it, as well as our own words
+INTEGRATION_WORDS = {
+    "integrator": "integrator",
+    "연동업체": "integrator",
+    "연동업체선택": "integrator",
+    "self": "self",
+    "직접입력": "self",
+    "자체개발": "self",
+}
+
+
 def form_from_csv(row: Mapping[str, str | None]) -> RegistrationForm:
     def get(name: str) -> str:
-        return (row.get(name) or "").strip()
+        value = (row.get(name) or "").strip()
+        # undo the apostrophe `keys export` puts before a cell a spreadsheet would run as a formula
+        return value[1:] if value[:1] == "'" and value[1:2] in FORMULA_START else value
+
+    integration = re.sub(r"\s+", "", get("integration")).lower()
 
     return RegistrationForm(
         vendor_id=get("vendor_id"),
@@ -751,12 +859,16 @@ def form_from_csv(row: Mapping[str, str | None]) -> RegistrationForm:
         expires_on=get("expires_on") or None,
         channel_id=get("channel") or None,
         owner_id=get("owner") or None,
-        integration=get("integration").lower() or None,
+        integration=INTEGRATION_WORDS.get(integration, integration) or None,
         integrator_name=get("integrator_name") or None,
         company_name=get("company_name") or None,
         company_url=get("company_url") or None,
         ip_addresses=get("ip_addresses") or None,
     )
+
+
+def details_of(key: Key) -> KeyDetails:
+    return KeyDetails(key.label, key.channel_id, key.owner_id)
 
 
 def linking_of(key: Key | Row[Any]) -> LinkingInfo:

@@ -33,6 +33,8 @@ class KeyFacts:
     generation: int
     verify_ok: bool | None  # None before the first definitive check
     open_request: bool  # a reissue request is pending or approved
+    owner_id: str | None = None  # whom an alert about it should reach (metrics labels)
+    integrator: str | None = None  # the integrator company, for keys linked to one
 
     @property
     def phase(self) -> rules.Phase:
@@ -119,7 +121,15 @@ class OverviewService:
                 session, today=today, window_end=today + timedelta(days=rules.REISSUE_WINDOW_DAYS)
             )
             rows = session.execute(
-                select(Key.vendor_id, Key.label, Key.expires_on, Key.generation, Key.verify_ok)
+                select(
+                    Key.vendor_id,
+                    Key.label,
+                    Key.expires_on,
+                    Key.generation,
+                    Key.verify_ok,
+                    Key.owner_id,
+                    Key.integrator_name,
+                )
                 .order_by(Key.expires_on, Key.vendor_id)
                 .limit(limit)
             ).all()
@@ -133,8 +143,10 @@ class OverviewService:
                 generation=generation,
                 verify_ok=verify_ok,
                 open_request=vendor_id in requests,
+                owner_id=owner_id,
+                integrator=integrator,
             )
-            for vendor_id, label, expires_on, generation, verify_ok in rows
+            for vendor_id, label, expires_on, generation, verify_ok, owner_id, integrator in rows
         ]
         return Overview(today, keys, healthy, window, expired)
 

@@ -14,8 +14,9 @@ from slack_sdk import WebClient
 from bot import i18n, rules
 from bot.bootstrap import Services
 from bot.i18n import N_, t
-from bot.rules import InvalidInput, KeybotError, Msg
+from bot.rules import InvalidInput, KeybotError, LinkingInfo, Msg
 from bot.services.base import AlreadyApplied
+from bot.services.keys import KeyDetails, validate_details
 from bot.slack import ids, views
 from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.failures import after_ack, later
@@ -23,6 +24,7 @@ from bot.slack.home import publish_home
 from bot.slack.parse import (
     MAX_EXPIRING_DAYS,
     ButtonClick,
+    LinkingSubmission,
     parse_click,
     parse_linking,
     parse_page,
@@ -130,7 +132,7 @@ class KeyListeners:
         quota = self.services.keys.edits_left(status.vendor_id)
         rules.require_edit_slot(quota, self.services.ctx.settings.timezone)
         admin = self.services.keys.is_admin(user_id)
-        return views.build_edit_linking_modal(lang, status, quota, channel_id=channel_id, dates=admin)
+        return views.build_edit_linking_modal(lang, status, quota, channel_id=channel_id, admin=admin)
 
     # ------------------------------------------------------------ buttons
 
@@ -214,11 +216,15 @@ class KeyListeners:
         click = parse_click(body)
         lang = self.services.languages.of(click.user_id)
         try:
-            self.services.keys.delete(click.user_id, click.value)
+            label, channel = self.services.keys.delete(click.user_id, click.value)
         except KeybotError as error:
             self._tell(context, click, client, respond, views.refusal_text(lang, error), lang)
             return
         vendor_id = rules.validate_vendor_id(click.value)  # valid, as it was just deleted; not echoed as typed
+        if channel:  # the team sees a key leave the bot: its reminders stop with it
+            team = self.services.languages.team
+            announcement = views.deleted_announcement(team, click.user_id, vendor_id, label)
+            later(context, client.chat_postMessage, channel=channel, text=announcement)
         text = t(
             lang,
             ":wastebasket: Deleted the key of *{vendor_id}*. Delete it in WING too if unused.",
@@ -260,21 +266,13 @@ class KeyListeners:
         lang = self.services.languages.of(submission.user_id)
         fields = _input_block_ids(body)
         try:
-            try:
-                linking = rules.validate_linking_info(
-                    submission.integration,
-                    submission.integrator_name,
-                    submission.company_name,
-                    submission.company_url,
-                    submission.ip_addresses,
-                )
-            except InvalidInput as error:
-                raise self.services.ctx.refuse(submission.user_id, "key.edit", submission.vendor_id, error) from None
+            linking, details = self._checked_edit(submission, "label" in fields)
             result = self.services.keys.edit_linking(
                 submission.user_id,
                 submission.vendor_id,
                 linking,
                 expires_on=submission.expires_on,
+                details=details,
                 submission=parse_submission_id(body),
             )
         except AlreadyApplied:
@@ -286,6 +284,31 @@ class KeyListeners:
         ack()
         text = views.edit_result_text(lang, result, self.services.ctx.settings.timezone)
         later(context, self._confirm, client, submission.user_id, submission.channel_id, text)
+
+    def _checked_edit(self, submission: LinkingSubmission, with_details: bool) -> tuple[LinkingInfo, KeyDetails | None]:
+        """The edit form's linking info and (an admin's form) details, every field's error at once (audited)."""
+        errors: dict[str, str | Msg] = {}
+        linking = details = None
+        try:
+            linking = rules.validate_linking_info(
+                submission.integration,
+                submission.integrator_name,
+                submission.company_name,
+                submission.company_url,
+                submission.ip_addresses,
+            )
+        except InvalidInput as error:
+            errors.update(error.messages)
+        if with_details:
+            try:
+                details = validate_details(submission.label, submission.key_channel_id, submission.owner_id)
+            except InvalidInput as error:
+                errors.update(error.messages)
+        if errors:
+            refused = InvalidInput(errors)
+            raise self.services.ctx.refuse(submission.user_id, "key.edit", submission.vendor_id, refused)
+        assert linking is not None
+        return linking, details
 
 
 def register(app: App, services: Services, router: CommandRouter) -> None:

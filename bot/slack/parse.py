@@ -70,6 +70,9 @@ class LinkingSubmission:
     company_url: str | None
     ip_addresses: str | None
     expires_on: str | None = None  # only in an admin's form: a corrected expiry date
+    label: str | None = None  # these three too: the key's label, reminder channel and owner
+    key_channel_id: str | None = None
+    owner_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,9 @@ def parse_linking(body: dict[str, Any]) -> LinkingSubmission:
         company_url=_value(view, "company_url"),
         ip_addresses=_value(view, "ip_addresses"),
         expires_on=_value(view, "expires_on"),
+        label=_value(view, "label"),
+        key_channel_id=_value(view, "channel_id"),
+        owner_id=_value(view, "owner_id"),
     )
 
 

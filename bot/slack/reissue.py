@@ -778,15 +778,21 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
     ) -> None:
         verb = req.args[0].lower() if req.args else ""
         target = req.args[1] if len(req.args) > 1 else ""
+        if verb not in ("add", "remove"):
+            ack(text=build_approvers_text(req.lang, reissues.approvers()), response_type="ephemeral")
+            return
         if verb == "add":
             user_id = reissues.add_approver(req.user_id, target)
-            ack(text=t(req.lang, "{user} may now approve reissues.", user=mention(user_id)), response_type="ephemeral")
-        elif verb == "remove":
-            user_id = reissues.remove_approver(req.user_id, target)
-            text = t(req.lang, "{user} may no longer approve reissues.", user=mention(user_id))
-            ack(text=text, response_type="ephemeral")
+            said = N_("{user} may now approve reissues.")
+            announced = N_(":busts_in_silhouette: {admin} made {user} a reissue approver.")
         else:
-            ack(text=build_approvers_text(req.lang, reissues.approvers()), response_type="ephemeral")
+            user_id = reissues.remove_approver(req.user_id, target)
+            said = N_("{user} may no longer approve reissues.")
+            announced = N_(":busts_in_silhouette: {admin} removed {user} from the reissue approvers.")
+        ack(text=t(req.lang, said, user=mention(user_id)), response_type="ephemeral")
+        if services.ctx.settings.channel:  # who may approve is the team's business: said where the team reads
+            text = t(services.languages.team, announced, admin=mention(req.user_id), user=mention(user_id))
+            later(context, client.chat_postMessage, channel=services.ctx.settings.channel, text=text)
 
     def handle_audit_command(
         req: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
@@ -800,7 +806,6 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         N_("approvers [add|remove @user]"),
         N_("list or manage reissue approvers"),
         handle_approvers_command,
-        follow_up=False,
     )
     usage, summary = N_("audit"), N_("the latest audit events (admins, approvers)")
     router.add("audit", usage, summary, handle_audit_command, follow_up=False)

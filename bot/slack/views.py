@@ -17,6 +17,7 @@ import contextlib
 import json
 import re
 from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -126,6 +127,9 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         ),
         t(lang, "Linking: {linking}", linking=escape(_truncate(linking_summary(lang, status.linking), 600))),
     ]
+    if status.days_left > rules.REISSUE_WINDOW_DAYS:
+        opens = i18n.day(lang, reissue_opens_on(status))
+        lines.append(t(lang, ":calendar: WING's Reissue button opens on {date}", date=opens))
     if status.propagating_until:
         works_by = i18n.moment(lang, status.propagating_until, tz)
         lines.append(t(lang, ":hourglass: Coupang is applying a change: the key works by {time}", time=works_by))
@@ -444,10 +448,10 @@ def build_register_modal(lang: str, *, channel_id: str | None = None) -> View:
 
 
 def build_edit_linking_modal(
-    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None, dates: bool = False
+    lang: str, status: KeyStatus, quota: rules.EditQuota, *, channel_id: str | None = None, admin: bool = False
 ) -> View:
-    """Linking info prefilled from the stored key (which holds no secret in these fields); with ``dates`` (for
-    admins) also its expiry date, to correct a mistyped one."""
+    """Linking info prefilled from the stored key (which holds no secret in these fields); for an ``admin`` also
+    its label, channel, owner and expiry date (to correct a mistyped one)."""
     intro = t(lang, "Saving counts as one edit and Coupang takes up to 30 minutes to apply it.")
     blocks: list[Block] = [
         SectionBlock(text=_mrkdwn(f"*{escape(status.vendor_id)}* · {escape(_truncate(status.label, 100))}\n{intro}")),
@@ -466,7 +470,7 @@ def build_edit_linking_modal(
         ),
         *_linking_inputs(lang, status.linking),
     ]
-    if dates:
+    if admin:
         blocks.append(
             InputBlock(
                 block_id="expires_on",
@@ -475,6 +479,7 @@ def build_edit_linking_modal(
                 element=DatePickerElement(action_id="expires_on", initial_date=status.expires_on.isoformat()),
             )
         )
+        blocks.extend(_details_inputs(lang, status))
     metadata = {"vendor_id": status.vendor_id, "channel": channel_id}
     return View(
         type="modal",
@@ -485,6 +490,29 @@ def build_edit_linking_modal(
         private_metadata=json.dumps(metadata),
         blocks=blocks,
     )
+
+
+def _details_inputs(lang: str, status: KeyStatus) -> list[Block]:
+    """An admin's fields for label, reminder channel and owner, prefilled (none of them uses a Coupang edit)."""
+    return [
+        _text_input("label", t(lang, "Label"), initial=status.label, max_length=100),
+        InputBlock(
+            block_id="channel_id",
+            label=t(lang, "Reminder channel"),
+            optional=True,
+            element=ConversationSelectElement(
+                action_id="channel_id",
+                initial_conversation=status.channel_id,
+                filter=ConversationFilter(include=["public", "private"], exclude_bot_users=True),
+            ),
+        ),
+        InputBlock(
+            block_id="owner_id",
+            label=t(lang, "Owner"),
+            optional=True,
+            element=UserSelectElement(action_id="owner_id", initial_user=status.owner_id),
+        ),
+    ]
 
 
 def form_errors(lang: str, error: KeybotError, block_ids: Sequence[str], fallback: str) -> dict[str, str]:
@@ -529,7 +557,7 @@ def build_delete_confirmation(lang: str, status: KeyStatus) -> list[Block]:
                         title=t(lang, "Delete this key?"),
                         text=t(
                             lang,
-                            "{vendor_id} will be removed from the bot. This cannot be undone.",
+                            "{vendor_id} will be removed from the bot, with its consumers. This cannot be undone.",
                             vendor_id=status.vendor_id,
                         ),
                         confirm=t(lang, "Delete"),
@@ -551,6 +579,10 @@ HISTORY_SENTENCES = {
         "{actor} corrected the expiry date from {expires_on_before} to {expires_on}; its reminders start over."
     ),
     "key.deleted": N_("{actor} deleted the key."),
+    "key.details_edited": N_("{actor} changed the key's label, channel or owner."),
+    "key.new_key_imported": N_(
+        "{actor} imported the key reissued in WING: generation {generation}, expires {expires_on}."
+    ),
     "key.verified": N_("{actor} verified the key: {outcome}."),
     "key.verify_repeated": N_("{actor} asked to verify again within 10 seconds: {outcome}."),
     "reissue.requested": N_("{actor} asked to reissue the key (request #{request_id}): {reason}"),
@@ -624,6 +656,8 @@ AUDIT_ACTIONS = frozenset(
         N_("key.import"),
         N_("key.linking_edited"),
         N_("key.dates_corrected"),
+        N_("key.details_edited"),
+        N_("key.new_key_imported"),
         N_("key.edit"),
         N_("key.deleted"),
         N_("key.delete"),
@@ -678,7 +712,36 @@ def registered_text(lang: str, status: KeyStatus) -> str:
         date=i18n.day(lang, status.expires_on),
         days_left=i18n.days_left(lang, status.days_left),
     )
-    return text if status.reminder_channel else f"{text}\n{no_channel_text(lang)}"
+    lines = [text, no_channel_text(lang) if not status.reminder_channel else next_steps_text(lang, status)]
+    lines.append(
+        t(
+            lang,
+            "So the new key reaches the systems that use this one (order sync, ERP), add them: "
+            "`/coupang-key consumers {vendor_id} add`.",
+            vendor_id=escape(status.vendor_id),
+        )
+    )
+    if status.linking.integration is rules.Integration.SELF:
+        lines.append(
+            t(lang, "To let the bot check the key with Coupang, list the bot server's public IP among its IPs.")
+        )
+    return "\n".join(lines)
+
+
+def next_steps_text(lang: str, status: KeyStatus) -> str:
+    """When the team hears about this key next: the first reminder, at the D-14 milestone if it is ahead."""
+    if status.days_left > rules.REISSUE_WINDOW_DAYS:
+        return t(
+            lang,
+            "Next: a reminder on {date} (D-14), when WING's Reissue button opens.",
+            date=i18n.day(lang, reissue_opens_on(status)),
+        )
+    advice = i18n.render(lang, rules.wing_advice(rules.path_for(status.days_left)))
+    return t(lang, "Next: {advice}.", advice=advice)
+
+
+def reissue_opens_on(status: KeyStatus) -> date:
+    return status.expires_on - timedelta(days=rules.REISSUE_WINDOW_DAYS)
 
 
 def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
@@ -709,6 +772,16 @@ def edit_result_text(lang: str, result: EditResult, tz: ZoneInfo) -> str:
     """The confirmation of the edit form: the linking info saved (or unchanged), and a corrected expiry."""
     status = result.status
     text = edited_text(lang, status, tz) if result.changed else unchanged_text(lang, status)
+    if result.details_changed:
+        details = t(
+            lang,
+            "Saved the label, channel and owner of *{vendor_id}*: {label}, {channel}, {owner}.",
+            vendor_id=escape(status.vendor_id),
+            label=escape(status.label),
+            channel=f"<#{status.channel_id}>" if status.channel_id else t(lang, "no channel"),
+            owner=f"<@{status.owner_id}>" if status.owner_id else t(lang, "no owner"),
+        )
+        text = details if not result.changed and not result.dates_corrected else f"{text}\n{details}"
     if result.dates_corrected:
         corrected = t(
             lang,
@@ -719,6 +792,16 @@ def edit_result_text(lang: str, result: EditResult, tz: ZoneInfo) -> str:
         )
         text = corrected if not result.changed else f"{text}\n{corrected}"
     return text
+
+
+def deleted_announcement(lang: str, user_id: str, vendor_id: str, label: str) -> str:
+    return t(
+        lang,
+        ":wastebasket: <@{user}> deleted the key of *{vendor_id}* ({label}) from the bot: it gets no more reminders.",
+        user=user_id,
+        vendor_id=escape(vendor_id),
+        label=escape(label),
+    )
 
 
 def unchanged_text(lang: str, status: KeyStatus) -> str:
