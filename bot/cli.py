@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import csv
 import io
 import itertools
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO, cast
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -385,7 +386,8 @@ def cmd_keys_export(services: Services, args: argparse.Namespace, out: TextIO) -
         line.truncate()
     data, count = b"".join(chunks), len(chunks) - 1
     if args.output:
-        write_private(Path(args.output), data)
+        with open_private(Path(args.output), "wb") as handle:
+            handle.write(data)
         lang = services.ctx.settings.language
         print(t(lang, "Exported {count} key(s) to {path}.", count=count, path=args.output), file=out)
     elif hasattr(out, "buffer"):
@@ -396,12 +398,18 @@ def cmd_keys_export(services: Services, args: argparse.Namespace, out: TextIO) -
     return OK
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read (0600), whatever the umask: an export names every seller."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
+@contextlib.contextmanager
+def open_private(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file only its owner can read (0600) whatever the umask, one that existed narrowed too: exports name every
+    seller, like the database they come from (INTERFACE.md). A file that cannot be written is one sentence."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)
+    except OSError as exc:
+        raise KeybotError("Cannot write {file}: {reason}.", file=str(path), reason=exc.strerror) from None
+    binary = "b" in mode
+    with os.fdopen(descriptor, mode, encoding=None if binary else "utf-8", newline=None if binary else "") as handle:
+        yield handle
 
 
 # storage.audit's reasons for a broken chain, translated here (storage does not translate)
@@ -432,15 +440,8 @@ def cmd_audit_export(services: Services, args: argparse.Namespace, out: TextIO) 
         services.audit.export(out, args.format)
         return OK
     target = Path(args.output)
-    try:  # readable by its owner only, whatever the umask, like the database it comes from (INTERFACE.md)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # a file that existed keeps no wider mode
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            services.audit.export(handle, args.format)
-    except OSError as exc:
-        lang = services.ctx.settings.language
-        print(t(lang, "Cannot write {file}: {reason}.", file=target, reason=exc.strerror), file=sys.stderr)
-        return FAILED
+    with open_private(target) as handle:
+        services.audit.export(cast(TextIO, handle), args.format)
     print(t(services.ctx.settings.language, "Wrote the audit log to {file} (mode 600).", file=target), file=out)
     return OK
 

@@ -488,3 +488,25 @@ def test_unknown_group_refuses_instead_of_failing(slack, services, key):
     request_id = request_reissue(slack)  # GROUP was never set up in the fake: no_such_subteam
     refusal = click_and_wait(slack, GROUPIE, ids.APPROVE_REISSUE, str(request_id), "response_url")
     assert "Only approvers" in refusal.params["text"]
+
+
+def test_a_cafe24_key_gets_cafe24s_own_reentry_path_in_the_steps_and_the_announcement(slack, services, travel):
+    services.keys.register(ADMIN, form(VENDOR, integration="integrator", integrator_name="카페24 마켓플러스"))
+    request_id = request_reissue(slack)
+    click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+    steps = strings(last_update(slack)["blocks"])
+    assert "Cafe24 Marketplus: 마켓플러스 > 기본 > 계정관리 > 마켓계정관리" in steps and "'연동인증' 정보 수정 > 저장" in steps
+    assert "Choose the same linking info" not in steps  # a Reissue keeps the linking info
+    announced = complete(slack, request_id).params["text"]
+    assert "마켓계정수정" in announced
+
+
+def test_other_integrators_get_a_generic_step_and_an_early_reissue_repeats_the_stored_linking_info(slack, services):
+    with time_machine.travel("2026-08-01T03:00:00Z", tick=True):  # D-119: Delete, then Issue
+        services.keys.register(ADMIN, form(VENDOR, integration="integrator", integrator_name="Sabangnet"))
+        request_id = request_reissue(slack)
+        click_and_wait(slack, APPROVER, ids.APPROVE_REISSUE, str(request_id), "chat.update")
+        steps = strings(last_update(slack)["blocks"])
+    assert "Choose the same linking info as stored: Integrator: Sabangnet" in steps
+    assert "give the new keys to Sabangnet: in its Coupang account settings replace" in steps
+    assert "마켓플러스" not in steps  # no menu path is invented for an integrator Coupang did not document

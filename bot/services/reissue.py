@@ -24,9 +24,10 @@ from sqlalchemy import CursorResult, Executable, and_, case, func, or_, select, 
 from sqlalchemy.orm import Session
 
 from bot import rules
-from bot.rules import InvalidInput, KeybotError, Msg, ReissuePath
+from bot.rules import InvalidInput, KeybotError, LinkingInfo, Msg, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, instance_name
+from bot.services.keys import linking_of
 from bot.services.posts import Claim, ScheduledPosts
 from storage import repositories as repo
 from storage import rollout
@@ -124,6 +125,7 @@ class ReissueInfo:
     key_expires_on: date | None
     owner_id: str | None = None  # the key's owner now (with approval `none`, they and admins enter the key)
     expired_approved: bool = False  # expired after it was approved (or made without approval), key not entered
+    linking: LinkingInfo | None = None  # the key's stored linking info, to enter again when issuing anew
 
 
 @dataclass(frozen=True)
@@ -971,6 +973,7 @@ class ReissueService:
             key_expires_on=key.expires_on if key else None,
             owner_id=key.owner_id if key else None,
             expired_approved=request.status == EXPIRED and _expired_approved(request),
+            linking=linking_of(key) if key else None,
         )
 
 

@@ -36,7 +36,7 @@ from slack_sdk.models.views import View
 
 from bot import i18n, rules
 from bot.bootstrap import Services
-from bot.i18n import N_, render, t
+from bot.i18n import N_, linking_summary, render, t
 from bot.rules import InvalidInput, KeybotError, Msg, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import AlreadyApplied, Clock, MaybePosted
@@ -392,6 +392,41 @@ def wing_steps(lang: str, path: ReissuePath) -> str:
     )
 
 
+# Cafe24 Marketplus is the one integrator whose re-entry steps are documented (DOMAIN.md fact 18)
+CAFE24_NAMES = ("cafe24", "카페24", "마켓플러스", "marketplus")
+CAFE24_PATH = (
+    "마켓플러스 > 기본 > 계정관리 > 마켓계정관리 > 목록의 마켓명/쿠팡 or 관리/수정 버튼 > 마켓계정수정 > "
+    "'연동인증' 정보 수정 > 저장"
+)
+
+
+def reentry_steps(lang: str, info: ReissueInfo) -> str:
+    """After WING: the stored linking info to choose again when issuing anew, and where an integrator's user
+    enters the new key — Cafe24's documented path, a generic step for others (never an invented menu)."""
+    linking = info.linking
+    if linking is None:
+        return ""
+    lines = []
+    if info.path is not ReissuePath.REISSUE:
+        stored = escape(linking_summary(lang, linking))
+        lines.append(t(lang, "• Choose the same linking info as stored: {linking}", linking=stored))
+    if linking.integration is rules.Integration.INTEGRATOR:
+        lines.append(integrator_step(lang, linking.integrator_name or ""))
+    return "\n".join(lines)
+
+
+def integrator_step(lang: str, integrator: str) -> str:
+    squeezed = re.sub(r"\s+", "", integrator).lower()
+    if any(name in squeezed for name in CAFE24_NAMES):
+        return t(lang, "• Then enter the new keys in Cafe24 Marketplus: {path} (Cafe24's guide).", path=CAFE24_PATH)
+    return t(
+        lang,
+        "• Then give the new keys to {integrator}: in its Coupang account settings replace the Access Key and Secret "
+        "Key with the new ones and save.",
+        integrator=escape(integrator),
+    )
+
+
 REQUEST_STATUS = {  # English shows the stored status itself
     PENDING: N_("pending"),
     APPROVED: N_("approved"),
@@ -474,7 +509,8 @@ def build_request_blocks(lang: str, info: ReissueInfo, approvers: Sequence[str],
                 approver=decider,
             )
         blocks.append(SectionBlock(text=MarkdownTextObject(text=approved)))
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=wing_steps(lang, info.path))))
+        steps = "\n".join(filter(None, [wing_steps(lang, info.path), reentry_steps(lang, info)]))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=steps)))
         blocks.append(
             ActionsBlock(
                 block_id="new_key",
@@ -562,7 +598,7 @@ def completion_text(lang: str, done: Completion, tz: ZoneInfo) -> str:
             "fingerprint `{fingerprint}` (was `{old_fingerprint}`). Propagating until {time}: update every system "
             "that uses this key."
         )
-    return t(
+    text = t(
         lang,
         template,
         vendor_id=info.vendor_id,
@@ -574,6 +610,9 @@ def completion_text(lang: str, done: Completion, tz: ZoneInfo) -> str:
         old_fingerprint=done.old_fingerprint,
         time=_when(done.access_deadline, tz, lang),
     )
+    if info.linking is not None and info.linking.integration is rules.Integration.INTEGRATOR:
+        text += "\n" + integrator_step(lang, info.linking.integrator_name or "")
+    return text
 
 
 def expired_text(lang: str, info: ReissueInfo) -> str:
