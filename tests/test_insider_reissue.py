@@ -362,7 +362,8 @@ def test_an_outdated_request_takes_no_key(db_url, fake_slack, receiver, approval
         assert "which is now generation 2" in refusals(bot) and "This request is void" in errors
         assert bot.services.reissues.get(request_id).status == "void"
         assert stored_key(bot.services) == (2, access_key(VENDOR), secret_key(VENDOR))
-        assert [s.generation for s in bot.services.rollout.consumers(VENDOR)] == [1]  # nothing pushed
+        assert bot.services.rollout.consumers(VENDOR) == []  # they went with the deleted key
+        assert all(hit.body["data"]["generation"] == 1 for hit in receiver.hits())  # nothing pushed
         assert "reissue.completed" not in actions(bot.services)
 
 
