@@ -93,15 +93,21 @@ class AuditLog:
         return event
 
     def verify(self, session: Session) -> VerifyResult:
-        """Walk the chain in order; the first entry whose link or MAC does not hold is named."""
-        prev_mac, expected_seq, count = GENESIS, 1, 0
+        """Walk the chain in order; the first entry whose link or MAC does not hold is named.
+
+        The head is read first: on PostgreSQL each statement sees what was committed when it started, so entries
+        appended while the walk runs may follow the head read, and they are checked like every other entry."""
+        head = session.get(AuditHead, _HEAD_ID)
+        head_seq, head_mac = (head.seq, head.mac) if head is not None else (None, None)
+        prev_mac, expected_seq, count, mac_at_head = GENESIS, 1, 0, None
         for event in _in_order(session):
             problem = self._check(event, prev_mac, expected_seq)
             if problem:
                 return VerifyResult(False, count, event.seq, problem)
+            if event.seq == head_seq:
+                mac_at_head = event.mac
             prev_mac, expected_seq, count = event.mac, event.seq + 1, count + 1
-        head = session.get(AuditHead, _HEAD_ID)
-        if head is not None and (head.seq, head.mac) != (expected_seq - 1, prev_mac):
+        if head_seq is not None and head_seq > 0 and mac_at_head != head_mac:
             return VerifyResult(False, count, expected_seq, "entries after this point are missing")
         return VerifyResult(True, count, None, None)
 
