@@ -155,7 +155,7 @@ def test_signed_date_refuses_a_naive_datetime() -> None:
 
 @pytest.mark.usefixtures("seoul_process_tz")
 def test_key_check_works_with_a_local_clock_on_a_korea_time_server(sleep: FakeSleep) -> None:
-    with FakeCoupang() as real_time_gateway:  # the gateway's clock is the real UTC time
+    with FakeCoupang(clock=lambda: datetime.now(UTC)) as real_time_gateway:  # the real UTC time, on purpose
         real_time_gateway.add_key(ACCESS, SECRET, VENDOR)
         client = CoupangClient(real_time_gateway.url, timeout=1, sleep=sleep)
         result = client.check_key(VENDOR, ACCESS, SECRET, lambda: datetime.now().astimezone())
@@ -363,7 +363,7 @@ def test_a_200_without_the_expected_json_is_not_called_working(
 def test_a_redirect_is_not_followed_so_the_signed_header_stays_put(gateway: FakeCoupang, client: CoupangClient) -> None:
     gateway.answer_next(1, 302, body="", headers={"Location": f"{gateway.url}/elsewhere"})
     result = check(client)
-    assert (result.outcome, result.http_status) == (Outcome.UNAVAILABLE, 302)
+    assert (result.outcome, result.http_status) == (Outcome.BLOCKED, 302)  # Coupang's answer for a blocked caller
     assert [r.path for r in gateway.requests] == [CHECK_PATH]
 
 
