@@ -89,6 +89,8 @@ def test_a_reissue_kills_the_old_key_at_once_and_the_new_one_works_after_30_minu
     gateway.reissue(VENDOR, NEW_ACCESS, NEW_SECRET)  # Reissue (재발급) pressed in WING
     old = check(svc, clock, seconds=11)  # the bot still holds the old key: Coupang refuses it at once
     assert (old.outcome, old.http_status, old.failing) == (VerifyOutcome.INVALID_KEY, 401, True)
+    assert f"reissue request #{request_id} is approved but has no new key yet" in str(old.detail)
+    assert "the old one stopped at once" in str(old.detail) and "within 30 minutes" in str(old.detail)
 
     clock.advance(minutes=2)
     deadline = enter_new_key(svc, request_id)
@@ -114,6 +116,8 @@ def test_a_delete_and_issue_before_the_window_is_refused_for_24_hours(
     register(svc, gateway, issued_on="2026-11-01")  # expires 2027-04-30: only delete + issue gives a new key now
     request_id = approved_request(svc, ReissuePath.EARLY)
     gateway.issue(VENDOR, NEW_ACCESS, NEW_SECRET)  # Delete (삭제), then Issue (발급) in WING
+    deleted = check(svc, clock)  # before the new key is entered: the old one is gone
+    assert deleted.failing and "within 24 hours of the change in WING" in str(deleted.detail)
     deadline = enter_new_key(svc, request_id)
     assert deadline == START + timedelta(hours=24)
 

@@ -31,7 +31,7 @@ from bot.coupang import CheckResult
 from bot.rules import Integration, KeybotError, Msg
 from bot.services.base import Context, NotFound
 from storage.db import lift_deadline
-from storage.models import Key
+from storage.models import Key, ReissueRequest
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ class _Claimed:
     generation: int
     access_deadline: datetime | None
     expires_on: date
+    reissue: tuple[int, str] | None  # an approved reissue request waiting for its new key: ID and path
     channel_id: str | None
     verify_ok: bool | None
     access_key: str
@@ -253,6 +254,7 @@ class VerificationService:
             generation=key.generation,
             access_deadline=key.access_deadline,
             expires_on=key.expires_on,
+            reissue=_awaiting_new_key(session, key),
             channel_id=key.channel_id or self.ctx.settings.channel,
             verify_ok=key.verify_ok,
             access_key=access_key,
@@ -345,6 +347,16 @@ class VerificationService:
                 "Not active yet: a changed key or linking info takes time to reach Coupang, and this one is "
                 "guaranteed only from {time}. Try after that. (Coupang said: {said})",
                 {"time": self._local(deadline, now), "said": check.detail},
+            )
+        elif outcome is VerifyOutcome.INVALID_KEY and claimed.reissue is not None:
+            request_id, planned = claimed.reissue
+            path = rules.path_now(rules.ReissuePath(planned), claimed.expires_on, self.ctx.today(now))
+            detail = Msg(
+                "Coupang refused the stored key, and reissue request #{id} is approved but has no new key yet: if "
+                "the key was already replaced in WING, the old one stopped at once (there is no overlap). Enter the "
+                "new key with Enter new key on request #{id}; Coupang accepts it within {delay} of the change in "
+                "WING. (Coupang said: {said})",
+                {"id": request_id, "delay": rules.describe_delay(path), "said": check.detail},
             )
         elif outcome is VerifyOutcome.INVALID_KEY and claimed.expires_on < self.ctx.today(now):
             detail = Msg(
@@ -521,6 +533,18 @@ class VerificationService:
         except Exception:
             logger.exception("%s check of %s failed", trigger, vendor_id, extra={"vendor_id": vendor_id})
         return None
+
+
+def _awaiting_new_key(session: Session, key: Key) -> tuple[int, str] | None:
+    """The approved reissue request of the key's generation whose new key is not entered yet, if any."""
+    row = session.execute(
+        select(ReissueRequest.id, ReissueRequest.path).where(
+            ReissueRequest.vendor_id == key.vendor_id,
+            ReissueRequest.generation == key.generation,
+            ReissueRequest.status == "approved",
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
 
 
 def _rows(session: Session, statement: Any) -> int:
