@@ -32,6 +32,7 @@ CHECK_PARAMS = {"pageNum": "1", "pageSize": "1"}
 CONTENT_TYPE = "application/json;charset=UTF-8"
 ALGORITHM = "HmacSHA256"
 MAX_BODY_BYTES = 64 * 1024  # enough for any error message; a check never needs the whole page
+RATE_WARNING_HEADER = "X-CAG-Warnings"  # sent near 90 % of the vendor ID's call limit; its text is undocumented
 
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 
@@ -67,6 +68,7 @@ def authorization(method: str, path: str, query: str, access_key: str, secret_ke
 
 class Outcome(enum.StrEnum):
     WORKS = "works"
+    NEAR_LIMIT = "near_limit"  # works, and Coupang warned that the vendor ID is near its call limit: back off
     INVALID_KEY = "invalid_key"
     IP_NOT_ALLOWED = "ip_not_allowed"
     WRONG_VENDOR = "wrong_vendor"
@@ -81,10 +83,11 @@ class CheckResult:
     http_status: int | None  # None when no HTTP answer arrived (timeout, connection error)
     detail: Msg  # a sentence for a person; never contains the key
     attempts: int
+    rate_warning: bool = False  # the answer carried X-CAG-Warnings: the vendor ID is near its call limit
 
     @property
     def works(self) -> bool:
-        return self.outcome is Outcome.WORKS
+        return self.outcome in (Outcome.WORKS, Outcome.NEAR_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class _Answer:
     status: int | None
     body: str = ""
     failure: str = ""  # "timeout" or a short connection-error reason when status is None
+    rate_warning: bool = False  # X-CAG-Warnings was present
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
@@ -134,7 +138,8 @@ class CoupangClient:
         """One cheap read-only call that checks key, IP allow-list and vendor ID together.
 
         4xx answers are final (retrying them gets the IP blocked); 5xx, timeouts and connection errors
-        are retried at most ``max_retries`` times, each attempt signed afresh with ``now()``.
+        are retried at most ``max_retries`` times, each attempt signed afresh with ``now()`` — unless the answer
+        carried ``X-CAG-Warnings`` (the vendor ID is near its call limit, shared with the seller's own systems).
         """
         path = CHECK_PATH.format(vendor_id=urllib.parse.quote(vendor_id, safe=""))
         query = urllib.parse.urlencode(CHECK_PARAMS)  # built once: signed and sent as this exact string
@@ -143,7 +148,7 @@ class CoupangClient:
             attempts += 1
             answer = self._get(path, query, access_key, secret_key, now())
             transient = answer.status is None or answer.status >= 500
-            if not transient or attempts > self.max_retries:
+            if not transient or answer.rate_warning or attempts > self.max_retries:
                 break
             delay = self.backoff * 2 ** (attempts - 1)
             logger.info("coupang check: status=%s, retrying in %.1fs", answer.status or "none", delay)
@@ -165,10 +170,10 @@ class CoupangClient:
         )
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                return _Answer(response.status, _read(response))
+                return _Answer(response.status, _read(response), rate_warning=_warned(response.headers))
         except urllib.error.HTTPError as error:
             with error:
-                return _Answer(error.code, _read(error))
+                return _Answer(error.code, _read(error), rate_warning=_warned(error.headers))
         except TimeoutError:
             return _Answer(None, failure="timeout")
         except urllib.error.URLError as error:
@@ -186,6 +191,11 @@ def _read(response: http.client.HTTPResponse | urllib.error.HTTPError) -> str:
         return ""  # a status without a readable body still says enough
 
 
+def _warned(headers: object) -> bool:
+    get = getattr(headers, "get", None)
+    return bool(get and get(RATE_WARNING_HEADER))
+
+
 def _reason(error: object) -> str:
     text = str(error) or type(error).__name__
     return text if len(text) <= 120 else text[:117] + "..."
@@ -201,6 +211,26 @@ def _public_ip_in(body: str) -> str | None:
 
 
 def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) -> CheckResult:
+    result = _triage(answer, vendor_id, attempts, timeout)
+    if not answer.rate_warning:
+        return result
+    if result.outcome is Outcome.WORKS:
+        detail = Msg(
+            "The key works: Coupang accepted a signed call for {vendor_id}, and warned (X-CAG-Warnings) that the "
+            "vendor ID is near its limit of 10 calls per second, which it shares with the seller's own systems.",
+            {"vendor_id": vendor_id},
+        )
+        return CheckResult(Outcome.NEAR_LIMIT, result.http_status, detail, attempts, rate_warning=True)
+    warning = Msg(
+        "Coupang also warned (X-CAG-Warnings) that {vendor_id} is near its limit of 10 calls per second.",
+        {"vendor_id": vendor_id},
+    )
+    detail = Msg("{detail} {warning}", {"detail": result.detail, "warning": warning})
+    return CheckResult(result.outcome, result.http_status, detail, attempts, rate_warning=True)
+
+
+def _triage(answer: _Answer, vendor_id: str, attempts: int, timeout: float) -> CheckResult:
+    """What one answer says about the key, in Coupang's own terms (DOMAIN.md facts 17 and "Signing a request")."""
     status, body = answer.status, answer.body
     lowered = body.lower()
     tries = Msg("1 attempt") if attempts == 1 else Msg("{count} attempts", {"count": attempts})
@@ -230,6 +260,20 @@ def _classify(answer: _Answer, vendor_id: str, attempts: int, timeout: float) ->
         return checked(
             Outcome.UNAVAILABLE,
             "Coupang answered HTTP 200 but not with the expected JSON, so the key's state is unknown. Try again later.",
+        )
+    if status == 302:  # not followed (the signed header would go with it): Coupang's answer for a blocked caller
+        return checked(
+            Outcome.BLOCKED,
+            "Coupang is blocking calls from the bot's address or for {vendor_id} for a while (HTTP 302), which it "
+            "does after repeated failing calls such as 404s. This says nothing about the key: try again later "
+            "(minutes to tens of minutes).",
+            vendor_id=vendor_id,
+        )
+    if status == 410:
+        return checked(
+            Outcome.UNAVAILABLE,
+            "Coupang answered 410 Gone: the API the bot checks keys with (returnShippingCenters) has been retired. "
+            "This says nothing about the key, which may well work: the bot needs an update to check keys again.",
         )
     if status == 401:
         if "expired" in lowered:

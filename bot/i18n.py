@@ -106,6 +106,7 @@ def linking_summary(lang: str, linking: LinkingInfo) -> str:
 
 OUTCOME_LABEL = {  # English shows the stored outcome itself
     "works": N_("works"),
+    "near_limit": N_("works, near the call limit"),
     "invalid_key": N_("invalid key"),
     "ip_not_allowed": N_("ip not allowed"),
     "wrong_vendor": N_("wrong vendor"),

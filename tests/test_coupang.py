@@ -155,7 +155,7 @@ def test_signed_date_refuses_a_naive_datetime() -> None:
 
 @pytest.mark.usefixtures("seoul_process_tz")
 def test_key_check_works_with_a_local_clock_on_a_korea_time_server(sleep: FakeSleep) -> None:
-    with FakeCoupang() as real_time_gateway:  # the gateway's clock is the real UTC time
+    with FakeCoupang(clock=lambda: datetime.now(UTC)) as real_time_gateway:  # the real UTC time, on purpose
         real_time_gateway.add_key(ACCESS, SECRET, VENDOR)
         client = CoupangClient(real_time_gateway.url, timeout=1, sleep=sleep)
         result = client.check_key(VENDOR, ACCESS, SECRET, lambda: datetime.now().astimezone())
@@ -363,7 +363,7 @@ def test_a_200_without_the_expected_json_is_not_called_working(
 def test_a_redirect_is_not_followed_so_the_signed_header_stays_put(gateway: FakeCoupang, client: CoupangClient) -> None:
     gateway.answer_next(1, 302, body="", headers={"Location": f"{gateway.url}/elsewhere"})
     result = check(client)
-    assert (result.outcome, result.http_status) == (Outcome.UNAVAILABLE, 302)
+    assert (result.outcome, result.http_status) == (Outcome.BLOCKED, 302)  # Coupang's answer for a blocked caller
     assert [r.path for r in gateway.requests] == [CHECK_PATH]
 
 
@@ -411,3 +411,125 @@ def test_the_secret_key_is_never_sent_shown_or_logged(
         "coupang check: outcome=ip_not_allowed status=403",
     ]
     assert SECRET not in repr(client)
+
+
+# ---------------------------------------------------------------- a key's lifecycle at the fake gateway (DOMAIN.md)
+
+NEW_ACCESS = "ak-new-0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6"
+NEW_SECRET = "SECRET-sk-new-0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b"
+
+
+class MovingClock:
+    def __init__(self) -> None:
+        self.at = NOW
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def moving() -> Iterator[tuple[MovingClock, FakeCoupang, CoupangClient]]:
+    clock = MovingClock()
+    with FakeCoupang(clock=clock) as fake:
+        fake.add_key(ACCESS, SECRET, VENDOR)
+        yield clock, fake, CoupangClient(fake.url, timeout=0.5, sleep=FakeSleep())
+
+
+def outcome_at(client: CoupangClient, clock: MovingClock, access: str = ACCESS, secret: str = SECRET) -> Outcome:
+    return client.check_key(VENDOR, access, secret, clock).outcome
+
+
+def test_a_key_is_refused_once_its_180_days_are_over(moving) -> None:
+    clock, _, client = moving
+    clock.at = NOW + timedelta(days=180) - timedelta(seconds=1)
+    assert outcome_at(client, clock) is Outcome.WORKS
+    clock.at = NOW + timedelta(days=180)
+    result = client.check_key(VENDOR, ACCESS, SECRET, clock)
+    assert (result.outcome, result.http_status) == (Outcome.INVALID_KEY, 401)
+
+
+def test_a_reissue_refuses_the_old_key_at_once_and_the_new_one_for_30_minutes(moving) -> None:
+    clock, fake, client = moving
+    fake.reissue(VENDOR, NEW_ACCESS, NEW_SECRET)
+    assert outcome_at(client, clock) is Outcome.INVALID_KEY  # no overlap: the old key is dead from the click
+    clock.at = NOW + timedelta(minutes=29, seconds=59)
+    assert outcome_at(client, clock, NEW_ACCESS, NEW_SECRET) is Outcome.INVALID_KEY
+    clock.at = NOW + timedelta(minutes=30)
+    assert outcome_at(client, clock, NEW_ACCESS, NEW_SECRET) is Outcome.WORKS
+    assert outcome_at(client, clock) is Outcome.INVALID_KEY
+    clock.at = NOW + timedelta(minutes=30, days=180)  # 180 days from the reissue, not from the first issue
+    assert outcome_at(client, clock, NEW_ACCESS, NEW_SECRET) is Outcome.INVALID_KEY
+
+
+def test_a_new_issue_is_refused_for_24_hours_and_replaces_the_old_key(moving) -> None:
+    clock, fake, client = moving
+    fake.issue(VENDOR, NEW_ACCESS, NEW_SECRET)  # delete + issue, or issue after expiry
+    assert outcome_at(client, clock) is Outcome.INVALID_KEY
+    clock.at = NOW + timedelta(hours=23, minutes=59)
+    assert outcome_at(client, clock, NEW_ACCESS, NEW_SECRET) is Outcome.INVALID_KEY
+    clock.at = NOW + timedelta(hours=24)
+    assert outcome_at(client, clock, NEW_ACCESS, NEW_SECRET) is Outcome.WORKS
+
+
+def test_a_deleted_key_is_refused_at_once(moving) -> None:
+    clock, fake, client = moving
+    fake.delete(VENDOR)
+    assert outcome_at(client, clock) is Outcome.INVALID_KEY
+
+
+def test_an_edited_ip_list_applies_after_30_minutes(moving) -> None:
+    clock, fake, client = moving
+    fake.edit_ips(VENDOR, ("203.0.113.7",))  # 127.0.0.1 removed: it still works until the edit applies
+    assert outcome_at(client, clock) is Outcome.WORKS
+    clock.at = NOW + timedelta(minutes=30)
+    assert outcome_at(client, clock) is Outcome.IP_NOT_ALLOWED
+    fake.edit_ips(VENDOR, ("203.0.113.7", "127.0.0.1"))  # added back: refused for 30 minutes more
+    clock.at = NOW + timedelta(minutes=59)
+    assert outcome_at(client, clock) is Outcome.IP_NOT_ALLOWED
+    clock.at = NOW + timedelta(minutes=60)
+    assert outcome_at(client, clock) is Outcome.WORKS
+
+
+def test_repeated_404s_get_the_caller_blocked_with_a_302_that_reads_try_later(moving) -> None:
+    clock, fake, client = moving
+    for minute in range(fake.not_found_limit):  # spread out: not a burst, and still blocked
+        clock.at = NOW + timedelta(minutes=minute)
+        assert client.check_key("A99999999", ACCESS, SECRET, clock).outcome is Outcome.WRONG_VENDOR
+    result = client.check_key(VENDOR, ACCESS, SECRET, clock)  # even the right vendor ID now
+    assert (result.outcome, result.http_status, result.attempts) == (Outcome.BLOCKED, 302, 1)
+    assert "try again later" in str(result.detail) and "says nothing about the key" in str(result.detail)
+    clock.at += fake.not_found_block
+    assert outcome_at(client, clock) is Outcome.WORKS
+
+
+def test_the_limit_is_shared_with_the_sellers_traffic_and_warned_near_it(moving) -> None:
+    clock, fake, client = moving
+    fake.seller_traffic(VENDOR, 8)
+    near = client.check_key(VENDOR, ACCESS, SECRET, clock)
+    assert (near.outcome, near.http_status, near.rate_warning) == (Outcome.NEAR_LIMIT, 200, True)
+    assert near.works and "X-CAG-Warnings" in str(near.detail)
+    over = client.check_key(VENDOR, ACCESS, SECRET, clock)  # 8 + the bot's 2 calls this second
+    assert (over.outcome, over.rate_warning) == (Outcome.NEAR_LIMIT, True)
+    third = client.check_key(VENDOR, ACCESS, SECRET, clock)
+    assert (third.outcome, third.http_status) == (Outcome.RATE_LIMITED, 429)
+    clock.at += timedelta(seconds=1)
+    fake.seller_traffic(VENDOR, 0)
+    calm = client.check_key(VENDOR, ACCESS, SECRET, clock)
+    assert (calm.outcome, calm.rate_warning) == (Outcome.WORKS, False)
+
+
+def test_a_warning_stops_retries_and_is_said_with_a_failure(gateway: FakeCoupang, client: CoupangClient) -> None:
+    gateway.answer_next(1, 503, headers={"X-CAG-Warnings": "near limit"})  # a retry would get through and work
+    busy = check(client)
+    assert (busy.outcome, busy.attempts, busy.rate_warning) == (Outcome.UNAVAILABLE, 1, True)
+    assert len(gateway.requests) == 1  # not retried into the limit
+    gateway.answer_next(1, 401, body='{"code":"ERROR","message":"Invalid signature."}', headers={"X-CAG-Warnings": "x"})
+    refused = check(client)
+    assert refused.outcome is Outcome.INVALID_KEY and "near its limit" in str(refused.detail)
+
+
+def test_a_410_is_a_retired_endpoint_not_an_expired_key(gateway: FakeCoupang, client: CoupangClient) -> None:
+    gateway.answer_next(1, 410, body='{"code":"ERROR","message":"Gone"}')
+    result = check(client)
+    assert (result.outcome, result.http_status) == (Outcome.UNAVAILABLE, 410)
+    assert "retired" in str(result.detail) and "expired" not in str(result.detail).lower()

@@ -6,6 +6,7 @@ import io
 import logging
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,7 +21,7 @@ VENDOR = "A00012345"
 
 @pytest.fixture
 def gateway() -> Iterator[FakeCoupang]:
-    with FakeCoupang() as fake:  # real time: the CLI signs with the system clock
+    with FakeCoupang(clock=lambda: datetime.now(UTC)) as fake:  # real time: the CLI signs with the system clock
         yield fake
 
 

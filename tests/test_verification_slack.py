@@ -179,6 +179,25 @@ def test_verify_of_a_vendor_id_coupang_does_not_find_says_wrong_vendor_id_or_pat
     assert "wrong vendor ID or path" in answer["text"] and "404" in text_of(answer["blocks"])
 
 
+def test_near_coupangs_limit_the_answer_says_it_works_and_that_the_bot_backs_off(
+    slack: SlackHarness, gateway: FakeCoupang, clock: Clock
+) -> None:
+    register(slack.services, gateway)
+    gateway.seller_traffic(VENDOR, 8)  # the seller's own systems: the bot's call is the 9th this second
+    slack.slash(USER, f"verify {VENDOR}")
+    [first] = wait_for_responses(slack)
+    assert ":white_check_mark:" in first["text"] and "near the call limit: the bot backs off" in first["text"]
+    assert "no further calls to Coupang for A00012345 until 10:10 KST" in text_of(first["blocks"])
+
+    clock.advance(minutes=2)
+    slack.slash(USER, f"verify {VENDOR}")
+    second = wait_for_responses(slack, 2)[-1]
+    assert "No new call to Coupang for A00012345 until 10:10 KST" in text_of(second["blocks"])
+    assert "no new call to Coupang: the bot is backing off" in text_of(second["blocks"])
+    assert "at most one check per vendor ID every 10 seconds" not in text_of(second["blocks"])
+    assert len(gateway.requests) == 1
+
+
 # ---------------------------------------------------------------- the Verify button
 
 

@@ -208,6 +208,13 @@ def request_id_of(value: str) -> int:
 # ---------------------------------------------------------------- builders (pure)
 
 
+LINKING_LOCKED = N_(  # DOMAIN.md fact 16, Coupang's article 20543949252249
+    ":lock: After a delete and issue, the new key's linking info can be edited only 7 days after its last edit "
+    "(“마지막 수정일을 기준으로 7일 이후”), and Coupang will not tell you the date: enter the right IP addresses "
+    "when you issue it."
+)
+
+
 def build_path_warning(lang: str, plan: ReissuePlan) -> str:
     delay = render(lang, rules.describe_delay(plan.path))
     params = {
@@ -234,7 +241,7 @@ def build_path_warning(lang: str, plan: ReissuePlan) -> str:
             **params,
         )
     window_opens = i18n.day(lang, rules.milestone_date(plan.expires_on, rules.REISSUE_WINDOW_DAYS))
-    return t(
+    early = t(
         lang,
         ":warning: *Early reissue: delete and issue.* {vendor_id} still has {days} days left, so WING's Reissue "
         "button is not active yet (it opens on {opens}). The only way now is *Delete (삭제)*, then *Issue (발급)*: "
@@ -246,6 +253,7 @@ def build_path_warning(lang: str, plan: ReissuePlan) -> str:
         opens=window_opens,
         delay=delay,
     )
+    return f"{early}\n{t(lang, LINKING_LOCKED)}"
 
 
 def build_request_modal(lang: str, plan: ReissuePlan, *, approval: bool = True) -> View:
@@ -373,6 +381,7 @@ def wing_steps(lang: str, path: ReissuePath) -> str:
             "The old key stopped when you deleted it. The new one may take *{delay} or more* to work.",
             delay=delay,
         )
+        step2 = f"{step2}\n    {t(lang, LINKING_LOCKED)}"
     return "\n".join(
         [
             t(lang, "*Do it in WING*"),
@@ -381,6 +390,8 @@ def wing_steps(lang: str, path: ReissuePath) -> str:
                 "1. Log in to <https://wing.coupang.com|WING>, click the account ID at the top right and open "
                 "*Seller Information (판매자정보)* (or *Additional Sales Information (추가판매정보)*).",
             ),
+            # Coupang's expiry email ("Open API Key 만료안내 예정") names the place this way (DOMAIN.md fact 15)
+            "    " + t(lang, "Coupang's expiry email calls it “Wing > 판매자정보 > 추가판매정보- OPEN API 키 발급”."),
             f"2. {step2}",
             t(
                 lang,
@@ -388,6 +399,7 @@ def wing_steps(lang: str, path: ReissuePath) -> str:
                 "never into a channel.",
             ),
             f"4. {step4}",
+            t(lang, "A new key is valid for 180 days (about 6 months); WING's key panel shows its expiry date."),
         ]
     )
 

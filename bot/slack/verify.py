@@ -38,6 +38,7 @@ USAGE = N_("Usage: `{command} verify VENDOR_ID`, e.g. `{command} verify A0001234
 
 _ICON = {
     VerifyOutcome.WORKS: ":white_check_mark:",
+    VerifyOutcome.NEAR_LIMIT: ":white_check_mark:",
     VerifyOutcome.INVALID_KEY: ":x:",
     VerifyOutcome.IP_NOT_ALLOWED: ":no_entry:",
     VerifyOutcome.WRONG_VENDOR: ":x:",
@@ -50,6 +51,7 @@ _ICON = {
 }
 _TITLE = {  # Korean titles quote Coupang's FAQ wording ("Invalid signature", "Not allowed IP") to search for
     VerifyOutcome.WORKS: N_("works"),
+    VerifyOutcome.NEAR_LIMIT: N_("works (Coupang warned it is near the call limit: the bot backs off)"),
     VerifyOutcome.INVALID_KEY: N_("was refused: invalid or expired key"),
     VerifyOutcome.IP_NOT_ALLOWED: N_("was refused: the bot's IP is not allowed"),
     VerifyOutcome.WRONG_VENDOR: N_("was refused: wrong vendor ID or path"),
@@ -103,6 +105,9 @@ def result_text(lang: str, result: VerifyResult) -> str:
 
 def _context(lang: str, result: VerifyResult, tz: ZoneInfo, how: str) -> ContextBlock:
     when = _when(lang, result.checked_at, tz)
+    if result.paused_until is not None:
+        text = t(lang, "{how} · checked {time} (no new call to Coupang: the bot is backing off)", how=how, time=when)
+        return ContextBlock(elements=[MarkdownTextObject(text=text)])
     text = (
         t(lang, "{how} · checked {time}", how=how, time=when)
         if result.fresh
