@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -354,7 +357,13 @@ def test_probe_slots_are_spread_over_the_day_and_stable() -> None:
     assert all(timedelta(0) <= o < timedelta(days=1) for o in offsets)
     hours = {o.seconds // 3600 for o in offsets}
     assert len(hours) == 24
-    assert probe_offset(VENDOR) == probe_offset(VENDOR)
+    # stable across restarts: another process, with another str-hash seed, puts the probe at the same second
+    code = f"from bot.services.verification import probe_offset; print(probe_offset({VENDOR!r}).total_seconds())"
+    other = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "4242"}, capture_output=True, text=True
+    )
+    assert other.returncode == 0, other.stderr
+    assert float(other.stdout) == probe_offset(VENDOR).total_seconds()
 
 
 def test_daily_probe_is_off_unless_enabled(svc: Services, gateway: FakeCoupang, clock: Clock) -> None:
