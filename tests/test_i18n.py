@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -32,19 +31,19 @@ from bot.services.rollout import ConsumerState, Progress
 from bot.slack import ids, reminders, rollout, summary, views
 from bot.slack.reminders import SlackNotifier
 from tests import factories
+from tests.clock import SEOUL, Clock
 from tests.conftest import ADMIN, OWNER, USER, make_settings
 from tests.fake_coupang import FakeCoupang
 from tests.fake_slack import FakeSlack
 from tests.slack_harness import SlackHarness
 from tests.test_reissue_slack import buttons
 from tests.test_slack_keys import GOOD
-from tests.test_verification import VENDOR, Clock, build
+from tests.test_verification import VENDOR, build
 from tests.test_views import page, status
 
 ROOT = Path(__file__).resolve().parents[1]
 PO = ROOT / "bot/locale/ko/LC_MESSAGES/messages.po"
 MO = PO.with_suffix(".mo")
-SEOUL = ZoneInfo("Asia/Seoul")
 APPROVER = "UAPPROVE1"
 
 
@@ -198,11 +197,6 @@ def transcript(slack: SlackHarness, answers: list[Any]) -> str:
 def gateway(clock: Clock) -> Iterator[FakeCoupang]:
     with FakeCoupang(clock=clock.now) as fake:
         yield fake
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()  # 2026-11-27 10:00 in Seoul: the factory's key expires the next day (D-1)
 
 
 def harness(db_url: str, clock: Clock, gateway: FakeCoupang, language: str) -> Iterator[SlackHarness]:

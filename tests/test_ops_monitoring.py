@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,12 +22,13 @@ from bot.ops_http import build_ops_wsgi
 from bot.scheduler import build_scheduler
 from bot.slack.reminders import run_sweep
 from storage.models import Key
+from tests.clock import MONDAY_1000_KST, seoul_today
 from tests.conftest import ADMIN, USER, make_settings
 from tests.factories import SECRET_MARK, form
 from tests.loopback import LoopbackServer
 from tests.slack_harness import SlackHarness
-from tests.clock import MONDAY_1000_KST, Clock, seoul_today
 from tests.test_ops_backup import cli  # noqa: F401  (fixture)
+
 
 class HeartbeatReceiver(LoopbackServer):
     """A healthchecks.io stand-in: records the path of every ping."""

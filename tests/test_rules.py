@@ -44,8 +44,8 @@ from bot.rules import (
     validate_vendor_id,
     wing_advice,
 )
+from tests.clock import SEOUL
 
-SEOUL = ZoneInfo("Asia/Seoul")
 NINE_AM = time(9, 0)
 
 PUBLIC_IPS = [f"211.45.10.{n}" for n in range(1, 12)]  # 11 distinct public addresses

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -19,12 +19,12 @@ from bot.services.overview import SUMMARY_POST, SUMMARY_POSTED
 from bot.services.posts import DELIVERED
 from bot.slack.reissue import post_chain_head
 from bot.slack.summary import post_weekly_summary
+from tests.clock import MONDAY_0900_SEOUL
 from tests.conftest import ADMIN, make_settings
 from tests.factories import SECRET_MARK, form
 from tests.fake_slack import FakeSlack
 from tests.slack_harness import SlackHarness
 
-MONDAY_0900_SEOUL = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
 CHANNEL = "CREMIND01"
 
 # kind → (the job's post function, how its message starts, its scheduled_posts kind, its audit action)

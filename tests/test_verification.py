@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -31,28 +31,12 @@ from bot.services.verification import (
     probe_slot,
 )
 from storage.models import AuditEvent, Key
+from tests.clock import START, Clock
 from tests.conftest import ADMIN, USER
 from tests.factories import SECRET_MARK, access_key, form, secret_key
 from tests.fake_coupang import FakeCoupang
 
 VENDOR = "A00012345"
-START = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)  # 10:00 in Seoul
-
-
-class Clock:
-    """The service's and the gateway's shared time, moved by hand."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.at = now
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self.at
-
-    def advance(self, **delta: float) -> None:
-        with self._lock:
-            self.at += timedelta(**delta)
 
 
 class NoSleep:
@@ -61,11 +45,6 @@ class NoSleep:
 
     def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
