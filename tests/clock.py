@@ -97,7 +97,10 @@ SHIFT_VARIABLE = "KEYBOT_TEST_SHIFT_DAYS"  # whole days added to the real date, 
 def process_travel(environ: os._Environ[str] | dict[str, str] = os.environ) -> time_machine.travel | None:
     """The travel ``KEYBOT_TEST_NOW`` / ``KEYBOT_TEST_SHIFT_DAYS`` ask for (ticking: time still passes), or None.
 
-    Both may be given: the shift is added to the instant. Unset or empty: the real clock."""
+    Both may be given: the shift is added to the instant (or to the real time, read past any travel). Unset or
+    empty: the real clock. conftest starts one for the whole process (collection and session fixtures included)
+    and a fresh one for each test, so every test starts at the instant: at 23:59:30 each test sees the last
+    seconds of the Seoul day, not only the first test of the run."""
     at_text = environ.get(NOW_VARIABLE, "").strip()
     shift_text = environ.get(SHIFT_VARIABLE, "").strip()
     if not at_text and not shift_text:
@@ -107,5 +110,6 @@ def process_travel(environ: os._Environ[str] | dict[str, str] = os.environ) -> t
         if at.tzinfo is None:
             raise ValueError(f"{NOW_VARIABLE}={at_text!r} needs an offset, e.g. 2026-12-14T10:00+09:00")
     else:
-        at = datetime.now(UTC)
+        escape = time_machine.escape_hatch
+        at = escape.datetime.datetime.now(UTC) if escape.is_travelling() else datetime.now(UTC)
     return time_machine.travel(at + timedelta(days=int(shift_text or 0)), tick=True)

@@ -51,6 +51,17 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def _each_test_starts_at_the_run_clock() -> Iterator[None]:
+    """Under KEYBOT_TEST_NOW / KEYBOT_TEST_SHIFT_DAYS every test starts at that instant; a pin inside wins."""
+    traveller = process_travel()
+    if traveller is None:
+        yield
+        return
+    with traveller:
+        yield
+
+
 @pytest.fixture
 def clock() -> Iterator[Clock]:
     """The suite's clock: pinned at START (Friday 2026-11-27 10:00 in Seoul), the process travelled there too."""

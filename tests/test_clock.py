@@ -16,7 +16,7 @@ from tests.clock import NOW_VARIABLE, SHIFT_VARIABLE, START, Clock, process_trav
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PROBES = '''
+PROBES = """
 from datetime import UTC, datetime, timedelta
 
 import time_machine
@@ -37,7 +37,7 @@ def test_a_pinned_test_sees_its_own_instant(clock):
 
 def test_after_it_the_run_clock_is_back():
     print("RUN-CLOCK-AFTER", seoul_today().isoformat())
-'''
+"""
 
 
 def run_probes(tmp_path: Path, **env: str) -> dict[str, list[str]]:
