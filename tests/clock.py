@@ -53,6 +53,7 @@ class Clock:
         self._at = at
         self._lock = threading.Lock()
         self._traveller: time_machine.travel | None = None
+        self._coordinates: time_machine.Coordinates | None = None
 
     def now(self) -> datetime:
         with self._lock:
@@ -66,27 +67,27 @@ class Clock:
     def at(self, value: datetime) -> None:
         with self._lock:
             self._at = value
-            if self._traveller is not None:
-                self._traveller.stop()
-                self._traveller = time_machine.travel(value, tick=False)
-                self._traveller.start()
+            if self._coordinates is not None:  # moved in place: a travel nested inside it stays on top
+                self._coordinates.move_to(value)
 
     def advance(self, **delta: float) -> None:
-        self.at = self.now() + timedelta(**delta)
+        with self._lock:
+            moved = self._at + timedelta(**delta)
+        self.at = moved
 
     def travel(self) -> Clock:
         """Move the process clock here too, until :meth:`stop`."""
         with self._lock:
             if self._traveller is None:
                 self._traveller = time_machine.travel(self._at, tick=False)
-                self._traveller.start()
+                self._coordinates = self._traveller.start()
         return self
 
     def stop(self) -> None:
         with self._lock:
             if self._traveller is not None:
                 self._traveller.stop()
-                self._traveller = None
+                self._traveller = self._coordinates = None
 
 
 # --------------------------------------------------------------------- the process-wide clock for a whole run

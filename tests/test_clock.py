@@ -11,8 +11,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 
-from tests.clock import NOW_VARIABLE, SHIFT_VARIABLE, START, Clock, process_travel
+from tests.clock import (
+    AFTER_SEOUL_MIDNIGHT,
+    BEFORE_SEOUL_MIDNIGHT,
+    MONDAY_1000_KST,
+    NOW_VARIABLE,
+    SHIFT_VARIABLE,
+    START,
+    Clock,
+    process_travel,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,3 +97,24 @@ def test_the_clock_fixture_pins_the_process_and_moves_with_it(clock: Clock):
     assert datetime.now(UTC) == clock.now() == START
     clock.at = START + timedelta(hours=14)  # past midnight in Seoul
     assert datetime.now(UTC) == START + timedelta(hours=14)
+
+
+def test_make_test_clocks_runs_at_the_named_instants_and_ci_runs_it():
+    makefile = (ROOT / "Makefile").read_text()
+    instants = re.search(r"^CLOCK_INSTANTS := (.+)$", makefile, re.MULTILINE)
+    assert instants is not None
+    named = [datetime.fromisoformat(text) for text in instants.group(1).split()]
+    assert named == [MONDAY_1000_KST, BEFORE_SEOUL_MIDNIGHT, AFTER_SEOUL_MIDNIGHT]
+    assert MONDAY_1000_KST.weekday() == 0  # the weekly summary's default day, after the 09:00 reminder time
+    before, after = (at.astimezone(UTC) for at in (BEFORE_SEOUL_MIDNIGHT, AFTER_SEOUL_MIDNIGHT))
+    assert after - before == timedelta(minutes=1) and BEFORE_SEOUL_MIDNIGHT.date() != AFTER_SEOUL_MIDNIGHT.date()
+    assert before.date() == after.date() != AFTER_SEOUL_MIDNIGHT.date()  # UTC still on the day Seoul left
+    assert "make test-clocks" in (ROOT / ".ci/run").read_text()
+
+
+def test_moving_the_clock_inside_a_nested_travel_keeps_the_nested_one(clock: Clock):
+    with time_machine.travel(MONDAY_1000_KST, tick=False):
+        clock.advance(hours=1)
+        assert datetime.now(UTC) == MONDAY_1000_KST  # the inner travel still wins
+        assert clock.now() == START + timedelta(hours=1)
+    assert datetime.now(UTC) == START + timedelta(hours=1)
