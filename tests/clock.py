@@ -95,13 +95,20 @@ NOW_VARIABLE = "KEYBOT_TEST_NOW"  # an ISO instant with its offset, e.g. 2026-12
 SHIFT_VARIABLE = "KEYBOT_TEST_SHIFT_DAYS"  # whole days added to the real date, e.g. 180
 
 
-def process_travel(environ: os._Environ[str] | dict[str, str] = os.environ) -> time_machine.travel | None:
+RUN_LEAD = timedelta(minutes=1)  # imports and collection happen this long before the instant the tests start at
+
+
+def process_travel(
+    environ: os._Environ[str] | dict[str, str] = os.environ, *, lead: timedelta = timedelta(0)
+) -> time_machine.travel | None:
     """The travel ``KEYBOT_TEST_NOW`` / ``KEYBOT_TEST_SHIFT_DAYS`` ask for (ticking: time still passes), or None.
 
     Both may be given: the shift is added to the instant (or to the real time, read past any travel). Unset or
     empty: the real clock. conftest starts one for the whole process (collection and session fixtures included)
     and a fresh one for each test, so every test starts at the instant: at 23:59:30 each test sees the last
-    seconds of the Seoul day, not only the first test of the run."""
+    seconds of the Seoul day, not only the first test of the run. The process starts ``lead`` earlier
+    (:data:`RUN_LEAD`): at 00:00:30 the modules are imported on the day before the tests run, so a date kept in a
+    module constant fails there, as it would in a run that crosses midnight."""
     at_text = environ.get(NOW_VARIABLE, "").strip()
     shift_text = environ.get(SHIFT_VARIABLE, "").strip()
     if not at_text and not shift_text:
@@ -113,4 +120,4 @@ def process_travel(environ: os._Environ[str] | dict[str, str] = os.environ) -> t
     else:
         escape = time_machine.escape_hatch
         at = escape.datetime.datetime.now(UTC) if escape.is_travelling() else datetime.now(UTC)
-    return time_machine.travel(at + timedelta(days=int(shift_text or 0)), tick=True)
+    return time_machine.travel(at + timedelta(days=int(shift_text or 0)) - lead, tick=True)

@@ -21,7 +21,7 @@ from bot.bootstrap import Services, build_services
 from bot.config import Settings, load_settings
 from storage.db import make_engine, upgrade
 from storage.models import Base
-from tests.clock import START, Clock, process_travel
+from tests.clock import RUN_LEAD, START, Clock, process_travel
 from tests.slack_harness import fake_slack, slack  # noqa: F401  (end-to-end fixtures)
 
 PG_ADMIN_URL = os.environ.get("DATABASE_URL_TEST", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -33,7 +33,7 @@ _PROCESS_TRAVEL = pytest.StashKey[time_machine.travel]()
 
 def pytest_configure(config: pytest.Config) -> None:
     """KEYBOT_TEST_NOW / KEYBOT_TEST_SHIFT_DAYS move the whole process (see tests/clock.py, make test-clocks)."""
-    traveller = process_travel()
+    traveller = process_travel(lead=RUN_LEAD)
     if traveller is not None:
         traveller.start()
         config.stash[_PROCESS_TRAVEL] = traveller

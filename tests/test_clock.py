@@ -33,10 +33,12 @@ import time_machine
 
 from tests.clock import START, seoul_today
 
+IMPORTED_ON = seoul_today()  # what a module constant would keep
+
 
 def test_the_run_reads_the_moved_clock():
     real = time_machine.escape_hatch.datetime.datetime.now(UTC)
-    print("RUN-CLOCK", seoul_today().isoformat(), (datetime.now(UTC) - real).days)
+    print("RUN-CLOCK", seoul_today().isoformat(), (datetime.now(UTC) - real).days, IMPORTED_ON.isoformat())
 
 
 def test_a_pinned_test_sees_its_own_instant(clock):
@@ -72,6 +74,13 @@ def test_keybot_test_now_moves_a_whole_run_to_a_monday_morning_in_seoul(tmp_path
     printed = run_probes(tmp_path, **{NOW_VARIABLE: "2026-12-14T10:00+09:00"})
     assert printed["RUN-CLOCK"][0] == "2026-12-14"
     assert printed["RUN-CLOCK-AFTER"] == ["2026-12-14"]  # the pinned test's travel ended with it
+
+
+def test_just_after_seoul_midnight_the_modules_were_imported_the_day_before(tmp_path):
+    """So a date computed at import (SEOUL_TODAY in test_ops_monitoring, issue 19) fails this run."""
+    printed = run_probes(tmp_path, **{NOW_VARIABLE: AFTER_SEOUL_MIDNIGHT.isoformat()})
+    today, _, imported_on = printed["RUN-CLOCK"]
+    assert (imported_on, today) == ("2026-12-15", "2026-12-16")
 
 
 def test_keybot_test_shift_days_moves_a_whole_run_by_whole_days(tmp_path):
