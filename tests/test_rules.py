@@ -38,6 +38,7 @@ from bot.rules import (
     reissue_button_active,
     reissue_path,
     resolve_dates,
+    split_ips,
     validate_ip,
     validate_linking_info,
     validate_url,
@@ -686,6 +687,7 @@ def test_any_linking_form_is_either_valid_or_refused_field_by_field(
             assert info.company_name == company_name.strip() != ""
             assert info.company_url == validate_url(company_url)
             assert 1 <= len(info.ip_addresses) <= MAX_IPS and len(set(info.ip_addresses)) == len(info.ip_addresses)
+            assert info.ip_addresses == tuple(validate_ip(ip) for ip in split_ips(ip_addresses))  # each one kept
             assert all(ipaddress.ip_address(ip).is_global for ip in info.ip_addresses)
         again = [info.integrator_name, info.company_name, info.company_url, list(info.ip_addresses)]
         assert validate_linking_info(str(info.integration), *again) == info
