@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean translations lock audit
+.PHONY: run test test-clocks lint bench clean translations lock audit
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -32,6 +32,20 @@ run: $(STAMP)
 ## test: the whole suite (PostgreSQL tests need DATABASE_URL_TEST or 127.0.0.1:5432)
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the modules whose tests read the real clock (tests/clock.py): `make test-clocks` runs them at fixed instants and
+# shifted days, so a test that depends on the day fails the day it is written, not in CI a week later
+CLOCK_MODULES := tests/test_ops_monitoring.py tests/test_slack_home.py tests/test_slack_keys.py tests/test_console.py \
+	tests/test_console_cli.py tests/test_coupang.py
+CLOCK_INSTANTS := 2026-12-14T10:00+09:00 2026-12-15T23:59:30+09:00 2026-12-16T00:00:30+09:00
+CLOCK_SHIFTS := 30 180 365
+
+## test-clocks: the date-sensitive modules on a Monday 10:00 in Seoul, around Seoul midnight, +30/+180/+365 days
+test-clocks: $(STAMP)
+	@set -e; for at in $(CLOCK_INSTANTS); do echo "== KEYBOT_TEST_NOW=$$at"; \
+		KEYBOT_TEST_NOW=$$at $(PY) -m pytest -p no:cacheprovider $(CLOCK_MODULES); done; \
+	for days in $(CLOCK_SHIFTS); do echo "== KEYBOT_TEST_SHIFT_DAYS=$$days"; \
+		KEYBOT_TEST_SHIFT_DAYS=$$days $(PY) -m pytest -p no:cacheprovider $(CLOCK_MODULES); done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bot storage tests bench

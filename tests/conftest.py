@@ -10,8 +10,10 @@ import base64
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
+import time_machine
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -19,12 +21,53 @@ from bot.bootstrap import Services, build_services
 from bot.config import Settings, load_settings
 from storage.db import make_engine, upgrade
 from storage.models import Base
+from tests.clock import RUN_LEAD, START, Clock, process_travel
 from tests.slack_harness import fake_slack, slack  # noqa: F401  (end-to-end fixtures)
 
 PG_ADMIN_URL = os.environ.get("DATABASE_URL_TEST", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 SECOND_KEY = base64.b64encode(b"s" * 32).decode()
 ADMIN, OWNER, USER = "UADMIN001", "UOWNER001", "UUSER0001"
+_PROCESS_TRAVEL = pytest.StashKey[time_machine.travel]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """KEYBOT_TEST_NOW / KEYBOT_TEST_SHIFT_DAYS move the whole process (see tests/clock.py, make test-clocks)."""
+    traveller = process_travel(lead=RUN_LEAD)
+    if traveller is not None:
+        traveller.start()
+        config.stash[_PROCESS_TRAVEL] = traveller
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    traveller = config.stash.get(_PROCESS_TRAVEL, None)
+    if traveller is not None:
+        traveller.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if _PROCESS_TRAVEL in config.stash:
+        return f"clock: the process starts at {datetime.now(UTC).isoformat(timespec='seconds')} (time-machine)"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _each_test_starts_at_the_run_clock() -> Iterator[None]:
+    """Under KEYBOT_TEST_NOW / KEYBOT_TEST_SHIFT_DAYS every test starts at that instant; a pin inside wins."""
+    traveller = process_travel()
+    if traveller is None:
+        yield
+        return
+    with traveller:
+        yield
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """The suite's clock: pinned at START (Friday 2026-11-27 10:00 in Seoul), the process travelled there too."""
+    pinned = Clock(START).travel()
+    yield pinned
+    pinned.stop()
 
 
 def make_settings(**env: str) -> Settings:

@@ -12,13 +12,14 @@ import time_machine
 from sqlalchemy import text
 
 from bot.services.audit import spreadsheet_safe
+from tests.clock import IN_WINDOW
 from tests.conftest import ADMIN
 from tests.factories import SECRET_MARK, form
 
 
 @pytest.fixture
 def chained(services):
-    with time_machine.travel("2026-11-27T03:00:00Z", tick=False):
+    with time_machine.travel(IN_WINDOW, tick=False):
         for n in range(1, 6):
             services.keys.register(ADMIN, form(f"A0000000{n}"))
     assert services.audit.verify().ok

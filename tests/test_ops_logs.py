@@ -145,7 +145,7 @@ def test_operations_settings_defaults_and_values():
     assert make_settings(KEYBOT_WEEKLY_SUMMARY="off").weekly_summary_day is None
 
 
-def test_a_failed_reminder_post_logs_its_vendor_id(slack, services, json_lines):
+def test_a_failed_reminder_post_logs_its_vendor_id(clock, slack, services, json_lines):
     register(services, "A00000002", days_left=10)  # its D-14 reminder is due
     slack.fake.revoke_token(slack.client.token)
     assert run_sweep(services, slack.client).failed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 
@@ -10,12 +10,10 @@ from bot.bootstrap import build_services
 from bot.services.overview import KeyFacts, Overview
 from bot.slack.reminders import run_sweep
 from bot.slack.summary import build_summary_blocks, post_weekly_summary
+from tests.clock import MONDAY_0900_SEOUL, Clock
 from tests.conftest import ADMIN, make_settings
 from tests.factories import form
 from tests.slack_harness import SlackHarness
-from tests.test_ops_monitoring import Clock
-
-MONDAY_0900_SEOUL = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
 
 
 def keys_for(services, today: date) -> None:

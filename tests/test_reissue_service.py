@@ -13,6 +13,7 @@ from sqlalchemy import text
 from bot.rules import InvalidInput, ReissuePath
 from bot.services.base import NotAllowed
 from bot.services.reissue import NewKeyForm, parse_user_ref
+from tests.clock import IN_WINDOW
 from tests.conftest import ADMIN, make_settings
 from tests.factories import SECRET_MARK, form, secret_key
 
@@ -21,7 +22,6 @@ VENDOR = "A00012345"
 NEW_SECRET = f"{SECRET_MARK}NEWnew0123456789abcdef"
 NEW_ACCESS = "AKIAnewaccess0123456789"
 # form() issues on 2026-06-01 → expires 2026-11-28: inside the window on 2026-11-27
-IN_WINDOW = "2026-11-27T03:00:00Z"
 
 
 @pytest.fixture

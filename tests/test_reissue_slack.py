@@ -17,6 +17,7 @@ from sqlalchemy import text
 from bot.scheduler import build_scheduler
 from bot.slack import ids
 from bot.slack.reissue import build_request_blocks, chain_head_text, expire_requests, post_chain_head
+from tests.clock import IN_WINDOW  # 12:00 in Seoul; form() keys expire 2026-11-28 (D-1)
 from tests.conftest import ADMIN, make_settings
 from tests.factories import SECRET_MARK, access_key, form, secret_key
 
@@ -25,7 +26,6 @@ GROUP, GROUPIE = "SGROUP001", "UGROUPIE1"
 VENDOR = "A00012345"
 NEW_SECRET = f"{SECRET_MARK}NEWnew0123456789abcdef"
 NEW_ACCESS = "AKIAnewaccess0123456789"
-IN_WINDOW = "2026-11-27T03:00:00Z"  # 12:00 in Seoul; form() keys expire 2026-11-28 (D-1)
 
 
 @pytest.fixture

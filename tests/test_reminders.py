@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -24,16 +23,12 @@ from bot.services.reminders import (
     latest_due_milestone,
     parse_as_of,
 )
+from tests.clock import SEOUL, kst
 from tests.conftest import ADMIN, make_settings
 from tests.factories import SECRET_MARK, form
 
-SEOUL = ZoneInfo("Asia/Seoul")
 DAYS = (14, 7, 1, 0)
 NINE = time(9, 0)
-
-
-def kst(day: date, hour: int = 9, minute: int = 0) -> datetime:
-    return datetime.combine(day, time(hour, minute), tzinfo=SEOUL)
 
 
 @dataclass

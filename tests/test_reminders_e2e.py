@@ -10,7 +10,6 @@ import threading
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -23,22 +22,17 @@ from bot.services.reminders import DELIVERED, Reminder, latest_due_milestone
 from bot.slack import ids
 from bot.slack.posting import own_identity
 from bot.slack.reminders import MAX_BLOCKS, SlackNotifier, build_digest_blocks
+from tests.clock import SEOUL, kst
 from tests.conftest import ADMIN, MASTER_KEY, make_settings
 from tests.factories import SECRET_MARK, form, secret_key
 from tests.fake_slack import FakeSlack
 from tests.slack_harness import SlackHarness, fast_retry_handlers
-
-SEOUL = ZoneInfo("Asia/Seoul")
 
 
 @pytest.fixture
 def settings(db_url):
     """Someone besides the people clicking may approve, so a reissue request can be made."""
     return make_settings(DATABASE_URL=db_url, KEYBOT_APPROVERS="UAPPROVE1")
-
-
-def kst(day: date, hour: int = 9, minute: int = 0) -> datetime:
-    return datetime.combine(day, time(hour, minute), tzinfo=SEOUL)
 
 
 def posts(fake: FakeSlack) -> list[dict[str, Any]]:

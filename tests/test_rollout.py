@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from bot.rules import InvalidInput
 from bot.services.base import NotAllowed, NotFound
 from bot.services.rollout import BACKOFF, next_attempt, parse_target, scrub
 from bot.slack import ids
+from storage.crypto import DecryptionError
 from storage.models import Consumer
 from tests.conftest import ADMIN, OWNER, SECOND_KEY, USER
 from tests.factories import SECRET_MARK, form, secret_key
@@ -104,7 +106,7 @@ def test_only_admins_and_the_owner_manage_consumers_and_refusals_are_audited(ser
     assert actions[-1] == "consumer.remove.refused"
 
 
-def test_consumer_secrets_are_ciphertext_bound_to_their_row(services, key, receiver):  # noqa: F811
+def test_consumer_secrets_are_ciphertext_bound_to_their_row(services, key, receiver, caplog):  # noqa: F811
     added = add_hook(services, receiver, "erp")
     with services.ctx.transaction() as session:
         row = session.scalars(select(Consumer)).one()
@@ -112,8 +114,12 @@ def test_consumer_secrets_are_ciphertext_bound_to_their_row(services, key, recei
         assert b"127.0.0.1" not in row.config_ct
         row.name = "other"  # a ciphertext moved to another consumer no longer decrypts
     services.rollout.push(ADMIN, VENDOR, ["other"])
-    services.rollout.run_due()
+    with caplog.at_level(logging.ERROR, logger="bot.services.rollout"):
+        services.rollout.run_due()
     assert receiver.hits() == []
+    # refused to decrypt (not "never tried"): the attempt was made and the ciphertext check refused it
+    [refused] = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], DecryptionError)]
+    assert "could not be attempted" in refused.getMessage() and "altered" in str(refused.exc_info[1])
 
 
 def test_two_processes_deliver_each_attempt_once(settings, services, key, receiver):  # noqa: F811

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bot.rules import (
+    MAX_IPS,
+    WING_URL,
     Integration,
     InvalidInput,
     LinkingInfo,
@@ -35,14 +38,15 @@ from bot.rules import (
     reissue_button_active,
     reissue_path,
     resolve_dates,
+    split_ips,
     validate_ip,
     validate_linking_info,
     validate_url,
     validate_vendor_id,
     wing_advice,
 )
+from tests.clock import SEOUL
 
-SEOUL = ZoneInfo("Asia/Seoul")
 NINE_AM = time(9, 0)
 
 PUBLIC_IPS = [f"211.45.10.{n}" for n in range(1, 12)]  # 11 distinct public addresses
@@ -140,7 +144,7 @@ def test_issue_date_and_wing_date_that_agree_are_taken():
 
 def test_neither_date_is_refused():
     error = refusal(resolve_dates, None, None)
-    assert error.errors
+    assert set(error.errors) == {"issued_on"}
 
 
 # ---------------------------------------------------------------- days_left and phase
@@ -629,12 +633,23 @@ def test_any_text_is_either_an_ip_or_a_refusal(raw):
 
 
 @given(st.one_of(st.text(max_size=40), st.builds(lambda s: "http://" + s, st.text(max_size=30))))
+@example("shop.example.com")
+@example("http://shop.example.com/a b")
+@example(" WING.coupang.com ")
 def test_any_text_is_either_a_url_or_a_refusal(raw):
     try:
-        validate_url(raw)
+        value = validate_url(raw)
     except InvalidInput as error:
         assert str(error).strip()
         assert set(error.errors) == {"company_url"}
+    else:
+        typed = raw.strip()
+        assert value in {typed, f"https://{typed}"}  # as typed, or a bare domain made https://
+        if typed.lower().split("://")[-1] != WING_URL:
+            parts = urlsplit(value)
+            assert parts.scheme in {"http", "https"} and "." in (parts.hostname or "")
+            assert not any(ch.isspace() for ch in value)
+        assert validate_url(value) == value  # what was stored is accepted again unchanged
 
 
 @given(
@@ -644,11 +659,19 @@ def test_any_text_is_either_a_url_or_a_refusal(raw):
     company_url=st.text(max_size=30),
     ip_addresses=st.text(max_size=60),
 )
+@example(
+    integration="self",
+    integrator_name="",
+    company_name=" Example Co ",
+    company_url="shop.example.com",
+    ip_addresses="211.45.10.3\n8.8.8.8",
+)
+@example(integration="integrator", integrator_name=" Cafe24 ", company_name="", company_url="", ip_addresses="")
 def test_any_linking_form_is_either_valid_or_refused_field_by_field(
     integration, integrator_name, company_name, company_url, ip_addresses
 ):
     try:
-        validate_linking_info(integration, integrator_name, company_name, company_url, ip_addresses)
+        info = validate_linking_info(integration, integrator_name, company_name, company_url, ip_addresses)
     except InvalidInput as error:
         assert error.errors
         assert all(message.strip() for message in error.errors.values())
@@ -659,3 +682,16 @@ def test_any_linking_form_is_either_valid_or_refused_field_by_field(
             "company_url",
             "ip_addresses",
         }
+    else:  # accepted: exactly what Coupang takes, and validating it again gives it back unchanged
+        assert info.integration == integration
+        if info.integration is Integration.INTEGRATOR:
+            assert info.integrator_name == integrator_name.strip() != ""
+            assert (info.company_name, info.company_url, info.ip_addresses) == (None, None, ())
+        else:
+            assert info.company_name == company_name.strip() != ""
+            assert info.company_url == validate_url(company_url)
+            assert 1 <= len(info.ip_addresses) <= MAX_IPS and len(set(info.ip_addresses)) == len(info.ip_addresses)
+            assert info.ip_addresses == tuple(validate_ip(ip) for ip in split_ips(ip_addresses))  # each one kept
+            assert all(ipaddress.ip_address(ip).is_global for ip in info.ip_addresses)
+        again = [info.integrator_name, info.company_name, info.company_url, list(info.ip_addresses)]
+        assert validate_linking_info(str(info.integration), *again) == info

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import time_machine
 
 from bot.slack import ids
 from tests import factories
+from tests.clock import seoul_today
 from tests.conftest import ADMIN, USER
 from tests.factories import SECRET_MARK
 
@@ -48,7 +49,7 @@ def test_app_home_at_many_keys_shows_the_most_urgent_and_counts_them_all(slack):
                 "label": f"Shop {n}",
                 "access_key": factories.access_key(f"A{n:08d}"),
                 "secret_key": factories.secret_key(f"A{n:08d}"),
-                "expires_on": (date.today() + timedelta(days=30 + (n * 7) % 60)).isoformat(),  # healthy, in range
+                "expires_on": (seoul_today() + timedelta(days=30 + (n * 7) % 60)).isoformat(),  # healthy, in range
                 "integration": "integrator",
                 "integrator_name": "Integrator Co",
             },

@@ -11,6 +11,7 @@ import time_machine
 
 from bot.slack import ids
 from tests import factories
+from tests.clock import START
 from tests.conftest import ADMIN, OWNER, USER
 from tests.factories import SECRET_MARK
 
@@ -157,7 +158,7 @@ def test_edit_modal_is_prefilled_without_secrets_and_shows_edits_left(slack):
 
 def test_the_eleventh_edit_in_seven_days_is_refused_with_the_next_possible_time(slack):
     slack.services.keys.register(ADMIN, factories.form("A00012345"))
-    with time_machine.travel("2026-11-27 10:00 +09:00", tick=True) as traveller:
+    with time_machine.travel(START, tick=True) as traveller:
         for n in range(10):
             slack.slash(ADMIN, "edit A00012345")
             slack.fake.wait_for("views.open", count=n + 1)

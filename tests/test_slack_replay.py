@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from bot.slack import ids
 from storage.models import AppliedSubmission
 from tests import factories
+from tests.clock import START
 from tests.conftest import ADMIN, OWNER, make_settings
 from tests.test_reissue_slack import (
     APPROVER,
@@ -134,9 +135,9 @@ def test_the_same_submission_sent_twice_at_once_applies_once(slack):
 def test_applied_submissions_are_forgotten_after_a_day(services):
     from bot.services.base import SubmissionId
 
-    with time_machine.travel("2026-11-27 10:00 +09:00"):
+    with time_machine.travel(START):
         services.keys.register(ADMIN, factories.form("A00000001"), submission=SubmissionId("V1", "h1"))
-    with time_machine.travel("2026-11-27 10:00 +09:00") as traveller:
+    with time_machine.travel(START) as traveller:
         traveller.shift(timedelta(days=1, minutes=1))
         services.keys.register(ADMIN, factories.form("A00000002"), submission=SubmissionId("V2", "h2"))
     with services.ctx.transaction() as session:

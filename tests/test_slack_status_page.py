@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from bot.rules import validate_linking_info
 from storage.models import Consumer, ReissueRequest, RolloutDelivery
 from tests import factories
+from tests.clock import IN_WINDOW as NOW  # 12:00 in Seoul
 from tests.conftest import ADMIN
-
-NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)  # 12:00 in Seoul
 
 
 def register(services, n: int, issued_on: str) -> None:

@@ -13,10 +13,9 @@ from bot.rules import InvalidInput, LinkingInfo, validate_linking_info
 from bot.services.base import NotAllowed
 from storage.crypto import DecryptionError
 from storage.models import Key
+from tests.clock import IN_WINDOW as NOW  # 12:00 in Seoul
 from tests.conftest import ADMIN, MASTER_KEY, OWNER, SECOND_KEY, USER, make_settings
 from tests.factories import SECRET_MARK, access_key, form, secret_key
-
-NOW = "2026-11-27T03:00:00Z"  # 12:00 in Seoul
 
 
 def dump(services) -> str:

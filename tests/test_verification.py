@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -28,28 +31,12 @@ from bot.services.verification import (
     probe_slot,
 )
 from storage.models import AuditEvent, Key
+from tests.clock import START, Clock
 from tests.conftest import ADMIN, USER
 from tests.factories import SECRET_MARK, access_key, form, secret_key
 from tests.fake_coupang import FakeCoupang
 
 VENDOR = "A00012345"
-START = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)  # 10:00 in Seoul
-
-
-class Clock:
-    """The service's and the gateway's shared time, moved by hand."""
-
-    def __init__(self, now: datetime = START) -> None:
-        self.at = now
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self.at
-
-    def advance(self, **delta: float) -> None:
-        with self._lock:
-            self.at += timedelta(**delta)
 
 
 class NoSleep:
@@ -58,11 +45,6 @@ class NoSleep:
 
     def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -354,7 +336,13 @@ def test_probe_slots_are_spread_over_the_day_and_stable() -> None:
     assert all(timedelta(0) <= o < timedelta(days=1) for o in offsets)
     hours = {o.seconds // 3600 for o in offsets}
     assert len(hours) == 24
-    assert probe_offset(VENDOR) == probe_offset(VENDOR)
+    # stable across restarts: another process, with another str-hash seed, puts the probe at the same second
+    code = f"from bot.services.verification import probe_offset; print(probe_offset({VENDOR!r}).total_seconds())"
+    other = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": "4242"}, capture_output=True, text=True
+    )
+    assert other.returncode == 0, other.stderr
+    assert float(other.stdout) == probe_offset(VENDOR).total_seconds()
 
 
 def test_daily_probe_is_off_unless_enabled(svc: Services, gateway: FakeCoupang, clock: Clock) -> None:

@@ -28,19 +28,15 @@ from bot.slack.verify import (
     post_probe_changes,
 )
 from storage.models import Key
+from tests.clock import START, Clock
 from tests.conftest import ADMIN, USER
 from tests.factories import SECRET_MARK, access_key, secret_key
 from tests.fake_coupang import FakeCoupang
 from tests.fake_slack import FakeSlack
 from tests.slack_harness import SlackHarness
-from tests.test_verification import START, VENDOR, Clock, NoSleep, build, register
+from tests.test_verification import VENDOR, NoSleep, build, register
 
 KEY_CHANNEL = "CSHOP0001"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 from slack_sdk.models.blocks import Block
@@ -14,8 +13,7 @@ from bot.rules import Integration, InvalidInput, KeybotError, LinkingInfo, Msg, 
 from bot.services.audit import AuditEntry
 from bot.services.keys import KeyStatus, OpenRequest, StatusPage
 from bot.slack import ids, views
-
-SEOUL = ZoneInfo("Asia/Seoul")
+from tests.clock import SEOUL
 
 
 def status(n: int = 0, *, days: int = 30, label: str = "Shop", **overrides) -> KeyStatus:

@@ -195,17 +195,27 @@ SWEEP_EVERY_MINUTES = 5
 
 def run_sweep(services: Services, client: WebClient) -> SweepReport | None:
     """One scheduled sweep: due reminders, then the weekly summary when due; the monitor hears how it went
-    (``/healthz``, ``/metrics`` and the heartbeat ping)."""
+    (``/healthz``, ``/metrics`` and the heartbeat ping).
+
+    The reminders' report is returned (None only when the reminder sweep itself failed). A weekly summary that
+    fails does not undo reminders that went out: it is logged, their count still reaches ``/metrics``, and the
+    sweep finishes as failed (the heartbeat pings ``/fail``; the last-success gauge stays put) until a later sweep
+    posts the summary, which the claim in ``scheduled_posts`` lets every sweep retry."""
     from bot.slack.summary import post_weekly_summary
 
     try:
         report = services.reminders.sweep(SlackNotifier(client, lang=services.languages.team))
-        post_weekly_summary(services, client)
     except Exception:  # noqa: BLE001 - the database or Slack is down: report it, the next sweep retries
         logger.exception("The reminder sweep failed; the next one retries")
         services.monitor.sweep_finished(ok=False)
         return None
-    services.monitor.sweep_finished(ok=not report.failed, posted=report.delivered)
+    summary_ok = True
+    try:
+        post_weekly_summary(services, client)
+    except Exception:  # noqa: BLE001 - the reminders above stand; the next sweep retries the summary
+        logger.exception("The weekly summary could not be posted; the next sweep retries")
+        summary_ok = False
+    services.monitor.sweep_finished(ok=summary_ok and not report.failed, posted=report.delivered)
     return report
 
 
