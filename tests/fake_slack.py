@@ -375,6 +375,11 @@ class FakeSlack(LoopbackServer):
             self._deleted.add(channel)
             self._members.discard(channel)
 
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Someone deleted the message ``ts`` in Slack (updates of it are then ``message_not_found``)."""
+        with self._lock:
+            self._history[channel] = [m for m in self._history.get(channel, []) if m["ts"] != ts]
+
     def dm_channel(self, user_id: str) -> str:
         """The ID of the bot's direct-message conversation with ``user_id`` (``conversations.open``)."""
         with self._lock:
