@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -59,19 +60,33 @@ class BoundedCheck:
         self.warning = warning  # the sentence names something a person must fix; the process itself is fine
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz-db")
         self._pending: Future[str | None] | None = None
+        self._started = 0.0  # time.monotonic() when the pending read began
         self._lock = threading.Lock()
 
-    def __call__(self) -> Verdict:
+    def start(self) -> Future[str | None]:
+        """Begin the read (unless one is still running), so several checks wait for the database side by side."""
         with self._lock:
             if self._pending is None or self._pending.done():
                 self._pending = self._executor.submit(self.read)
+                self._started = time.monotonic()
+            return self._pending
+
+    def __call__(self) -> Verdict:
+        with self._lock:  # a read still running, or one just started by health_report, is not asked again
             pending = self._pending
-        try:
-            problem = pending.result(timeout=self.deadline)
+            if pending is not None and pending.done() and time.monotonic() - self._started >= self.deadline:
+                pending = None
+        pending = pending or self.start()
+        try:  # the deadline counts from the read's start: checks started together end together
+            problem = pending.result(timeout=max(0.0, self._started + self.deadline - time.monotonic()))
         except FutureTimeout:
+            if self.warning:  # the database check says it
+                return Verdict(True, "unknown")
             return Verdict(False, f"The database did not answer within {self.deadline:g} s (locked or unreachable).")
         except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"; the log says why
             logger.warning("health check: the database does not answer: %s", exc.__class__.__name__)
+            if self.warning:
+                return Verdict(True, "unknown")
             return Verdict(False, f"The database does not answer ({exc.__class__.__name__}).")
         return Verdict(problem is None or self.warning, problem or OK)
 
@@ -125,6 +140,9 @@ def standard_checks(services: Services) -> list[HealthCheck]:
 
 
 def health_report(checks: list[HealthCheck], monitor: Monitor) -> tuple[bool, dict[str, Any]]:
+    for check in checks:  # the database reads run side by side: the answer still comes within one deadline
+        if isinstance(check.run, BoundedCheck):
+            check.run.start()
     verdicts = {check.name: check.run() for check in checks}
     ok = all(v.healthy for v in verdicts.values())
     last = monitor.last_sweep_at

@@ -268,7 +268,7 @@ def test_a_sweep_killed_mid_post_is_finished_by_another_process_without_a_duplic
 def test_two_sweeps_racing_post_each_reminder_once(settings):
     """Two processes (threads with their own engine and client) sweep at the same instant, day after day."""
     keys = {f"A0000{n:04d}": date(2026, 11, 10) + timedelta(days=n) for n in range(12)}
-    with FakeSlack(invited=INVITED_CHANNELS) as fake:
+    with FakeSlack(invited=(*INVITED_CHANNELS, *(f"CRACE{n:04d}" for n in range(len(keys))))) as fake:
         seed = build_services(settings)
         with time_machine.travel(kst(date(2026, 11, 1), 8), tick=False):
             for n, (vendor_id, expires) in enumerate(keys.items()):
