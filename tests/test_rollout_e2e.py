@@ -242,7 +242,12 @@ def test_a_progress_message_deleted_in_slack_is_posted_again_in_its_thread(slack
 
     reissue(slack)
     wait_until(lambda: states(services)["erp"].generation == 2 and states(services)["erp"].holds_key)
-    wait_until(lambda: "1/1 delivered" in (progress_updates(slack) or [progress_posts()[-1].params["text"]])[-1])
+
+    def latest() -> str:  # the progress as last shown, posted or updated
+        shown = [c.params["text"] for c in progress_posts()] + progress_updates(slack)
+        return shown[-1] if shown else ""
+
+    wait_until(lambda: "1/1 delivered" in latest())
     [first] = progress_posts()
     channel, thread = first.response["channel"], first.params["thread_ts"]
     slack.fake.delete_message(channel, first.response["ts"])
