@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from bot.config import Settings
 from bot.coupang import CoupangClient
 from bot.destinations import Destinations
-from bot.monitor import Monitor, RolloutCollector
+from bot.monitor import Monitor, RolloutCollector, UndeliverableCollector
 from bot.services.audit import AuditService
 from bot.services.base import Clock, Context, SystemClock
 from bot.services.keys import KeyService
@@ -81,13 +81,15 @@ def build_services(
     monitor = Monitor(settings, ctx.clock, overview)
     monitor.add_collector(RolloutCollector(rollout.delivery_states))
     keys = KeyService(ctx)
+    reminders = ReminderService(ctx)
+    monitor.add_collector(UndeliverableCollector(reminders.undeliverable))
     return Services(
         ctx=ctx,
         keys=keys,
         audit=AuditService(ctx),
         verification=VerificationService(ctx, coupang or CoupangClient(settings.coupang_api_url)),
         reissues=ReissueService(ctx, group_members),
-        reminders=ReminderService(ctx),
+        reminders=reminders,
         overview=overview,
         languages=LanguageService(ctx),
         monitor=monitor,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, time, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, GCCollector, ProcessCollector
@@ -22,6 +22,7 @@ from bot.config import Settings
 from bot.heartbeat import Heartbeat
 from bot.services.base import Clock
 from bot.services.overview import OverviewService
+from bot.services.reminders import Undeliverable
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,30 @@ class _SweepCollector(Collector):
                 "When this process last finished a reminder sweep without a failure",
                 value=last.timestamp(),
             )
+
+
+class UndeliverableCollector(Collector):
+    """``coupang_keybot_undeliverable_channels`` (channels refusing reminders) and, per key,
+    ``coupang_key_reminder_undeliverable{vendor_id,channel,error}``: read from the database at scrape time."""
+
+    def __init__(self, problems: Callable[[], Sequence[Undeliverable]]):
+        self.problems = problems
+
+    def collect(self) -> Iterator[Metric]:
+        problems = self.problems()
+        channels = GaugeMetricFamily(
+            "coupang_keybot_undeliverable_channels",
+            "Channels where Slack refuses the bot's reminders (not invited, archived or gone)",
+            value=len({p.channel_id for p in problems}),
+        )
+        keys = GaugeMetricFamily(
+            "coupang_key_reminder_undeliverable", "1 while the key's reminders cannot be posted in its channel",
+            labels=["vendor_id", "channel", "error"],
+        )  # fmt: skip
+        for problem in problems:
+            for vendor_id in problem.vendor_ids:
+                keys.add_metric([vendor_id, problem.channel_id, problem.error], 1)
+        yield from (channels, keys)
 
 
 class RolloutCollector(Collector):

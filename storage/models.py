@@ -143,6 +143,22 @@ class ReminderDelivery(Base):
     unsure_since: Mapped[datetime | None] = mapped_column()
 
 
+class ReminderProblem(Base):
+    """Slack refused to post a key's reminder in its channel (``not_in_channel``, ``channel_not_found``,
+    ``is_archived``): shown in status, App Home, ``/healthz`` and ``/metrics`` until a reminder gets through.
+    ``told_at``: when the key's owner and KEYBOT_CHANNEL were told (once per key, channel and error)."""
+
+    __tablename__ = "reminder_problems"
+    __table_args__ = (UniqueConstraint("vendor_id", "channel_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16))
+    channel_id: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime] = mapped_column()
+    told_at: Mapped[datetime | None] = mapped_column()
+
+
 class ScheduledPost(Base):
     """A channel post made once per day (the audit chain head) or week (the summary): claimed, then delivered.
 

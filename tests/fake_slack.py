@@ -16,6 +16,19 @@ and the `fake_slack` fixture fails any test after which something was refused. P
 metadata) form each channel's history for `conversations.history`, each naming its poster (`bot_id`, `app_id`,
 `user`) as Slack does; every bot token is this bot unless `add_app` gave it another app's identity.
 `fail_next(..., posted=True)` posts and then loses the answer, as a timeout after Slack posted would.
+
+Like Slack, it knows which conversations the bot is in and which scopes the app has (``oauth_config.scopes.bot``
+of manifest.yml unless ``scopes=`` says otherwise; a method whose scope is missing answers ``missing_scope``).
+Without ``chat:write.public`` the bot posts only where it was invited (``invite``): elsewhere a public channel
+answers ``not_in_channel``, a private or deleted one ``channel_not_found``, an archived one ``is_archived``.
+``conversations.history``/``replies`` need membership and the ``*:history`` scope of the conversation's kind
+(``channels:``, ``groups:``, ``im:history``), and a user ID is not a conversation: a post to ``U…`` goes to the
+bot's DM with that person (answered with its ``D…`` ID, which ``conversations.open`` also gives), but its
+history, replies and updates are ``channel_not_found``. ``chat.update`` of a ``ts`` that is not in the channel is
+``message_not_found``; ``views.update``/``views.publish`` with a ``hash`` that is no longer the view's is
+``hash_conflict``; a response URL answers ``used_url`` after 5 uses and ``expired_url`` after 30 minutes. Each
+method has a per-minute rate limit of its Slack tier (``rate_limits``, per ``rate_window`` seconds; posts per
+channel); a call over it is answered 429 with Retry-After, unscripted, as a loaded workspace would.
 """
 
 from __future__ import annotations
@@ -24,12 +37,15 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import yaml
 
 from tests.loopback import LoopbackServer
 
@@ -58,6 +74,52 @@ BOT_IDENTITY = dict(
     bot_id="B0BOT",
 )
 BOT_APP_ID = "A0BOT"
+MANIFEST = Path(__file__).resolve().parents[1] / "manifest.yml"
+RESPONSE_URL_USES, RESPONSE_URL_TTL_SECONDS = 5, 30 * 60
+# The bot-token scope each method needs (history: by the conversation's kind, see _history_scope).
+SCOPE_OF = {
+    "chat.postMessage": "chat:write",
+    "chat.postEphemeral": "chat:write",
+    "chat.update": "chat:write",
+    "conversations.open": "im:write",
+    "conversations.info": "channels:read",
+    "users.info": "users:read",
+    "usergroups.users.list": "usergroups:read",
+}
+# Slack's rate-limit tiers (calls per minute per workspace; https://api.slack.com/apis/rate-limits), and the
+# "special" chat.postMessage limit of about one message per second per channel, which allows short bursts.
+TIER_1, TIER_2, TIER_3, TIER_4 = 1, 20, 50, 100
+RATE_LIMITS = {
+    "chat.postMessage": 60,  # per channel
+    "chat.postEphemeral": TIER_4,
+    "chat.update": TIER_3,
+    "conversations.history": TIER_3,
+    "conversations.replies": TIER_3,
+    "conversations.open": TIER_3,
+    "conversations.info": TIER_3,
+    "users.info": TIER_4,
+    "usergroups.users.list": TIER_2,
+    "views.open": TIER_4,
+    "views.push": TIER_4,
+    "views.update": TIER_4,
+    "views.publish": TIER_4,
+    "auth.test": TIER_4,
+}
+RATE_WINDOW_SECONDS = 60.0
+
+
+def manifest_scopes() -> frozenset[str]:
+    """The bot-token scopes manifest.yml asks for: what the installed app may do."""
+    manifest = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    return frozenset(manifest["oauth_config"]["scopes"]["bot"])
+
+
+class Refused(Exception):
+    """Slack's error answer to a call (``{"ok": false, "error": ...}``)."""
+
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.answer = {"ok": False, "error": error, **extra}
 
 
 def _too_long(limit: int, where: str) -> str:
@@ -183,6 +245,8 @@ def view_refusal(params: dict[str, Any]) -> dict[str, Any] | None:
 
 
 REFUSALS = ("msg_too_long", "invalid_metadata_format", "invalid_blocks", "invalid_arguments")
+# What Slack answers a call the app is not allowed to make (see FakeSlack.refusals)
+ACCESS_ERRORS = ("not_in_channel", "channel_not_found", "is_archived", "missing_scope")
 
 
 @dataclass(frozen=True)
@@ -204,8 +268,27 @@ class Call:
 
 
 class FakeSlack(LoopbackServer):
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        invited: Iterable[str] = (),
+        scopes: Iterable[str] | None = None,
+        rate_limits: dict[str, int] | None = None,
+        rate_window: float = RATE_WINDOW_SECONDS,
+    ) -> None:
         self.clock = clock  # trigger expiry; message ts follow time.time(), which time-machine moves
+        self.scopes = frozenset(manifest_scopes() if scopes is None else scopes)
+        self.rate_limits = dict(RATE_LIMITS if rate_limits is None else rate_limits)
+        self.rate_window = rate_window
+        self._rate: dict[str, list[float]] = {}  # method (and channel, for posts) -> clock() of recent calls
+        self._members: set[str] = set(invited)  # conversations the bot was invited to
+        self._private: set[str] = set()
+        self._archived: set[str] = set()
+        self._deleted: set[str] = set()
+        self._dms: dict[str, str] = {}  # user ID -> the bot's DM conversation with them
+        self._view_hashes: dict[str, str] = {}  # view ID (or "home:U…") -> its current hash
+        self._response_urls: dict[str, tuple[float, int]] = {}  # path -> (issued at, uses)
         self._lock = threading.Condition()
         self._calls: list[Call] = []
         self._failures: list[Call] = []
@@ -258,7 +341,55 @@ class FakeSlack(LoopbackServer):
             return trigger_id
 
     def response_url(self) -> str:
-        return f"{self.url}/respond/{next(self._counter)}"
+        path = f"/respond/{next(self._counter)}"
+        with self._lock:
+            self._response_urls[path] = (self.clock(), 0)
+        return f"{self.url}{path}"
+
+    def invite(self, *channels: str, private: bool = False) -> None:
+        """Someone invited the bot to each channel (``/invite @Coupang Keybot``); ``private``: a private one."""
+        with self._lock:
+            self._members.update(channels)
+            self._deleted.difference_update(channels)
+            if private:
+                self._private.update(channels)
+
+    def create_channel(self, channel: str, *, private: bool = False) -> None:
+        """A channel the bot was not invited to (any C… ID not deleted is one: a public channel)."""
+        with self._lock:
+            self._deleted.discard(channel)
+            if private:
+                self._private.add(channel)
+
+    def kick(self, channel: str) -> None:
+        """The bot was removed from ``channel``."""
+        with self._lock:
+            self._members.discard(channel)
+
+    def archive(self, channel: str) -> None:
+        with self._lock:
+            self._archived.add(channel)
+
+    def delete_channel(self, channel: str) -> None:
+        with self._lock:
+            self._deleted.add(channel)
+            self._members.discard(channel)
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Someone deleted the message ``ts`` in Slack (updates of it are then ``message_not_found``)."""
+        with self._lock:
+            self._history[channel] = [m for m in self._history.get(channel, []) if m["ts"] != ts]
+
+    def dm_channel(self, user_id: str) -> str:
+        """The ID of the bot's direct-message conversation with ``user_id`` (``conversations.open``)."""
+        with self._lock:
+            return self._dms.setdefault(user_id, "D" + user_id[1:])
+
+    def expire_response_urls(self) -> None:
+        """Every response URL handed out so far is older than 30 minutes."""
+        with self._lock:
+            for path, (_, uses) in self._response_urls.items():
+                self._response_urls[path] = (self.clock() - RESPONSE_URL_TTL_SECONDS - 1, uses)
 
     def fail_next(
         self,
@@ -322,11 +453,20 @@ class FakeSlack(LoopbackServer):
         """Requests Slack refused for breaking its Block Kit or message rules."""
         return [c for c in self.failures if c.response.get("error") in REFUSALS]
 
+    @property
+    def refusals(self) -> list[Call]:
+        """Calls answered with an error (not_in_channel, message_not_found, hash_conflict, ...); they are in
+        ``calls`` too, as Slack received them."""
+        return [c for c in self.calls if c.response.get("ok") is False]
+
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
     def history(self, channel: str) -> list[dict[str, Any]]:
-        """Every message in ``channel`` (thread replies too), oldest first, with metadata."""
+        """Every message in ``channel`` (thread replies too), oldest first, with metadata; a user ID stands for
+        the bot's DM with that person."""
+        if channel[:1] in ("U", "W"):
+            channel = self.dm_channel(channel)
         with self._lock:
             return [dict(m) for m in self._history.get(channel, [])]
 
@@ -371,6 +511,9 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             planned = self._planned.get(method)
             failure = planned.pop(0) if planned else None
+            if failure is None and (wait := self._over_rate(method, params)) is not None:
+                failure = Planned(429, retry_after=wait)
+            url_error = self._use_response_url(split.path) if method == "response_url" else None
         extra_headers: dict[str, str] = {}
         refusal = None
         if failure is not None and not failure.posted:
@@ -380,6 +523,8 @@ class FakeSlack(LoopbackServer):
                 response = {"ok": False, "error": "ratelimited"}
             else:
                 response = {"ok": False, "error": "fatal_error"}
+        elif url_error is not None:
+            status, response = 404, {"ok": False, "error": url_error}
         elif method in MESSAGE_METHODS and (refusal := message_refusal(params)) is not None:
             status, response = (400 if method == "response_url" else 200), refusal
         elif method in VIEW_METHODS and (refusal := view_refusal(params)) is not None:
@@ -408,8 +553,8 @@ class FakeSlack(LoopbackServer):
                 return
             status, response = failure.status, {"ok": False, "error": "fatal_error"}
 
-        if method == "response_url" and refusal is not None:  # response URLs answer in plain text
-            payload = str(refusal["error"]).encode()
+        if method == "response_url" and (refusal is not None or url_error is not None):  # answered in plain text
+            payload = str(response["error"]).encode()
             req.send_response(status)
             req.send_header("Content-Type", "text/plain")
             req.send_header("Content-Length", str(len(payload)))
@@ -425,7 +570,74 @@ class FakeSlack(LoopbackServer):
         req.end_headers()
         req.wfile.write(payload)
 
+    # --- what the app may do -----------------------------------------------------------------------
+    def _over_rate(self, method: str, p: dict[str, Any]) -> int | None:
+        """Seconds to wait when this call is over its method's per-minute limit (else None, and it counts)."""
+        limit = self.rate_limits.get(method)
+        if limit is None:
+            return None
+        bucket = f"{method} {p.get('channel')}" if method == "chat.postMessage" else method
+        now = self.clock()
+        recent = [at for at in self._rate.get(bucket, []) if at > now - self.rate_window]
+        if len(recent) >= limit:
+            self._rate[bucket] = recent
+            return max(1, int(recent[0] + self.rate_window - now + 0.999))
+        self._rate[bucket] = recent + [now]
+        return None
+
+    def _use_response_url(self, path: str) -> str | None:
+        """A response URL works 5 times within 30 minutes of the request that carried it."""
+        issued, uses = self._response_urls.get(path, (None, 0))
+        if issued is None or self.clock() - issued > RESPONSE_URL_TTL_SECONDS:
+            return "expired_url"
+        if uses >= RESPONSE_URL_USES:
+            return "used_url"
+        self._response_urls[path] = (issued, uses + 1)
+        return None
+
+    def _need(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise Refused("missing_scope", needed=scope, provided=",".join(sorted(self.scopes)))
+
+    def _conversation(self, channel: str, *, post: bool = False) -> str:
+        """The conversation ``channel`` names, if the bot may use it; ``post``: a user ID means the bot's DM."""
+        if channel[:1] in ("U", "W"):
+            if not post:
+                raise Refused("channel_not_found")  # a user ID is not a conversation
+            return self.dm_channel(channel)
+        with self._lock:
+            if channel[:1] == "D":
+                if channel not in self._dms.values():
+                    raise Refused("channel_not_found")
+                return channel
+            if not channel or channel in self._deleted:
+                raise Refused("channel_not_found")
+            private = channel in self._private or channel[:1] == "G"
+            if channel not in self._members:
+                if private:
+                    raise Refused("channel_not_found")
+                if not (post and "chat:write.public" in self.scopes):
+                    raise Refused("not_in_channel")
+            if post and channel in self._archived:
+                raise Refused("is_archived")
+        return channel
+
+    def _history_scope(self, channel: str) -> str:
+        if channel[:1] == "D":
+            return "im:history"
+        if channel in self._private or channel[:1] == "G":
+            return "groups:history"
+        return "channels:history"
+
     def _answer(self, method: str, p: dict[str, Any], token: str) -> dict[str, Any]:
+        try:
+            if method in SCOPE_OF:
+                self._need(SCOPE_OF[method])
+            return self._act(method, p, token)
+        except Refused as refused:
+            return refused.answer
+
+    def _act(self, method: str, p: dict[str, Any], token: str) -> dict[str, Any]:
         with self._lock:
             n = next(self._counter)
         ts = f"{int(time.time())}.{n:06d}"  # unique, and ordered like Slack's within one clock
@@ -433,32 +645,43 @@ class FakeSlack(LoopbackServer):
         if method == "auth.test":
             return {"ok": True, **BOT_IDENTITY, "bot_id": bot_id, "user_id": user_id}
         if method == "chat.postMessage":
+            channel = self._conversation(str(p.get("channel") or ""), post=True)
             message = {"type": "message", "text": p.get("text", ""), "ts": ts}
             message.update(bot_id=bot_id, app_id=app_id, user=user_id)
             for name in ("blocks", "metadata", "thread_ts", "reply_broadcast"):
                 if name in p:
                     message[name] = p[name]
             with self._lock:
-                self._history.setdefault(str(p.get("channel")), []).append(message)
-            return {"ok": True, "channel": p.get("channel"), "ts": ts, "message": message}
+                self._history.setdefault(channel, []).append(message)
+            return {"ok": True, "channel": channel, "ts": ts, "message": message}
         if method == "chat.postEphemeral":
+            self._conversation(str(p.get("channel") or ""), post=True)
             return {"ok": True, "message_ts": ts}
         if method == "chat.update":
+            channel = self._conversation(str(p.get("channel") or ""), post=True)
+            if channel != p.get("channel"):
+                raise Refused("channel_not_found")  # chat.update needs the conversation's ID, not a user's
             with self._lock:
-                for message in self._history.get(str(p.get("channel")), []):
-                    if message["ts"] == p.get("ts"):
-                        message.update({k: p[k] for k in ("text", "blocks", "metadata") if k in p})
-            return {"ok": True, "channel": p.get("channel"), "ts": p.get("ts"), "text": p.get("text", "")}
-        if method == "conversations.history":
-            return self._conversation_history(p)
-        if method == "conversations.replies":
-            return self._conversation_replies(p)
+                found = [m for m in self._history.get(channel, []) if m["ts"] == p.get("ts")]
+                if not found:
+                    raise Refused("message_not_found")
+                found[0].update({k: p[k] for k in ("text", "blocks", "metadata") if k in p})
+            return {"ok": True, "channel": channel, "ts": p.get("ts"), "text": p.get("text", "")}
+        if method in ("conversations.history", "conversations.replies"):
+            channel = self._conversation(str(p.get("channel") or ""))
+            self._need(self._history_scope(channel))
+            if method == "conversations.history":
+                return self._conversation_history({**p, "channel": channel})
+            return self._conversation_replies({**p, "channel": channel})
+        if method == "conversations.open":
+            users = [u for u in str(p.get("users") or "").split(",") if u]
+            if len(users) != 1:  # a group DM would need mpim:write; the bot never opens one
+                raise Refused("users_list_not_supplied" if not users else "missing_scope", needed="mpim:write")
+            return {"ok": True, "channel": {"id": self.dm_channel(users[0]), "is_im": True, "user": users[0]}}
         if method in ("views.open", "views.push") and not self._use_trigger(str(p.get("trigger_id", ""))):
             return {"ok": False, "error": "invalid_trigger_id"}
         if method.startswith("views."):
-            view = dict(p.get("view") or {})
-            view.update(id=p.get("view_id") or f"V{n:08d}", hash=f"{n}.fakehash", state={"values": {}})
-            return {"ok": True, "view": view}
+            return self._view(method, p, n)
         if method == "usergroups.users.list":
             with self._lock:
                 users = self._usergroups.get(str(p.get("usergroup")))
@@ -476,6 +699,29 @@ class FakeSlack(LoopbackServer):
             channel = {"id": cid, "name": f"channel-{cid.lower()}", "is_channel": True, "is_member": True}
             return {"ok": True, "channel": channel}
         return {"ok": False, "error": "unknown_method"}
+
+    def _view(self, method: str, p: dict[str, Any], n: int) -> dict[str, Any]:
+        """A view shown; ``views.update``/``publish`` with a ``hash`` that is no longer the view's: hash_conflict."""
+        home = f"home:{p.get('user_id')}"
+        with self._lock:
+            if method == "views.update":
+                view_id = str(p.get("view_id") or "")
+                if view_id not in self._view_hashes:
+                    raise Refused("not_found")
+            elif method == "views.publish":
+                view_id = self._view_hashes.get(home, "").split(" ")[0] or f"V{n:08d}"
+            else:
+                view_id = f"V{n:08d}"
+            current = self._view_hashes.get(home if method == "views.publish" else view_id, "").split(" ")[-1]
+            if p.get("hash") and p["hash"] != current:
+                raise Refused("hash_conflict")
+            new_hash = f"{n}.fakehash"
+            self._view_hashes[view_id] = new_hash
+            if method == "views.publish":
+                self._view_hashes[home] = f"{view_id} {new_hash}"
+        view = dict(p.get("view") or {})
+        view.update(id=view_id, hash=new_hash, state={"values": {}})
+        return {"ok": True, "view": view}
 
     def _conversation_history(self, p: dict[str, Any]) -> dict[str, Any]:
         """Newest first, ``oldest``/``latest`` exclusive unless ``inclusive``, ``limit`` a page, then a cursor.

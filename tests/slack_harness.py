@@ -2,7 +2,7 @@
 
 Fixtures (registered in tests/conftest.py):
 
-- ``fake_slack`` — a started :class:`tests.fake_slack.FakeSlack`.
+- ``fake_slack`` — a started :class:`tests.fake_slack.FakeSlack`, the bot invited to :data:`INVITED_CHANNELS`.
 - ``slack`` — a started :class:`SlackHarness` on the ``services`` fixture's database (so SQLite and PostgreSQL),
   Web API client pointed at ``fake_slack`` with fast retry handlers. ``slack.services`` is that ``services``
   object, ``slack.fake`` the fake. Its settings gain a signing secret, a bot token and ``SLACK_API_URL``.
@@ -77,6 +77,9 @@ BOT_TOKEN = "xoxb-test"
 TEAM = {"id": "T0FAKE", "domain": "fake"}
 APP_ID = "A0KEYBOT"
 DEFAULT_CHANNEL = "CTEST0001"
+# The channels the tests' keys, commands and KEYBOT_CHANNEL use: someone invited the bot to each (the app has no
+# chat:write.public, so Slack refuses posts anywhere else). A test about an uninvited channel uses another ID.
+INVITED_CHANNELS = (DEFAULT_CHANNEL, "CREMIND01", "CSHOP0001", "CWORK0001", "COTHER001", "CTEAM0001")
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -443,7 +446,7 @@ class SlackHarness(LoopbackServer):
 
 @pytest.fixture
 def fake_slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
+    with FakeSlack(invited=INVITED_CHANNELS) as fake:
         yield fake
     # whatever a test checked, nothing the bot sent may break Slack's Block Kit and message rules
     assert [(c.method, c.response) for c in fake.refused] == []

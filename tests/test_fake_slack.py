@@ -5,7 +5,8 @@ import threading
 import time
 
 import pytest
-from fake_slack import FakeSlack
+import yaml
+from fake_slack import MANIFEST, FakeSlack
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import FixedValueRetryIntervalCalculator, RateLimitErrorRetryHandler
@@ -28,7 +29,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def fake(clock: ManualClock):
-    with FakeSlack(clock=clock) as fake:
+    with FakeSlack(clock=clock, invited=("C1", "C2")) as fake:
         yield fake
 
 
@@ -52,6 +53,7 @@ def test_posted_message_is_recorded_with_blocks_decoded(fake: FakeSlack) -> None
 
 
 def test_form_encoded_methods_are_decoded(fake: FakeSlack) -> None:
+    fake.scopes |= {"users:read"}  # not in the manifest: the bot never reads profiles
     fake.set_usergroup("S123", ["U1", "U2"])
     client = client_for(fake)
 
@@ -135,6 +137,7 @@ def test_response_url_posts_are_recorded(fake: FakeSlack) -> None:
 
 
 def test_wait_for_sees_calls_made_from_another_thread(fake: FakeSlack) -> None:
+    fake.scopes |= {"channels:read"}
     later = threading.Timer(0.1, client_for(fake).conversations_info, kwargs={"channel": "C9"})
     later.start()
 
@@ -338,3 +341,170 @@ def test_thread_replies_are_not_in_the_channel_history_but_in_the_thread(fake: F
     assert thread == ["request", "nudge", "shared"]
     with pytest.raises(SlackApiError, match="thread_not_found"):
         client.conversations_replies(channel="C1", ts="1.000001")
+
+
+# ---------------------------------------------------------------- what the installed app may do, as in Slack
+
+
+def test_the_app_has_the_scopes_of_the_manifest_and_nothing_more(fake: FakeSlack) -> None:
+    manifest = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    assert fake.scopes == set(manifest["oauth_config"]["scopes"]["bot"])
+    assert "chat:write.public" not in fake.scopes and "users:read" not in fake.scopes
+
+    with pytest.raises(SlackApiError, match="missing_scope") as refused:
+        client_for(fake).users_info(user="U1")
+    assert refused.value.response["needed"] == "users:read"
+
+
+def test_a_post_reaches_only_a_channel_the_bot_was_invited_to(fake: FakeSlack) -> None:
+    """Without chat:write.public: not_in_channel (public), channel_not_found (private, deleted), is_archived."""
+    client = client_for(fake)
+    fake.create_channel("CPRIV0001", private=True)
+    fake.invite("CARCH0001")
+    fake.archive("CARCH0001")
+    fake.delete_channel("CGONE0001")
+
+    for channel, error in [
+        ("CNEW00001", "not_in_channel"),
+        ("CPRIV0001", "channel_not_found"),
+        ("CARCH0001", "is_archived"),
+        ("CGONE0001", "channel_not_found"),
+        ("", "channel_not_found"),
+    ]:
+        with pytest.raises(SlackApiError, match=error):
+            client.chat_postMessage(channel=channel, text="reminder")
+        with pytest.raises(SlackApiError, match=error):
+            client.chat_postEphemeral(channel=channel, user="U1", text="only you")
+    assert [c.response["error"] for c in fake.refusals][:2] == ["not_in_channel", "not_in_channel"]
+
+    fake.invite("CNEW00001")
+    fake.invite("CPRIV0001", private=True)
+    client.chat_postMessage(channel="CNEW00001", text="now")
+    client.chat_postMessage(channel="CPRIV0001", text="here too")
+    assert [m["text"] for m in fake.history("CNEW00001")] == ["now"]
+    fake.kick("CNEW00001")
+    with pytest.raises(SlackApiError, match="not_in_channel"):
+        client.chat_postMessage(channel="CNEW00001", text="gone")
+
+
+def test_chat_write_public_posts_to_public_channels_without_an_invitation(clock: ManualClock) -> None:
+    with FakeSlack(clock=clock, scopes={"chat:write", "chat:write.public"}) as fake:
+        client_for(fake).chat_postMessage(channel="CNEW00001", text="hi")
+        fake.create_channel("CPRIV0001", private=True)
+        with pytest.raises(SlackApiError, match="channel_not_found"):
+            client_for(fake).chat_postMessage(channel="CPRIV0001", text="hi")
+    assert len(fake.history("CNEW00001")) == 1
+
+
+def test_history_needs_membership_and_the_history_scope_of_the_conversation(fake: FakeSlack) -> None:
+    client = client_for(fake)
+    fake.create_channel("CNEW00001")
+    with pytest.raises(SlackApiError, match="not_in_channel"):
+        client.conversations_history(channel="CNEW00001")
+    with pytest.raises(SlackApiError, match="not_in_channel"):
+        client.conversations_replies(channel="CNEW00001", ts="1.000001")
+    with pytest.raises(SlackApiError, match="channel_not_found"):  # a user ID is not a conversation
+        client.conversations_history(channel="U0OWNER01")
+    with pytest.raises(SlackApiError, match="channel_not_found"):
+        client.conversations_replies(channel="U0OWNER01", ts="1.000001")
+
+    fake.scopes -= {"groups:history"}
+    fake.invite("GPRIV0001")
+    with pytest.raises(SlackApiError, match="missing_scope") as refused:
+        client.conversations_history(channel="GPRIV0001")
+    assert refused.value.response["needed"] == "groups:history"
+    assert client.conversations_history(channel="C1")["ok"]  # channels:history
+
+
+def test_a_post_to_a_person_goes_to_the_dm_conversations_open_names(fake: FakeSlack) -> None:
+    client = client_for(fake)
+    posted = client.chat_postMessage(
+        channel="U0OWNER01", text="answer", metadata={"event_type": "keybot_test", "event_payload": {"n": 1}}
+    )
+    dm = client.conversations_open(users="U0OWNER01")["channel"]["id"]
+
+    assert dm.startswith("D") and posted["channel"] == dm == fake.dm_channel("U0OWNER01")
+    page = client.conversations_history(channel=dm, include_all_metadata=True)
+    assert [m["metadata"]["event_payload"] for m in page["messages"]] == [{"n": 1}]
+    assert fake.history("U0OWNER01") == fake.history(dm)
+    with pytest.raises(SlackApiError, match="channel_not_found"):  # an update names the conversation
+        client.chat_update(channel="U0OWNER01", ts=posted["ts"], text="edited")
+    client.chat_update(channel=dm, ts=posted["ts"], text="edited")
+    with pytest.raises(SlackApiError, match="channel_not_found"):  # not a DM of this bot
+        client.conversations_history(channel="DSOMEONE1")
+
+    fake.scopes -= {"im:history"}
+    with pytest.raises(SlackApiError, match="missing_scope"):
+        client.conversations_history(channel=dm)
+
+
+def test_updating_a_message_that_is_not_there_is_message_not_found(fake: FakeSlack) -> None:
+    client = client_for(fake)
+    ts = client.chat_postMessage(channel="C1", text="progress 1/2")["ts"]
+
+    client.chat_update(channel="C1", ts=ts, text="progress 2/2")
+    with pytest.raises(SlackApiError, match="message_not_found"):
+        client.chat_update(channel="C1", ts="1.999999", text="x")
+    with pytest.raises(SlackApiError, match="message_not_found"):  # the same ts in another channel
+        client.chat_update(channel="C2", ts=ts, text="x")
+    assert [m["text"] for m in fake.history("C1")] == ["progress 2/2"]
+
+
+def test_a_view_updated_with_a_stale_hash_is_a_hash_conflict(fake: FakeSlack) -> None:
+    client = client_for(fake)
+    view = {"type": "modal", "title": {"type": "plain_text", "text": "Form"}, "blocks": []}
+    opened = client.views_open(trigger_id=fake.new_trigger_id(), view=view)["view"]
+
+    updated = client.views_update(view_id=opened["id"], hash=opened["hash"], view=view)["view"]
+    with pytest.raises(SlackApiError, match="hash_conflict"):
+        client.views_update(view_id=opened["id"], hash=opened["hash"], view=view)
+    client.views_update(view_id=opened["id"], hash=updated["hash"], view=view)
+    client.views_update(view_id=opened["id"], view=view)  # no hash: the last write wins
+    with pytest.raises(SlackApiError, match="not_found"):
+        client.views_update(view_id="V0UNKNOWN", view=view)
+
+    home = {"type": "home", "blocks": []}
+    first = client.views_publish(user_id="U1", view=home)["view"]
+    client.views_publish(user_id="U1", view=home)
+    with pytest.raises(SlackApiError, match="hash_conflict"):
+        client.views_publish(user_id="U1", hash=first["hash"], view=home)
+
+
+def test_a_response_url_answers_five_times_within_thirty_minutes(fake: FakeSlack, clock: ManualClock) -> None:
+    url = fake.response_url()
+    answers = [WebhookClient(url).send(text=f"answer {n}") for n in range(6)]
+    assert [a.status_code for a in answers] == [200] * 5 + [404]
+    assert answers[-1].body == "used_url"
+
+    late = fake.response_url()
+    clock.now += 30 * 60 + 1
+    answer = WebhookClient(late).send(text="too late")
+    assert (answer.status_code, answer.body) == (404, "expired_url")
+    assert len(fake.calls_to("response_url")) == 7  # Slack received them, and refused two
+
+
+def test_calls_over_a_methods_rate_limit_are_answered_429_with_retry_after(clock: ManualClock) -> None:
+    with FakeSlack(clock=clock, invited=("C1", "C2")) as fake:
+        client = client_for(fake, retry_handlers=[])
+        for n in range(60):  # about one a second per channel, in bursts
+            client.chat_postMessage(channel="C1", text=f"m{n}")
+        with pytest.raises(SlackApiError) as limited:
+            client.chat_postMessage(channel="C1", text="one too many")
+        client.chat_postMessage(channel="C2", text="another channel has its own budget")
+        clock.now += 30
+        with pytest.raises(SlackApiError):
+            client.chat_postMessage(channel="C1", text="still too many")
+        clock.now += 31
+        client.chat_postMessage(channel="C1", text="a minute later")
+
+        fake.set_usergroup("S1", ["U1"])
+        for _ in range(20):  # tier 2
+            client.usergroups_users_list(usergroup="S1")
+        with pytest.raises(SlackApiError) as tier2:
+            client.usergroups_users_list(usergroup="S1")
+
+    assert limited.value.response.status_code == 429
+    assert limited.value.response.headers["Retry-After"] == "60"
+    assert tier2.value.response.status_code == 429
+    assert len(fake.history("C1")) == 61 and len(fake.history("C2")) == 1
+    assert [f.response["error"] for f in fake.failures] == ["ratelimited"] * 3

@@ -35,7 +35,7 @@ from tests.clock import SEOUL, Clock
 from tests.conftest import ADMIN, OWNER, USER, make_settings
 from tests.fake_coupang import FakeCoupang
 from tests.fake_slack import FakeSlack
-from tests.slack_harness import SlackHarness
+from tests.slack_harness import INVITED_CHANNELS, SlackHarness
 from tests.test_reissue_slack import buttons
 from tests.test_slack_keys import GOOD
 from tests.test_verification import VENDOR, build
@@ -202,7 +202,7 @@ def gateway(clock: Clock) -> Iterator[FakeCoupang]:
 def harness(db_url: str, clock: Clock, gateway: FakeCoupang, language: str) -> Iterator[SlackHarness]:
     settings = make_settings(DATABASE_URL=db_url, KEYBOT_LANGUAGE=language, KEYBOT_APPROVERS=APPROVER)
     services = build(settings, clock, gateway)
-    with FakeSlack() as fake, SlackHarness(services, fake) as slack:
+    with FakeSlack(invited=INVITED_CHANNELS) as fake, SlackHarness(services, fake) as slack:
         yield slack
         assert [(c.method, c.response) for c in fake.refused] == []  # Korean fits Block Kit's limits too
     services.engine.dispose()

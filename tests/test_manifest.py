@@ -72,9 +72,10 @@ SCOPE_OF: dict[str, str | tuple[str, ...] | None] = {
     "usergroups_users_list": "usergroups:read",
     "users_info": "users:read",
     "conversations_info": "channels:read",
-    # reading back its own posts whose answer was lost, in public and private channels
-    "conversations_history": ("channels:history", "groups:history"),
-    "conversations_replies": ("channels:history", "groups:history"),  # the same, for replies in a thread
+    # reading back its own posts whose answer was lost, in public and private channels and direct messages
+    "conversations_history": ("channels:history", "groups:history", "im:history"),
+    "conversations_replies": ("channels:history", "groups:history", "im:history"),  # replies in a thread
+    "conversations_open": "im:write",  # the direct message with a person, whose history that is
     "views_open": None,
     "views_update": None,
     "views_push": None,

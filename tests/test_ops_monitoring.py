@@ -238,7 +238,13 @@ def test_healthz_is_503_once_the_scheduler_stopped_sweeping(db_url, fake_slack, 
 def test_healthz_without_scheduler_says_disabled(slack):
     assert slack.get("/healthz").json() == {
         "ok": True,
-        "checks": {"database": "ok", "master_key": "ok", "scheduler": "disabled", "slack": "unknown"},
+        "checks": {
+            "database": "ok",
+            "master_key": "ok",
+            "scheduler": "disabled",
+            "slack": "unknown",
+            "reminder_channels": "ok",
+        },
         "last_sweep_at": None,
     }
 

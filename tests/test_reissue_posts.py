@@ -9,11 +9,15 @@ from typing import Any
 
 import pytest
 
+from bot.bootstrap import build_services
 from bot.scheduler import build_scheduler
 from bot.slack import ids
 from bot.slack.reissue import post_unposted_requests
 from tests import test_reissue_slack as reissue_e2e
-from tests.test_reissue_slack import REQUESTER, VENDOR, buttons, request_reissue
+from tests.conftest import ADMIN, make_settings
+from tests.factories import form
+from tests.slack_harness import SlackHarness
+from tests.test_reissue_slack import REQUESTER, VENDOR, buttons, click_and_wait, request_reissue
 
 settings, travel, key = reissue_e2e.settings, reissue_e2e.travel, reissue_e2e.key  # same approvers, clock, key
 
@@ -91,3 +95,35 @@ def test_a_request_posted_after_slack_rate_limited_it_for_seconds_is_recorded(sl
     assert (info.status, info.channel_id) == ("pending", CHANNEL)
     assert info.message_ts is not None and post_unposted_requests(services, slack.client) == 0
     assert not [c for c in slack.fake.calls_to("chat.postMessage") if c.params["channel"] == REQUESTER]  # no DM
+
+
+def test_a_request_in_a_dm_whose_answer_was_lost_is_found_in_the_dm_and_not_posted_twice(db_url, fake_slack, travel):
+    """No channel anywhere: the request goes to the requester's DM. Slack keeps no history under a user ID, so the
+    bot opens the DM (conversations.open) and reads its history there before posting again."""
+    services = build_services(
+        make_settings(DATABASE_URL=db_url, KEYBOT_CHANNEL="", KEYBOT_APPROVERS=reissue_e2e.APPROVER)
+    )
+    try:
+        with SlackHarness(services, fake_slack) as slack:
+            services.keys.register(ADMIN, form(VENDOR, channel_id=None))
+            slack.fake.fail_next("chat.postMessage", status=500, posted=True)  # posted; the answer was lost
+            submit_request(slack)
+            slack.settle()
+            assert services.reissues.get(1).message_ts is None
+
+            assert post_unposted_requests(services, slack.client) == 1
+            assert post_unposted_requests(services, slack.client) == 0
+
+            dm = slack.fake.dm_channel(REQUESTER)
+            requests = [m for m in slack.fake.history(dm) if ids.APPROVE_REISSUE in buttons(m.get("blocks", []))]
+            assert len(requests) == 1  # once, found in the DM's history
+            info = services.reissues.get(1)
+            assert (info.channel_id, info.message_ts) == (dm, requests[0]["ts"])  # the conversation chat.update takes
+            assert [c.params["channel"] for c in slack.fake.calls_to("conversations.history")] == [dm]
+            assert [c.response["error"] for c in slack.fake.refusals] == []
+
+            click_and_wait(slack, reissue_e2e.APPROVER, ids.APPROVE_REISSUE, "1", "chat.update")
+            [update] = slack.fake.calls_to("chat.update")
+            assert update.params["channel"] == dm and update.response["ok"]
+    finally:
+        services.engine.dispose()

@@ -26,7 +26,7 @@ from tests.clock import SEOUL, kst
 from tests.conftest import ADMIN, MASTER_KEY, make_settings
 from tests.factories import SECRET_MARK, form, secret_key
 from tests.fake_slack import FakeSlack
-from tests.slack_harness import SlackHarness, fast_retry_handlers
+from tests.slack_harness import INVITED_CHANNELS, SlackHarness, fast_retry_handlers
 
 
 @pytest.fixture
@@ -262,7 +262,7 @@ def test_a_sweep_killed_mid_post_is_finished_by_another_process_without_a_duplic
 def test_two_sweeps_racing_post_each_reminder_once(settings):
     """Two processes (threads with their own engine and client) sweep at the same instant, day after day."""
     keys = {f"A0000{n:04d}": date(2026, 11, 10) + timedelta(days=n) for n in range(12)}
-    with FakeSlack() as fake:
+    with FakeSlack(invited=(*INVITED_CHANNELS, *(f"CRACE{n:04d}" for n in range(len(keys))))) as fake:
         seed = build_services(settings)
         with time_machine.travel(kst(date(2026, 11, 1), 8), tick=False):
             for n, (vendor_id, expires) in enumerate(keys.items()):
@@ -357,7 +357,7 @@ def test_six_keys_due_in_one_channel_arrive_as_one_digest_with_a_button_each(sla
 
 
 def test_reminders_run_as_of_posts_once_and_dry_run_records_nothing(settings, monkeypatch, tmp_path, capsys):
-    with FakeSlack() as fake:
+    with FakeSlack(invited=INVITED_CHANNELS) as fake:
         seed = build_services(settings)
         seed.keys.register(ADMIN, form("A00012345", issued_on="2026-06-01"))  # expires 2026-11-28
         seed.engine.dispose()

@@ -231,6 +231,45 @@ def test_a_webhook_answering_400_fails_at_once_and_the_others_are_unaffected(sla
     wait_until(lambda: "2/2 delivered" in slack.fake.calls_to("chat.update")[-1].params["text"])
 
 
+def test_a_progress_message_deleted_in_slack_is_posted_again_in_its_thread(slack, services, key, receiver):  # noqa: F811
+    """Slack answers ``message_not_found`` to an update of a deleted message: the progress is posted again (in the
+    approval thread) and later updates go to the new message, instead of every update failing from then on."""
+    added = services.rollout.add(ADMIN, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
+    receiver.secrets["/erp"] = added.signing_secret
+
+    def progress_posts() -> list[Any]:
+        return [c for c in slack.fake.calls_to("chat.postMessage") if "Rollout of" in c.params.get("text", "")]
+
+    reissue(slack)
+    wait_until(lambda: states(services)["erp"].generation == 2 and states(services)["erp"].holds_key)
+
+    def latest() -> str:  # the progress as last shown, posted or updated
+        shown = [c.params["text"] for c in progress_posts()] + progress_updates(slack)
+        return shown[-1] if shown else ""
+
+    wait_until(lambda: "1/1 delivered" in latest())
+    [first] = progress_posts()
+    channel, thread = first.response["channel"], first.params["thread_ts"]
+    slack.fake.delete_message(channel, first.response["ts"])
+
+    services.rollout.push(ADMIN, VENDOR, ["erp"])
+    services.rollout.kick()
+    receiver.wait_for("/erp", 2)
+    wait_until(lambda: len(progress_posts()) == 2)
+
+    second = progress_posts()[1]
+    assert second.params["thread_ts"] == thread and second.params["channel"] == channel
+    assert "message_not_found" in [c.response["error"] for c in slack.fake.refusals]
+    right = confirm(slack, added.signing_secret, consumer="erp", generation=2, proof=proof(NEW_SECRET, 2))
+    assert right.status == 200
+    wait_until(
+        lambda: any(
+            c.params["ts"] == second.response["ts"] and c.response["ok"] for c in slack.fake.calls_to("chat.update")
+        )
+    )
+    assert len(progress_posts()) == 2
+
+
 def test_confirm_answers(slack, services, key, receiver):  # noqa: F811
     added = services.rollout.add(ADMIN, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
     receiver.secrets["/erp"] = added.signing_secret

@@ -33,7 +33,7 @@ from tests.conftest import ADMIN, USER
 from tests.factories import SECRET_MARK, access_key, secret_key
 from tests.fake_coupang import FakeCoupang
 from tests.fake_slack import FakeSlack
-from tests.slack_harness import SlackHarness
+from tests.slack_harness import INVITED_CHANNELS, SlackHarness
 from tests.test_verification import VENDOR, NoSleep, build, register
 
 KEY_CHANNEL = "CSHOP0001"
@@ -47,7 +47,7 @@ def gateway(clock: Clock) -> Iterator[FakeCoupang]:
 
 def _harness(settings: Settings, clock: Clock, gateway: FakeCoupang) -> Iterator[SlackHarness]:
     services = build(settings, clock, gateway)
-    with FakeSlack() as fake, SlackHarness(services, fake) as harness:
+    with FakeSlack(invited=INVITED_CHANNELS) as fake, SlackHarness(services, fake) as harness:
         yield harness
     services.engine.dispose()
 
@@ -109,7 +109,7 @@ def test_a_slow_coupang_answer_is_still_recorded_and_shown(
     """Coupang may take seconds to answer; that wait must not use up the 2 s database budget of a Slack request,
     or the result is refused as "the database is busy" after the check was made."""
     services = build_services(settings, clock=clock, coupang=CoupangClient(gateway.url, timeout=5.0, sleep=NoSleep()))
-    with FakeSlack() as fake, SlackHarness(services, fake) as slack:
+    with FakeSlack(invited=INVITED_CHANNELS) as fake, SlackHarness(services, fake) as slack:
         register(services, gateway)
         gateway.slow_next(1, 2.5)
         slack.slash(USER, f"verify {VENDOR}")

@@ -13,6 +13,12 @@ message metadata): when an attempt ended without an answer (timeout, dropped con
 the row keeps ``unsure_since``, and before posting again the sweep looks for the message in the channel's history
 since then, marking it delivered when it is there.
 
+A channel that refuses the bot (it was never invited, the channel is archived or gone) is never silent: the
+notifier raises :class:`CannotPost`, the reminder stays due (``failed``: each sweep tries again, so it is posted
+once someone invites the bot), a ``reminder_problems`` row names the key, channel and error for status, App Home,
+``/healthz`` and ``/metrics``, and within the same sweep the key's owner and KEYBOT_CHANNEL are told how to fix
+it — once per key, channel and error (``told_at``), whatever the number of sweeps and processes.
+
 Nothing here knows Slack: posting goes through a :class:`Notifier` (see ``bot/slack/reminders.py``).
 """
 
@@ -26,7 +32,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, case, func, insert, or_, select, update
+from sqlalchemy import Select, and_, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -34,7 +40,7 @@ from bot import i18n, rules
 from bot.i18n import N_, t
 from bot.rules import Msg
 from bot.services.base import Context, MaybePosted, instance_name
-from storage.models import Key, ReminderDelivery
+from storage.models import Key, ReminderDelivery, ReminderProblem
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +116,33 @@ class Reminder:
         return headline(self.milestone, self.days_left)
 
 
+class CannotPost(Exception):
+    """The channel refuses the bot's posts until a person acts: ``error`` is Slack's word for why
+    (``not_in_channel``, ``channel_not_found``, ``is_archived``). Certainly not posted."""
+
+    def __init__(self, error: str):
+        super().__init__(f"Slack refuses to post here: {error}")
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Undeliverable:
+    """Reminders Slack refuses to post in ``channel_id``, and who should hear it."""
+
+    channel_id: str
+    error: str
+    vendor_ids: tuple[str, ...]
+    owners: tuple[str, ...] = ()  # the keys' owners (a DM each)
+    since: datetime | None = None
+    also: str | None = None  # KEYBOT_CHANNEL, when it is another channel
+
+
 class Notifier:
     """Where reminders go (``bot/slack/reminders.py`` posts them to Slack)."""
+
+    def tell(self, problem: Undeliverable) -> bool:
+        """Tell the owners (DM) and ``problem.also`` that reminders cannot be posted; True when someone heard."""
+        return False
 
     def parts(self, reminders: Sequence[Reminder]) -> list[tuple[Reminder, ...]]:
         """How a digest of ``reminders`` splits into messages (each is claimed and marked on its own)."""
@@ -120,8 +151,9 @@ class Notifier:
     def post(self, channel: str, reminders: Sequence[Reminder]) -> str:
         """Posts one message to ``channel``: one reminder, or a digest when given several. Returns its ts.
 
-        Raises on failure: :class:`MaybePosted` when the message may have gone out, anything else when it
-        did not. The claim is released and a later sweep retries.
+        Raises on failure: :class:`MaybePosted` when the message may have gone out, :class:`CannotPost` when
+        the channel refuses the bot, anything else when it did not. The claim is released and a later sweep
+        retries.
         """
         raise NotImplementedError
 
@@ -151,6 +183,8 @@ class SweepReport:
     no_channel: list[str] = field(default_factory=list)  # vendor IDs skipped: no channel anywhere
     skipped_older: int = 0  # older missed milestones recorded as skipped
     found: int = 0  # reminders whose earlier attempt lost its answer, found already posted in the channel
+    undeliverable: list[Post] = field(default_factory=list)  # the channel refuses the bot (Post.error says why)
+    told: list[Undeliverable] = field(default_factory=list)  # problems people heard about in this sweep
 
     @property
     def delivered(self) -> int:
@@ -297,11 +331,25 @@ class ReminderService:
         with self.ctx.transaction() as session:
             claimed = self._claim(session, self._candidates(session, now, report.no_channel), now)
         report.skipped_older = claimed.skipped
+        refusing: dict[str, str] = {}  # channel -> Slack's refusal, this sweep: not asked again
         for channel, group in group_posts(self._find_posted(notifier, claimed, now, report)):
+            if channel in refusing:
+                self._release(group, unsure=False)
+                report.undeliverable.append(Post(channel, group, error=refusing[channel]))
+                continue
             parts = notifier.parts(group) if len(group) > 1 else [group]
             for number, part in enumerate(parts):
                 try:
                     ts = notifier.post(channel, part)
+                except CannotPost as exc:  # stays due: posted by the first sweep after someone fixes the channel
+                    logger.warning(
+                        "Slack refuses reminders in %s (%s): the bot must be invited there", channel, exc.error
+                    )
+                    unsent = tuple(r for later in parts[number:] for r in later)
+                    self._release(unsent, unsure=False)
+                    refusing[channel] = exc.error
+                    report.undeliverable.append(Post(channel, unsent, error=exc.error))
+                    break
                 except Exception as exc:  # noqa: BLE001 - Slack error, network, anything: retry on a later sweep
                     logger.exception(
                         "Posting %d reminder(s) to %s failed; a later sweep retries",
@@ -316,7 +364,138 @@ class ReminderService:
                     break
                 self._delivered(channel, part, ts, now)
                 report.posts.append(Post(channel, part, ts))
+        self._record_problems(report, now)
+        report.told = self._tell(notifier, report, now)
         return report
+
+    # ------------------------------------------------------------ channels that refuse the bot
+
+    def _record_problems(self, report: SweepReport, now: datetime) -> None:
+        """One row per refused key and channel (a new error makes it news again); a key posted anywhere since
+        has no problem left."""
+        refused = {
+            (r.vendor_id, post.channel_id): post.error or "" for post in report.undeliverable for r in post.reminders
+        }
+        posted = {r.vendor_id for post in report.posts for r in post.reminders}
+        if not refused and not posted:
+            return
+        with self.ctx.transaction() as session:
+            vendors = sorted(posted)
+            for start in range(0, len(vendors), _CHUNK):
+                session.execute(
+                    delete(ReminderProblem).where(ReminderProblem.vendor_id.in_(vendors[start : start + _CHUNK]))
+                )
+            for (vendor_id, channel), error in sorted(refused.items()):
+                row = session.execute(
+                    select(ReminderProblem).where(
+                        ReminderProblem.vendor_id == vendor_id, ReminderProblem.channel_id == channel
+                    )
+                ).scalar_one_or_none()
+                if row is None:
+                    self._insert_problem(session, vendor_id, channel, error, now)
+                elif row.error != error:
+                    row.error, row.since, row.told_at = error, now, None
+
+    def _insert_problem(self, session: Session, vendor_id: str, channel: str, error: str, now: datetime) -> None:
+        values = {"vendor_id": vendor_id, "channel_id": channel, "error": error, "since": now}
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            session.execute(postgresql.insert(ReminderProblem).values(values).on_conflict_do_nothing())
+        elif dialect == "sqlite":
+            session.execute(sqlite.insert(ReminderProblem).values(values).on_conflict_do_nothing())
+        else:  # pragma: no cover
+            session.execute(insert(ReminderProblem).values(values))
+
+    def _tell(self, notifier: Notifier, report: SweepReport, now: datetime) -> list[Undeliverable]:
+        """Tell the owners and KEYBOT_CHANNEL about each problem nobody was told of yet: claimed (told_at set)
+        first, so of several processes one tells; given back when nobody could be reached, to try next sweep."""
+        if not report.undeliverable:
+            return []
+        pairs = {(r.vendor_id, p.channel_id) for p in report.undeliverable for r in p.reminders}
+        owners = {r.vendor_id: r.owner_id for p in report.undeliverable for r in p.reminders}
+        claimed: dict[tuple[str, str], list[str]] = defaultdict(list)  # (channel, error) -> vendor IDs
+        with self.ctx.transaction() as session:
+            for vendor_id, channel in sorted(pairs):
+                row = session.execute(
+                    update(ReminderProblem)
+                    .where(
+                        ReminderProblem.vendor_id == vendor_id,
+                        ReminderProblem.channel_id == channel,
+                        ReminderProblem.told_at.is_(None),
+                    )
+                    .values(told_at=now)
+                    .returning(ReminderProblem.error)
+                    .execution_options(synchronize_session=False)
+                ).first()
+                if row is not None:
+                    claimed[(channel, row.error)].append(vendor_id)
+        told = []
+        default = self.ctx.settings.channel
+        for (channel, error), vendor_ids in sorted(claimed.items()):
+            problem = Undeliverable(
+                channel_id=channel,
+                error=error,
+                vendor_ids=tuple(vendor_ids),
+                owners=tuple(sorted({o for v in vendor_ids if (o := owners.get(v))})),
+                since=now,
+                also=default if default and default != channel else None,
+            )
+            try:
+                heard = notifier.tell(problem)
+            except Exception:  # noqa: BLE001 - nobody heard: the next sweep tries again
+                logger.exception("Could not tell anyone that %s refuses reminders", channel)
+                heard = False
+            if heard:
+                told.append(problem)
+                continue
+            with self.ctx.transaction() as session:
+                session.execute(
+                    update(ReminderProblem)
+                    .where(
+                        ReminderProblem.vendor_id.in_(vendor_ids),
+                        ReminderProblem.channel_id == channel,
+                        ReminderProblem.told_at == now,
+                    )
+                    .values(told_at=None)
+                )
+        return told
+
+    def undeliverable(self, *, limit: int = 200) -> list[Undeliverable]:
+        """Channels refusing reminders now, with their keys (a key that moved to another channel, was deleted or
+        has nothing due any more is not listed). For status, App Home, ``/healthz`` and ``/metrics``."""
+        default = self.ctx.settings.channel
+        still_due = exists().where(
+            ReminderDelivery.vendor_id == Key.vendor_id,
+            ReminderDelivery.generation == Key.generation,
+            ReminderDelivery.status.in_((FAILED, CLAIMED)),
+        )
+        with self.ctx.reading() as session:
+            rows = session.execute(
+                select(
+                    ReminderProblem.channel_id,
+                    ReminderProblem.error,
+                    Key.vendor_id,
+                    Key.owner_id,
+                    ReminderProblem.since,
+                )
+                .join(Key, Key.vendor_id == ReminderProblem.vendor_id)
+                .where(func.coalesce(Key.channel_id, default or "") == ReminderProblem.channel_id, still_due)
+                .order_by(ReminderProblem.channel_id, Key.vendor_id)
+                .limit(limit)
+            ).all()
+        grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for row in rows:
+            grouped[(row.channel_id, row.error)].append(row)
+        return [
+            Undeliverable(
+                channel_id=channel,
+                error=error,
+                vendor_ids=tuple(r.vendor_id for r in items),
+                owners=tuple(sorted({r.owner_id for r in items if r.owner_id})),
+                since=min(r.since for r in items),
+            )
+            for (channel, error), items in grouped.items()
+        ]
 
     def _find_posted(self, notifier: Notifier, claimed: _Claimed, now: datetime, report: SweepReport) -> list[Reminder]:
         """Settle the claims whose last attempt lost its answer; returns the reminders still to post."""
@@ -521,7 +700,7 @@ def describe_sweep(report: SweepReport, tz: ZoneInfo, lang: str = "en") -> list[
     """Plain text lines for a terminal: what was (or would be) posted where. No secrets exist here to leak."""
     when = report.now.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
     lines = []
-    for post in report.posts + report.failed:
+    for post in report.posts + report.failed + report.undeliverable:
         head = _POST_HEADS[(report.dry_run and not post.error, bool(post.error), post.is_digest)]
         lines.append(t(lang, head, channel=post.channel_id, count=len(post.reminders), error=post.error))
         lines.extend(
@@ -545,6 +724,15 @@ def describe_sweep(report: SweepReport, tz: ZoneInfo, lang: str = "en") -> list[
     ]
     if report.failed:
         clauses.append(t(lang, "{count} message(s) failed", count=len(report.failed)))
+    if report.undeliverable:
+        clauses.append(
+            t(
+                lang,
+                "{count} reminder(s) refused by Slack in {channels} (invite the bot there)",
+                count=sum(len(p.reminders) for p in report.undeliverable),
+                channels=", ".join(sorted({p.channel_id for p in report.undeliverable})),
+            )
+        )
     if report.skipped_older:
         clauses.append(t(lang, "{count} older missed milestone(s) skipped", count=report.skipped_older))
     if report.found:

@@ -154,11 +154,12 @@ class ConfirmAnswer:
 
 
 class ProgressNotifier(Protocol):
-    """Shows a rollout's progress: ``post`` a reply in ``thread_ts`` (returns its ts) or ``update`` it in place."""
+    """Shows a rollout's progress: ``post`` a reply in ``thread_ts`` (returns its ts) or ``update`` it in place;
+    ``update`` returns the ts of a new message when the old one is gone (deleted in Slack) and it posted again."""
 
     def post(self, channel: str, thread_ts: str | None, progress: Progress) -> str: ...
 
-    def update(self, channel: str, ts: str, progress: Progress) -> None: ...
+    def update(self, channel: str, ts: str, progress: Progress, *, thread_ts: str | None = None) -> str | None: ...
 
 
 @dataclass
@@ -589,9 +590,11 @@ class RolloutService:
                     return
         progress = self.progress(vendor_id, generation)
         if ts is not None:
-            self.notifier.update(channel, ts, progress)
-            return
-        posted = self.notifier.post(channel, thread_ts, progress)
+            posted = self.notifier.update(channel, ts, progress, thread_ts=thread_ts)
+            if posted is None:
+                return
+        else:
+            posted = self.notifier.post(channel, thread_ts, progress)
         with self.ctx.transaction() as session:
             session.execute(update(RolloutMessage).where(RolloutMessage.id == message_id).values(message_ts=posted))
 

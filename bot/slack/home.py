@@ -19,7 +19,8 @@ def publish_home(services: Services, client: WebClient, user_id: str, *, expande
     """The dashboard for ``user_id``; ``expanded``: the key whose Details button was pressed."""
     lang = services.languages.of(user_id)
     page = services.keys.status_page(limit=views.HOME_MAX_KEYS)  # never every key: 100,000 would not fit
-    view = views.build_home_view(lang, page, services.ctx.settings.timezone, expanded=expanded)
+    problems = services.reminders.undeliverable()  # a channel refusing reminders is shown first
+    view = views.build_home_view(lang, page, services.ctx.settings.timezone, expanded=expanded, problems=problems)
     client.views_publish(user_id=user_id, view=view)
 
 

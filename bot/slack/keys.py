@@ -82,7 +82,11 @@ class KeyListeners:
         ack(
             text=views.status_fallback_text(request.lang, page),
             blocks=views.build_status_blocks(
-                request.lang, page, self.services.ctx.settings.timezone, expiring=expiring
+                request.lang,
+                page,
+                self.services.ctx.settings.timezone,
+                expiring=expiring,
+                problems=self.services.reminders.undeliverable(),
             ),
             response_type=EPHEMERAL,
         )

@@ -37,6 +37,9 @@ CLOCK_SKEW = timedelta(minutes=2)  # our clock against Slack's: search a little 
 SCHEDULED_EVENT_TYPE = "keybot_scheduled_post"  # message metadata: {"post_id": N}, a scheduled_posts row
 
 _AMBIGUOUS = (ServerErrorRetryHandler, ConnectionErrorRetryHandler)
+# Slack's answers to a post in a channel that refuses the bot until a person acts (the app has chat:write but
+# not chat:write.public, so it posts only where it was invited)
+CHANNEL_REFUSALS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 
 
 def posting_client(client: WebClient) -> WebClient:
@@ -78,12 +81,21 @@ def _posted_by(message: dict[str, Any], identity: tuple[str | None, str | None])
     return bool((bot_id and message.get("bot_id") == bot_id) or (user_id and message.get("user") == user_id))
 
 
+def conversation_of(client: WebClient, channel: str) -> str:
+    """The conversation a post to ``channel`` lands in: a user ID (a direct message) becomes the bot's DM with
+    that person (``conversations.open``, ``im:write``), since Slack keeps no history under a user ID."""
+    if channel[:1] not in ("U", "W"):
+        return channel
+    return str(client.conversations_open(users=channel)["channel"]["id"])
+
+
 def posted_since(
     client: WebClient, channel: str, since: datetime, event_type: str, *, thread_ts: str | None = None
 ) -> Iterator[tuple[dict, str]]:
     """(event payload, ts) of each message with ``event_type`` metadata this bot posted to ``channel`` since
     ``since`` (messages of other apps and people are ignored, whatever their metadata). ``thread_ts``: look in
-    that thread instead, since the channel's history does not show replies in threads.
+    that thread instead, since the channel's history does not show replies in threads. A user ID is looked up in
+    the bot's DM with that person (:func:`conversation_of`, then ``im:history``).
 
     Yields nothing when Slack refuses to show the history (e.g. the app was not reinstalled with the history
     scopes, or the channel is a DM): the caller then posts again, as it did before it could look. Network errors
@@ -94,6 +106,7 @@ def posted_since(
     oldest = f"{(since - CLOCK_SKEW).timestamp():.6f}"
     for _ in range(MAX_HISTORY_PAGES):
         try:
+            channel = conversation_of(client, channel)
             window: dict[str, Any] = {"oldest": oldest, "limit": HISTORY_PAGE, "cursor": cursor}
             window["include_all_metadata"] = True
             if thread_ts is None:

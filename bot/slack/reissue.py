@@ -60,7 +60,7 @@ from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.failures import after_ack, later
 from bot.slack.parse import parse_submission_id
-from bot.slack.posting import post_claimed, post_once, posted_since, posting_client
+from bot.slack.posting import conversation_of, post_claimed, post_once, posted_since, posting_client
 from bot.slack.views import audit_action_label, escape, form_errors, refusal_text
 from storage.db import lift_deadline
 
@@ -719,11 +719,11 @@ class ReissueMessages:
         """
         reissues = self.services.reissues
         channel = info.channel_id or info.requested_by
-        if unsure_since is not None:
+        if unsure_since is not None:  # a DM is looked up in the DM conversation, whose ID is what chat.update takes
             for payload, ts in posted_since(self.poster, channel, unsure_since, EVENT_TYPE):
                 if payload.get("request_id") == info.id:
                     logger.info("Reissue request #%s was already posted (ts %s): not posted again", info.id, ts)
-                    reissues.set_message(info.id, channel_id=channel, ts=ts)
+                    reissues.set_message(info.id, channel_id=conversation_of(self.poster, channel), ts=ts)
                     return
         blocks = build_request_blocks(self.lang, info, reissues.approver_mentions(), self.tz)
         try:

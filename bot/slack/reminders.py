@@ -6,11 +6,12 @@ The sweep itself lives in :mod:`bot.services.reminders`; this module only turns 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.base import BaseScheduler
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -23,10 +24,10 @@ from slack_sdk.models.blocks import (
 from bot import i18n
 from bot.bootstrap import Services
 from bot.i18n import render, t
-from bot.services.reminders import Notifier, Reminder, SweepReport
+from bot.services.reminders import CannotPost, Notifier, Reminder, SweepReport, Undeliverable
 from bot.slack import ids
-from bot.slack.posting import post_once, posted_since, posting_client
-from bot.slack.views import escape
+from bot.slack.posting import CHANNEL_REFUSALS, post_once, posted_since, posting_client
+from bot.slack.views import escape, undeliverable_text
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +159,18 @@ def digest_parts(
 class SlackNotifier(Notifier):
     """Reminders over the Web API: one message per part, tagged with its delivery IDs, never retried blindly."""
 
-    def __init__(self, client: WebClient, *, max_blocks: int = MAX_BLOCKS, lang: str = "en"):
+    def __init__(
+        self,
+        client: WebClient,
+        *,
+        max_blocks: int = MAX_BLOCKS,
+        lang: str = "en",
+        language_of: Callable[[str], str] | None = None,
+    ):
         self.client = posting_client(client)
         self.max_blocks = max_blocks
         self.lang = lang  # channel posts speak the team's language (KEYBOT_LANGUAGE)
+        self.language_of = language_of or (lambda _user: lang)  # a direct message speaks its reader's
 
     def parts(self, reminders: Sequence[Reminder]) -> list[tuple[Reminder, ...]]:
         return digest_parts(reminders, self.max_blocks, self.lang)
@@ -171,17 +180,37 @@ class SlackNotifier(Notifier):
             text, blocks = reminder_text(reminders[0], self.lang), build_reminder_blocks(reminders[0], self.lang)
         else:
             text, blocks = digest_text(reminders, self.lang), build_digest_blocks(reminders, self.lang)
-        response = post_once(
-            self.client,
-            event_type=EVENT_TYPE,
-            payload={"delivery_ids": [r.delivery_id for r in reminders if r.delivery_id is not None]},
-            channel=channel,
-            text=text,
-            blocks=blocks,
-            unfurl_links=False,
-            unfurl_media=False,
-        )
+        try:
+            response = post_once(
+                self.client,
+                event_type=EVENT_TYPE,
+                payload={"delivery_ids": [r.delivery_id for r in reminders if r.delivery_id is not None]},
+                channel=channel,
+                text=text,
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") in CHANNEL_REFUSALS:
+                raise CannotPost(str(exc.response["error"])) from exc
+            raise
         return str(response["ts"])
+
+    def tell(self, problem: Undeliverable) -> bool:
+        """A direct message to each owner and a post in KEYBOT_CHANNEL (when it is another channel): "invite me
+        to #channel". True when at least one of them went out."""
+        heard = False
+        readers = [(owner, self.language_of(owner)) for owner in problem.owners]
+        if problem.also:
+            readers.append((problem.also, self.lang))
+        for where, lang in readers:
+            try:
+                self.client.chat_postMessage(channel=where, text=undeliverable_text(lang, problem))
+                heard = True
+            except Exception:  # noqa: BLE001 - that one cannot hear it (or is refused too): the others may
+                logger.warning("Could not tell %s that %s refuses reminders", where, problem.channel_id, exc_info=True)
+        return heard
 
     def find(self, channel: str, since: datetime) -> dict[int, str]:
         found: dict[int, str] = {}
@@ -204,7 +233,8 @@ def run_sweep(services: Services, client: WebClient) -> SweepReport | None:
     from bot.slack.summary import post_weekly_summary
 
     try:
-        report = services.reminders.sweep(SlackNotifier(client, lang=services.languages.team))
+        notifier = SlackNotifier(client, lang=services.languages.team, language_of=services.languages.of)
+        report = services.reminders.sweep(notifier)
     except Exception:  # noqa: BLE001 - the database or Slack is down: report it, the next sweep retries
         logger.exception("The reminder sweep failed; the next one retries")
         services.monitor.sweep_finished(ok=False)

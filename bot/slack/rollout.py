@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.base import BaseScheduler
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -117,13 +118,22 @@ class SlackProgressNotifier:
         )
         return str(answer["ts"])
 
-    def update(self, channel: str, ts: str, progress: Progress) -> None:
-        self.client.chat_update(
-            channel=channel,
-            ts=ts,
-            text=progress_text(progress, self.tz, self.lang),
-            blocks=build_progress_blocks(progress, self.tz, self.lang),
-        )
+    def update(self, channel: str, ts: str, progress: Progress, *, thread_ts: str | None = None) -> str | None:
+        """Update the progress message in place; when Slack no longer has it (someone deleted it), post it again
+        in the thread and return the new ts."""
+        try:
+            self.client.chat_update(
+                channel=channel,
+                ts=ts,
+                text=progress_text(progress, self.tz, self.lang),
+                blocks=build_progress_blocks(progress, self.tz, self.lang),
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") != "message_not_found":
+                raise
+            logger.info("The rollout message of %s (ts %s) is gone: posted again", progress.vendor_id, ts)
+            return self.post(channel, thread_ts, progress)
+        return None
 
 
 # ---------------------------------------------------------------- /coupang-key consumers

@@ -47,10 +47,12 @@ from bot.i18n import N_, linking_summary, outcome_label, t
 from bot.rules import Integration, InvalidInput, KeybotError, LinkingInfo, Phase
 from bot.services.audit import AuditEntry
 from bot.services.keys import EditResult, KeyStatus, StatusPage
+from bot.services.reminders import Undeliverable
 from bot.slack import ids
 
 PAGE_SIZE = 15
 MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
 HOME_MAX_KEYS = 45  # App Home allows 100 blocks; each key takes two
 HISTORY_LIMIT = 20
 BAR_CELLS = 12
@@ -247,10 +249,57 @@ def next_page_value(offset: int, expiring: int | None) -> str:
 NO_KEYS = N_("No keys registered yet. Register one with `/coupang-key add`.")
 
 
-def build_status_blocks(lang: str, page: StatusPage, tz: ZoneInfo, *, expiring: int | None = None) -> list[BlockDict]:
-    """The ``status`` reply: a summary, one line per key with a Details button, and a next-page button
-    (≤ 50 blocks), as plain dicts (see the module's docstring). ``expiring``: the page holds only keys with at
-    most that many days left."""
+UNDELIVERABLE_KEYS_SHOWN = 10
+UNDELIVERABLE_REASONS = {
+    "not_in_channel": N_(
+        ":warning: Reminders for {keys} cannot be posted in <#{channel}>: the bot is not a member. Invite me to "
+        "<#{channel}> (`/invite @Coupang Keybot` there); the reminder is posted a few minutes later."
+    ),
+    "channel_not_found": N_(
+        ":warning: Reminders for {keys} cannot be posted in <#{channel}>: Slack does not let the bot see it (a "
+        "private channel it was not invited to, or a deleted one). Invite me to <#{channel}>, or move the keys "
+        "to another channel with `/coupang-key edit VENDOR_ID`."
+    ),
+    "is_archived": N_(
+        ":warning: Reminders for {keys} cannot be posted in <#{channel}>: the channel is archived. Unarchive it and "
+        "invite me, or move the keys to another channel with `/coupang-key edit VENDOR_ID`."
+    ),
+}
+
+
+def undeliverable_text(lang: str, problem: Undeliverable) -> str:
+    """What to do about a channel that refuses the bot's reminders (DMs, KEYBOT_CHANNEL, status, App Home)."""
+    shown = [f"`{v}`" for v in problem.vendor_ids[:UNDELIVERABLE_KEYS_SHOWN]]
+    if len(problem.vendor_ids) > UNDELIVERABLE_KEYS_SHOWN:
+        shown.append(t(lang, "{count} more", count=len(problem.vendor_ids) - UNDELIVERABLE_KEYS_SHOWN))
+    reason = UNDELIVERABLE_REASONS.get(problem.error, UNDELIVERABLE_REASONS["channel_not_found"])
+    return t(lang, reason, keys=", ".join(shown), channel=problem.channel_id)
+
+
+def undeliverable_block(lang: str, problems: Sequence[Undeliverable], block_id: str) -> BlockDict | None:
+    """One section naming every channel that refuses reminders (None when there is none)."""
+    if not problems:
+        return None
+    text = "\n".join(undeliverable_text(lang, p) for p in problems)
+    if len(text) > MAX_SECTION_TEXT:
+        text = text[: MAX_SECTION_TEXT - 1] + "…"
+    return {"type": "section", "block_id": block_id, "text": _mrkdwn_dict(text)}
+
+
+def build_status_blocks(
+    lang: str,
+    page: StatusPage,
+    tz: ZoneInfo,
+    *,
+    expiring: int | None = None,
+    problems: Sequence[Undeliverable] = (),
+) -> list[BlockDict]:
+    """The ``status`` reply: channels that refuse reminders (``problems``), a summary, one line per key with a
+    Details button, and a next-page button (≤ 50 blocks), as plain dicts (see the module's docstring).
+    ``expiring``: the page holds only keys with at most that many days left."""
+    warning = undeliverable_block(lang, problems, "status-undeliverable")
+    if warning is not None:
+        return [warning, *build_status_blocks(lang, page, tz, expiring=expiring)]
     if not page.statuses:
         if page.offset:
             text = t(lang, "No more keys.")
@@ -293,16 +342,27 @@ def status_fallback_text(lang: str, page: StatusPage) -> str:
 # ---------------------------------------------------------------- App Home
 
 
-def build_home_view(lang: str, page: StatusPage, tz: ZoneInfo, *, expanded: str | None = None) -> View:
+def build_home_view(
+    lang: str,
+    page: StatusPage,
+    tz: ZoneInfo,
+    *,
+    expanded: str | None = None,
+    problems: Sequence[Undeliverable] = (),
+) -> View:
     """The most urgent keys, one line each with a days-left bar and a Details button (the ``expanded`` key shows
     its full entry and buttons instead), and the counts over every key: App Home holds 100 blocks, so the page
-    (``KeyService.status_page``) is all that is loaded, at any number of keys."""
+    (``KeyService.status_page``) is all that is loaded, at any number of keys. Channels that refuse reminders
+    (``problems``) come first."""
     shown = page.statuses[:HOME_MAX_KEYS]
     blocks: list[Block | BlockDict] = [
         HeaderBlock(text=t(lang, "Coupang Open API keys")),
         ContextBlock(elements=[_mrkdwn(counts_line(lang, page.healthy, page.in_window, page.expired))]),
         DividerBlock(),
     ]
+    warning = undeliverable_block(lang, problems, "home-undeliverable")
+    if warning is not None:
+        blocks.insert(2, warning)
     if not shown:
         blocks.append(SectionBlock(text=_mrkdwn(t(lang, NO_KEYS))))
     for status in shown:
