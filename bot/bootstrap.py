@@ -76,6 +76,8 @@ def build_services(
         ),
     )
     ctx.wake_rollout = rollout.kick
+    reissues = ReissueService(ctx, group_members)
+    rollout.approvers = reissues  # consumers from Slack are approved by the reissue approvers (ROLLOUT.md)
     monitor = Monitor(settings, ctx.clock, overview)
     monitor.add_collector(RolloutCollector(rollout.delivery_states))
     return Services(
@@ -83,7 +85,7 @@ def build_services(
         keys=KeyService(ctx),
         audit=AuditService(ctx),
         verification=VerificationService(ctx, coupang or CoupangClient(settings.coupang_api_url)),
-        reissues=ReissueService(ctx, group_members),
+        reissues=reissues,
         reminders=ReminderService(ctx),
         overview=overview,
         languages=LanguageService(ctx),
