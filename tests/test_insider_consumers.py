@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
 
+from bot.destinations import Destinations
 from bot.slack import ids
 from bot.slack.rollout import build_add_modal
 from tests.conftest import ADMIN, OWNER, make_settings
@@ -38,11 +40,16 @@ def approval() -> str:
 
 
 @pytest.fixture
-def settings(db_url, approval):
+def allow() -> str:
+    return LOOPBACK  # "": unset, the default rules
+
+
+@pytest.fixture
+def settings(db_url, approval, allow):
     return make_settings(
         DATABASE_URL=db_url,
         KEYBOT_APPROVERS=f"{ADMIN},{APPROVER}",
-        KEYBOT_CONSUMER_ALLOW=LOOPBACK,
+        KEYBOT_CONSUMER_ALLOW=allow,
         KEYBOT_REISSUE_APPROVAL=approval,
     )
 
@@ -60,15 +67,14 @@ def key(services, receiver):  # noqa: F811
         services.rollout.stop()
 
 
-def submit_consumer(slack, user: str, name: str, path: str, receiver, *, retarget: bool = False):  # noqa: F811
+def submit_consumer(slack, user: str, name: str, path: str, receiver, *, retarget: bool = False, **values: str):  # noqa: F811
     """The add (or change-target) form as this person would send it, whether or not the bot opened it for them."""
     verb = "retarget" if retarget else "add"
     slack.slash(user, f"consumers {VENDOR} {verb}")
     view = build_add_modal(VENDOR, retarget=["erp"] if retarget else None).to_dict()
     callback = ids.CONSUMER_RETARGET_MODAL if retarget else ids.CONSUMER_ADD_MODAL
-    return slack.submit(
-        user, callback, {"name": name, "kind": "webhook", "target": receiver.endpoint(path)}, view=view
-    )
+    fields = {"name": name, "kind": "webhook", "target": receiver.endpoint(path) if path else "", **values}
+    return slack.submit(user, callback, fields, view=view)
 
 
 def proposals_posted(slack) -> list[dict[str, Any]]:
@@ -80,10 +86,10 @@ def proposals_posted(slack) -> list[dict[str, Any]]:
     ]
 
 
-def propose(slack, user: str, name: str, path: str, receiver, *, retarget: bool = False) -> tuple[int, str | None]:  # noqa: F811
+def propose(slack, user: str, name: str, path: str, receiver, *, retarget: bool = False, **values: str) -> tuple[int, str | None]:  # noqa: E501, F811
     """Propose; returns the proposal's id (from its Approve button) and the signing secret shown to the proposer."""
     before = len(proposals_posted(slack))
-    answer = submit_consumer(slack, user, name, path, receiver, retarget=retarget)
+    answer = submit_consumer(slack, user, name, path, receiver, retarget=retarget, **values)
     view = answer.json().get("view") or {}
     assert answer.json().get("response_action") == "update", answer.text
     secret = next((s for s in json.dumps(view).split("`") if s.startswith("whsec_")), None)
@@ -271,3 +277,85 @@ def test_without_approval_only_admins_add_and_every_add_is_announced(slack, serv
 
 
 # ---------------------------------------------------------------- where to: KEYBOT_CONSUMER_ALLOW
+
+
+@pytest.mark.parametrize("allow", [""])
+def test_by_default_slack_targets_are_public_https_webhooks_and_coupang_prefixes(slack, services, key, receiver):  # noqa: F811
+    refused = [
+        ("webhook", "http://127.0.0.1:9/hook", ""),
+        ("webhook", "https://127.0.0.1/hook", ""),
+        ("webhook", "https://10.0.0.5/hook", ""),
+        ("webhook", "https://100.64.0.1/hook", ""),
+        ("webhook", "https://169.254.169.254/latest/meta-data", ""),
+        ("webhook", "https://[fd00::1]/hook", ""),
+        ("webhook", "https://localhost/hook", ""),
+        ("aws-secretsmanager", "prod/database-password", ""),
+        ("aws-ssm", "/prod/database/password", ""),
+        ("vault", "apps/payments", ""),
+        ("vault", "coupang/orders", "kv"),
+    ]
+    for kind, target, mount in refused:
+        answer = submit_consumer(slack, OWNER, "mine", "", receiver, kind=kind, target=target, vault_mount=mount)
+        assert answer.json().get("response_action") == "errors", (target, answer.text)
+        assert "From Slack" in answer.json()["errors"]["target"], answer.text
+    allowed = [
+        ("webhook", "https://hooks.example.com/coupang", ""),
+        ("aws-secretsmanager", "coupang/orders", ""),
+        ("aws-ssm", "/coupang/orders", ""),
+        ("vault", "coupang/orders", ""),
+    ]
+    for n, (kind, target, mount) in enumerate(allowed):
+        answer = submit_consumer(slack, OWNER, f"ok-{n}", "", receiver, kind=kind, target=target, vault_mount=mount)
+        assert answer.json().get("response_action") == "update", (target, answer.text)
+    assert len(proposals_posted(slack)) == len(allowed)
+
+
+@pytest.mark.parametrize("allow", ["webhook:https://erp.example.com/*,aws-ssm:/shop/*"])
+def test_keybot_consumer_allow_decides_what_slack_may_propose(slack, services, key, receiver):  # noqa: F811
+    def answer(kind: str, target: str) -> str:
+        return submit_consumer(slack, OWNER, "mine", "", receiver, kind=kind, target=target).json()["response_action"]
+
+    assert answer("webhook", "https://erp.example.com/hooks/coupang?token=x") == "update"
+    assert answer("aws-ssm", "/shop/coupang-key") == "update"
+    assert answer("webhook", "https://erp.example.com.evil.example/x") == "errors"
+    assert answer("webhook", "https://evil.example.com/erp.example.com/") == "errors"
+    assert answer("aws-secretsmanager", "coupang/orders") == "errors"  # no pattern for this kind
+    assert answer("aws-ssm", "/coupang/orders") == "errors"
+
+
+@pytest.mark.parametrize("allow", [""])
+def test_a_name_that_resolves_to_loopback_is_refused_when_sending(slack, services, key, receiver):  # noqa: F811
+    # DNS answers 127.0.0.1 for this public-looking name (as a rebinding attacker's server would, after the
+    # proposal was approved): the address is checked when sending, after resolution
+    services.rollout.destinations = Destinations(resolver=lambda host, port: ["127.0.0.1"])
+    proposal, _ = propose(slack, OWNER, "orders", "", receiver, target=f"https://rebind.example.com:{receiver.port}/")
+    click(slack, APPROVER, ids.APPROVE_CONSUMER, str(proposal))
+    deadline = time.monotonic() + 10
+    while (state := {c.name: c for c in services.rollout.consumers(VENDOR)}["orders"]).state != "failed":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.05)
+    assert state.attempts == 1 and state.next_attempt_at is None  # a configuration problem: failed at once
+    assert "resolves to 127.0.0.1, which is not a public address" in state.last_error
+    assert receiver.hits("/") == []
+
+
+def test_a_slack_consumer_the_allow_list_no_longer_allows_gets_nothing(slack, services, key, receiver):  # noqa: F811
+    proposal, secret = propose(slack, OWNER, "orders", "/orders", receiver)
+    receiver.secrets["/orders"] = secret
+    click(slack, APPROVER, ids.APPROVE_CONSUMER, str(proposal))
+    receiver.wait_for("/orders", 1, timeout=20)
+    deadline = time.monotonic() + 10
+    while not all(c.state == "delivered" for c in services.rollout.consumers(VENDOR)):  # the first delivery settled
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    services.ctx.settings = replace(services.ctx.settings, consumer_allow=None)  # the operator tightened it
+    services.rollout.push(ADMIN, VENDOR)
+    services.rollout.kick()
+    deadline = time.monotonic() + 10
+    while {c.state for c in services.rollout.consumers(VENDOR)} != {"failed", "delivered"}:
+        assert time.monotonic() < deadline, [(c.name, c.state, c.last_error) for c in services.rollout.consumers(VENDOR)]
+        time.sleep(0.05)
+    states = {c.name: c for c in services.rollout.consumers(VENDOR)}
+    assert states["orders"].state == "failed" and "From Slack, webhooks go only to public" in states["orders"].last_error
+    assert states["erp"].state == "delivered"  # the command line's consumer is not limited
+    assert len(receiver.hits("/orders")) == 1
