@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,6 +76,102 @@ def test_targets_that_are_refused(kind, target, problem):
     with pytest.raises(InvalidInput) as refused:
         parse_target(kind, target)
     assert problem in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://erp.example.com/coupang key",  # a space (was accepted, then a traceback at send time)
+        "https://erp .example.com/hook",
+        "https://erp.example.com/ho\tok",
+        "https://-erp-.example.com/hook",
+        "https://erp..example.com/hook",
+        "https://999.1.1.1/hook",
+        "https://erp.example.com:0/hook",
+        "https://erp.example.com:99999/hook",
+        "https://erp.example.com:8o/hook",
+        "https://ërp.example.com/hook",
+        "https://erp.example.com/hook?q=ü",
+        "https://:pw@erp.example.com/hook",
+        "https://erp.example.com@evil.example/hook",
+        "http://erp.example.com/hook",
+        "erp.example.com/hook",
+        "",
+    ],
+)
+def test_webhook_urls_are_checked_in_full_at_entry(target):
+    with pytest.raises(InvalidInput) as refused:
+        parse_target("webhook", target)
+    assert set(refused.value.errors) == {"target"}
+    assert refused.value.errors["target"].endswith(".")  # one sentence saying what to fix
+
+
+def test_a_bad_webhook_url_is_one_sentence_from_the_cli_and_nothing_is_stored(cli, db_url, receiver):  # noqa: F811
+    with time_machine.travel("2026-11-27T03:00:00Z", tick=True):
+        assert cli("keys", "import", write_keys_csv(db_url))[0] == 0
+        code, out, err = cli("consumers", "add", VENDOR, "erp", "--webhook", "https://erp.example.com/a b?token=s3")
+        assert code == 1 and "without spaces" in err and "Traceback" not in err and "s3" not in err + out
+        assert cli("consumers", "list", VENDOR, "--json")[1].strip() == "[]"
+
+
+def test_a_redirecting_webhook_fails_at_once_and_is_not_followed(services, key, receiver):  # noqa: F811
+    added = add_hook(services, receiver, "moved")
+    receiver.secrets["/elsewhere"] = added.signing_secret
+    receiver.fail("/moved", 307)
+    services.rollout.run_due()
+    state = services.rollout.consumers(VENDOR)[0]
+    assert (state.state, state.attempts, state.next_attempt_at) == ("failed", 1, None)
+    assert "redirects are not followed" in state.last_error
+    assert receiver.hits("/elsewhere") == []
+
+
+def test_vault_redirects_are_not_followed(settings, services, key):
+    """hvac follows redirects by itself; a Vault (or anything at VAULT_ADDR) answering 307 gets no key."""
+    written: list[str] = []
+
+    class Target(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            written.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+            body = b'{"data": {"version": 1}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_PUT = do_POST  # noqa: N815
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    target = HTTPServer(("127.0.0.1", 0), Target)
+
+    class Redirect(Target):
+        def do_POST(self) -> None:  # noqa: N802
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{target.server_address[1]}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PUT = do_POST  # noqa: N815
+
+    redirect = HTTPServer(("127.0.0.1", 0), Redirect)
+    for server in (target, redirect):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        services.rollout.destinations = Destinations(
+            vault_addr=f"http://127.0.0.1:{redirect.server_address[1]}", vault_token="root-test-token"
+        )
+        services.rollout.add(CLI, VENDOR, "vault", "vault", "apps/orders")
+        services.rollout.run_due()
+    finally:
+        for server in (target, redirect):
+            server.shutdown()
+            server.server_close()
+    state = services.rollout.consumers(VENDOR)[0]
+    assert (state.state, state.attempts) == ("failed", 1)
+    assert "307" in state.last_error and "redirects are not followed" in state.last_error
+    assert written == []
 
 
 def test_targets_are_shown_without_query_or_credentials():
