@@ -86,7 +86,16 @@ def proposals_posted(slack) -> list[dict[str, Any]]:
     ]
 
 
-def propose(slack, user: str, name: str, path: str, receiver, *, retarget: bool = False, **values: str) -> tuple[int, str | None]:  # noqa: E501, F811
+def propose(
+    slack,
+    user: str,
+    name: str,
+    path: str,
+    receiver,  # noqa: F811
+    *,
+    retarget: bool = False,
+    **values: str,
+) -> tuple[int, str | None]:
     """Propose; returns the proposal's id (from its Approve button) and the signing secret shown to the proposer."""
     before = len(proposals_posted(slack))
     answer = submit_consumer(slack, user, name, path, receiver, retarget=retarget, **values)
@@ -345,7 +354,7 @@ def test_a_slack_consumer_the_allow_list_no_longer_allows_gets_nothing(slack, se
     click(slack, APPROVER, ids.APPROVE_CONSUMER, str(proposal))
     receiver.wait_for("/orders", 1, timeout=20)
     deadline = time.monotonic() + 10
-    while not all(c.state == "delivered" for c in services.rollout.consumers(VENDOR)):  # the first delivery settled
+    while not all(c.state == "delivered" for c in services.rollout.consumers(VENDOR)):  # the first one settled
         assert time.monotonic() < deadline
         time.sleep(0.05)
     services.ctx.settings = replace(services.ctx.settings, consumer_allow=None)  # the operator tightened it
@@ -353,9 +362,11 @@ def test_a_slack_consumer_the_allow_list_no_longer_allows_gets_nothing(slack, se
     services.rollout.kick()
     deadline = time.monotonic() + 10
     while {c.state for c in services.rollout.consumers(VENDOR)} != {"failed", "delivered"}:
-        assert time.monotonic() < deadline, [(c.name, c.state, c.last_error) for c in services.rollout.consumers(VENDOR)]
+        assert time.monotonic() < deadline
         time.sleep(0.05)
     states = {c.name: c for c in services.rollout.consumers(VENDOR)}
-    assert states["orders"].state == "failed" and "From Slack, webhooks go only to public" in states["orders"].last_error
+    assert (
+        states["orders"].state == "failed" and "From Slack, webhooks go only to public" in states["orders"].last_error
+    )
     assert states["erp"].state == "delivered"  # the command line's consumer is not limited
     assert len(receiver.hits("/orders")) == 1

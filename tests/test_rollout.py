@@ -6,8 +6,8 @@ import base64
 import json
 import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,13 +16,14 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from bot.bootstrap import build_services
+from bot.config import ConfigError
 from bot.destinations import Destinations
 from bot.rules import InvalidInput
 from bot.services.base import NotAllowed
 from bot.services.rollout import BACKOFF, next_attempt, parse_target, scrub
 from bot.slack import ids
 from storage.models import Consumer
-from tests.conftest import ADMIN, OWNER, SECOND_KEY, USER
+from tests.conftest import ADMIN, OWNER, SECOND_KEY, USER, make_settings
 from tests.factories import SECRET_MARK, form, secret_key
 from tests.rollout_support import aws, aws_parameter, receiver  # noqa: F401  (fixtures)
 from tests.test_cli import HEADER, cli, row  # noqa: F401  (cli: fixture)
@@ -172,6 +173,15 @@ def test_vault_redirects_are_not_followed(settings, services, key):
     assert (state.state, state.attempts) == ("failed", 1)
     assert "307" in state.last_error and "redirects are not followed" in state.last_error
     assert written == []
+
+
+def test_keybot_consumer_allow_is_read_at_start_up():
+    assert make_settings().consumer_allow is None  # the default rules
+    parsed = make_settings(KEYBOT_CONSUMER_ALLOW="webhook:https://erp.example.com/*, vault:secret/coupang/*")
+    assert parsed.consumer_allow == (("webhook", "https://erp.example.com/*"), ("vault", "secret/coupang/*"))
+    for bad in ("https://erp.example.com/*", "ftp:x", "webhook:", "webhook:https://a/*,,aws-ssm:/x"):
+        with pytest.raises(ConfigError, match="KEYBOT_CONSUMER_ALLOW"):
+            make_settings(KEYBOT_CONSUMER_ALLOW=bad)
 
 
 def test_targets_are_shown_without_query_or_credentials():
