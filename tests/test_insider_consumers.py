@@ -19,7 +19,7 @@ import time_machine
 
 from bot.destinations import Destinations
 from bot.slack import ids
-from bot.slack.rollout import build_add_modal
+from bot.slack.rollout import build_add_modal, expire_proposals
 from tests.conftest import ADMIN, OWNER, make_settings
 from tests.factories import SECRET_MARK, form, secret_key
 from tests.rollout_support import receiver  # noqa: F401  (fixture)
@@ -200,9 +200,22 @@ def test_an_approval_after_24_hours_is_refused(slack, services, key, receiver): 
     assert not buttons(shown["blocks"])
 
 
+def test_the_scheduler_closes_proposals_left_undecided_for_24_hours(slack, services, key, receiver):  # noqa: F811
+    proposal, _ = propose(slack, OWNER, "mine", "/mine", receiver)
+    assert expire_proposals(services) == 0
+    with time_machine.travel(START + timedelta(hours=24, seconds=1), tick=True):
+        assert expire_proposals(services) == 1
+    assert services.rollout.proposal(proposal).status == "expired"
+    shown = slack.fake.calls_to("chat.update")[-1].params
+    assert "Expired undecided" in json.dumps(shown["blocks"]) and not buttons(shown["blocks"])
+    assert [e.actor for e in services.audit.entries() if e.action == "consumer.proposal.expired"] == ["keybot"]
+
+
 def test_a_proposal_whose_target_changed_is_void(slack, services, key, receiver):  # noqa: F811
     first, _ = propose(slack, OWNER, "orders", "/reviewed", receiver)
     second, _ = propose(slack, OWNER, "orders", "/mine", receiver)  # same consumer, another target
+    voided = slack.fake.calls_to("chat.update")[-1].params  # the first proposal's message says so at once
+    assert "Void:" in json.dumps(voided["blocks"]) and not buttons(voided["blocks"])
     said = click(slack, APPROVER, ids.APPROVE_CONSUMER, str(first))  # the approver read the first one
     assert "void" in said
     # a retarget proposal whose consumer was changed on the server meanwhile is void too
