@@ -8,6 +8,7 @@ The loopback receiver is allowed by ``KEYBOT_CONSUMER_ALLOW``, so what stops the
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import replace
@@ -17,10 +18,11 @@ from typing import Any
 import pytest
 import time_machine
 
+from bot.bootstrap import build_services
 from bot.destinations import Destinations
 from bot.slack import ids
 from bot.slack.rollout import build_add_modal, expire_proposals
-from tests.conftest import ADMIN, OWNER, make_settings
+from tests.conftest import ADMIN, OWNER, SECOND_KEY, make_settings
 from tests.factories import SECRET_MARK, form, secret_key
 from tests.rollout_support import receiver  # noqa: F401  (fixture)
 from tests.test_reissue_slack import buttons, request_reissue
@@ -383,3 +385,17 @@ def test_a_slack_consumer_the_allow_list_no_longer_allows_gets_nothing(slack, se
     )
     assert states["erp"].state == "delivered"  # the command line's consumer is not limited
     assert len(receiver.hits("/orders")) == 1
+
+
+def test_a_pending_proposal_survives_a_master_key_rotation(settings, services, key, receiver):  # noqa: F811
+    proposed = services.rollout.propose(OWNER, VENDOR, "orders", "webhook", receiver.endpoint("/orders"))
+    receiver.secrets["/orders"] = proposed.signing_secret
+    both = build_services(replace(settings, master_keys=(base64.b64decode(SECOND_KEY), *settings.master_keys)))
+    both.keys.rotate_master_key("cli")
+    only_new = build_services(replace(settings, master_keys=(base64.b64decode(SECOND_KEY),)))
+    only_new.rollout.approve_proposal(APPROVER, proposed.proposal.id)
+    only_new.rollout.run_due()
+    assert receiver.wait_for("/orders", 1)[0].verified
+    only_new.rollout.stop()
+    for built in (both, only_new):
+        built.engine.dispose()
