@@ -119,6 +119,21 @@ def click(slack, user: str, action_id: str, value: str) -> str:
     return " ".join(r.get("text", "") for r in said)
 
 
+def approve(slack, user: str, proposal: int) -> str:
+    """Approve as Slack does it: the click (refused privately, or the target shown in a modal to this approver),
+    then the modal's Approve. Returns what the approver was told; empty when it was approved."""
+    opened = len(slack.fake.calls_to("views.open"))
+    said = click(slack, user, ids.APPROVE_CONSUMER, str(proposal))
+    if said:
+        assert len(slack.fake.calls_to("views.open")) == opened  # a refusal shows no target
+        return said
+    modal = slack.fake.wait_for("views.open", opened + 1)[-1].params["view"]
+    assert modal["callback_id"] == ids.CONSUMER_APPROVE_MODAL
+    answer = slack.submit(user, ids.CONSUMER_APPROVE_MODAL, {}, view=modal)
+    slack.settle()
+    return "" if answer.text in ("", "{}") else answer.text_of()
+
+
 def settle_deliveries(services) -> None:
     """Whatever is due is attempted now, so a delivery that was queued cannot hide behind the background thread."""
     services.rollout.run_due()
@@ -176,12 +191,10 @@ def test_alone_no_role_sends_the_key_anywhere_new_from_slack(slack, services, ke
 
 def test_nobody_approves_their_own_proposal(slack, services, key, receiver):  # noqa: F811
     proposal, _ = propose(slack, ADMIN, "mine", "/mine", receiver)  # the admin is an approver too
-    said = click(slack, ADMIN, ids.APPROVE_CONSUMER, str(proposal))
+    said = approve(slack, ADMIN, proposal)
     assert "You proposed this consumer, so someone else has to decide it." in said
     for outsider in (OWNER, REQUESTER, OUTSIDER):  # not approvers at all
-        assert "Only approvers may decide consumer proposals" in click(
-            slack, outsider, ids.APPROVE_CONSUMER, str(proposal)
-        )
+        assert "Only approvers may decide consumer proposals" in approve(slack, outsider, proposal)
     settle_deliveries(services)
     assert services.rollout.proposal(proposal).status == "pending"
     assert_no_secret_anywhere(slack, services, receiver, "/mine")
@@ -191,7 +204,7 @@ def test_nobody_approves_their_own_proposal(slack, services, key, receiver):  # 
 def test_an_approval_after_24_hours_is_refused(slack, services, key, receiver):  # noqa: F811
     proposal, _ = propose(slack, OWNER, "mine", "/mine", receiver)
     with time_machine.travel(START + timedelta(hours=24, minutes=1), tick=True):
-        said = click(slack, APPROVER, ids.APPROVE_CONSUMER, str(proposal))
+        said = approve(slack, APPROVER, proposal)
         assert "expired after 24 hours" in said
         settle_deliveries(services)
     assert services.rollout.proposal(proposal).status == "expired"
@@ -218,12 +231,12 @@ def test_a_proposal_whose_target_changed_is_void(slack, services, key, receiver)
     second, _ = propose(slack, OWNER, "orders", "/mine", receiver)  # same consumer, another target
     voided = slack.fake.calls_to("chat.update")[-1].params  # the first proposal's message says so at once
     assert "Void:" in json.dumps(voided["blocks"]) and not buttons(voided["blocks"])
-    said = click(slack, APPROVER, ids.APPROVE_CONSUMER, str(first))  # the approver read the first one
+    said = approve(slack, APPROVER, first)  # the approver read the first one
     assert "void" in said
     # a retarget proposal whose consumer was changed on the server meanwhile is void too
     moved, _ = propose(slack, OWNER, "erp", "/elsewhere", receiver, retarget=True)
     services.rollout.retarget(CLI, VENDOR, "erp", "webhook", receiver.endpoint("/erp-v2"))
-    assert "void" in click(slack, APPROVER, ids.APPROVE_CONSUMER, str(moved))
+    assert "void" in approve(slack, APPROVER, moved)
     settle_deliveries(services)
     assert {services.rollout.proposal(p).status for p in (first, moved)} == {"void"}
     assert services.rollout.proposal(second).status == "pending"
@@ -238,17 +251,20 @@ def test_two_people_the_proposal_is_approved_and_the_key_arrives_within_20_secon
     settle_deliveries(services)
     assert receiver.hits("/orders?token=abc") == []  # nothing before approval
     posted = proposals_posted(slack)[-1]
-    assert "<@UOWNER001> proposes that *orders*" in posted["text"] and "token=abc" not in posted["text"]
+    assert "<@UOWNER001> proposes that a new consumer *orders*" in posted["text"]
+    assert receiver.url not in json.dumps(posted) and "127.0.0.1" not in json.dumps(posted)  # the channel: no target
 
     clicked = time.monotonic()
-    assert click(slack, APPROVER, ids.APPROVE_CONSUMER, str(proposal)) == ""
+    assert approve(slack, APPROVER, proposal) == ""
+    shown_to_approver = slack.fake.calls_to("views.open")[-1].params["view"]
+    assert f"{receiver.url}/orders" in json.dumps(shown_to_approver) and "token=abc" not in json.dumps(shown_to_approver)
     hit = receiver.wait_for("/orders?token=abc", 1, timeout=20)[0]
     assert time.monotonic() - clicked < 20
     assert hit.verified  # standardwebhooks accepted the signature made with the secret the proposer saw
     assert hit.body["data"]["secret_key"] == secret_key(VENDOR)
     shown = slack.fake.calls_to("chat.update")[-1].params
     assert "Approved by <@UAPPROVE1>" in json.dumps(shown["blocks"]) and not buttons(shown["blocks"])
-    assert "Already approved" in click(slack, ADMIN, ids.APPROVE_CONSUMER, str(proposal))  # one decision
+    assert "Already approved" in approve(slack, ADMIN, proposal)  # one decision
 
     deny_me, _ = propose(slack, OWNER, "other", "/other", receiver)
     assert click(slack, APPROVER, ids.DENY_CONSUMER, str(deny_me)) == ""
@@ -265,7 +281,7 @@ def test_a_retarget_approved_by_another_approver_moves_the_key(slack, services, 
     proposal, secret = propose(slack, ADMIN, "erp", "/erp-new", receiver, retarget=True)
     assert secret is None  # the consumer keeps its signing secret
     receiver.secrets["/erp-new"] = receiver.secrets["/erp"]
-    click(slack, APPROVER, ids.APPROVE_CONSUMER, str(proposal))
+    assert approve(slack, APPROVER, proposal) == ""
     hit = receiver.wait_for("/erp-new", 1, timeout=20)[0]
     assert hit.verified and services.rollout.consumers(VENDOR)[0].target == receiver.endpoint("/erp-new")
 
@@ -353,7 +369,7 @@ def test_a_name_that_resolves_to_loopback_is_refused_when_sending(slack, service
     # proposal was approved): the address is checked when sending, after resolution
     services.rollout.destinations = Destinations(resolver=lambda host, port: ["127.0.0.1"])
     proposal, _ = propose(slack, OWNER, "orders", "", receiver, target=f"https://rebind.example.com:{receiver.port}/")
-    click(slack, APPROVER, ids.APPROVE_CONSUMER, str(proposal))
+    assert approve(slack, APPROVER, proposal) == ""
     deadline = time.monotonic() + 10
     while (state := {c.name: c for c in services.rollout.consumers(VENDOR)}["orders"]).state != "failed":
         assert time.monotonic() < deadline, state
@@ -366,7 +382,7 @@ def test_a_name_that_resolves_to_loopback_is_refused_when_sending(slack, service
 def test_a_slack_consumer_the_allow_list_no_longer_allows_gets_nothing(slack, services, key, receiver):  # noqa: F811
     proposal, secret = propose(slack, OWNER, "orders", "/orders", receiver)
     receiver.secrets["/orders"] = secret
-    click(slack, APPROVER, ids.APPROVE_CONSUMER, str(proposal))
+    assert approve(slack, APPROVER, proposal) == ""
     receiver.wait_for("/orders", 1, timeout=20)
     deadline = time.monotonic() + 10
     while not all(c.state == "delivered" for c in services.rollout.consumers(VENDOR)):  # the first one settled

@@ -831,6 +831,16 @@ class RolloutService:
         self.kick()  # after the commit, in the background
         return self.proposal(proposal_id)
 
+    def check_can_decide(self, actor: str, proposal_id: int) -> ProposalInfo:
+        """Before showing a proposal's target to decide it: the same checks as the decision (refusals audited)."""
+
+        def work(session: Session) -> ProposalInfo:
+            row = self._proposal(session, proposal_id)
+            self._check_decider(session, row, actor)
+            return _proposal_info(row)
+
+        return self.ctx.audited(actor, "consumer.approve", self._proposal_vendor(proposal_id), work)
+
     def deny_proposal(self, actor: str, proposal_id: int) -> ProposalInfo:
         def work(session: Session) -> None:
             row = self._proposal(session, proposal_id)

@@ -330,25 +330,54 @@ def build_proposed_view(proposed: Proposed, lang: str = "en") -> View:
 
 
 def proposal_text(lang: str, info: ProposalInfo) -> str:
-    params = {
-        "proposer": f"<@{info.proposed_by}>",
-        "name": escape(info.name),
-        "kind": info.kind,
-        "target": escape(info.target),
-        "vendor_id": info.vendor_id,
-    }
+    """The proposal as the channel reads it: what and for which key, not where (only approvers see the target)."""
+    params = {"proposer": f"<@{info.proposed_by}>", "name": escape(info.name), "kind": info.kind}
     if info.action == ADD:
         return t(
             lang,
-            ":inbox_tray: {proposer} proposes that *{name}* ({kind} `{target}`) receive `{vendor_id}`'s key: the "
-            "current one at once, and every new one.",
+            ":inbox_tray: {proposer} proposes that a new consumer *{name}* ({kind}) receive `{vendor_id}`'s key: "
+            "the current one at once, and every new one. Approvers see where it goes when they click Approve.",
+            vendor_id=info.vendor_id,
             **params,
         )
     return t(
         lang,
-        ":inbox_tray: {proposer} proposes that consumer *{name}* of `{vendor_id}` receive the key at {kind} "
-        "`{target}` from now on, starting with the current one.",
+        ":inbox_tray: {proposer} proposes that consumer *{name}* of `{vendor_id}` receive the key at a new {kind} "
+        "target from now on, starting with the current one. Approvers see where it goes when they click Approve.",
+        vendor_id=info.vendor_id,
         **params,
+    )
+
+
+def build_approve_modal(lang: str, info: ProposalInfo) -> View:
+    """Shown to an approver (other than the proposer) who clicked Approve: the exact target, then the decision."""
+    text = t(
+        lang,
+        "{proposer} proposes that *{name}* of `{vendor_id}` receive the key at:\n{kind} `{target}`\nApprove only "
+        "if you know this system: it gets the current key at once, and every new one.",
+        proposer=f"<@{info.proposed_by}>",
+        name=escape(info.name),
+        vendor_id=info.vendor_id,
+        kind=info.kind,
+        target=escape(info.target),
+    )
+    return View(
+        type="modal",
+        callback_id=ids.CONSUMER_APPROVE_MODAL,
+        private_metadata=str(info.id),
+        title=PlainTextObject(text=t(lang, "Approve consumer")),
+        submit=PlainTextObject(text=t(lang, "Approve")),
+        close=PlainTextObject(text=t(lang, "Cancel")),
+        blocks=[SectionBlock(block_id="proposal", text=MarkdownTextObject(text=text))],
+    )
+
+
+def build_notice_view(lang: str, text: str) -> View:
+    return View(
+        type="modal",
+        title=PlainTextObject(text=t(lang, "Approve consumer")),
+        close=PlainTextObject(text=t(lang, "Done")),
+        blocks=[SectionBlock(text=MarkdownTextObject(text=text))],
     )
 
 
@@ -717,7 +746,13 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
 
     app.view(ids.CONSUMER_REMOVE_MODAL)(ack=handle_remove_submission, lazy=then)
 
-    def decide(decision: Callable[[str, int], ProposalInfo], body: dict[str, Any], respond: Respond) -> None:
+    def decide(
+        decision: Callable[[str, int], ProposalInfo],
+        body: dict[str, Any],
+        respond: Respond,
+        opened: Callable[[ProposalInfo], Any] | None = None,
+    ) -> None:
+        """Deny, or check an Approve click (``opened`` then shows the approver the target)."""
         click = parse_click(body)
         container = body.get("container") or {}
         where = (container.get("channel_id") or click.channel_id, container.get("message_ts"))
@@ -737,17 +772,55 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
                 if current.status == VOID:  # this click found it void: show that to everyone
                     messages.refresh(current, *where)
             return
-        messages.refresh(info, *where)
+        if opened is not None:
+            opened(info)
+        else:
+            messages.refresh(info, *where)
 
-    def handle_approve(ack: Ack, body: dict[str, Any], respond: Respond, context: BoltContext) -> None:
+    def open_approve_modal(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        """Approve shows the target first, to an approver other than the proposer only; the modal decides."""
+        decide(
+            rollout.check_can_decide,
+            body,
+            respond,
+            opened=lambda info: client.views_open(
+                trigger_id=body.get("trigger_id", ""),
+                view=build_approve_modal(services.languages.of(body["user"]["id"]), info),
+            ),
+        )
+
+    def handle_approve(
+        ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
         ack()
-        later(context, decide, rollout.approve_proposal, body, respond)
+        later(context, open_approve_modal, body, client, respond)
+
+    def refresh_by_id(proposal_id: int) -> None:
+        try:
+            messages.refresh(rollout.proposal(proposal_id))
+        except KeybotError:
+            return
+
+    def handle_approve_submission(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+        user_id = body["user"]["id"]
+        metadata = body["view"].get("private_metadata") or ""
+        try:
+            info = rollout.approve_proposal(user_id, _proposal_id(metadata))
+        except KeybotError as error:
+            lang = services.languages.of(user_id)
+            ack(response_action="update", view=build_notice_view(lang, views.refusal_text(lang, error)))
+            if re.fullmatch(r"[0-9]{1,9}", metadata):
+                later(context, refresh_by_id, int(metadata))  # void or expired now: show it
+            return
+        ack()
+        later(context, messages.refresh, info)
 
     def handle_deny(ack: Ack, body: dict[str, Any], respond: Respond, context: BoltContext) -> None:
         ack()
         later(context, decide, rollout.deny_proposal, body, respond)
 
     app.action(ids.APPROVE_CONSUMER)(ack=handle_approve, lazy=then)
+    app.view(ids.CONSUMER_APPROVE_MODAL)(ack=handle_approve_submission, lazy=then)
     app.action(ids.DENY_CONSUMER)(ack=handle_deny, lazy=then)
 
 
