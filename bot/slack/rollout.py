@@ -2,7 +2,8 @@
 the **Push again** button. The rollout itself is :class:`bot.services.rollout.RolloutService`.
 
 A consumer added or retargeted here is a *proposal* (ROLLOUT.md "Who may send a key where"): posted in the key's
-channel with Approve / Deny, decided by an approver other than the proposer; nothing is delivered before. With
+channel with Approve / Deny (Approve first shows that approver the target, in a modal: the channel sees names and
+kinds only), decided by an approver other than the proposer; nothing is delivered before. With
 ``KEYBOT_REISSUE_APPROVAL=none`` only admins add, directly, and each add is announced in the channel; removals are
 announced too. A new consumer's signing secret is shown once, in the proposer's own modal (a ``response_action``
 update, never a message); no view shows a secret or a target's query string, and targets and last errors only to
