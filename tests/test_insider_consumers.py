@@ -182,6 +182,8 @@ def test_alone_no_role_sends_the_key_anywhere_new_from_slack(slack, services, ke
         assert "Only admins or its owner" in pushed
         assert proposals_posted(slack) == []
     assert_no_secret_anywhere(slack, services, receiver, "/mine", "/mine-too")
+    listing = slack.slash(user, f"consumers {VENDOR}").text_of()  # targets: admins, the owner and approvers
+    assert "erp" in listing and (receiver.url in listing) is (role in ("admin", "owner", "approver"))
     assert len(receiver.hits("/erp")) in (hits_erp, hits_erp + 1)
     assert all(h.path == "/erp" for h in receiver.hits())
     refused = {e.action for e in services.audit.entries() if e.actor == user and e.action.endswith(".refused")}
