@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import select, text
 from standardwebhooks import Webhook
 
 from bot.bootstrap import build_services
@@ -22,6 +22,7 @@ from bot.rules import InvalidInput
 from bot.services.base import NotAllowed
 from bot.services.rollout import BACKOFF, next_attempt, parse_target, scrub
 from bot.slack import ids
+from storage.db import make_engine, upgrade
 from storage.models import Consumer
 from tests.conftest import ADMIN, OWNER, SECOND_KEY, USER, make_settings
 from tests.factories import SECRET_MARK, form, secret_key
@@ -379,3 +380,24 @@ def test_slack_consumers_list_shows_targets_to_managers_only_and_removal_is_anno
     announced = slack.fake.wait_for("chat.postMessage")[-1].params
     assert announced["channel"] == "CSHOP0001" and "<@UOWNER001> removed consumer *erp*" in announced["text"]
     assert "consumer.removed" in {e.action for e in services.audit.entries()}
+
+
+def test_consumers_added_from_slack_before_the_two_person_rule_are_held_to_the_allow_list(tmp_path):
+    """The migration marks consumers whose creator was a Slack user as added from Slack: from then on each
+    delivery to them must match KEYBOT_CONSUMER_ALLOW, as if they had been proposed."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0007")
+    with engine.begin() as connection:
+        for n, created_by in enumerate(("cli", "cli:ops", "UOWNER001")):
+            connection.execute(
+                text(
+                    "INSERT INTO consumers (vendor_id, name, kind, target, config_ct, signing_secret_ct, created_by,"
+                    " created_at) VALUES ('A00012345', :name, 'webhook', 'x', x'00', x'00', :by, '2026-11-27')"
+                ),
+                {"name": f"c{n}", "by": created_by},
+            )
+    upgrade(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT created_by, source FROM consumers ORDER BY name")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("cli", "cli"), ("cli:ops", "cli"), ("UOWNER001", "slack")]
