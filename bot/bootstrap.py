@@ -78,6 +78,8 @@ def build_services(
         ),
     )
     ctx.wake_rollout = rollout.kick
+    reissues = ReissueService(ctx, group_members)
+    rollout.approvers = reissues  # consumers from Slack are approved by the reissue approvers (ROLLOUT.md)
     monitor = Monitor(settings, ctx.clock, overview)
     monitor.add_collector(RolloutCollector(rollout.delivery_states))
     keys = KeyService(ctx)
@@ -88,7 +90,7 @@ def build_services(
         keys=keys,
         audit=AuditService(ctx),
         verification=VerificationService(ctx, coupang or CoupangClient(settings.coupang_api_url)),
-        reissues=ReissueService(ctx, group_members),
+        reissues=reissues,
         reminders=reminders,
         overview=overview,
         languages=LanguageService(ctx),

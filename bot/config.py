@@ -66,6 +66,9 @@ class Settings:
     vault_addr: str | None = None
     vault_token: str | None = field(default=None, repr=False)
     vault_namespace: str | None = None
+    # KEYBOT_CONSUMER_ALLOW: (kind, pattern) pairs that targets added from Slack must match; None: the safe default
+    # (ROLLOUT.md "Where to")
+    consumer_allow: tuple[tuple[str, str], ...] | None = None
 
     def __repr__(self) -> str:
         """Every field, with the secrets as '***' and the database URL without its password."""
@@ -132,6 +135,27 @@ def _token(name: str, raw: str | None, prefix: str) -> str | None:
             "{name} must start with '{prefix}' (copy it from your Slack app's settings).", name=name, prefix=prefix
         )
     return raw
+
+
+CONSUMER_KINDS = ("webhook", "aws-secretsmanager", "aws-ssm", "vault")  # bot.destinations.KINDS
+
+
+def parse_consumer_allow(raw: str | None) -> tuple[tuple[str, str], ...] | None:
+    """``KIND:PATTERN,…`` (``*`` matches anything) → pairs; None when unset (the default rules apply)."""
+    if raw is None:
+        return None
+    pairs = []
+    for item in (part.strip() for part in raw.split(",")):
+        kind, colon, pattern = item.partition(":")
+        if not item or not colon or kind.strip() not in CONSUMER_KINDS or not pattern.strip():
+            raise ConfigError(
+                "KEYBOT_CONSUMER_ALLOW has {item!r}: give KIND:PATTERN entries separated by commas, KIND one of "
+                "{kinds}, e.g. webhook:https://erp.example.com/*,aws-ssm:/coupang/*.",
+                item=item,
+                kinds=", ".join(CONSUMER_KINDS),
+            )
+        pairs.append((kind.strip(), pattern.strip()))
+    return tuple(pairs)
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -231,4 +255,5 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         vault_addr=get("VAULT_ADDR"),
         vault_token=get("VAULT_TOKEN"),
         vault_namespace=get("VAULT_NAMESPACE"),
+        consumer_allow=parse_consumer_allow(get("KEYBOT_CONSUMER_ALLOW")),
     )

@@ -3,7 +3,11 @@
 - ``webhook``: ``POST`` of a Standard Webhooks message signed with the ``standardwebhooks`` package; no redirects.
 - ``aws-secretsmanager``: ``PutSecretValue`` (``CreateSecret`` when missing) with a stable ``ClientRequestToken``.
 - ``aws-ssm``: ``PutParameter(Type=SecureString, Overwrite=True)``.
-- ``vault``: a KV v2 write with hvac.
+- ``vault``: a KV v2 write with hvac, over a session that refuses redirects.
+
+A webhook added from Slack under the default ``KEYBOT_CONSUMER_ALLOW`` is sent with ``public_only``: its host is
+resolved first, every address must be public, and the connection goes to the address that was checked (so a DNS
+answer that changes to 127.0.0.1 between the check and the connection changes nothing).
 
 Each attempt ends in an :class:`Outcome`: delivered, worth retrying (408, 429, 5xx, timeouts, lost connections)
 or a configuration problem (any other refusal). Nothing here knows Slack or the database; error texts may quote
@@ -16,7 +20,9 @@ import http.client
 import ipaddress
 import json
 import logging
+import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +62,39 @@ def _http_outcome(status: int, detail: str) -> Outcome:
     return Outcome(ok=False, retry=retryable_status(status), error=text)
 
 
+def is_public_address(address: str) -> bool:
+    """Reachable on the internet: not loopback, private, link-local, CGNAT (100.64/10), unique-local, multicast,
+    unspecified or reserved (an IPv4-mapped IPv6 address is judged by its IPv4 address)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_unspecified or ip.is_reserved or ip.is_link_local)
+
+
+# host, port → the addresses the host resolves to (DNS); tests give a fake
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve(host: str, port: int) -> list[str]:
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+class RedirectRefused(Exception):
+    """A destination answered with a redirect: never followed (ROLLOUT.md "Never")."""
+
+    def __init__(self, status: int):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def _refuse_redirects(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    if response.is_redirect or 300 <= response.status_code < 400:
+        raise RedirectRefused(response.status_code)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -74,6 +113,7 @@ class Delivery:
     message_id: str
     data: dict[str, Any]
     signing_secret: str
+    public_only: bool = False  # a webhook added from Slack under the default rules: public addresses only
 
     def __repr__(self) -> str:
         return f"Delivery(kind={self.kind!r}, message_id={self.message_id!r})"
@@ -90,8 +130,9 @@ class Destinations:
         vault_token: str | None = None,
         vault_namespace: str | None = None,
         timeout: float = TIMEOUT_SECONDS,
+        resolver: Resolver = resolve,
     ):
-        self.aws_region, self.timeout = aws_region, timeout
+        self.aws_region, self.timeout, self.resolver = aws_region, timeout, resolver
         self.vault_addr, self.vault_token, self.vault_namespace = vault_addr, vault_token, vault_namespace
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -130,6 +171,20 @@ class Destinations:
         }
         connection_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         connection = connection_class(url.hostname or "", url.port, timeout=self.timeout)
+        if delivery.public_only:
+            host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+            addresses = self.resolver(host, port)
+            private = [a for a in addresses if not is_public_address(a)]
+            if url.scheme != "https" or not addresses or private:
+                shown = private[0] if private else "no address"
+                return Outcome(
+                    ok=False,
+                    error=f"{host} resolves to {shown}, which is not a public address: webhooks added from Slack go "
+                    "only to public https:// hosts (KEYBOT_CONSUMER_ALLOW)",
+                )
+            # connect to the address just checked, not to a second DNS answer; TLS still checks the host name
+            pinned = addresses[0]
+            connection._create_connection = lambda _, *rest: socket.create_connection((pinned, port), *rest)  # type: ignore[attr-defined]
         try:
             path = (url.path or "/") + (f"?{url.query}" if url.query else "")
             connection.request("POST", path, body=body.encode(), headers=headers)
@@ -195,12 +250,24 @@ class Destinations:
 
         if not (self.vault_addr and self.vault_token):
             return Outcome(ok=False, error="VAULT_ADDR and VAULT_TOKEN must be set for Vault consumers")
+        session = requests.Session()
+        session.hooks["response"].append(_refuse_redirects)  # hvac would follow them, and a 3xx is no error to it
         client = hvac.Client(
-            url=self.vault_addr, token=self.vault_token, namespace=self.vault_namespace, timeout=self.timeout
+            url=self.vault_addr,
+            token=self.vault_token,
+            namespace=self.vault_namespace,
+            timeout=self.timeout,
+            session=session,
+            allow_redirects=False,
         )
         try:
             client.secrets.kv.v2.create_or_update_secret(
                 path=delivery.config["path"], secret=delivery.data, mount_point=delivery.config.get("mount", "secret")
+            )
+        except RedirectRefused as exc:
+            return Outcome(
+                ok=False,
+                error=f"Vault answered {exc} (redirects are not followed: set VAULT_ADDR to the final address)",
             )
         except vault_errors.VaultError as exc:
             status = _vault_status(exc)

@@ -281,6 +281,9 @@ class Consumer(Base):
     created_at: Mapped[datetime] = mapped_column()
     lease_until: Mapped[datetime | None] = mapped_column()
     lease_by: Mapped[str | None] = mapped_column(String(64))
+    # where its target was last set: "cli" (the server, not limited) or "slack" (must match KEYBOT_CONSUMER_ALLOW,
+    # checked again at every delivery)
+    source: Mapped[str] = mapped_column(String(8), server_default="cli")
 
 
 class RolloutDelivery(Base):
@@ -323,6 +326,37 @@ class RolloutMessage(Base):
     thread_ts: Mapped[str | None] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     claimed_at: Mapped[datetime | None] = mapped_column()
+
+
+class ConsumerProposal(Base):
+    """A consumer added or retargeted from Slack, waiting for an approver other than its proposer (ROLLOUT.md).
+
+    ``action`` is ``add`` or ``retarget``; ``config_ct`` (and, for ``add``, the signing secret shown to the proposer)
+    are ciphertexts like the consumer's own. A proposal never changes once made: a newer one for the same consumer
+    voids it. ``base_digest`` is the SHA-256 of the consumer's configuration when a retarget was proposed, so an
+    approval of a consumer that changed meanwhile is void.
+    """
+
+    __tablename__ = "consumer_proposals"
+    __table_args__ = (Index("ix_consumer_proposals_open", "vendor_id", "name", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(500))
+    config_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    signing_secret_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    base_digest: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    proposed_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column()
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
 
 
 class UserLanguage(Base):

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, select
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.crypto import Keyring, associated_data
-from storage.models import Consumer, Key, RolloutDelivery, RolloutMessage
+from storage.models import Consumer, ConsumerProposal, Key, RolloutDelivery, RolloutMessage
 
 PENDING, DELIVERED, CONFIRMED, FAILED = "pending", "delivered", "confirmed", "failed"
 HOLDS_KEY = (DELIVERED, CONFIRMED)
@@ -44,6 +44,32 @@ def signing_secret_of(keyring: Keyring, consumer: Consumer) -> str:
     return keyring.decrypt(consumer.signing_secret_ct, _aad(consumer, SIGNING_SECRET))
 
 
+def _proposal_aad(proposal: ConsumerProposal, field: str) -> bytes:
+    # bound to the proposal's id too (seal after the flush): another proposal's ciphertext does not decrypt here
+    return associated_data(proposal.vendor_id, 0, f"proposal:{proposal.id}:{proposal.name}:{field}")
+
+
+def seal_proposal(
+    keyring: Keyring, proposal: ConsumerProposal, *, config: dict[str, Any], signing_secret: str | None
+) -> None:
+    proposal.config_ct = keyring.encrypt(json.dumps(config, sort_keys=True), _proposal_aad(proposal, CONFIG))
+    proposal.signing_secret_ct = (
+        keyring.encrypt(signing_secret, _proposal_aad(proposal, SIGNING_SECRET)) if signing_secret else None
+    )
+
+
+def proposal_config_of(keyring: Keyring, proposal: ConsumerProposal) -> dict[str, Any]:
+    value = json.loads(keyring.decrypt(proposal.config_ct, _proposal_aad(proposal, CONFIG)))
+    assert isinstance(value, dict)
+    return value
+
+
+def proposal_secret_of(keyring: Keyring, proposal: ConsumerProposal) -> str | None:
+    if proposal.signing_secret_ct is None:
+        return None
+    return keyring.decrypt(proposal.signing_secret_ct, _proposal_aad(proposal, SIGNING_SECRET))
+
+
 def reencrypt_consumers(session: Session, keyring: Keyring) -> int:
     """``master-key rotate``: every consumer's ciphertexts under the first master key; returns how many changed."""
     changed = 0
@@ -53,6 +79,13 @@ def reencrypt_consumers(session: Session, keyring: Keyring) -> int:
         seal(
             keyring, consumer, config=config_of(keyring, consumer), signing_secret=signing_secret_of(keyring, consumer)
         )
+        changed += 1
+    for proposal in session.scalars(select(ConsumerProposal).where(ConsumerProposal.status == "pending")).all():
+        secret_ct = proposal.signing_secret_ct
+        if keyring.is_current(proposal.config_ct) and (secret_ct is None or keyring.is_current(secret_ct)):
+            continue
+        config, secret = proposal_config_of(keyring, proposal), proposal_secret_of(keyring, proposal)
+        seal_proposal(keyring, proposal, config=config, signing_secret=secret)
         changed += 1
     return changed
 
@@ -135,6 +168,11 @@ def forget_consumers(session: Session, *, vendor_id: str) -> list[str]:
     """A deleted key takes its consumers with it: a key registered again under the vendor ID reaches no system
     until consumers are added again (by two people from Slack). Returns the names removed."""
     consumers = session.scalars(select(Consumer).where(Consumer.vendor_id == vendor_id).order_by(Consumer.name)).all()
+    session.execute(  # a proposal made for the deleted key is not approved for whatever key comes next
+        update(ConsumerProposal)
+        .where(ConsumerProposal.vendor_id == vendor_id, ConsumerProposal.status == "pending")
+        .values(status="void")
+    )
     session.execute(delete(RolloutDelivery).where(RolloutDelivery.vendor_id == vendor_id))
     session.execute(delete(RolloutMessage).where(RolloutMessage.vendor_id == vendor_id))
     for consumer in consumers:

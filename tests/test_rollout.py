@@ -8,22 +8,25 @@ import logging
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import select, text
 from standardwebhooks import Webhook
 
 from bot.bootstrap import build_services
+from bot.config import ConfigError
 from bot.destinations import Destinations
 from bot.rules import InvalidInput
 from bot.services.base import NotAllowed, NotFound
 from bot.services.rollout import BACKOFF, next_attempt, parse_target, scrub
 from bot.slack import ids
 from storage.crypto import DecryptionError
+from storage.db import make_engine, upgrade
 from storage.models import Consumer
-from tests.conftest import ADMIN, OWNER, SECOND_KEY, USER
+from tests.conftest import ADMIN, OWNER, SECOND_KEY, USER, make_settings
 from tests.factories import SECRET_MARK, form, secret_key
 from tests.rollout_support import aws, aws_parameter, receiver  # noqa: F401  (fixtures)
 from tests.test_cli import HEADER, cli, row  # noqa: F401  (cli: fixture)
@@ -39,7 +42,10 @@ def key(services):
         services.rollout.stop()
 
 
-def add_hook(services, receiver, name: str, actor: str = ADMIN):  # noqa: F811
+CLI = "cli:ops"  # the server's command line adds directly; from Slack a consumer is a proposal
+
+
+def add_hook(services, receiver, name: str, actor: str = CLI):  # noqa: F811
     added = services.rollout.add(actor, VENDOR, name, "webhook", receiver.endpoint(f"/{name}"))
     receiver.secrets[f"/{name}"] = added.signing_secret
     return added
@@ -76,6 +82,111 @@ def test_targets_that_are_refused(kind, target, problem):
     assert problem in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://erp.example.com/coupang key",  # a space (was accepted, then a traceback at send time)
+        "https://erp .example.com/hook",
+        "https://erp.example.com/ho\tok",
+        "https://-erp-.example.com/hook",
+        "https://erp..example.com/hook",
+        "https://999.1.1.1/hook",
+        "https://erp.example.com:0/hook",
+        "https://erp.example.com:99999/hook",
+        "https://erp.example.com:8o/hook",
+        "https://ërp.example.com/hook",
+        "https://erp.example.com/hook?q=ü",
+        "https://:pw@erp.example.com/hook",
+        "https://erp.example.com@evil.example/hook",
+        "http://erp.example.com/hook",
+        "erp.example.com/hook",
+        "",
+    ],
+)
+def test_webhook_urls_are_checked_in_full_at_entry(target):
+    with pytest.raises(InvalidInput) as refused:
+        parse_target("webhook", target)
+    assert set(refused.value.errors) == {"target"}
+    assert refused.value.errors["target"].endswith(".")  # one sentence saying what to fix
+
+
+def test_a_bad_webhook_url_is_one_sentence_from_the_cli_and_nothing_is_stored(cli, db_url, receiver):  # noqa: F811
+    with time_machine.travel("2026-11-27T03:00:00Z", tick=True):
+        assert cli("keys", "import", write_keys_csv(db_url))[0] == 0
+        code, out, err = cli("consumers", "add", VENDOR, "erp", "--webhook", "https://erp.example.com/a b?token=s3")
+        assert code == 1 and "without spaces" in err and "Traceback" not in err and "s3" not in err + out
+        assert cli("consumers", "list", VENDOR, "--json")[1].strip() == "[]"
+
+
+def test_a_redirecting_webhook_fails_at_once_and_is_not_followed(services, key, receiver):  # noqa: F811
+    added = add_hook(services, receiver, "moved")
+    receiver.secrets["/elsewhere"] = added.signing_secret
+    receiver.fail("/moved", 307)
+    services.rollout.run_due()
+    state = services.rollout.consumers(VENDOR)[0]
+    assert (state.state, state.attempts, state.next_attempt_at) == ("failed", 1, None)
+    assert "redirects are not followed" in state.last_error
+    assert receiver.hits("/elsewhere") == []
+
+
+def test_vault_redirects_are_not_followed(settings, services, key):
+    """hvac follows redirects by itself; a Vault (or anything at VAULT_ADDR) answering 307 gets no key."""
+    written: list[str] = []
+
+    class Target(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            written.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+            body = b'{"data": {"version": 1}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_PUT = do_POST  # noqa: N815
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    target = HTTPServer(("127.0.0.1", 0), Target)
+
+    class Redirect(Target):
+        def do_POST(self) -> None:  # noqa: N802
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{target.server_address[1]}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PUT = do_POST  # noqa: N815
+
+    redirect = HTTPServer(("127.0.0.1", 0), Redirect)
+    for server in (target, redirect):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        services.rollout.destinations = Destinations(
+            vault_addr=f"http://127.0.0.1:{redirect.server_address[1]}", vault_token="root-test-token"
+        )
+        services.rollout.add(CLI, VENDOR, "vault", "vault", "apps/orders")
+        services.rollout.run_due()
+    finally:
+        for server in (target, redirect):
+            server.shutdown()
+            server.server_close()
+    state = services.rollout.consumers(VENDOR)[0]
+    assert (state.state, state.attempts) == ("failed", 1)
+    assert "307" in state.last_error and "redirects are not followed" in state.last_error
+    assert written == []
+
+
+def test_keybot_consumer_allow_is_read_at_start_up():
+    assert make_settings().consumer_allow is None  # the default rules
+    parsed = make_settings(KEYBOT_CONSUMER_ALLOW="webhook:https://erp.example.com/*, vault:secret/coupang/*")
+    assert parsed.consumer_allow == (("webhook", "https://erp.example.com/*"), ("vault", "secret/coupang/*"))
+    for bad in ("https://erp.example.com/*", "ftp:x", "webhook:", "webhook:https://a/*,,aws-ssm:/x"):
+        with pytest.raises(ConfigError, match="KEYBOT_CONSUMER_ALLOW"):
+            make_settings(KEYBOT_CONSUMER_ALLOW=bad)
+
+
 def test_targets_are_shown_without_query_or_credentials():
     assert parse_target("webhook", "https://erp.example.com/hook?token=s3cr3t#x") == (
         {"url": "https://erp.example.com/hook?token=s3cr3t#x"},
@@ -96,13 +207,16 @@ def test_error_bodies_are_scrubbed_then_cut():
 def test_only_admins_and_the_owner_manage_consumers_and_refusals_are_audited(services, key, receiver):  # noqa: F811
     with pytest.raises(NotAllowed, match="Only admins or its owner"):
         services.rollout.add(USER, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
-    add_hook(services, receiver, "erp", actor=OWNER)
+    for alone in (OWNER, ADMIN):  # from Slack nobody adds alone: a proposal another approver approves
+        with pytest.raises(NotAllowed, match="an approver other than you approves it"):
+            services.rollout.add(alone, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
+    add_hook(services, receiver, "erp")
     with pytest.raises(InvalidInput, match="already has a consumer named erp"):
         add_hook(services, receiver, "erp")
     with pytest.raises(NotAllowed):
         services.rollout.remove(USER, VENDOR, "erp")
     actions = [e.action for e in services.audit.entries()]
-    assert actions.count("consumer.add.refused") == 2 and "consumer.added" in actions
+    assert actions.count("consumer.add.refused") == 4 and "consumer.added" in actions
     assert actions[-1] == "consumer.remove.refused"
 
 
@@ -248,37 +362,30 @@ def write_keys_csv(db_url: str) -> str:
 # ---------------------------------------------------------------- Slack: /coupang-key consumers
 
 
-def test_slack_consumers_list_add_and_remove(slack, services, key, receiver):  # noqa: F811
+def test_slack_consumers_list_shows_targets_to_managers_only_and_removal_is_announced(slack, services, key, receiver):  # noqa: F811
     assert "has no consumers yet" in slack.slash(OWNER, f"consumers {VENDOR}").text_of()
 
     refused = slack.slash(USER, f"consumers {VENDOR} add")
     assert "Only admins or its owner <@UOWNER001>" in refused.text_of()
 
-    assert slack.slash(OWNER, f"consumers {VENDOR} add").status == 200
-    modal = slack.last_modal(ids.CONSUMER_ADD_MODAL)
-    bad = slack.submit(OWNER, ids.CONSUMER_ADD_MODAL, {"name": "erp", "kind": "webhook", "target": "http://x.example/"})
-    assert "https://" in bad.json()["errors"]["target"]
-    answer = slack.submit(
-        OWNER,
-        ids.CONSUMER_ADD_MODAL,
-        {"name": "erp", "kind": "webhook", "target": receiver.endpoint("/erp")},
-        view=modal,
-    )
-    shown = answer.json()
-    assert shown["response_action"] == "update"
-    secret = next(s for s in json.dumps(shown["view"]).split("`") if s.startswith("whsec_"))
-    hit = receiver.wait_for("/erp", 1)[0]  # delivered at once, in the background
-    Webhook(secret).verify(hit.raw, hit.headers)  # signed with the secret that was shown
-
-    listing = slack.slash(ADMIN, f"consumers {VENDOR}")
-    assert "erp" in listing.text_of() and secret not in listing.text
-    assert secret not in slack.fake.all_text()
+    add_hook(services, receiver, "erp")
+    receiver.fail("/down", 404)
+    add_hook(services, receiver, "down")
+    services.rollout.run_due()
+    for viewer in (ADMIN, OWNER):
+        listing = slack.slash(viewer, f"consumers {VENDOR}").text_of()
+        assert receiver.url in listing and "HTTP 404" in listing
+    outsider = slack.slash(USER, f"consumers {VENDOR}").text_of()
+    assert "1/2 hold the current key" in outsider and "erp" in outsider and "failed" in outsider
+    assert receiver.url not in outsider and "127.0.0.1" not in outsider and "HTTP 404" not in outsider
 
     assert slack.slash(OWNER, f"consumers {VENDOR} remove").status == 200
     slack.last_modal(ids.CONSUMER_REMOVE_MODAL)
     assert slack.submit(OWNER, ids.CONSUMER_REMOVE_MODAL, {"name": "erp"}).status == 200
-    assert services.rollout.consumers(VENDOR) == []
-    assert {"consumer.added", "consumer.removed"} <= {e.action for e in services.audit.entries()}
+    assert [c.name for c in services.rollout.consumers(VENDOR)] == ["down"]
+    announced = slack.fake.wait_for("chat.postMessage")[-1].params
+    assert announced["channel"] == "CSHOP0001" and "<@UOWNER001> removed consumer *erp*" in announced["text"]
+    assert "consumer.removed" in {e.action for e in services.audit.entries()}
 
 
 def test_a_deleted_key_takes_its_consumers_with_it(services, key, receiver):  # noqa: F811
@@ -294,3 +401,24 @@ def test_a_deleted_key_takes_its_consumers_with_it(services, key, receiver):  # 
     deleted = [e for e in services.audit.entries() if e.action == "key.deleted"][0]
     assert deleted.details["consumers_removed"] == ["erp"]
     assert [hit.body["data"]["generation"] for hit in receiver.hits("/erp")] == [1]
+
+
+def test_consumers_added_from_slack_before_the_two_person_rule_are_held_to_the_allow_list(tmp_path):
+    """The migration marks consumers whose creator was a Slack user as added from Slack: from then on each
+    delivery to them must match KEYBOT_CONSUMER_ALLOW, as if they had been proposed."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0007")
+    with engine.begin() as connection:
+        for n, created_by in enumerate(("cli", "cli:ops", "UOWNER001")):
+            connection.execute(
+                text(
+                    "INSERT INTO consumers (vendor_id, name, kind, target, config_ct, signing_secret_ct, created_by,"
+                    " created_at) VALUES ('A00012345', :name, 'webhook', 'x', x'00', x'00', :by, '2026-11-27')"
+                ),
+                {"name": f"c{n}", "by": created_by},
+            )
+    upgrade(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT created_by, source FROM consumers ORDER BY name")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("cli", "cli"), ("cli:ops", "cli"), ("UOWNER001", "slack")]

@@ -39,6 +39,7 @@ from tests.test_ops_monitoring import scrape
 from tests.test_reissue_slack import buttons, click_and_wait, request_reissue
 
 APPROVER, REQUESTER, OWNER = "UAPPROVE1", "UREQUEST1", "UOWNER001"
+CLI = "cli:ops"  # consumers added on the server; from Slack they are proposals (tests/test_insider_consumers.py)
 VENDOR = "A00012345"
 NEW_SECRET = f"{SECRET_MARK}NEWnew0123456789abcdef"
 NEW_ACCESS = "AKIAnewaccess0123456789"
@@ -115,11 +116,11 @@ def progress_updates(slack) -> list[str]:
 def test_new_key_reaches_all_four_kinds_and_a_consumer_proves_it(slack, services, key, receiver, openbao, caplog):  # noqa: F811
     caplog.set_level(logging.DEBUG)
     rollout = services.rollout
-    hook = rollout.add(OWNER, VENDOR, "order-sync", "webhook", receiver.endpoint("/orders?token=abc"))
+    hook = rollout.add(CLI, VENDOR, "order-sync", "webhook", receiver.endpoint("/orders?token=abc"))
     receiver.secrets["/orders?token=abc"] = hook.signing_secret
-    rollout.add(ADMIN, VENDOR, "erp-secret", "aws-secretsmanager", f"coupang/{VENDOR}-{id(services)}")
-    rollout.add(ADMIN, VENDOR, "erp-param", "aws-ssm", f"/coupang/{VENDOR}/{id(services)}")
-    rollout.add(ADMIN, VENDOR, "vault", "vault", f"apps/{id(services)}/coupang")
+    rollout.add(CLI, VENDOR, "erp-secret", "aws-secretsmanager", f"coupang/{VENDOR}-{id(services)}")
+    rollout.add(CLI, VENDOR, "erp-param", "aws-ssm", f"/coupang/{VENDOR}/{id(services)}")
+    rollout.add(CLI, VENDOR, "vault", "vault", f"apps/{id(services)}/coupang")
     assert all(s.holds_key for s in rollout.deliver_now(VENDOR))  # generation 1 everywhere first
     assert hook.target == f"{receiver.url}/orders"  # shown without the query string
 
@@ -191,7 +192,7 @@ def test_new_key_reaches_all_four_kinds_and_a_consumer_proves_it(slack, services
 def test_a_webhook_answering_400_fails_at_once_and_the_others_are_unaffected(slack, services, key, receiver):  # noqa: F811
     rollout = services.rollout
     for name in ("good", "bad"):
-        added = rollout.add(ADMIN, VENDOR, name, "webhook", receiver.endpoint(f"/{name}"))
+        added = rollout.add(CLI, VENDOR, name, "webhook", receiver.endpoint(f"/{name}"))
         receiver.secrets[f"/{name}"] = added.signing_secret
     rollout.deliver_now(VENDOR)
 
@@ -271,7 +272,7 @@ def test_a_progress_message_deleted_in_slack_is_posted_again_in_its_thread(slack
 
 
 def test_confirm_answers(slack, services, key, receiver):  # noqa: F811
-    added = services.rollout.add(ADMIN, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
+    added = services.rollout.add(CLI, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
     receiver.secrets["/erp"] = added.signing_secret
     reissue(slack)
     wait_until(lambda: states(services)["erp"].generation == 2 and states(services)["erp"].holds_key)
@@ -314,7 +315,7 @@ def test_the_readme_receiver_gets_the_key_and_proves_it(slack, services, key, mo
     # refused, so no retry of that one is in flight when the new key's delivery starts
     server = HTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     port = server.server_address[1]
-    added = services.rollout.add(ADMIN, VENDOR, "erp", "webhook", f"http://127.0.0.1:{port}/coupang-key")
+    added = services.rollout.add(CLI, VENDOR, "erp", "webhook", f"http://127.0.0.1:{port}/coupang-key")
     monkeypatch.setenv("KEYBOT_SIGNING_SECRET", added.signing_secret)
     code = readme_receiver()
     code = code.replace("https://keybot.example.com", slack.url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -45,12 +46,13 @@ from bot.destinations import (
     Destinations,
     Outcome,
     is_loopback,
+    is_public_address,
 )
-from bot.rules import InvalidInput
-from bot.services.base import Context, NotAllowed, NotFound, is_cli_actor
+from bot.rules import InvalidInput, KeybotError, Msg
+from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, is_cli_actor
 from storage import rollout as store
 from storage.crypto import Keyring
-from storage.models import Consumer, Key, RolloutDelivery, RolloutMessage
+from storage.models import Consumer, ConsumerProposal, Key, RolloutDelivery, RolloutMessage
 from storage.rollout import CONFIRMED, DELIVERED, FAILED, HOLDS_KEY, PENDING
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,14 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _AWS_ID = re.compile(r"[A-Za-z0-9/_+=.@:-]{1,512}")
 _SSM_NAME = re.compile(r"[A-Za-z0-9/_.:-]{1,1011}")
 _VAULT_PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+# the two-person rule (ROLLOUT.md "Who may send a key where")
+PROPOSAL_TTL = timedelta(hours=24)
+ADD, RETARGET = "add", "retarget"
+PROPOSED, APPROVED, DENIED, EXPIRED, VOID = "pending", "approved", "denied", "expired", "void"
+SYSTEM_ACTOR = "keybot"
+SLACK, CLI = "slack", "cli"  # Consumer.source
 
 
 # ---------------------------------------------------------------- what callers see
@@ -120,9 +130,67 @@ class AddedConsumer:
     kind: str
     target: str
     signing_secret: str
+    channel_id: str | None = None  # added from Slack without a proposal (approval none): announced here
 
     def __repr__(self) -> str:
         return f"AddedConsumer(vendor_id={self.vendor_id!r}, name={self.name!r}, kind={self.kind!r})"
+
+
+@dataclass(frozen=True)
+class ConsumerChange:
+    """A consumer retargeted or removed from Slack, announced in the key's channel (``channel_id``)."""
+
+    vendor_id: str
+    name: str
+    action: str  # "retargeted" or "removed"
+    actor: str
+    kind: str
+    target: str
+    channel_id: str | None
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    """A consumer proposal, as its message in the key's channel shows it. No secret, no query string."""
+
+    id: int
+    vendor_id: str
+    name: str
+    action: str  # ADD or RETARGET
+    kind: str
+    target: str
+    status: str
+    proposed_by: str
+    proposed_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    channel_id: str | None
+    message_ts: str | None
+
+
+@dataclass(frozen=True, repr=False)
+class Proposed:
+    """A new proposal; ``signing_secret`` (a new consumer's) is shown to the proposer, once, privately."""
+
+    proposal: ProposalInfo
+    signing_secret: str | None
+    replaced: tuple[ProposalInfo, ...]  # older pending proposals for the same consumer, void now
+
+    def __repr__(self) -> str:
+        return f"Proposed(proposal={self.proposal.id})"
+
+
+class ProposalNotifier(Protocol):
+    def refresh(self, info: ProposalInfo) -> None: ...
+
+
+class Approvers(Protocol):
+    """Who may approve (the reissue approvers: ``bot.services.reissue.ReissueService``), resolved at click time."""
+
+    def is_approver(self, user_id: str, session: Session | None = None) -> bool: ...
+
+    def approver_mentions(self, session: Session | None = None) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -170,6 +238,7 @@ class _Claim:
     generation: int
     attempt: Delivery  # its repr names the kind and message only
     secrets: tuple[str, ...] = field(repr=False)  # scrubbed from any error text; never in a repr or traceback
+    refused: str | None = None  # a Slack-added target KEYBOT_CONSUMER_ALLOW no longer allows: failed, not sent
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -204,19 +273,7 @@ def parse_target(kind: str, raw: str, vault_mount: str | None = None) -> tuple[d
     """(configuration, what people see) for a consumer; InvalidInput("target") says what to fix."""
     value = (raw or "").strip()
     if kind == WEBHOOK:
-        try:
-            url = urlsplit(value)
-            host = url.hostname or ""
-            _ = url.port  # a port that is not a number raises here
-        except ValueError:
-            raise InvalidInput.one("target", "That is not a URL: give https://host/path.") from None
-        if url.username or url.password:
-            raise InvalidInput.one("target", "Put no user:password in the URL: receivers check the signature.")
-        if url.scheme not in ("https", "http") or not host:
-            raise InvalidInput.one("target", "Give the webhook as https://host/path.")
-        if url.scheme == "http" and not is_loopback(host):
-            raise InvalidInput.one("target", "Webhooks must use https:// (plain http:// only to 127.0.0.1).")
-        return {"url": value}, f"{url.scheme}://{url.netloc}{url.path or '/'}"
+        return _webhook_target(value)
     if kind == AWS_SECRET:
         if not _AWS_ID.fullmatch(value):
             raise InvalidInput.one("target", "Give the secret's name or ARN (letters, digits and /_+=.@-).")
@@ -233,6 +290,123 @@ def parse_target(kind: str, raw: str, vault_mount: str | None = None) -> tuple[d
             raise InvalidInput.one("target", "Give the KV v2 path, e.g. apps/orders/coupang (letters, digits, /_.-).")
         return {"path": path, "mount": mount}, f"{mount}/{path}"
     raise InvalidInput.one("kind", "Choose one of: {kinds}.", kinds=", ".join(KINDS))
+
+
+def _webhook_target(value: str) -> tuple[dict[str, Any], str]:
+    """Every check a URL needs before it is stored, so a delivery never trips over it later (issue 20 item 10)."""
+    if not value.isascii() or any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidInput.one(
+            "target",
+            "Write the URL without spaces or other special characters: percent-encode them (a space is %20).",
+        )
+    try:
+        url = urlsplit(value)
+        host = url.hostname or ""
+        port = url.port  # a port that is not a number, or above 65535, raises here
+    except ValueError:
+        raise InvalidInput.one("target", "That is not a URL: give https://host/path.") from None
+    if url.username is not None or url.password is not None or "@" in url.netloc:
+        raise InvalidInput.one("target", "Put no user:password in the URL: receivers check the signature.")
+    if url.scheme not in ("https", "http") or not host:
+        raise InvalidInput.one("target", "Give the webhook as https://host/path.")
+    if not _valid_host(host):
+        raise InvalidInput.one("target", "{host} is not a valid host name or IP address.", host=rules.quote(host))
+    if port == 0:
+        raise InvalidInput.one("target", "Give a port between 1 and 65535, or none.")
+    if url.scheme == "http" and not is_loopback(host):
+        raise InvalidInput.one("target", "Webhooks must use https:// (plain http:// only to 127.0.0.1).")
+    return {"url": value}, f"{url.scheme}://{url.netloc}{url.path or '/'}"
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    if len(host) > 253 or re.fullmatch(r"[0-9.]+", host):
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
+
+
+def _allow_subject(kind: str, config: Mapping[str, Any]) -> str:
+    """What a ``KEYBOT_CONSUMER_ALLOW`` pattern is matched against: the URL without query, the ID, mount/path."""
+    if kind == WEBHOOK:
+        url = urlsplit(str(config["url"]))
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{(url.hostname or '').lower()}{port}{url.path or '/'}"
+    if kind == AWS_SECRET:
+        return str(config["secret_id"])
+    if kind == AWS_PARAMETER:
+        return str(config["parameter"])
+    return f"{config.get('mount', 'secret')}/{config['path']}"
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+
+
+def check_allowed(kind: str, config: Mapping[str, Any], allow: Sequence[tuple[str, str]] | None) -> None:
+    """A target added from Slack must match ``KEYBOT_CONSUMER_ALLOW`` (``allow``), or the default rules when it is
+    unset (ROLLOUT.md "Where to"); InvalidInput("target") says why not. Webhook addresses are checked again after
+    DNS resolution, at every delivery (``Delivery.public_only``)."""
+    subject = _allow_subject(kind, config)
+    if allow is not None:
+        if not any(k == kind and _glob(pattern).fullmatch(subject) for k, pattern in allow):
+            raise InvalidInput.one(
+                "target",
+                "{target} is not allowed for consumers added from Slack (KEYBOT_CONSUMER_ALLOW). Ask an admin "
+                "to add it on the server with `coupang-keybot consumers add`, or to allow it.",
+                target=rules.quote(subject),
+            )
+        return
+    if kind == WEBHOOK:
+        url = urlsplit(str(config["url"]))
+        host = (url.hostname or "").lower()
+        literal = _ip_or_none(host)
+        if (
+            url.scheme != "https"
+            or host == "localhost"
+            or host.endswith(".localhost")
+            or (literal is not None and not is_public_address(literal))
+        ):
+            raise InvalidInput.one(
+                "target",
+                "From Slack, webhooks go only to public https:// hosts (no localhost, private or internal "
+                "addresses). An admin can add others on the server with `coupang-keybot consumers add`.",
+            )
+    elif kind == AWS_SECRET and not subject.startswith("coupang/"):
+        raise InvalidInput.one("target", "From Slack, AWS secrets must be named coupang/…, e.g. coupang/orders.")
+    elif kind == AWS_PARAMETER and not subject.startswith("/coupang/"):
+        raise InvalidInput.one("target", "From Slack, SSM parameters must be named /coupang/…, e.g. /coupang/orders.")
+    elif kind == VAULT and not (config.get("mount") == "secret" and str(config["path"]).startswith("coupang/")):
+        raise InvalidInput.one(
+            "target", "From Slack, Vault paths must be under coupang/ at the mount secret, e.g. coupang/orders."
+        )
+
+
+def _ip_or_none(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def _digest(kind: str, config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([kind, config], sort_keys=True).encode()).hexdigest()
+
+
+def _clean_name(name: str) -> str:
+    clean = (name or "").strip().lower()
+    if not _NAME.fullmatch(clean):
+        raise InvalidInput.one("name", "Name it with 1–40 lowercase letters, digits, - or _ (e.g. erp).")
+    return clean
+
+
+def _changed(session: Session, statement: Any) -> int:
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 # ---------------------------------------------------------------- the service
@@ -253,6 +427,8 @@ class RolloutService:
         self.poll_seconds, self.workers = poll_seconds, workers
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.notifier: ProgressNotifier | None = None
+        self.approvers: Approvers | None = None  # the reissue approvers (bootstrap wires them); None: nobody
+        self.proposal_notifier: ProposalNotifier | None = None  # shows a proposal's state (the Slack layer's)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -266,9 +442,9 @@ class RolloutService:
 
     # ------------------------------------------------------------ who may manage
 
-    def _key(self, session: Session, vendor_id: str) -> Key:
+    def _key(self, session: Session, vendor_id: str, *, for_update: bool = False) -> Key:
         valid = rules.validate_vendor_id((vendor_id or "").strip().upper())
-        key = self.ctx.keys.get(session, vendor_id=valid)
+        key = self.ctx.keys.get(session, vendor_id=valid, for_update=for_update)
         if key is None:
             raise NotFound(
                 "No key is registered for {vendor_id}. Register it with `/coupang-key add`.", vendor_id=valid
@@ -286,65 +462,488 @@ class RolloutService:
             )
         raise NotAllowed("Only admins may manage the consumers of {vendor_id}.", vendor_id=key.vendor_id)
 
-    def check_can_manage(self, actor: str, vendor_id: str) -> str:
-        """Before opening a modal: the key exists and ``actor`` may manage its consumers (refusals audited)."""
+    def _require_direct(self, actor: str) -> None:
+        """Adding or retargeting without a proposal: the command line, or an admin when there is no approval step."""
+        if is_cli_actor(actor):
+            return
+        if self.ctx.settings.reissue_approval:
+            raise NotAllowed(
+                "From Slack, a consumer is proposed and an approver other than you approves it: nothing is "
+                "delivered before."
+            )
+        if actor not in self.ctx.settings.admins:
+            admins = ", ".join(f"<@{a}>" for a in sorted(self.ctx.settings.admins)) or Msg("nobody (set KEYBOT_ADMINS)")
+            raise NotAllowed(
+                "With no approval step (KEYBOT_REISSUE_APPROVAL=none), only admins may add consumers or change "
+                "their targets. Admins: {admins}.",
+                admins=admins,
+            )
+
+    def _channel(self, key: Key) -> str | None:
+        return key.channel_id or self.ctx.settings.channel
+
+    def check_can_manage(self, actor: str, vendor_id: str, *, adding: bool = False) -> str:
+        """Before opening a modal: the key exists and ``actor`` may manage its consumers (refusals audited).
+        ``adding`` (add or change a target): with no approval step, admins only."""
 
         def work(session: Session) -> str:
             key = self._key(session, vendor_id)
             self._require_manager(actor, key)
+            if adding and not self.ctx.settings.reissue_approval:
+                self._require_direct(actor)
             return key.vendor_id
 
         return self.ctx.audited(actor, "consumer.manage", _vendor(vendor_id), work)
+
+    def can_see_targets(self, actor: str, vendor_id: str) -> bool:
+        """Targets and last errors are for admins, the key's owner and approvers (checked now, groups too)."""
+        if is_cli_actor(actor) or actor in self.ctx.settings.admins:
+            return True
+        with self.ctx.reading() as session:
+            key = self.ctx.keys.get(session, vendor_id=(vendor_id or "").strip().upper())
+            if key is not None and actor == key.owner_id:
+                return True
+            return self.approvers is not None and self.approvers.is_approver(actor, session)
 
     # ------------------------------------------------------------ consumers
 
     def add(
         self, actor: str, vendor_id: str, name: str, kind: str, target: str, *, vault_mount: str | None = None
     ) -> AddedConsumer:
-        """A new consumer, its first delivery (the key's current generation) due now. Call :meth:`kick` after."""
+        """A new consumer at once, its first delivery (the key's current generation) due now; call :meth:`kick`
+        after. Only the command line, or an admin when there is no approval step (then announced and held to
+        ``KEYBOT_CONSUMER_ALLOW``); from Slack otherwise a consumer is proposed (:meth:`propose`)."""
 
         def work(session: Session) -> AddedConsumer:
             key = self._key(session, vendor_id)
             self._require_manager(actor, key)
-            clean = (name or "").strip().lower()
-            if not _NAME.fullmatch(clean):
-                raise InvalidInput.one("name", "Name it with 1–40 lowercase letters, digits, - or _ (e.g. erp).")
+            self._require_direct(actor)
+            clean = _clean_name(name)
             config, shown = parse_target(kind, target, vault_mount)
-            exists = session.scalar(
-                select(Consumer.id).where(Consumer.vendor_id == key.vendor_id, Consumer.name == clean)
-            )
-            if exists is not None:
-                raise InvalidInput.one(
-                    "name", "{vendor_id} already has a consumer named {name}.", vendor_id=key.vendor_id, name=clean
-                )
-            now = self.ctx.clock.now()
+            from_slack = not is_cli_actor(actor)
+            if from_slack:
+                check_allowed(kind, config, self.ctx.settings.consumer_allow)
+            self._refuse_taken(session, key.vendor_id, clean)
             secret = new_signing_secret()
-            consumer = Consumer(
-                vendor_id=key.vendor_id, name=clean, kind=kind, target=shown, created_by=actor, created_at=now
+            self._create(
+                session, key, clean, kind, config, shown, secret, by=actor, source=SLACK if from_slack else CLI
             )
-            store.seal(self.keyring, consumer, config=config, signing_secret=secret)
-            session.add(consumer)
-            session.flush()
-            store.queue(session, consumer=consumer, generation=key.generation, now=now)
-            self.ctx.record(
-                session, actor, "consumer.added", key.vendor_id, {"name": clean, "kind": kind, "target": shown}
-            )
-            return AddedConsumer(key.vendor_id, clean, kind, shown, secret)
+            details = {"name": clean, "kind": kind, "target": shown, **({"approval": "none"} if from_slack else {})}
+            self.ctx.record(session, actor, "consumer.added", key.vendor_id, details)
+            channel = self._channel(key) if from_slack else None
+            return AddedConsumer(key.vendor_id, clean, kind, shown, secret, channel)
 
         return self.ctx.audited(actor, "consumer.add", _vendor(vendor_id), work)
 
-    def remove(self, actor: str, vendor_id: str, name: str) -> None:
-        def work(session: Session) -> None:
+    def retarget(
+        self, actor: str, vendor_id: str, name: str, kind: str, target: str, *, vault_mount: str | None = None
+    ) -> ConsumerChange:
+        """A consumer's new target at once (same permissions as :meth:`add`); it gets the current generation."""
+
+        def work(session: Session) -> ConsumerChange:
+            key = self._key(session, vendor_id)
+            self._require_manager(actor, key)
+            self._require_direct(actor)
+            consumer = self._consumer(session, key.vendor_id, name)
+            config, shown = parse_target(kind, target, vault_mount)
+            from_slack = not is_cli_actor(actor)
+            if from_slack:
+                check_allowed(kind, config, self.ctx.settings.consumer_allow)
+            self._point(session, key, consumer, kind, config, shown, source=SLACK if from_slack else CLI)
+            details = {"name": consumer.name, "kind": kind, "target": shown}
+            self.ctx.record(
+                session,
+                actor,
+                "consumer.retargeted",
+                key.vendor_id,
+                details | ({"approval": "none"} if from_slack else {}),
+            )
+            return ConsumerChange(
+                key.vendor_id,
+                consumer.name,
+                "retargeted",
+                actor,
+                kind,
+                shown,
+                self._channel(key) if from_slack else None,
+            )
+
+        return self.ctx.audited(actor, "consumer.retarget", _vendor(vendor_id), work)
+
+    def _refuse_taken(self, session: Session, vendor_id: str, name: str) -> None:
+        exists = session.scalar(select(Consumer.id).where(Consumer.vendor_id == vendor_id, Consumer.name == name))
+        if exists is not None:
+            raise InvalidInput.one(
+                "name", "{vendor_id} already has a consumer named {name}.", vendor_id=vendor_id, name=name
+            )
+
+    def _create(
+        self,
+        session: Session,
+        key: Key,
+        name: str,
+        kind: str,
+        config: dict[str, Any],
+        shown: str,
+        secret: str,
+        *,
+        by: str,
+        source: str,
+    ) -> Consumer:
+        now = self.ctx.clock.now()
+        consumer = Consumer(
+            vendor_id=key.vendor_id, name=name, kind=kind, target=shown, created_by=by, created_at=now, source=source
+        )
+        store.seal(self.keyring, consumer, config=config, signing_secret=secret)
+        session.add(consumer)
+        session.flush()
+        store.queue(session, consumer=consumer, generation=key.generation, now=now)
+        return consumer
+
+    def _point(
+        self,
+        session: Session,
+        key: Key,
+        consumer: Consumer,
+        kind: str,
+        config: dict[str, Any],
+        shown: str,
+        *,
+        source: str,
+    ) -> None:
+        """Point ``consumer`` somewhere else (its signing secret stays); the current generation goes there now."""
+        secret = store.signing_secret_of(self.keyring, consumer)
+        consumer.kind, consumer.target, consumer.source = kind, shown, source
+        store.seal(self.keyring, consumer, config=config, signing_secret=secret)
+        store.queue(session, consumer=consumer, generation=key.generation, now=self.ctx.clock.now())
+
+    def remove(self, actor: str, vendor_id: str, name: str) -> ConsumerChange:
+        """Needs no second person (the consumer then receives nothing); Slack announces it in the key's channel."""
+
+        def work(session: Session) -> ConsumerChange:
             key = self._key(session, vendor_id)
             self._require_manager(actor, key)
             consumer = self._consumer(session, key.vendor_id, name)
+            change = ConsumerChange(
+                key.vendor_id, consumer.name, "removed", actor, consumer.kind, consumer.target, self._channel(key)
+            )
             session.execute(
                 RolloutDelivery.__table__.delete().where(RolloutDelivery.consumer_id == consumer.id)  # type: ignore[attr-defined]
             )
             session.delete(consumer)
             self.ctx.record(session, actor, "consumer.removed", key.vendor_id, {"name": consumer.name})
+            return change
 
-        self.ctx.audited(actor, "consumer.remove", _vendor(vendor_id), work)
+        return self.ctx.audited(actor, "consumer.remove", _vendor(vendor_id), work)
+
+    # ------------------------------------------------------------ proposals (the two-person rule)
+
+    def propose(
+        self,
+        actor: str,
+        vendor_id: str,
+        name: str,
+        kind: str,
+        target: str,
+        *,
+        vault_mount: str | None = None,
+        retarget: bool = False,
+        submission: SubmissionId | None = None,
+    ) -> Proposed:
+        """A consumer added (or, ``retarget``, pointed elsewhere) from Slack: nothing changes until an approver
+        other than ``actor`` approves. A newer proposal for the same consumer voids an older pending one."""
+
+        def work(session: Session) -> Proposed:
+            self.ctx.apply_once(session, submission)
+            key = self._key(session, vendor_id, for_update=True)  # two proposals for one key: one at a time
+            self._require_manager(actor, key)
+            if not self.ctx.settings.reissue_approval:
+                self._require_direct(actor)  # admins add directly then; others are told so
+                raise NotAllowed("With no approval step, admins add consumers directly.")
+            clean = _clean_name(name)
+            config, shown = parse_target(kind, target, vault_mount)
+            check_allowed(kind, config, self.ctx.settings.consumer_allow)
+            base = None
+            if retarget:
+                consumer = self._consumer(session, key.vendor_id, clean)
+                base = _digest(consumer.kind, store.config_of(self.keyring, consumer))
+                if base == _digest(kind, config):
+                    raise InvalidInput.one("target", "{name} already goes there.", name=clean)
+            else:
+                self._refuse_taken(session, key.vendor_id, clean)
+            channel = self._channel(key)
+            if channel is None:
+                raise NotAllowed(
+                    "{vendor_id} has no channel, so no approver would see the proposal: set the key's channel "
+                    "(`/coupang-key edit {vendor_id}`) or KEYBOT_CHANNEL.",
+                    vendor_id=key.vendor_id,
+                )
+            if not [m for m in self._mentions(session) if m != f"<@{actor}>"]:
+                raise NotAllowed(
+                    "Nobody but you may approve, so nobody could approve this consumer. Ask an admin to add an "
+                    "approver (`/coupang-key approvers add @user`)."
+                )
+            now = self.ctx.clock.now()
+            replaced = self._void_pending(session, actor, key.vendor_id, clean, now)
+            secret = None if retarget else new_signing_secret()
+            row = ConsumerProposal(
+                vendor_id=key.vendor_id,
+                name=clean,
+                action=RETARGET if retarget else ADD,
+                kind=kind,
+                target=shown,
+                config_ct=b"",
+                base_digest=base,
+                status=PROPOSED,
+                proposed_by=actor,
+                proposed_at=now,
+                expires_at=now + PROPOSAL_TTL,
+                channel_id=channel,
+            )
+            session.add(row)
+            session.flush()
+            store.seal_proposal(self.keyring, row, config=config, signing_secret=secret)
+            self.ctx.record(
+                session,
+                actor,
+                "consumer.proposed",
+                key.vendor_id,
+                {"proposal_id": row.id, "name": clean, "action": row.action, "kind": kind, "target": shown},
+            )
+            return Proposed(_proposal_info(row), secret, tuple(replaced))
+
+        return self.ctx.audited(actor, "consumer.propose", _vendor(vendor_id), work)
+
+    def _mentions(self, session: Session) -> list[str]:
+        return self.approvers.approver_mentions(session) if self.approvers is not None else []
+
+    def approver_mentions(self) -> list[str]:
+        with self.ctx.reading() as session:
+            return self._mentions(session)
+
+    def _void_pending(
+        self, session: Session, actor: str, vendor_id: str, name: str, now: datetime
+    ) -> list[ProposalInfo]:
+        voided = []
+        pending = session.scalars(
+            select(ConsumerProposal).where(
+                ConsumerProposal.vendor_id == vendor_id,
+                ConsumerProposal.name == name,
+                ConsumerProposal.status == PROPOSED,
+            )
+        ).all()
+        for row in pending:
+            if _changed(
+                session,
+                update(ConsumerProposal)
+                .where(ConsumerProposal.id == row.id, ConsumerProposal.status == PROPOSED)
+                .values(status=VOID, decided_at=now)
+                .execution_options(synchronize_session=False),
+            ):
+                session.refresh(row)
+                self.ctx.record(
+                    session, actor, "consumer.proposal.voided", vendor_id, {"proposal_id": row.id, "name": name}, at=now
+                )
+                voided.append(_proposal_info(row))
+        return voided
+
+    def proposal(self, proposal_id: int) -> ProposalInfo:
+        with self.ctx.transaction() as session:
+            return _proposal_info(self._proposal(session, proposal_id))
+
+    def set_proposal_message(self, proposal_id: int, *, channel_id: str, ts: str) -> None:
+        with self.ctx.transaction() as session:
+            session.execute(
+                update(ConsumerProposal)
+                .where(ConsumerProposal.id == proposal_id)
+                .values(channel_id=channel_id, message_ts=ts)
+            )
+
+    def approve_proposal(self, actor: str, proposal_id: int) -> ProposalInfo:
+        """An approver other than the proposer approves: the consumer is created (or retargeted) and gets the
+        current generation in the background. A proposal whose consumer changed meanwhile is void."""
+        stale = False
+
+        def work(session: Session) -> None:
+            nonlocal stale
+            row = self._proposal(session, proposal_id)
+            self._check_decider(session, row, actor)
+            key = self.ctx.keys.get(session, vendor_id=row.vendor_id, for_update=True)
+            existing = session.execute(
+                select(Consumer).where(Consumer.vendor_id == row.vendor_id, Consumer.name == row.name)
+            ).scalar_one_or_none()
+            if (
+                key is None
+                or (row.action == ADD and existing is not None)
+                or (
+                    row.action == RETARGET
+                    and (
+                        existing is None
+                        or _digest(existing.kind, store.config_of(self.keyring, existing)) != row.base_digest
+                    )
+                )
+            ):
+                stale = True
+                return
+            now = self.ctx.clock.now()
+            if not _changed(
+                session,
+                update(ConsumerProposal)
+                .where(
+                    ConsumerProposal.id == proposal_id,
+                    ConsumerProposal.status == PROPOSED,
+                    ConsumerProposal.expires_at > now,
+                )
+                .values(status=APPROVED, decided_by=actor, decided_at=now)
+                .execution_options(synchronize_session=False),
+            ):
+                session.refresh(row)
+                raise self._closed(row)  # another click won, or it expired this instant
+            config, secret = store.proposal_config_of(self.keyring, row), store.proposal_secret_of(self.keyring, row)
+            if row.action == ADD:
+                assert secret is not None
+                self._create(
+                    session, key, row.name, row.kind, config, row.target, secret, by=row.proposed_by, source=SLACK
+                )
+            else:
+                assert existing is not None
+                self._point(session, key, existing, row.kind, config, row.target, source=SLACK)
+            details = {
+                "proposal_id": row.id,
+                "name": row.name,
+                "kind": row.kind,
+                "target": row.target,
+                "proposed_by": row.proposed_by,
+            }
+            self.ctx.record(
+                session, actor, "consumer.proposal.approved", row.vendor_id, details | {"action": row.action}
+            )
+            self.ctx.record(
+                session,
+                actor,
+                "consumer.added" if row.action == ADD else "consumer.retargeted",
+                row.vendor_id,
+                details | {"approved_by": actor},
+            )
+
+        self.ctx.audited(actor, "consumer.approve", self._proposal_vendor(proposal_id), work)
+        if stale:
+            self._void(actor, proposal_id)
+        self.kick()  # after the commit, in the background
+        return self.proposal(proposal_id)
+
+    def check_can_decide(self, actor: str, proposal_id: int) -> ProposalInfo:
+        """Before showing a proposal's target to decide it: the same checks as the decision (refusals audited)."""
+
+        def work(session: Session) -> ProposalInfo:
+            row = self._proposal(session, proposal_id)
+            self._check_decider(session, row, actor)
+            return _proposal_info(row)
+
+        return self.ctx.audited(actor, "consumer.approve", self._proposal_vendor(proposal_id), work)
+
+    def deny_proposal(self, actor: str, proposal_id: int) -> ProposalInfo:
+        def work(session: Session) -> None:
+            row = self._proposal(session, proposal_id)
+            self._check_decider(session, row, actor)
+            now = self.ctx.clock.now()
+            if not _changed(
+                session,
+                update(ConsumerProposal)
+                .where(ConsumerProposal.id == proposal_id, ConsumerProposal.status == PROPOSED)
+                .values(status=DENIED, decided_by=actor, decided_at=now)
+                .execution_options(synchronize_session=False),
+            ):
+                session.refresh(row)
+                raise self._closed(row)
+            details = {"proposal_id": row.id, "name": row.name, "action": row.action, "proposed_by": row.proposed_by}
+            self.ctx.record(session, actor, "consumer.proposal.denied", row.vendor_id, details)
+
+        self.ctx.audited(actor, "consumer.deny", self._proposal_vendor(proposal_id), work)
+        return self.proposal(proposal_id)
+
+    def expire_proposals(self, *, now: datetime | None = None, ids: Sequence[int] | None = None) -> list[ProposalInfo]:
+        """Close pending proposals older than 24 hours (each audited); returns them so messages can show it."""
+        now = now or self.ctx.clock.now()
+        expired = []
+        with self.ctx.transaction() as session:
+            query = select(ConsumerProposal).where(
+                ConsumerProposal.status == PROPOSED, ConsumerProposal.expires_at <= now
+            )
+            if ids is not None:
+                query = query.where(ConsumerProposal.id.in_(list(ids)))
+            for row in session.scalars(query.order_by(ConsumerProposal.id)).all():
+                if not _changed(
+                    session,
+                    update(ConsumerProposal)
+                    .where(ConsumerProposal.id == row.id, ConsumerProposal.status == PROPOSED)
+                    .values(status=EXPIRED, decided_at=now)
+                    .execution_options(synchronize_session=False),
+                ):
+                    continue
+                session.refresh(row)
+                details = {"proposal_id": row.id, "name": row.name, "action": row.action}
+                self.ctx.record(session, SYSTEM_ACTOR, "consumer.proposal.expired", row.vendor_id, details, at=now)
+                expired.append(_proposal_info(row))
+        return expired
+
+    def _check_decider(self, session: Session, row: ConsumerProposal, actor: str) -> None:
+        if self.approvers is None or not self.approvers.is_approver(actor, session):
+            mentions = self._mentions(session)
+            raise NotAllowed(
+                "Only approvers may decide consumer proposals. Approvers: {approvers}.",
+                approvers=", ".join(mentions) if mentions else Msg("nobody yet (set KEYBOT_APPROVERS)"),
+            )
+        if actor == row.proposed_by:
+            raise NotAllowed("You proposed this consumer, so someone else has to decide it.")
+        if row.status != PROPOSED:
+            raise self._closed(row)
+
+    def _void(self, actor: str, proposal_id: int) -> None:
+        """The consumer or key changed since the proposal: close it (audited) and refuse the click (audited)."""
+        with self.ctx.transaction() as session:
+            row = self._proposal(session, proposal_id)
+            if _changed(
+                session,
+                update(ConsumerProposal)
+                .where(ConsumerProposal.id == proposal_id, ConsumerProposal.status == PROPOSED)
+                .values(status=VOID, decided_at=self.ctx.clock.now())
+                .execution_options(synchronize_session=False),
+            ):
+                details = {"proposal_id": proposal_id, "name": row.name}
+                self.ctx.record(session, actor, "consumer.proposal.voided", row.vendor_id, details)
+            vendor_id = row.vendor_id
+        error = NotAllowed(
+            "This proposal is void: the consumer or the key changed after it was made. Propose it again if it is "
+            "still needed."
+        )
+        raise self.ctx.refuse(actor, "consumer.approve", vendor_id, error)
+
+    @staticmethod
+    def _closed(row: ConsumerProposal) -> KeybotError:
+        if row.status == APPROVED:
+            return NotAllowed("Already approved by {user}.", user=f"<@{row.decided_by}>")
+        if row.status == DENIED:
+            return NotAllowed("Already denied by {user}.", user=f"<@{row.decided_by}>")
+        if row.status == EXPIRED:
+            return NotAllowed("This proposal expired after 24 hours undecided. Propose it again if still needed.")
+        if row.status == VOID:
+            return NotAllowed(
+                "This proposal is void: the consumer or the key changed after it was made, or a newer proposal "
+                "replaced it."
+            )
+        return NotAllowed("This proposal is {status}.", status=row.status)
+
+    @staticmethod
+    def _proposal(session: Session, proposal_id: int) -> ConsumerProposal:
+        row = session.get(ConsumerProposal, proposal_id)
+        if row is None:
+            raise NotFound("There is no consumer proposal #{id}.", id=proposal_id)
+        return row
+
+    def _proposal_vendor(self, proposal_id: int) -> str | None:
+        with self.ctx.reading() as session:
+            return session.scalar(select(ConsumerProposal.vendor_id).where(ConsumerProposal.id == proposal_id))
 
     def push(self, actor: str, vendor_id: str, names: Sequence[str] = ()) -> list[str]:
         """Deliver the current generation again now to ``names`` (default: every consumer). Call :meth:`kick` after."""
@@ -457,7 +1056,11 @@ class RolloutService:
             if claim is None:
                 return None
             try:
-                outcome = self.destinations.deliver(claim.attempt, self.ctx.clock.now())
+                outcome = (
+                    Outcome(ok=False, error=claim.refused)
+                    if claim.refused
+                    else self.destinations.deliver(claim.attempt, self.ctx.clock.now())
+                )
             except Exception as exc:  # noqa: BLE001 - a bug or a library surprise: retried like a lost connection
                 logger.exception("delivery to %s of %s crashed; retried later", claim.consumer, claim.vendor_id)
                 outcome = Outcome(ok=False, retry=True, error=type(exc).__name__)
@@ -506,11 +1109,24 @@ class RolloutService:
                 "expires_on": key.expires_on.isoformat(),
                 "fingerprint": key.secret_fingerprint,
             }
-            attempt = Delivery(
-                consumer.kind, store.config_of(self.keyring, consumer), delivery.message_id, data, signing_secret
-            )
+            config = store.config_of(self.keyring, consumer)
+            allow = self.ctx.settings.consumer_allow
+            refused = None
+            if consumer.source == SLACK:  # held to the allow list at every delivery, not only when it was added
+                try:
+                    check_allowed(consumer.kind, config, allow)
+                except InvalidInput as error:
+                    refused = str(error)
+            public_only = consumer.source == SLACK and allow is None and consumer.kind == WEBHOOK
+            attempt = Delivery(consumer.kind, config, delivery.message_id, data, signing_secret, public_only)
             return _Claim(
-                delivery.id, consumer.name, key.vendor_id, key.generation, attempt, (access, secret, signing_secret)
+                delivery.id,
+                consumer.name,
+                key.vendor_id,
+                key.generation,
+                attempt,
+                (access, secret, signing_secret),
+                refused,
             )
 
     def _settle(self, claim: _Claim, outcome: Outcome) -> None:
@@ -740,4 +1356,23 @@ def _state(consumer: Consumer, delivery: RolloutDelivery | None) -> ConsumerStat
         confirmed_at=delivery.confirmed_at if delivery else None,
         next_attempt_at=delivery.next_attempt_at if delivery and delivery.state == PENDING else None,
         last_error=delivery.last_error if delivery else None,
+    )
+
+
+def _proposal_info(row: ConsumerProposal) -> ProposalInfo:
+    return ProposalInfo(
+        id=row.id,
+        vendor_id=row.vendor_id,
+        name=row.name,
+        action=row.action,
+        kind=row.kind,
+        target=row.target,
+        status=row.status,
+        proposed_by=row.proposed_by,
+        proposed_at=row.proposed_at,
+        expires_at=row.expires_at,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+        channel_id=row.channel_id,
+        message_ts=row.message_ts,
     )

@@ -44,3 +44,9 @@ ADD_CONSUMER = "add_consumer"
 REMOVE_CONSUMER = "remove_consumer"
 CONSUMER_ADD_MODAL = "consumer_add"
 CONSUMER_REMOVE_MODAL = "consumer_remove"
+# the two-person rule: "Change target" carries the vendor ID, Approve / Deny on a proposal its id
+RETARGET_CONSUMER = "retarget_consumer"
+CONSUMER_RETARGET_MODAL = "consumer_retarget"
+APPROVE_CONSUMER = "approve_consumer"  # opens CONSUMER_APPROVE_MODAL: the target, shown to the approver only
+DENY_CONSUMER = "deny_consumer"
+CONSUMER_APPROVE_MODAL = "consumer_approve"

@@ -1,13 +1,19 @@
 """Key rollout in Slack: the progress message in the approval thread, ``/coupang-key consumers``, its modals and
 the **Push again** button. The rollout itself is :class:`bot.services.rollout.RolloutService`.
 
-A consumer's signing secret is shown once, in the modal of the person who added it (a ``response_action``
-update, never a message); no other view shows a secret or a target's query string.
+A consumer added or retargeted here is a *proposal* (ROLLOUT.md "Who may send a key where"): posted in the key's
+channel with Approve / Deny (Approve first shows that approver the target, in a modal: the channel sees names and
+kinds only), decided by an approver other than the proposer; nothing is delivered before. With
+``KEYBOT_REISSUE_APPROVAL=none`` only admins add, directly, and each add is announced in the channel; removals are
+announced too. A new consumer's signing secret is shown once, in the proposer's own modal (a ``response_action``
+update, never a message); no view shows a secret or a target's query string, and targets and last errors only to
+admins, the key's owner and approvers.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -36,12 +42,26 @@ from bot import i18n
 from bot.bootstrap import Services
 from bot.destinations import KINDS
 from bot.i18n import N_, t
-from bot.rules import KeybotError
-from bot.services.rollout import AddedConsumer, ConsumerState, Progress
+from bot.rules import InvalidInput, KeybotError
+from bot.services.base import AlreadyApplied
+from bot.services.rollout import (
+    ADD,
+    APPROVED,
+    DENIED,
+    EXPIRED,
+    PROPOSED,
+    VOID,
+    AddedConsumer,
+    ConsumerChange,
+    ConsumerState,
+    Progress,
+    ProposalInfo,
+    Proposed,
+)
 from bot.slack import ids, views
 from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.failures import after_ack, later
-from bot.slack.parse import parse_click
+from bot.slack.parse import parse_click, parse_submission_id
 from bot.slack.views import escape
 
 logger = logging.getLogger(__name__)
@@ -139,12 +159,15 @@ class SlackProgressNotifier:
 # ---------------------------------------------------------------- /coupang-key consumers
 
 
-def consumer_line(state: ConsumerState, tz: ZoneInfo, lang: str = "en") -> str:
-    head = f"*{escape(state.name)}* · {state.kind} `{escape(state.target)}`"
+def consumer_line(state: ConsumerState, tz: ZoneInfo, lang: str = "en", *, detailed: bool = True) -> str:
+    """``detailed``: the target and the last error too (admins, the key's owner and approvers only)."""
+    head = f"*{escape(state.name)}* · {state.kind} `{escape(state.target)}`" if detailed else f"*{escape(state.name)}*"
     if state.state is None:
         return f"{head}\n{t(lang, 'nothing delivered yet')}"
-    if state.state == "failed" or state.last_error:
+    if (state.state == "failed" or state.last_error) and detailed:
         return f"{head}\n{trouble_text(state, tz, lang)}"
+    if state.state == "failed":
+        return f"{head}\n:x: {t(lang, 'failed')}"
     when = state.confirmed_at or state.delivered_at
     line = t(
         lang,
@@ -160,7 +183,7 @@ DELIVERY_STATE = {"pending": N_("pending"), "delivered": N_("delivered"), "confi
 
 
 def build_consumers_blocks(
-    vendor_id: str, states: Sequence[ConsumerState], tz: ZoneInfo, lang: str = "en"
+    vendor_id: str, states: Sequence[ConsumerState], tz: ZoneInfo, lang: str = "en", *, detailed: bool = True
 ) -> list[Block]:
     holding = sum(s.holds_key for s in states)
     head = (
@@ -180,8 +203,8 @@ def build_consumers_blocks(
         blocks.append(
             SectionBlock(
                 block_id=f"consumer-{state.name}",
-                text=MarkdownTextObject(text=consumer_line(state, tz, lang)),
-                accessory=push_button(vendor_id, state.name, lang) if troubled else None,
+                text=MarkdownTextObject(text=consumer_line(state, tz, lang, detailed=detailed)),
+                accessory=push_button(vendor_id, state.name, lang) if troubled and detailed else None,
             )
         )
     if len(states) > MAX_LISTED:
@@ -194,32 +217,68 @@ def build_consumers_blocks(
         blocks.append(ContextBlock(block_id="consumers-more", elements=[MarkdownTextObject(text=more)]))
     manage = [ButtonElement(text=t(lang, "Add consumer"), action_id=ids.ADD_CONSUMER, value=vendor_id)]
     if states:
+        manage.append(ButtonElement(text=t(lang, "Change target"), action_id=ids.RETARGET_CONSUMER, value=vendor_id))
         manage.append(ButtonElement(text=t(lang, "Remove consumer"), action_id=ids.REMOVE_CONSUMER, value=vendor_id))
     blocks.append(ActionsBlock(block_id="consumers-manage", elements=manage))
     return blocks
 
 
-def build_add_modal(vendor_id: str, lang: str = "en") -> View:
-    intro = t(
-        lang,
-        "A system that uses `{vendor_id}`'s key. It gets the current key now and every new key the moment it is "
-        "entered.",
-        vendor_id=vendor_id,
+def build_add_modal(
+    vendor_id: str, lang: str = "en", *, approval: bool = True, retarget: Sequence[str] | None = None
+) -> View:
+    """Add a consumer, or (``retarget``: the consumers' names) point one elsewhere. With ``approval`` the
+    submission is a proposal another approver decides."""
+    if retarget is not None:
+        intro = t(
+            lang,
+            "Point a consumer of `{vendor_id}` somewhere else. It gets the current key there at once, and every new "
+            "key from then on.",
+            vendor_id=vendor_id,
+        )
+    else:
+        intro = t(
+            lang,
+            "A system that uses `{vendor_id}`'s key. It gets the current key now and every new key the moment it is "
+            "entered.",
+            vendor_id=vendor_id,
+        )
+    if approval:
+        note = t(
+            lang,
+            "An approver other than you approves it in the key's channel first: nothing is delivered before, and "
+            "the proposal expires after 24 hours.",
+        )
+    else:
+        note = t(lang, "No approval step (KEYBOT_REISSUE_APPROVAL=none): this is announced in the key's channel.")
+    name_input = (
+        InputBlock(
+            block_id=NAME,
+            label=PlainTextObject(text=t(lang, "Consumer of {vendor_id}", vendor_id=vendor_id)),
+            element=StaticSelectElement(
+                action_id=_VALUE, options=[Option(value=n, text=PlainTextObject(text=n)) for n in retarget[:100]]
+            ),
+        )
+        if retarget is not None
+        else InputBlock(
+            block_id=NAME,
+            label=PlainTextObject(text=t(lang, "Name")),
+            element=PlainTextInputElement(action_id=_VALUE, max_length=40, placeholder=PlainTextObject(text="erp")),
+        )
     )
+    if approval:
+        submit = t(lang, "Propose")
+    else:
+        submit = t(lang, "Change target") if retarget is not None else t(lang, "Add and deliver")
     return View(
         type="modal",
-        callback_id=ids.CONSUMER_ADD_MODAL,
+        callback_id=ids.CONSUMER_RETARGET_MODAL if retarget is not None else ids.CONSUMER_ADD_MODAL,
         private_metadata=vendor_id,
-        title=PlainTextObject(text=t(lang, "Add consumer")),
-        submit=PlainTextObject(text=t(lang, "Add and deliver")),
+        title=PlainTextObject(text=t(lang, "Change target") if retarget is not None else t(lang, "Add consumer")),
+        submit=PlainTextObject(text=submit),
         close=PlainTextObject(text=t(lang, "Cancel")),
         blocks=[
             SectionBlock(text=MarkdownTextObject(text=intro)),
-            InputBlock(
-                block_id=NAME,
-                label=PlainTextObject(text=t(lang, "Name")),
-                element=PlainTextInputElement(action_id=_VALUE, max_length=40, placeholder=PlainTextObject(text="erp")),
-            ),
+            name_input,
             InputBlock(
                 block_id=KIND,
                 label=PlainTextObject(text=t(lang, "Kind")),
@@ -241,7 +300,168 @@ def build_add_modal(vendor_id: str, lang: str = "en") -> View:
                     action_id=_VALUE, max_length=100, placeholder=PlainTextObject(text="secret")
                 ),
             ),
+            ContextBlock(elements=[MarkdownTextObject(text=note)]),
         ],
+    )
+
+
+def _secret_text(secret: str, lang: str) -> str:
+    return t(
+        lang,
+        "Signing secret, shown only this once: `{secret}`\nThe consumer verifies webhooks and signs "
+        "`/rollout/confirm` with it: store it with the consumer now.",
+        secret=secret,
+    )
+
+
+def build_proposed_view(proposed: Proposed, lang: str = "en") -> View:
+    """The proposer's own modal after proposing: what happens next and, for a new consumer, its signing secret
+    (shown here once; it is useless without the approval, and never posted in a channel)."""
+    info = proposed.proposal
+    where = f"<#{info.channel_id}>" if info.channel_id else t(lang, "the key's channel")
+    text = t(
+        lang,
+        "*{name}* ({kind} `{target}`) is proposed for `{vendor_id}`. An approver other than you decides in "
+        "{channel}; nothing is delivered before, and the proposal expires after 24 hours.",
+        name=escape(info.name),
+        kind=info.kind,
+        target=escape(info.target),
+        vendor_id=info.vendor_id,
+        channel=where,
+    )
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=text))]
+    if proposed.signing_secret:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_secret_text(proposed.signing_secret, lang))))
+    return View(
+        type="modal",
+        title=PlainTextObject(text=t(lang, "Consumer proposed")),
+        close=PlainTextObject(text=t(lang, "Done")),
+        blocks=blocks,
+    )
+
+
+def proposal_text(lang: str, info: ProposalInfo) -> str:
+    """The proposal as the channel reads it: what and for which key, not where (only approvers see the target)."""
+    params = {"proposer": f"<@{info.proposed_by}>", "name": escape(info.name), "kind": info.kind}
+    if info.action == ADD:
+        return t(
+            lang,
+            ":inbox_tray: {proposer} proposes that a new consumer *{name}* ({kind}) receive `{vendor_id}`'s key: "
+            "the current one at once, and every new one. Approvers see where it goes when they click Approve.",
+            vendor_id=info.vendor_id,
+            **params,
+        )
+    return t(
+        lang,
+        ":inbox_tray: {proposer} proposes that consumer *{name}* of `{vendor_id}` receive the key at a new {kind} "
+        "target from now on, starting with the current one. Approvers see where it goes when they click Approve.",
+        vendor_id=info.vendor_id,
+        **params,
+    )
+
+
+def build_approve_modal(lang: str, info: ProposalInfo) -> View:
+    """Shown to an approver (other than the proposer) who clicked Approve: the exact target, then the decision."""
+    text = t(
+        lang,
+        "{proposer} proposes that *{name}* of `{vendor_id}` receive the key at:\n{kind} `{target}`\nApprove only "
+        "if you know this system: it gets the current key at once, and every new one.",
+        proposer=f"<@{info.proposed_by}>",
+        name=escape(info.name),
+        vendor_id=info.vendor_id,
+        kind=info.kind,
+        target=escape(info.target),
+    )
+    return View(
+        type="modal",
+        callback_id=ids.CONSUMER_APPROVE_MODAL,
+        private_metadata=str(info.id),
+        title=PlainTextObject(text=t(lang, "Approve consumer")),
+        submit=PlainTextObject(text=t(lang, "Approve")),
+        close=PlainTextObject(text=t(lang, "Cancel")),
+        blocks=[SectionBlock(block_id="proposal", text=MarkdownTextObject(text=text))],
+    )
+
+
+def build_notice_view(lang: str, text: str) -> View:
+    return View(
+        type="modal",
+        title=PlainTextObject(text=t(lang, "Approve consumer")),
+        close=PlainTextObject(text=t(lang, "Done")),
+        blocks=[SectionBlock(text=MarkdownTextObject(text=text))],
+    )
+
+
+def build_proposal_blocks(lang: str, info: ProposalInfo, approvers: Sequence[str], tz: ZoneInfo) -> list[Block]:
+    """The proposal in the key's channel, in every state: buttons only while it is pending."""
+    blocks: list[Block] = [SectionBlock(block_id="proposal", text=MarkdownTextObject(text=proposal_text(lang, info)))]
+
+    def when(at: datetime | None) -> str:
+        return f"{i18n.moment(lang, at, tz)} ({tz.key})" if at else "—"
+
+    if info.status == PROPOSED:
+        others = [a for a in approvers if a != f"<@{info.proposed_by}>"]
+        who = ", ".join(others) if others else t(lang, "nobody yet (set KEYBOT_APPROVERS)")
+        line = t(lang, "Approvers: {who} · expires {time} if undecided", who=who, time=when(info.expires_at))
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=line)]))
+        value = str(info.id)
+        blocks.append(
+            ActionsBlock(
+                block_id="decision",
+                elements=[
+                    ButtonElement(
+                        text=t(lang, "Approve"), action_id=ids.APPROVE_CONSUMER, value=value, style="primary"
+                    ),
+                    ButtonElement(text=t(lang, "Deny"), action_id=ids.DENY_CONSUMER, value=value, style="danger"),
+                ],
+            )
+        )
+        return blocks
+    outcomes = {
+        APPROVED: N_(":white_check_mark: Approved by {user} at {time}: the key goes there now."),
+        DENIED: N_(":no_entry: Denied by {user} at {time}."),
+        EXPIRED: N_(":hourglass: Expired undecided at {expires}."),
+        VOID: N_(":heavy_multiplication_x: Void: the consumer or the key changed, or a newer proposal replaced it."),
+    }
+    outcome = t(
+        lang,
+        outcomes.get(info.status, N_("Status: {status}")),
+        user=f"<@{info.decided_by}>",
+        time=when(info.decided_at),
+        expires=when(info.expires_at),
+        status=info.status,
+    )
+    blocks.append(SectionBlock(block_id="outcome", text=MarkdownTextObject(text=outcome)))
+    return blocks
+
+
+def change_text(lang: str, change: AddedConsumer | ConsumerChange, actor: str) -> str:
+    """The channel's announcement of a change made without a second person (approval none, or a removal)."""
+    params = {
+        "user": f"<@{actor}>",
+        "name": escape(change.name),
+        "kind": change.kind,
+        "target": escape(change.target),
+        "vendor_id": change.vendor_id,
+    }
+    if isinstance(change, AddedConsumer):
+        return t(
+            lang,
+            ":satellite_antenna: {user} added consumer *{name}* ({kind} `{target}`) to `{vendor_id}` without "
+            "approval (KEYBOT_REISSUE_APPROVAL=none): it receives the key now.",
+            **params,
+        )
+    if change.action == "retargeted":
+        return t(
+            lang,
+            ":satellite_antenna: {user} pointed consumer *{name}* of `{vendor_id}` to {kind} `{target}` without "
+            "approval (KEYBOT_REISSUE_APPROVAL=none): it receives the key there now.",
+            **params,
+        )
+    return t(
+        lang,
+        ":wastebasket: {user} removed consumer *{name}* of `{vendor_id}`: it no longer receives the key.",
+        **params,
     )
 
 
@@ -255,12 +475,7 @@ def build_secret_view(added: AddedConsumer, lang: str = "en") -> View:
         target=escape(added.target),
         vendor_id=added.vendor_id,
     )
-    secret = t(
-        lang,
-        "Signing secret, shown only this once: `{secret}`\nThe consumer verifies webhooks and signs "
-        "`/rollout/confirm` with it: store it with the consumer now.",
-        secret=added.signing_secret,
-    )
+    secret = _secret_text(added.signing_secret, lang)
     return View(
         type="modal",
         title=PlainTextObject(text=t(lang, "Consumer added")),
@@ -300,14 +515,76 @@ def _selected(values: dict[str, Any], block_id: str) -> str:
 # ---------------------------------------------------------------- listeners
 
 
+class ProposalMessages:
+    """Posting and updating consumer proposals and announcements in the key's channel (team language)."""
+
+    def __init__(self, services: Services, client: WebClient):
+        self.services, self.client = services, client
+        self.lang = services.languages.team
+
+    def blocks(self, info: ProposalInfo) -> list[Block]:
+        tz = self.services.ctx.settings.timezone
+        return build_proposal_blocks(self.lang, info, self.services.rollout.approver_mentions(), tz)
+
+    def post(self, info: ProposalInfo) -> None:
+        if not info.channel_id:
+            return
+        try:
+            answer = self.client.chat_postMessage(
+                channel=info.channel_id, text=proposal_text(self.lang, info), blocks=self.blocks(info)
+            )
+        except Exception:  # noqa: BLE001 - nobody can approve it then: the proposer hears it and proposes again
+            logger.exception("could not post consumer proposal #%s", info.id)
+            text = t(
+                self.services.languages.of(info.proposed_by),
+                ":warning: Your consumer proposal #{id} for {vendor_id} could not be posted in <#{channel}>, so "
+                "no approver can see it. Propose it again in a moment.",
+                id=info.id,
+                vendor_id=info.vendor_id,
+                channel=info.channel_id,
+            )
+            self.client.chat_postMessage(channel=info.proposed_by, text=text)
+            return
+        self.services.rollout.set_proposal_message(info.id, channel_id=str(answer["channel"]), ts=str(answer["ts"]))
+
+    def refresh(self, info: ProposalInfo, channel: str | None = None, ts: str | None = None) -> None:
+        current = self.services.rollout.proposal(info.id)  # a click may have raced an update: show what is stored
+        channel, ts = current.channel_id or channel, current.message_ts or ts
+        if not (channel and ts):
+            return
+        try:
+            self.client.chat_update(
+                channel=channel, ts=ts, text=proposal_text(self.lang, current), blocks=self.blocks(current)
+            )
+        except Exception:  # noqa: BLE001 - the database is right; the message catches up on the next change
+            logger.exception("could not update the message of consumer proposal #%s", info.id)
+
+    def announce(self, change: AddedConsumer | ConsumerChange, actor: str) -> None:
+        channel = change.channel_id
+        if channel:
+            self.client.chat_postMessage(channel=channel, text=change_text(self.lang, change, actor))
+
+
+def _proposal_id(value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,9}", value or ""):
+        raise InvalidInput.one("proposal", "This button does not name a consumer proposal.")
+    return int(value)
+
+
 def register(app: App, services: Services, router: CommandRouter) -> None:
     rollout = services.rollout
     tz = services.ctx.settings.timezone
     rollout.notifier = SlackProgressNotifier(app.client, tz, services.languages.team)
+    messages = ProposalMessages(services, app.client)
+    rollout.proposal_notifier = messages
 
-    def list_reply(lang: str, vendor_id: str) -> dict[str, Any]:
+    def approval() -> bool:
+        return services.ctx.settings.reissue_approval
+
+    def list_reply(user_id: str, lang: str, vendor_id: str) -> dict[str, Any]:
         states = rollout.consumers(vendor_id)
         holding = sum(s.holds_key for s in states)
+        detailed = rollout.can_see_targets(user_id, vendor_id)
         return {
             "text": t(
                 lang,
@@ -316,13 +593,20 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
                 holding=holding,
                 total=len(states),
             ),
-            "blocks": build_consumers_blocks(vendor_id.upper(), states, tz, lang),
+            "blocks": build_consumers_blocks(vendor_id.upper(), states, tz, lang, detailed=detailed),
             "response_type": "ephemeral",
         }
 
     def add_modal(user_id: str, vendor_id: str) -> View:
-        vendor = rollout.check_can_manage(user_id, vendor_id)
-        return build_add_modal(vendor, services.languages.of(user_id))
+        vendor = rollout.check_can_manage(user_id, vendor_id, adding=True)
+        return build_add_modal(vendor, services.languages.of(user_id), approval=approval())
+
+    def retarget_modal(user_id: str, vendor_id: str) -> View:
+        vendor = rollout.check_can_manage(user_id, vendor_id, adding=True)
+        names = [s.name for s in rollout.consumers(vendor)]
+        if not names:
+            raise KeybotError(N_("{vendor_id} has no consumers yet."), vendor_id=vendor)
+        return build_add_modal(vendor, services.languages.of(user_id), approval=approval(), retarget=names)
 
     def remove_modal(user_id: str, vendor_id: str) -> View:
         vendor = rollout.check_can_manage(user_id, vendor_id)
@@ -331,22 +615,24 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
             raise KeybotError(N_("{vendor_id} has no consumers to remove."), vendor_id=vendor)
         return build_remove_modal(vendor, names, services.languages.of(user_id))
 
+    modals = {"add": add_modal, "remove": remove_modal, "retarget": retarget_modal}
+
     def handle_consumers_command(
         req: CommandRequest, ack: Ack, client: WebClient, respond: Respond, context: BoltContext
     ) -> None:
         if not req.args:
-            raise KeybotError(N_("Usage: `{command} consumers VENDOR_ID [add|remove]`"), command=ids.COMMAND)
+            raise KeybotError(N_("Usage: `{command} consumers VENDOR_ID [add|retarget|remove]`"), command=ids.COMMAND)
         vendor_id, verb = req.args[0], (req.args[1].lower() if len(req.args) > 1 else "")
-        if verb in ("add", "remove"):
-            view = (add_modal if verb == "add" else remove_modal)(req.user_id, vendor_id)
+        if verb in modals:
+            view = modals[verb](req.user_id, vendor_id)
             ack()
             later(context, client.views_open, trigger_id=req.trigger_id, view=view)
         else:
-            ack(**list_reply(req.lang, vendor_id))
+            ack(**list_reply(req.user_id, req.lang, vendor_id))
 
     router.add(
         "consumers",
-        N_("consumers VENDOR_ID [add|remove]"),
+        N_("consumers VENDOR_ID [add|retarget|remove]"),
         N_("the systems that receive a key when it is reissued"),
         handle_consumers_command,
     )
@@ -372,6 +658,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
 
     then = after_ack(services.languages)
     app.action(ids.ADD_CONSUMER)(ack=modal_button(add_modal), lazy=then)
+    app.action(ids.RETARGET_CONSUMER)(ack=modal_button(retarget_modal), lazy=then)
     app.action(ids.REMOVE_CONSUMER)(ack=modal_button(remove_modal), lazy=then)
 
     def handle_push_click(ack: Ack, body: dict[str, Any], respond: Respond, context: BoltContext) -> None:
@@ -405,38 +692,157 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
 
     app.action(ids.PUSH_CONSUMERS)(ack=handle_push_click, lazy=then)
 
-    @app.view(ids.CONSUMER_ADD_MODAL)
-    def handle_add_submission(ack: Ack, body: dict[str, Any]) -> None:
-        view = body["view"]
-        values = view["state"]["values"]
-        lang = services.languages.of(body["user"]["id"])
-        try:
-            added = rollout.add(
-                body["user"]["id"],
+    def submission(retarget: bool) -> Callable[..., None]:
+        def handle_submission(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+            view = body["view"]
+            values = view["state"]["values"]
+            user_id = body["user"]["id"]
+            lang = services.languages.of(user_id)
+            fields = (
                 view.get("private_metadata", ""),
                 _selected(values, NAME),
                 _selected(values, KIND),
                 _selected(values, TARGET),
-                vault_mount=_selected(values, VAULT_MOUNT) or None,
             )
-        except KeybotError as error:
-            ack(response_action="errors", errors=views.form_errors(lang, error, (NAME, KIND, TARGET), NAME))
-            return
-        ack(response_action="update", view=build_secret_view(added, lang))
-        rollout.kick()
+            mount = _selected(values, VAULT_MOUNT) or None
+            try:
+                if approval():
+                    proposed = rollout.propose(
+                        user_id,
+                        *fields,
+                        vault_mount=mount,
+                        retarget=retarget,
+                        submission=parse_submission_id(body),
+                    )
+                elif retarget:
+                    change = rollout.retarget(user_id, *fields, vault_mount=mount)
+                else:
+                    added = rollout.add(user_id, *fields, vault_mount=mount)
+            except AlreadyApplied:
+                ack()
+                return
+            except KeybotError as error:
+                ack(response_action="errors", errors=views.form_errors(lang, error, (NAME, KIND, TARGET), NAME))
+                return
+            if approval():
+                ack(response_action="update", view=build_proposed_view(proposed, lang))
+                for replaced in proposed.replaced:
+                    later(context, messages.refresh, replaced)
+                later(context, messages.post, proposed.proposal)
+                return
+            if retarget:
+                ack()
+                later(context, messages.announce, change, user_id)
+            else:
+                ack(response_action="update", view=build_secret_view(added, lang))
+                later(context, messages.announce, added, user_id)
+            rollout.kick()
 
-    @app.view(ids.CONSUMER_REMOVE_MODAL)
-    def handle_remove_submission(ack: Ack, body: dict[str, Any]) -> None:
+        return handle_submission
+
+    app.view(ids.CONSUMER_ADD_MODAL)(ack=submission(retarget=False), lazy=then)
+    app.view(ids.CONSUMER_RETARGET_MODAL)(ack=submission(retarget=True), lazy=then)
+
+    def handle_remove_submission(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
         view = body["view"]
+        user_id = body["user"]["id"]
         try:
-            rollout.remove(
-                body["user"]["id"], view.get("private_metadata", ""), _selected(view["state"]["values"], NAME)
-            )
+            change = rollout.remove(user_id, view.get("private_metadata", ""), _selected(view["state"]["values"], NAME))
         except KeybotError as error:
-            lang = services.languages.of(body["user"]["id"])
+            lang = services.languages.of(user_id)
             ack(response_action="errors", errors=views.form_errors(lang, error, (NAME,), NAME))
             return
         ack()
+        later(context, messages.announce, change, user_id)
+
+    app.view(ids.CONSUMER_REMOVE_MODAL)(ack=handle_remove_submission, lazy=then)
+
+    def decide(
+        decision: Callable[[str, int], ProposalInfo],
+        body: dict[str, Any],
+        respond: Respond,
+        opened: Callable[[ProposalInfo], Any] | None = None,
+    ) -> None:
+        """Deny, or check an Approve click (``opened`` then shows the approver the target)."""
+        click = parse_click(body)
+        container = body.get("container") or {}
+        where = (container.get("channel_id") or click.channel_id, container.get("message_ts"))
+        try:
+            proposal_id = _proposal_id(click.value)
+            for expired in rollout.expire_proposals(ids=[proposal_id]):  # past its 24 h: closed by this click
+                messages.refresh(expired, *where)
+            info = decision(click.user_id, proposal_id)
+        except KeybotError as error:
+            lang = services.languages.of(click.user_id)
+            respond(text=views.refusal_text(lang, error), response_type="ephemeral", replace_original=False)
+            if re.fullmatch(r"[0-9]{1,9}", click.value):
+                try:
+                    current = rollout.proposal(int(click.value))
+                except KeybotError:
+                    return
+                if current.status == VOID:  # this click found it void: show that to everyone
+                    messages.refresh(current, *where)
+            return
+        if opened is not None:
+            opened(info)
+        else:
+            messages.refresh(info, *where)
+
+    def open_approve_modal(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        """Approve shows the target first, to an approver other than the proposer only; the modal decides."""
+        decide(
+            rollout.check_can_decide,
+            body,
+            respond,
+            opened=lambda info: client.views_open(
+                trigger_id=body.get("trigger_id", ""),
+                view=build_approve_modal(services.languages.of(body["user"]["id"]), info),
+            ),
+        )
+
+    def handle_approve(
+        ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
+        ack()
+        later(context, open_approve_modal, body, client, respond)
+
+    def refresh_by_id(proposal_id: int) -> None:
+        try:
+            messages.refresh(rollout.proposal(proposal_id))
+        except KeybotError:
+            return
+
+    def handle_approve_submission(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+        user_id = body["user"]["id"]
+        metadata = body["view"].get("private_metadata") or ""
+        try:
+            info = rollout.approve_proposal(user_id, _proposal_id(metadata))
+        except KeybotError as error:
+            lang = services.languages.of(user_id)
+            ack(response_action="update", view=build_notice_view(lang, views.refusal_text(lang, error)))
+            if re.fullmatch(r"[0-9]{1,9}", metadata):
+                later(context, refresh_by_id, int(metadata))  # void or expired now: show it
+            return
+        ack()
+        later(context, messages.refresh, info)
+
+    def handle_deny(ack: Ack, body: dict[str, Any], respond: Respond, context: BoltContext) -> None:
+        ack()
+        later(context, decide, rollout.deny_proposal, body, respond)
+
+    app.action(ids.APPROVE_CONSUMER)(ack=handle_approve, lazy=then)
+    app.view(ids.CONSUMER_APPROVE_MODAL)(ack=handle_approve_submission, lazy=then)
+    app.action(ids.DENY_CONSUMER)(ack=handle_deny, lazy=then)
+
+
+def expire_proposals(services: Services) -> int:
+    """Close consumer proposals undecided for 24 hours and show it on their messages."""
+    expired = services.rollout.expire_proposals()
+    notifier = services.rollout.proposal_notifier
+    for info in expired:
+        if notifier is not None:
+            notifier.refresh(info)
+    return len(expired)
 
 
 ROLLOUT_POLL_SECONDS = 15
@@ -452,4 +858,7 @@ def add_rollout_job(scheduler: BaseScheduler, services: Services) -> None:
         next_run_time=datetime.now(UTC),
         max_instances=1,
         coalesce=True,
+    )
+    scheduler.add_job(
+        expire_proposals, "interval", minutes=5, args=[services], id="consumer_proposal_expiry", coalesce=True
     )
