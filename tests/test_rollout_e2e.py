@@ -235,7 +235,7 @@ def test_a_webhook_answering_400_fails_at_once_and_the_others_are_unaffected(sla
 def test_a_progress_message_deleted_in_slack_is_posted_again_in_its_thread(slack, services, key, receiver):  # noqa: F811
     """Slack answers ``message_not_found`` to an update of a deleted message: the progress is posted again (in the
     approval thread) and later updates go to the new message, instead of every update failing from then on."""
-    added = services.rollout.add(ADMIN, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
+    added = services.rollout.add(CLI, VENDOR, "erp", "webhook", receiver.endpoint("/erp"))
     receiver.secrets["/erp"] = added.signing_secret
 
     def progress_posts() -> list[Any]:
