@@ -76,7 +76,7 @@ def test_alert_rules_cover_the_windows_and_use_only_metrics_the_bot_exports(slac
     alerts = {r["alert"] for r in rules}
     tested = {case["alertname"] for t in tests for case in t["alert_rule_test"] if case["exp_alerts"]}
     assert alerts == tested  # every alert has a test in which it fires
-    exported = set(re.findall(r"^# TYPE (\w+)", slack.get("/metrics").text, re.MULTILINE))
+    exported = set(re.findall(r"^# TYPE (\w+)", slack.ops_get("/metrics").text, re.MULTILINE))
     used = {name for r in rules for name in re.findall(r"\b(coupang_\w+)", r["expr"])}
     assert used <= exported | {"coupang_keybot_reminder_sweep_last_success_timestamp_seconds"}  # after a sweep
 
