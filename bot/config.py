@@ -130,7 +130,8 @@ def _listen_host(raw: str) -> str | None:
         return raw if _HOSTNAME.fullmatch(raw) else None
 
 
-def _bind(raw: str | None) -> str:
+def parse_bind(raw: str | None) -> str:
+    """``KEYBOT_BIND``: the address to listen on (default 0.0.0.0)."""
     host = _listen_host(raw or "0.0.0.0")
     if host is None:
         raise ConfigError(
@@ -141,7 +142,8 @@ def _bind(raw: str | None) -> str:
     return host
 
 
-def _ops_addr(raw: str | None) -> tuple[str, int] | None:
+def parse_ops_addr(raw: str | None) -> tuple[str, int] | None:
+    """``KEYBOT_OPS_ADDR``: ``(host, port)`` from ``HOST:PORT`` (``[::1]:PORT`` for IPv6), None when unset."""
     if raw is None:
         return None
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]+):([0-9]{1,5})", raw)
@@ -244,7 +246,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     heartbeat_url = _https("KEYBOT_HEARTBEAT_URL", heartbeat_url, "https://hc-ping.com/<uuid>")
     coupang_api_url = _https("COUPANG_API_URL", get("COUPANG_API_URL"), "https://api-gateway.coupang.com")
     vault_addr = _https("VAULT_ADDR", get("VAULT_ADDR"), "https://vault.example.com:8200")
-    bind, ops_addr = _bind(get("KEYBOT_BIND")), _ops_addr(get("KEYBOT_OPS_ADDR"))
+    bind, ops_addr = parse_bind(get("KEYBOT_BIND")), parse_ops_addr(get("KEYBOT_OPS_ADDR"))
     summary = (get("KEYBOT_WEEKLY_SUMMARY") or "mon").lower()
     if summary not in (*WEEKDAYS, "off"):
         raise ConfigError("KEYBOT_WEEKLY_SUMMARY={value!r} must be a weekday (mon, tue, … sun) or off.", value=summary)
