@@ -97,7 +97,9 @@ def build_confirm_app(
         wait = limiter.admit(address)
         if wait is not None:
             seconds = str(max(1, math.ceil(wait)))
-            return refused(429, "rate_limited", f"too many requests: try again in {seconds} s", ("Retry-After", seconds))
+            return refused(
+                429, "rate_limited", f"too many requests: try again in {seconds} s", ("Retry-After", seconds)
+            )
         declared = environ.get("CONTENT_LENGTH") or "0"
         length = int(declared) if declared.isascii() and declared.isdigit() else 0
         if length > MAX_BODY:

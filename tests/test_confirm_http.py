@@ -53,7 +53,12 @@ def signed(secret: str, payload: Any, *, at: datetime | None = None, raw: bytes 
 
 
 def confirm(slack: SlackHarness, secret: str, **fields: Any) -> Response:
-    payload = {"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": proof_for(secret_key(VENDOR), VENDOR, 1)}
+    payload = {
+        "vendor_id": VENDOR,
+        "generation": 1,
+        "consumer": "erp",
+        "proof": proof_for(secret_key(VENDOR), VENDOR, 1),
+    }
     payload.update(fields)
     return slack.post("/rollout/confirm", *signed(secret, payload))
 
@@ -78,11 +83,15 @@ def test_unknown_vendor_unknown_consumer_and_a_bad_signature_get_the_same_answer
         "forged, unknown consumer": confirm(slack, FORGED, consumer="nobody"),
         "stale": slack.post(
             "/rollout/confirm",
-            *signed(erp, {"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": "x"},
-                    at=datetime.now(UTC) - timedelta(hours=1)),
+            *signed(
+                erp,
+                {"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": "x"},
+                at=datetime.now(UTC) - timedelta(hours=1),
+            ),
         ),  # fmt: skip
         "no signature": slack.post(
-            "/rollout/confirm", json.dumps({"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": "x"}).encode(),
+            "/rollout/confirm",
+            json.dumps({"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": "x"}).encode(),
             {"Content-Type": "application/json"},
         ),  # fmt: skip
     }
@@ -136,20 +145,24 @@ def test_forged_calls_write_nothing_and_leave_one_audit_entry_an_hour(slack, ser
     assert counted["rate_limited"] == counted["malformed"] == 0  # every reason is there from the start
 
 
+def fields(**values: Any) -> bytes:
+    return json.dumps({"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": "ab", **values}).encode()
+
+
 @pytest.mark.parametrize(
     ("what", "body"),
     [
         ("not JSON", b"vendor_id=A00012345"),
         ("not UTF-8", b'{"vendor_id": "\xff"}'),
         ("an array", b"[1, 2]"),
-        ("generation as text", json.dumps({"vendor_id": VENDOR, "generation": "1", "consumer": "erp", "proof": "ab"}).encode()),
-        ("generation true", json.dumps({"vendor_id": VENDOR, "generation": True, "consumer": "erp", "proof": "ab"}).encode()),
-        ("vendor_id a number", json.dumps({"vendor_id": 12345, "generation": 1, "consumer": "erp", "proof": "ab"}).encode()),
+        ("generation as text", fields(generation="1")),
+        ("generation true", fields(generation=True)),
+        ("vendor_id a number", fields(vendor_id=12345)),
         ("a field missing", json.dumps({"vendor_id": VENDOR, "generation": 1, "consumer": "erp"}).encode()),
-        ("proof not ASCII", json.dumps({"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": "ä" * 64}).encode()),
+        ("proof not ASCII", fields(proof="ä" * 64)),
         ("nested too deep", b"[" * 15000),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_body_is_a_400_even_with_a_good_signature(slack, services, erp, what, body):
     answer = slack.post("/rollout/confirm", *signed(erp, None, raw=body))
     assert answer.status == 400, (what, answer.status, answer.text)

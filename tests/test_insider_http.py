@@ -64,7 +64,9 @@ def test_an_outsider_alone_gets_nothing_from_rollout_confirm_or_metrics(slack: S
         payload = {"vendor_id": vendor, "generation": 1, "consumer": "erp", "proof": right_proof}
         attempts[f"probe vendor {vendor}"] = slack.post("/rollout/confirm", *forged(payload))
     unsigned = json.dumps({"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": right_proof}).encode()
-    attempts["confirm without a signature"] = slack.post("/rollout/confirm", unsigned, {"Content-Type": "application/json"})
+    attempts["confirm without a signature"] = slack.post(
+        "/rollout/confirm", unsigned, {"Content-Type": "application/json"}
+    )
     for n in range(30):  # keep trying: the address is cut off, and the audit log gets one line
         payload = {"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": f"{n:064x}"}
         attempts["flood"] = slack.post("/rollout/confirm", *forged(payload))

@@ -113,7 +113,9 @@ def healthcheck_command() -> list[str]:
 
 
 def run_healthcheck(**env: str) -> int:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("KEYBOT_", "PORT")) and "proxy" not in k.lower()}
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KEYBOT_", "PORT")) and "proxy" not in k.lower()
+    }
     return subprocess.run(healthcheck_command(), env={**inherited, **env}, capture_output=True, timeout=30).returncode
 
 

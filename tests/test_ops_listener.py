@@ -149,7 +149,12 @@ def test_http_mode_binds_where_told_keeps_metrics_off_the_slack_port_and_limits_
 
 @pytest.mark.parametrize("ops_addr", [True, False], ids=["ops-addr", "port"])
 def test_socket_mode_serves_rollout_confirm_so_its_consumers_can_prove_possession(
-    services, db_url, fake_slack, socket_mode, tmp_path, ops_addr  # noqa: F811
+    services,
+    db_url,
+    fake_slack,
+    socket_mode,  # noqa: F811 - the imported fixture
+    tmp_path,
+    ops_addr,
 ):
     services.keys.register(ADMIN, form(VENDOR))
     secret = services.rollout.add(cli_actor(), VENDOR, "erp", "webhook", "http://127.0.0.1:9/hook").signing_secret

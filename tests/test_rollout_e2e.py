@@ -257,7 +257,12 @@ def test_confirm_answers(slack, services, key, receiver):  # noqa: F811
     refusals = [e for e in services.audit.entries() if e.action == "rollout.confirm.refused"]
     assert [e.details["status"] for e in refusals] == [422]  # one entry per consumer per hour; the rest counted
     refused = scrape(slack)["coupang_keybot_rollout_confirm_refused_total"]
-    assert {dict(k)["reason"]: v for k, v in refused.items() if v} == {"proof": 1, "signature": 2, "generation": 1, "unknown": 1}
+    assert {dict(k)["reason"]: v for k, v in refused.items() if v} == {
+        "proof": 1,
+        "signature": 2,
+        "generation": 1,
+        "unknown": 1,
+    }
 
     services.rollout.push(ADMIN, VENDOR, ["erp"])  # delivered again: still proven
     services.rollout.kick()

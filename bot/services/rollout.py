@@ -641,21 +641,30 @@ class RolloutService:
                 select(Consumer).where(Consumer.vendor_id == vendor_id, Consumer.name == name)
             ).scalar_one_or_none()
             key = self.ctx.keys.get(session, vendor_id=vendor_id) if consumer is not None else None
-            # an unknown consumer costs the same check against a throwaway secret: the answer's timing tells nothing
-            secret = _DECOY_SECRET if consumer is None or key is None else store.signing_secret_of(self.keyring, consumer)
+            # an unknown consumer is checked too, against a throwaway secret: the timing says little either way
+            secret = (
+                _DECOY_SECRET if consumer is None or key is None else store.signing_secret_of(self.keyring, consumer)
+            )
             try:
                 Webhook(secret).verify(body, dict(headers), json_parse=False)
                 verified = secret is not _DECOY_SECRET
             except (WebhookVerificationError, ValueError, TypeError):
                 verified = False
-            if not verified or key is None:
-                if consumer is not None:
-                    self._audit_refusal(vendor_id, name, 401, "bad or stale signature", address)
-                return ConfirmAnswer(401, UNVERIFIED, reason="signature" if consumer is not None else "unknown")
-            current = key.generation
-            right_proof = generation == current and hmac.compare_digest(
-                proof_for(self.ctx.keys.secrets(key)[1], vendor_id, generation).encode(), proof.lower().encode()
+            consumer_id = consumer.id if consumer is not None else None
+            current = key.generation if key is not None else 0
+            right_proof = (
+                verified
+                and key is not None
+                and generation == current
+                and hmac.compare_digest(
+                    proof_for(self.ctx.keys.secrets(key)[1], vendor_id, generation).encode(), proof.lower().encode()
+                )
             )
+        if consumer_id is None:
+            return ConfirmAnswer(401, UNVERIFIED, reason="unknown")
+        if not verified:
+            self._audit_refusal(vendor_id, name, 401, "bad or stale signature", address)
+            return ConfirmAnswer(401, UNVERIFIED, reason="signature")
         if generation != current:
             reason = f"generation {current} is current, not {generation}"
             self._audit_refusal(vendor_id, name, 409, reason, address)
@@ -666,13 +675,13 @@ class RolloutService:
             return ConfirmAnswer(422, {"ok": False, "error": reason}, reason="proof")
         with self.ctx.transaction() as session:
             key = self.ctx.keys.get(session, vendor_id=vendor_id)
-            consumer = session.get(Consumer, consumer.id)
-            if key is None or consumer is None or key.generation != generation:  # changed since the check above
+            confirmed = session.get(Consumer, consumer_id)
+            if key is None or confirmed is None or key.generation != generation:  # changed since the check above
                 stale = {"ok": False, "error": "the key changed meanwhile: fetch the new one and prove that"}
                 return ConfirmAnswer(409, stale, reason="generation")
             now = self.ctx.clock.now()
-            delivery = _delivery(session, consumer.id, generation) or store.queue(
-                session, consumer=consumer, generation=generation, now=now
+            delivery = _delivery(session, consumer_id, generation) or store.queue(
+                session, consumer=confirmed, generation=generation, now=now
             )
             if delivery.state != CONFIRMED:
                 delivery.state, delivery.confirmed_at = CONFIRMED, now
