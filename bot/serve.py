@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -148,6 +150,28 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
     return 0  # not reached
 
 
+OPS_BIND_TRIES = 30  # one a second: a worker that replaces another waits for it to let go of KEYBOT_OPS_ADDR
+
+
+def _serve_ops_address(services: Services) -> None:
+    """HTTP mode's ``KEYBOT_OPS_ADDR`` listener (``/healthz``, ``/metrics`` without a token), from the worker."""
+    from bot.ops_http import build_ops_listener, listen_address, serve_ops
+
+    assert services.ctx.settings.ops_addr is not None
+    host, port = services.ctx.settings.ops_addr
+    app = build_ops_listener(services, token_free=True)
+    for attempt in range(1, OPS_BIND_TRIES + 1):
+        try:
+            serve_ops(app, host, port)
+            return
+        except OSError as exc:
+            if attempt == OPS_BIND_TRIES:
+                address = listen_address(host, port)
+                logger.error("Cannot listen on %s (%s); set KEYBOT_OPS_ADDR to a free address", address, exc.strerror)
+            else:
+                time.sleep(1)
+
+
 def run_http(port: int, *, bind: str = "0.0.0.0", scheduler: bool, log_level: str, log_format: str) -> int:
     """gunicorn's master (``python -m bot.serve``) on ``bind:port``: the worker builds the services and the Bolt app
     itself, and serves ``KEYBOT_OPS_ADDR`` (``/healthz`` and ``/metrics`` without a token) from a thread."""
@@ -180,14 +204,7 @@ def run_http(port: int, *, bind: str = "0.0.0.0", scheduler: bool, log_level: st
     def post_worker_init(process: Any) -> None:
         services = worker["services"]
         if services.ctx.settings.ops_addr is not None:
-            from bot.ops_http import build_ops_listener, listen_address, serve_ops
-
-            host, ops_port = services.ctx.settings.ops_addr
-            try:
-                serve_ops(build_ops_listener(services, token_free=True), host, ops_port)
-            except OSError as exc:
-                address = listen_address(host, ops_port)
-                logger.error("Cannot listen on %s (%s); set KEYBOT_OPS_ADDR to a free address", address, exc.strerror)
+            threading.Thread(target=_serve_ops_address, args=(services,), name="ops-bind", daemon=True).start()
         if scheduler:
             from bot.scheduler import build_scheduler
 

@@ -187,3 +187,25 @@ def test_socket_mode_serves_rollout_confirm_so_its_consumers_can_prove_possessio
     finally:
         stop(process)
     assert f"/rollout/confirm on http://127.0.0.1:{port}" in log.read_text()
+
+
+def test_the_ops_listener_waits_for_its_address_to_be_free(fake_slack, tmp_path):
+    """A worker that replaces another (gunicorn restarts it) finds KEYBOT_OPS_ADDR still held for a moment."""
+    port, ops_port = free_port(), free_port()
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", ops_port))
+    holder.listen()
+    process, log = serve(
+        tmp_path, f"sqlite:///{tmp_path / 'keybot.db'}", fake_slack,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET, PORT=str(port), KEYBOT_OPS_ADDR=f"127.0.0.1:{ops_port}",
+    )  # fmt: skip
+    try:
+        assert wait_until_up(port, process)[0] == 200
+        holder.close()  # the old worker lets go
+        assert wait_until_up(ops_port, process)[0] == 200
+        assert request(ops_port, "GET", "/metrics")[0] == 200
+    finally:
+        holder.close()
+        stop(process)
+    assert "Cannot listen" not in log.read_text()
