@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -112,35 +113,41 @@ def _hold_the_write_lock(db_url: str) -> sqlite3.Connection:
     return connection
 
 
-def test_forged_calls_write_nothing_and_leave_one_audit_entry_an_hour(slack, services, erp, db_url):
+def test_forged_calls_write_nothing_and_signed_refusals_leave_one_audit_entry_an_hour(
+    slack, services, erp, db_url, caplog
+):
+    caplog.set_level(logging.WARNING, logger="bot.services.rollout")
     with time_machine.travel(datetime.now(UTC), tick=True) as clock:
-        assert confirm(slack, FORGED).status == 401  # the first refusal of erp this hour is audited…
         lock = _hold_the_write_lock(db_url) if db_url.startswith("sqlite") else None
         try:
             started = time.monotonic()
-            for _ in range(13):  # …then nothing is written: each is answered while another writer holds the database
+            for n in range(13):  # each is answered while another writer holds the database: nothing is written
                 assert confirm(slack, FORGED).status == 401
-                assert confirm(slack, erp, consumer=f"nobody{_}").status == 401
+                assert confirm(slack, erp, consumer=f"nobody{n}").status == 401
             took = time.monotonic() - started
         finally:
             if lock is not None:
                 lock.execute("ROLLBACK")
                 lock.close()
         assert took < 9, f"26 refusals took {took:.1f} s: they waited for the write lock (10 s each)"
-        (entry,) = refusals(services)
-        assert (entry.actor, entry.details["status"], entry.details["address"]) == ("consumer:erp", 401, "127.0.0.1")
-        assert all(e.details.get("name") != "nobody0" for e in services.audit.entries())  # unknown: not a word
+        assert refusals(services) == []
+        assert all("nobody" not in str(e.details) for e in services.audit.entries())
+        warned = [r.getMessage() for r in caplog.records if "bad or stale signature" in r.getMessage()]
+        assert len(warned) == 1 and "erp" in warned[0] and "127.0.0.1" in warned[0]  # once an hour, not 13 times
 
+        assert confirm(slack, erp, generation=2).status == 409  # signed by erp: audited, once this hour
+        (entry,) = refusals(services)
+        assert (entry.actor, entry.details["status"], entry.details["address"]) == ("consumer:erp", 409, "127.0.0.1")
         clock.shift(timedelta(minutes=59))
-        assert confirm(slack, erp, generation=2).status == 409  # signed by erp, but still within the hour
+        assert confirm(slack, erp, proof="0" * 64).status == 422
         assert len(refusals(services)) == 1
         clock.shift(timedelta(minutes=2))
         assert confirm(slack, erp, proof="0" * 64).status == 422  # the next hour: one more entry
-        assert [e.details["status"] for e in refusals(services)] == [401, 422]
+        assert [e.details["status"] for e in refusals(services)] == [409, 422]
 
     counted = refused_metric(slack)
     assert {reason: n for reason, n in counted.items() if n} == {
-        "signature": 14, "unknown": 13, "generation": 1, "proof": 1,
+        "signature": 13, "unknown": 13, "generation": 1, "proof": 2,
     }  # fmt: skip
     assert counted["rate_limited"] == counted["malformed"] == 0  # every reason is there from the start
 

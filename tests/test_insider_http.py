@@ -67,7 +67,7 @@ def test_an_outsider_alone_gets_nothing_from_rollout_confirm_or_metrics(slack: S
     attempts["confirm without a signature"] = slack.post(
         "/rollout/confirm", unsigned, {"Content-Type": "application/json"}
     )
-    for n in range(30):  # keep trying: the address is cut off, and the audit log gets one line
+    for n in range(30):  # keep trying: the address is cut off
         payload = {"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": f"{n:064x}"}
         attempts["flood"] = slack.post("/rollout/confirm", *forged(payload))
 
@@ -79,5 +79,4 @@ def test_an_outsider_alone_gets_nothing_from_rollout_confirm_or_metrics(slack: S
     assert attempts["scrape /metrics"].status == (401 if settings.metrics_token else 403)
 
     assert [c.state for c in services.rollout.consumers(VENDOR)] == ["pending"]  # nothing confirmed
-    refusals = [e for e in services.audit.entries() if e.action == "rollout.confirm.refused"]
-    assert len(refusals) == 1  # one line for the hour, not one per attempt
+    assert [e for e in services.audit.entries() if e.action.startswith("rollout.")] == []  # nothing written

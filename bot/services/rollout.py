@@ -284,7 +284,7 @@ class RolloutService:
         self._start_lock = threading.Lock()
         self._report_lock = threading.Lock()
         self._refusals_lock = threading.Lock()
-        self._refusals_audited: dict[tuple[str, str], datetime] = {}  # (vendor ID, consumer) -> last audited
+        self._refusals_noted: dict[tuple[str, str, str], datetime] = {}  # (vendor ID, consumer, how) -> last
 
     @property
     def keyring(self) -> Keyring:
@@ -629,9 +629,11 @@ class RolloutService:
         stale signature **or** unknown vendor/consumer (one answer, so nobody lists consumers by asking), 409 not
         the current generation, 422 wrong proof.
 
-        Everything up to the signature check only reads; a refusal writes at most one audit entry per consumer per
-        hour (:meth:`_audit_refusal`), so a stream of forged calls cannot fill the audit log or queue writers.
-        ``address``: the caller's, for that entry. Every refusal carries a ``reason`` for the metric."""
+        A request whose signature does not verify only reads: it writes nothing, so a stream of forged calls can
+        neither fill the audit log nor queue behind writers; a warning is logged once per consumer per hour. A signed
+        request that is refused (409, 422) writes at most one audit entry per consumer per hour
+        (:meth:`_audit_refusal`). ``address``: the caller's, for both. Every refusal carries a ``reason`` for the
+        metric ``coupang_keybot_rollout_confirm_refused_total``."""
         fields = _confirmation(body)
         if fields is None:
             return ConfirmAnswer(400, {"ok": False, "error": CONFIRM_FIELDS}, reason="malformed")
@@ -663,7 +665,12 @@ class RolloutService:
         if consumer_id is None:
             return ConfirmAnswer(401, UNVERIFIED, reason="unknown")
         if not verified:
-            self._audit_refusal(vendor_id, name, 401, "bad or stale signature", address)
+            if self._first_this_hour(vendor_id, name, "log"):
+                logger.warning(
+                    "refused a confirmation for consumer %s of %s from %s: bad or stale signature (more this hour are "
+                    "only counted in coupang_keybot_rollout_confirm_refused_total)",
+                    name, vendor_id, address[:64] or "an unknown address",
+                )  # fmt: skip
             return ConfirmAnswer(401, UNVERIFIED, reason="signature")
         if generation != current:
             reason = f"generation {current} is current, not {generation}"
@@ -696,19 +703,25 @@ class RolloutService:
         self.report(vendor_id, generation)
         return ConfirmAnswer(200, {"ok": True, "state": CONFIRMED})
 
-    def _audit_refusal(self, vendor_id: str, name: str, status: int, reason: str, address: str) -> None:
-        """One audit entry for a consumer's refused confirmations per hour (checked here and in the audit log, so
-        several processes agree); the rest are only counted (``coupang_keybot_rollout_confirm_refused_total``)."""
-        now = self.ctx.clock.now()
-        actor, since = f"consumer:{name}", now - REFUSALS_AUDITED_EVERY
+    def _first_this_hour(self, vendor_id: str, name: str, how: str) -> bool:
+        """True once per consumer per hour for each ``how`` (this process's memory; bounded)."""
+        now, key = self.ctx.clock.now(), (vendor_id, name, how)
         with self._refusals_lock:
-            last = self._refusals_audited.get((vendor_id, name))
-            if last is not None and last > since:
-                return
-            self._refusals_audited[(vendor_id, name)] = now
-            if len(self._refusals_audited) > 10_000:  # forget the oldest half: they are long past the hour
-                for old in sorted(self._refusals_audited, key=self._refusals_audited.__getitem__)[:5_000]:
-                    del self._refusals_audited[old]
+            last = self._refusals_noted.get(key)
+            if last is not None and last > now - REFUSALS_AUDITED_EVERY:
+                return False
+            self._refusals_noted[key] = now
+            if len(self._refusals_noted) > 10_000:  # forget the oldest half: they are long past the hour
+                for old in sorted(self._refusals_noted, key=self._refusals_noted.__getitem__)[:5_000]:
+                    del self._refusals_noted[old]
+            return True
+
+    def _audit_refusal(self, vendor_id: str, name: str, status: int, reason: str, address: str) -> None:
+        """One audit entry per consumer per hour for its refused (signed) confirmations, checked in this process and
+        in the audit log, so several processes agree; the rest are only counted in the metric."""
+        if not self._first_this_hour(vendor_id, name, "audit"):
+            return
+        actor, since = f"consumer:{name}", self.ctx.clock.now() - REFUSALS_AUDITED_EVERY
         with self.ctx.reading() as session:
             recent = session.scalar(
                 select(func.max(AuditEvent.at)).where(
@@ -726,7 +739,7 @@ class RolloutService:
                 self.ctx.record(session, actor, "rollout.confirm.refused", vendor_id, details)
         except Unavailable:  # the refusal stands; the next one tries to record again
             with self._refusals_lock:
-                self._refusals_audited.pop((vendor_id, name), None)
+                self._refusals_noted.pop((vendor_id, name, "audit"), None)
             logger.warning("could not audit a refused confirmation of %s/%s: the database is busy", vendor_id, name)
 
     # ------------------------------------------------------------ the background worker
