@@ -125,6 +125,14 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
             file=out,
         )
         return 2
+    if settings.ops_addr is not None and settings.ops_addr[1] == port:
+        busy = t(
+            settings.language,
+            "KEYBOT_OPS_ADDR needs a port of its own: PORT ({port}) already serves Slack (e.g. 127.0.0.1:9464).",
+            port=port,
+        )
+        print(busy, file=out)
+        return 2
     from bot.ops_http import listen_address
 
     serving = t(

@@ -209,3 +209,12 @@ def test_the_ops_listener_waits_for_its_address_to_be_free(fake_slack, tmp_path)
         holder.close()
         stop(process)
     assert "Cannot listen" not in log.read_text()
+
+
+def test_http_mode_refuses_an_ops_address_on_the_slack_port(fake_slack, tmp_path):
+    process, log = serve(
+        tmp_path, f"sqlite:///{tmp_path / 'keybot.db'}", fake_slack,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET, PORT="3999", KEYBOT_OPS_ADDR="127.0.0.1:3999",
+    )  # fmt: skip
+    assert process.wait(timeout=60) == 2
+    assert "KEYBOT_OPS_ADDR needs a port of its own: PORT (3999)" in log.read_text()
