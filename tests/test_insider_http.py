@@ -71,11 +71,16 @@ def test_an_outsider_alone_gets_nothing_from_rollout_confirm_or_metrics(slack: S
         payload = {"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": f"{n:064x}"}
         attempts["flood"] = slack.post("/rollout/confirm", *forged(payload))
 
+    body, headers = forged({"vendor_id": VENDOR, "generation": 1, "consumer": "erp", "proof": right_proof})
+    attempts["flood, claiming another address"] = slack.post(
+        "/rollout/confirm", body, {**headers, "X-Forwarded-For": "203.0.113.99", "X-Real-IP": "203.0.113.99"}
+    )
+
     gave_away = {what: leaked(answer) for what, answer in attempts.items() if leaked(answer)}
     assert gave_away == {}, gave_away  # 0 single-person paths
     probes = {a.text for what, a in attempts.items() if what.startswith("probe")}
     assert len(probes) == 1  # the same answer for a consumer that exists and one that does not
-    assert attempts["flood"].status == 429
+    assert attempts["flood"].status == attempts["flood, claiming another address"].status == 429
     assert attempts["scrape /metrics"].status == (401 if settings.metrics_token else 403)
 
     assert [c.state for c in services.rollout.consumers(VENDOR)] == ["pending"]  # nothing confirmed
