@@ -22,6 +22,7 @@ USER keybot
 # SQLite (the default DATABASE_URL) lives here; with PostgreSQL it stays empty
 VOLUME ["/app/data"]
 EXPOSE 3000
+# GET /healthz on KEYBOT_OPS_ADDR when set, else on KEYBOT_BIND:PORT (bot/healthcheck.py)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '3000'), timeout=3)"]
+    CMD ["python", "-m", "bot.healthcheck"]
 CMD ["coupang-keybot", "serve"]

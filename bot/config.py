@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import time
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_DATABASE_URL = "sqlite:///data/keybot.db"
@@ -56,6 +58,8 @@ class Settings:
     coupang_api_url: str = "https://api-gateway.coupang.com"
     verify_daily: bool = False
     port: int = 3000
+    bind: str = "0.0.0.0"  # KEYBOT_BIND: the address the HTTP server (or Socket Mode's ops server) listens on
+    ops_addr: tuple[str, int] | None = None  # KEYBOT_OPS_ADDR: /healthz and /metrics on a listener of their own
     log_level: str = "INFO"
     # operations (issue 12): logs, monitoring, weekly summary
     log_format: str = "text"
@@ -158,6 +162,72 @@ def parse_consumer_allow(raw: str | None) -> tuple[tuple[str, str], ...] | None:
     return tuple(pairs)
 
 
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
+
+
+def _listen_host(raw: str) -> str | None:
+    """``raw`` as an address to listen on (an IP address or a host name), or None when it is neither."""
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        return raw if _HOSTNAME.fullmatch(raw) else None
+
+
+def parse_bind(raw: str | None) -> str:
+    """``KEYBOT_BIND``: the address to listen on (default 0.0.0.0)."""
+    host = _listen_host(raw or "0.0.0.0")
+    if host is None:
+        raise ConfigError(
+            "KEYBOT_BIND={value!r} must be an address to listen on: 0.0.0.0 (every interface) or 127.0.0.1 "
+            "(behind a proxy on the same machine).",
+            value=raw,
+        )
+    return host
+
+
+def parse_ops_addr(raw: str | None) -> tuple[str, int] | None:
+    """``KEYBOT_OPS_ADDR``: ``(host, port)`` from ``HOST:PORT`` (``[::1]:PORT`` for IPv6), None when unset."""
+    if raw is None:
+        return None
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]+):([0-9]{1,5})", raw)
+    host = _listen_host(match.group(1) or match.group(3)) if match else None
+    port = int(match.group(2) or match.group(4)) if match else 0
+    if host is None or not 0 < port < 65536:
+        raise ConfigError(
+            "KEYBOT_OPS_ADDR={value!r} must be HOST:PORT, e.g. 127.0.0.1:9464 ([::1]:9464 for IPv6).", value=raw
+        )
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _https(name: str, url: str | None, example: str) -> str | None:
+    """``url`` unchanged when it is https, or plain http to this machine (tests, a local proxy); else refused:
+    tokens and keys travel over these connections."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme.lower(), parts.hostname or ""
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        scheme, host = "", ""
+    if not host or scheme not in ("https", "http") or (scheme == "http" and not _is_loopback(host)):
+        raise ConfigError(
+            "{name} must be an https:// URL such as {example} (plain http:// only to 127.0.0.1 or localhost): "
+            "tokens and keys travel over it.",
+            name=name,
+            example=example,
+        )
+    return url
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build settings from an environment mapping (``os.environ`` after ``load_dotenv()``)."""
 
@@ -209,13 +279,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if verify_daily not in {"true", "false", "1", "0", "yes", "no"}:
         raise ConfigError("KEYBOT_VERIFY_DAILY={value!r} must be true or false.", value=verify_daily)
 
-    slack_api_url = get("SLACK_API_URL") or "https://slack.com/api/"
+    slack_api_url = _https("SLACK_API_URL", get("SLACK_API_URL"), "https://slack.com/api/") or "https://slack.com/api/"
     log_format = (get("LOG_FORMAT") or "text").lower()
     if log_format not in {"text", "json"}:
         raise ConfigError("LOG_FORMAT={value!r} must be text or json.", value=log_format)
     heartbeat_url = get("KEYBOT_HEARTBEAT_URL")
     if heartbeat_url and not re.match(r"https?://[^/\s]+", heartbeat_url):
         raise ConfigError("KEYBOT_HEARTBEAT_URL must be an http(s) URL such as https://hc-ping.com/<uuid>.")
+    heartbeat_url = _https("KEYBOT_HEARTBEAT_URL", heartbeat_url, "https://hc-ping.com/<uuid>")
+    coupang_api_url = _https("COUPANG_API_URL", get("COUPANG_API_URL"), "https://api-gateway.coupang.com")
+    vault_addr = _https("VAULT_ADDR", get("VAULT_ADDR"), "https://vault.example.com:8200")
+    bind, ops_addr = parse_bind(get("KEYBOT_BIND")), parse_ops_addr(get("KEYBOT_OPS_ADDR"))
     summary = (get("KEYBOT_WEEKLY_SUMMARY") or "mon").lower()
     if summary not in (*WEEKDAYS, "off"):
         raise ConfigError("KEYBOT_WEEKLY_SUMMARY={value!r} must be a weekday (mon, tue, … sun) or off.", value=summary)
@@ -244,15 +318,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reissue_approval=approval == "required",
         reminder_time=reminder_time,
         reminder_days=tuple(days),
-        coupang_api_url=(get("COUPANG_API_URL") or "https://api-gateway.coupang.com").rstrip("/"),
+        coupang_api_url=(coupang_api_url or "https://api-gateway.coupang.com").rstrip("/"),
         verify_daily=verify_daily in {"true", "1", "yes"},
         port=int(raw_port),
+        bind=bind,
+        ops_addr=ops_addr,
         log_level=log_level,
         log_format=log_format,
         heartbeat_url=heartbeat_url.rstrip("/") if heartbeat_url else None,
         metrics_token=get("KEYBOT_METRICS_TOKEN"),
         weekly_summary_day=None if summary == "off" else WEEKDAYS.index(summary),
-        vault_addr=get("VAULT_ADDR"),
+        vault_addr=vault_addr,
         vault_token=get("VAULT_TOKEN"),
         vault_namespace=get("VAULT_NAMESPACE"),
         consumer_allow=parse_consumer_allow(get("KEYBOT_CONSUMER_ALLOW")),

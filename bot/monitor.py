@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 # Slack answers that mean the bot token no longer works: nothing will reach Slack until a person fixes it
 SLACK_AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive", "not_authed"})
+# why POST /rollout/confirm refused a request (bot/confirm.py, RolloutService.confirm); each starts at 0
+CONFIRM_REFUSALS = ("malformed", "too_large", "rate_limited", "unknown", "signature", "generation", "proof")
 
 
 class KeyCollector(Collector):
@@ -141,6 +143,15 @@ class Monitor:
             ["method", "error"],
             registry=self.registry,
         )
+        self.confirm_refusals = Counter(
+            "coupang_keybot_rollout_confirm_refused",
+            "POST /rollout/confirm requests refused, by reason (unknown: no such vendor ID/consumer; signature: bad "
+            "or stale signature; generation, proof: signed by the consumer but stale or wrong)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in CONFIRM_REFUSALS:
+            self.confirm_refusals.labels(reason=reason)
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(KeyCollector(overview, settings))
@@ -173,6 +184,9 @@ class Monitor:
             self.heartbeat.success()
         else:
             self.heartbeat.fail()
+
+    def confirm_refused(self, reason: str) -> None:
+        self.confirm_refusals.labels(reason=reason).inc()
 
     def slack_answered(self, method: str, error: str | None) -> None:
         """Every Web API answer: an error is counted, and an auth error marks Slack as failing until a success."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -68,24 +70,34 @@ def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO)
 def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    from bot.confirm import CONFIRM_PATH, build_confirm_app
     from bot.i18n import t
-    from bot.ops_http import build_ops_wsgi, serve_ops
+    from bot.ops_http import build_ops_listener, listen_address, serve_ops
     from bot.scheduler import build_scheduler
     from bot.slack.app import build_app
 
     settings = services.ctx.settings
     app = build_app(services)
-    try:  # Slack needs no inbound port; monitoring does
-        ops: WSGIServer | None = serve_ops(build_ops_wsgi(services), port)
+    # Slack needs no inbound port; monitoring does, and consumers proving they hold a new key. On KEYBOT_OPS_ADDR
+    # /metrics needs no token; on KEYBOT_BIND:PORT, which anyone may reach, it needs KEYBOT_METRICS_TOKEN.
+    host, listen_port = settings.ops_addr or (settings.bind, port)
+    routes = {CONFIRM_PATH: build_confirm_app(services.rollout, services.monitor)}
+    listener = build_ops_listener(services, token_free=settings.ops_addr is not None, routes=routes)
+    address = listen_address(host, listen_port)
+    try:
+        ops: WSGIServer | None = serve_ops(listener, host, listen_port)
     except OSError as exc:
-        logger.error("Cannot serve /healthz and /metrics on port %s (%s); set PORT to a free port", port, exc.strerror)
+        variable = "KEYBOT_OPS_ADDR" if settings.ops_addr else "KEYBOT_BIND and PORT"
+        logger.error("Cannot listen on %s (%s); set %s to a free address", address, exc.strerror, variable)
         ops = None
     jobs = build_scheduler(services, app) if scheduler else None
     if jobs is not None:
         jobs.start()
     services.monitor.started(scheduler=scheduler)
     connecting = t(
-        settings.language, "Connecting to Slack in Socket Mode… (health and metrics on port {port})", port=port
+        settings.language,
+        "Connecting to Slack in Socket Mode… (/healthz, /metrics and /rollout/confirm on http://{address})",
+        address=address,
     )
     print(connecting, file=out, flush=True)
     # app.client: SLACK_API_URL and the retry handlers, so a 5xx or a lost connection on apps.connections.open
@@ -113,23 +125,64 @@ def _serve_http(services: Services, *, port: int, scheduler: bool, out: TextIO) 
             file=out,
         )
         return 2
+    if settings.ops_addr is not None and settings.ops_addr[1] == port:
+        busy = t(
+            settings.language,
+            "KEYBOT_OPS_ADDR needs a port of its own: PORT ({port}) already serves Slack (e.g. 127.0.0.1:9464).",
+            port=port,
+        )
+        print(busy, file=out)
+        return 2
+    from bot.ops_http import listen_address
+
     serving = t(
         settings.language,
-        "Serving Slack requests on http://0.0.0.0:{port}/slack/events (health: /healthz, metrics: /metrics)",
-        port=port,
+        "Serving Slack requests on http://{address}/slack/events (also /rollout/confirm, /healthz, /metrics)",
+        address=listen_address(settings.bind, port),
     )
     print(serving, file=out, flush=True)
+    if settings.ops_addr is not None:
+        ops = t(
+            settings.language,
+            "/healthz and /metrics without a token on http://{address} (KEYBOT_OPS_ADDR)",
+            address=listen_address(*settings.ops_addr),
+        )
+        print(ops, file=out, flush=True)
     services.engine.dispose()
     sys.stderr.flush()
     # gunicorn's master only watches its worker: a fresh interpreter that never imports the bot holds ~20 MB,
     # where this process (SQLAlchemy, Bolt, the services) would hold ~80 MB next to the worker's own copy
-    flags = [str(port), settings.log_level, settings.log_format, "scheduler" if scheduler else "no-scheduler"]
+    flags = [str(port), settings.bind, settings.log_level, settings.log_format]
+    flags.append("scheduler" if scheduler else "no-scheduler")
     os.execv(sys.executable, [sys.executable, "-m", "bot.serve", *flags])  # noqa: S606 - our own interpreter
     return 0  # not reached
 
 
-def run_http(port: int, *, scheduler: bool, log_level: str, log_format: str) -> int:
-    """gunicorn's master (``python -m bot.serve``): the worker builds the services and the Bolt app itself."""
+OPS_BIND_TRIES = 30  # one a second: a worker that replaces another waits for it to let go of KEYBOT_OPS_ADDR
+
+
+def _serve_ops_address(services: Services) -> None:
+    """HTTP mode's ``KEYBOT_OPS_ADDR`` listener (``/healthz``, ``/metrics`` without a token), from the worker."""
+    from bot.ops_http import build_ops_listener, listen_address, serve_ops
+
+    assert services.ctx.settings.ops_addr is not None
+    host, port = services.ctx.settings.ops_addr
+    app = build_ops_listener(services, token_free=True)
+    for attempt in range(1, OPS_BIND_TRIES + 1):
+        try:
+            serve_ops(app, host, port)
+            return
+        except OSError as exc:
+            if attempt == OPS_BIND_TRIES:
+                address = listen_address(host, port)
+                logger.error("Cannot listen on %s (%s); set KEYBOT_OPS_ADDR to a free address", address, exc.strerror)
+            else:
+                time.sleep(1)
+
+
+def run_http(port: int, *, bind: str = "0.0.0.0", scheduler: bool, log_level: str, log_format: str) -> int:
+    """gunicorn's master (``python -m bot.serve``) on ``bind:port``: the worker builds the services and the Bolt app
+    itself, and serves ``KEYBOT_OPS_ADDR`` (``/healthz`` and ``/metrics`` without a token) from a thread."""
     from gunicorn.app.base import BaseApplication
 
     from bot.logs import configure_logging, gunicorn_logconfig
@@ -153,11 +206,14 @@ def run_http(port: int, *, scheduler: bool, log_level: str, log_format: str) -> 
         services = build_services(settings, engine=open_database(settings.database_url))
         app = build_app(services)
         worker.update(services=services, app=app)
-        routes = {CONFIRM_PATH: build_confirm_app(services.rollout)}
+        # /rollout/confirm stays here, where consumers already reach the bot; KEYBOT_OPS_ADDR serves only ops
+        routes = {CONFIRM_PATH: build_confirm_app(services.rollout, services.monitor)}
         return build_wsgi(app, ops=build_ops_wsgi(services), routes=routes)
 
     def post_worker_init(process: Any) -> None:
         services = worker["services"]
+        if services.ctx.settings.ops_addr is not None:
+            threading.Thread(target=_serve_ops_address, args=(services,), name="ops-bind", daemon=True).start()
         if scheduler:
             from bot.scheduler import build_scheduler
 
@@ -166,7 +222,7 @@ def run_http(port: int, *, scheduler: bool, log_level: str, log_format: str) -> 
         services.monitor.started(scheduler=scheduler)
 
     options = {
-        "bind": f"0.0.0.0:{port}",
+        "bind": f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}",
         "workers": 1,
         "worker_class": "gthread",
         "threads": HTTP_THREADS,
@@ -195,8 +251,8 @@ def run_http(port: int, *, scheduler: bool, log_level: str, log_format: str) -> 
     return 0
 
 
-if __name__ == "__main__":  # the master exec'd by _serve_http: PORT LOG_LEVEL LOG_FORMAT scheduler|no-scheduler
+if __name__ == "__main__":  # the master exec'd by _serve_http: PORT BIND LOG_LEVEL LOG_FORMAT scheduler|no-scheduler
     from bot.serve import run_http as run  # by module name, so its log lines say bot.serve
 
-    port, level, fmt, jobs = sys.argv[1:5]
-    sys.exit(run(int(port), scheduler=jobs == "scheduler", log_level=level, log_format=fmt))
+    port, bind, level, fmt, jobs = sys.argv[1:6]
+    sys.exit(run(int(port), bind=bind, scheduler=jobs == "scheduler", log_level=level, log_format=fmt))

@@ -1,13 +1,14 @@
 """The HTTP face of the bot: ``POST /slack/events`` to Bolt; ``/healthz`` and ``/metrics`` to :mod:`bot.ops_http`.
 
-gunicorn (``bot.serve``), the test harness and the latency benchmark all serve :func:`build_wsgi`'s app.
+gunicorn (``bot.serve``), the test harness and the latency benchmark all serve :func:`build_wsgi`'s app. A body
+over 1 MB is refused (413) before Bolt or anything else reads it (:func:`bot.ops_http.limit_body`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
@@ -16,7 +17,7 @@ from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 
-from bot.ops_http import OPS_PATHS
+from bot.ops_http import OPS_PATHS, WSGIApp, limit_body
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -65,13 +66,10 @@ class GuardedSlackHandler(SlackRequestHandler):
         return self.app.dispatch(bolt_request)
 
 
-WSGIApp = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
-
-
 def build_wsgi(app: App, *, ops: WSGIApplication, routes: Mapping[str, WSGIApp] | None = None) -> WSGIApp:
     """A WSGI app: Slack requests go to Bolt (signature checked there); ``ops`` answers health and metrics.
 
-    ``routes``: more paths, each to its own WSGI app (``/rollout/confirm``).
+    ``routes``: more paths, each to its own WSGI app (``/rollout/confirm``). Every body is limited to 1 MB.
     """
     slack = GuardedSlackHandler(app, path=EVENTS_PATH)
     paths: dict[str, WSGIApp] = {path: ops for path in OPS_PATHS} | dict(routes or {})
@@ -80,4 +78,4 @@ def build_wsgi(app: App, *, ops: WSGIApplication, routes: Mapping[str, WSGIApp] 
         route = paths.get(environ.get("PATH_INFO", ""), slack)
         return route(environ, start_response)
 
-    return wsgi
+    return limit_body(wsgi)

@@ -28,6 +28,8 @@ Sending (every helper returns a :class:`Response`: ``status``, ``headers``, ``te
   byte for byte (same signature).
 - ``slack.signed_headers(body, timestamp=None)`` — the headers Slack would send for ``body``.
 - ``slack.get(path)`` — e.g. ``slack.get("/healthz")``; ``slack.post(path, body, headers)`` — e.g. ``/rollout/confirm``.
+- ``slack.ops_get(path)`` — a GET on the ops listener (``KEYBOT_OPS_ADDR``, started on first use), where
+  ``/metrics`` needs no token; on the Slack-facing port it needs ``KEYBOT_METRICS_TOKEN`` (403 without one).
 - ``slack.settle()`` — wait until every listener so far has finished, including its work after ``ack()``.
 
 Inspecting:
@@ -65,7 +67,7 @@ from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryInt
 
 from bot.bootstrap import Services
 from bot.confirm import CONFIRM_PATH, build_confirm_app
-from bot.ops_http import build_ops_wsgi
+from bot.ops_http import build_ops_listener, build_ops_wsgi, serve_ops
 from bot.slack import ids
 from bot.slack.app import ContextPool, build_app
 from bot.wsgi import EVENTS_PATH, build_wsgi
@@ -239,8 +241,11 @@ class SlackHarness(LoopbackServer):
         self.listeners = _Listeners()
         self.app = build_app(services, client=self.client, listener_executor=self.listeners)
         self.wsgi = build_wsgi(
-            self.app, ops=build_ops_wsgi(services), routes={CONFIRM_PATH: build_confirm_app(services.rollout)}
+            self.app,
+            ops=build_ops_wsgi(services),
+            routes={CONFIRM_PATH: build_confirm_app(services.rollout, services.monitor)},
         )
+        self._ops: WSGIServer | None = None
         self._counter = 0
         self.last_signed: tuple[str, dict[str, str]] = ("", {})
 
@@ -252,9 +257,24 @@ class SlackHarness(LoopbackServer):
     def _build_server(self) -> WSGIServer:
         return make_server("127.0.0.1", 0, self.wsgi, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
 
+    def stop(self) -> None:
+        if self._ops is not None:
+            self._ops.shutdown()
+            self._ops.server_close()
+            self._ops = None
+        super().stop()
+
     # --- raw HTTP --------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None) -> Response:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        *,
+        port: int | None = None,
+    ) -> Response:
+        connection = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=10)
         try:
             connection.request(method, path, body=body, headers=dict(headers or {}))
             answer = connection.getresponse()
@@ -265,6 +285,12 @@ class SlackHarness(LoopbackServer):
 
     def get(self, path: str, headers: Mapping[str, str] | None = None) -> Response:
         return self._request("GET", path, headers=headers)
+
+    def ops_get(self, path: str) -> Response:
+        """A GET on the ops listener, as ``KEYBOT_OPS_ADDR`` serves it (``/metrics`` without a token)."""
+        if self._ops is None:
+            self._ops = serve_ops(build_ops_listener(self.services, token_free=True), "127.0.0.1", 0)
+        return self._request("GET", path, port=self._ops.server_address[1])
 
     def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> Response:
         """A POST to another path of the bot, e.g. ``/rollout/confirm``."""

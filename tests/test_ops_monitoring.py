@@ -69,7 +69,8 @@ def register(services: Services, vendor_id: str, *, days_left: int, **overrides:
 
 
 def scrape(harness: SlackHarness, **headers: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    answer = harness.get("/metrics", headers)
+    """``/metrics`` parsed: from the ops listener, or with ``headers`` (a bearer token) from the Slack-facing port."""
+    answer = harness.get("/metrics", headers) if headers else harness.ops_get("/metrics")
     assert answer.status == 200, answer.text
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(answer.text):

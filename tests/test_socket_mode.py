@@ -107,8 +107,8 @@ def test_serve_connects_in_socket_mode_and_acks_slash_commands(fake_slack, socke
         wait_connected(socket_mode, process, log)
         status, body = request(port, "GET", "/healthz")  # Socket Mode still answers health checks and scrapes
         assert (status, json.loads(body)["checks"]["scheduler"]) == (200, "disabled")
-        status, body = request(port, "GET", "/metrics")
-        assert status == 200 and 'coupang_keybot_keys{phase="healthy"} 0.0' in body
+        status, body = request(port, "GET", "/metrics")  # anyone may reach PORT: no token set, no metrics
+        assert status == 403 and "KEYBOT_METRICS_TOKEN" in body and "coupang_keybot_keys" not in body
         assert request(port, "POST", "/slack/events")[0] == 404  # Slack comes over the WebSocket only
 
         (opened,) = fake_slack.calls_to("apps.connections.open")

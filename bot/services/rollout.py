@@ -49,10 +49,10 @@ from bot.destinations import (
     is_public_address,
 )
 from bot.rules import InvalidInput, KeybotError, Msg
-from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, is_cli_actor
+from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, Unavailable, is_cli_actor
 from storage import rollout as store
 from storage.crypto import Keyring
-from storage.models import Consumer, ConsumerProposal, Key, RolloutDelivery, RolloutMessage
+from storage.models import AuditEvent, Consumer, ConsumerProposal, Key, RolloutDelivery, RolloutMessage
 from storage.rollout import CONFIRMED, DELIVERED, FAILED, HOLDS_KEY, PENDING
 
 logger = logging.getLogger(__name__)
@@ -219,6 +219,13 @@ class Progress:
 class ConfirmAnswer:
     status: int
     body: dict[str, Any]
+    reason: str | None = None  # why it was refused, for coupang_keybot_rollout_confirm_refused_total{reason}
+
+
+CONFIRM_FIELDS = 'send a JSON object {"vendor_id": "...", "generation": 2, "consumer": "...", "proof": "<hex>"}'
+# bad or stale signature and unknown vendor/consumer answer alike: nobody can list consumers by asking
+UNVERIFIED = {"ok": False, "error": "bad or stale signature, or unknown vendor_id/consumer"}
+REFUSALS_AUDITED_EVERY = timedelta(hours=1)
 
 
 class ProgressNotifier(Protocol):
@@ -251,6 +258,24 @@ def new_signing_secret() -> str:
 def proof_for(secret_key: str, vendor_id: str, generation: int) -> str:
     """What a consumer holding the new Secret Key sends to /rollout/confirm."""
     return hmac.new(secret_key.encode(), f"{vendor_id}:{generation}".encode(), hashlib.sha256).hexdigest()
+
+
+def _confirmation(body: bytes) -> tuple[str, int, str, str] | None:
+    """``(vendor_id, generation, consumer, proof)`` from a ``/rollout/confirm`` body; None when it is not a JSON
+    object with exactly those types (a proof is ASCII text)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than the parser goes
+        return None
+    if not isinstance(payload, dict):
+        return None
+    vendor_id, generation = payload.get("vendor_id"), payload.get("generation")
+    name, proof = payload.get("consumer"), payload.get("proof")
+    if not (isinstance(vendor_id, str) and isinstance(name, str) and isinstance(proof, str)):
+        return None
+    if isinstance(generation, bool) or not isinstance(generation, int) or not proof.isascii():
+        return None
+    return vendor_id, generation, name, proof
 
 
 def next_attempt(attempts: int, queued_at: datetime, now: datetime, backoff: Sequence[timedelta]) -> datetime | None:
@@ -435,6 +460,8 @@ class RolloutService:
         self._pool: ThreadPoolExecutor | None = None
         self._start_lock = threading.Lock()
         self._report_lock = threading.Lock()
+        self._refusals_lock = threading.Lock()
+        self._refusals_noted: dict[tuple[str, str, str], datetime] = {}  # (vendor ID, consumer, how) -> last
 
     @property
     def keyring(self) -> Keyring:
@@ -1216,35 +1243,71 @@ class RolloutService:
 
     # ------------------------------------------------------------ proof of possession
 
-    def confirm(self, body: bytes, headers: Mapping[str, str]) -> ConfirmAnswer:
-        """``POST /rollout/confirm``: 200 confirmed, 401 bad signature, 404 unknown, 409 stale, 422 wrong proof."""
-        try:
-            payload = json.loads(body)
-            vendor_id, name = str(payload["vendor_id"]), str(payload["consumer"])
-            generation, proof = int(payload["generation"]), str(payload["proof"])
-        except (ValueError, KeyError, TypeError):
-            return ConfirmAnswer(400, {"ok": False, "error": "send JSON with vendor_id, generation, consumer, proof"})
-        with self.ctx.transaction() as session:
+    def confirm(self, body: bytes, headers: Mapping[str, str], *, address: str = "") -> ConfirmAnswer:
+        """``POST /rollout/confirm`` (ROLLOUT.md "Proof of possession"): 200 confirmed, 400 malformed, 401 bad or
+        stale signature **or** unknown vendor/consumer (one answer, so nobody lists consumers by asking), 409 not
+        the current generation, 422 wrong proof.
+
+        A request whose signature does not verify only reads: it writes nothing, so a stream of forged calls can
+        neither fill the audit log nor queue behind writers; a warning is logged once per consumer per hour. A signed
+        request that is refused (409, 422) writes at most one audit entry per consumer per hour
+        (:meth:`_audit_refusal`). ``address``: the caller's, for both. Every refusal carries a ``reason`` for the
+        metric ``coupang_keybot_rollout_confirm_refused_total``."""
+        fields = _confirmation(body)
+        if fields is None:
+            return ConfirmAnswer(400, {"ok": False, "error": CONFIRM_FIELDS}, reason="malformed")
+        vendor_id, generation, name, proof = fields
+        with self.ctx.reading() as session:
             consumer = session.execute(
                 select(Consumer).where(Consumer.vendor_id == vendor_id, Consumer.name == name)
             ).scalar_one_or_none()
-            key = self.ctx.keys.get(session, vendor_id=vendor_id)
-            if consumer is None or key is None:
-                return ConfirmAnswer(404, {"ok": False, "error": "unknown consumer"})
+            key = self.ctx.keys.get(session, vendor_id=vendor_id) if consumer is not None else None
+            # an unknown consumer is checked too, against a throwaway secret: the timing says little either way
+            secret = (
+                _DECOY_SECRET if consumer is None or key is None else store.signing_secret_of(self.keyring, consumer)
+            )
             try:
-                Webhook(store.signing_secret_of(self.keyring, consumer)).verify(body, dict(headers), json_parse=False)
-            except WebhookVerificationError:
-                return self._refused(session, vendor_id, name, 401, "bad or stale signature")
-            if generation != key.generation:
-                return self._refused(
-                    session, vendor_id, name, 409, f"generation {key.generation} is current, not {generation}"
+                Webhook(secret).verify(body, dict(headers), json_parse=False)
+                verified = secret is not _DECOY_SECRET
+            except (WebhookVerificationError, ValueError, TypeError):
+                verified = False
+            consumer_id = consumer.id if consumer is not None else None
+            current = key.generation if key is not None else 0
+            right_proof = (
+                verified
+                and key is not None
+                and generation == current
+                and hmac.compare_digest(
+                    proof_for(self.ctx.keys.secrets(key)[1], vendor_id, generation).encode(), proof.lower().encode()
                 )
-            expected = proof_for(self.ctx.keys.secrets(key)[1], vendor_id, generation)
-            if not hmac.compare_digest(expected, proof.lower()):
-                return self._refused(session, vendor_id, name, 422, "the proof does not match the current Secret Key")
+            )
+        if consumer_id is None:
+            return ConfirmAnswer(401, UNVERIFIED, reason="unknown")
+        if not verified:
+            if self._first_this_hour(vendor_id, name, "log"):
+                logger.warning(
+                    "refused a confirmation for consumer %s of %s from %s: bad or stale signature (more this hour are "
+                    "only counted in coupang_keybot_rollout_confirm_refused_total)",
+                    name, vendor_id, address[:64] or "an unknown address",
+                )  # fmt: skip
+            return ConfirmAnswer(401, UNVERIFIED, reason="signature")
+        if generation != current:
+            reason = f"generation {current} is current, not {generation}"
+            self._audit_refusal(vendor_id, name, 409, reason, address)
+            return ConfirmAnswer(409, {"ok": False, "error": reason}, reason="generation")
+        if not right_proof:
+            reason = "the proof does not match the current Secret Key"
+            self._audit_refusal(vendor_id, name, 422, reason, address)
+            return ConfirmAnswer(422, {"ok": False, "error": reason}, reason="proof")
+        with self.ctx.transaction() as session:
+            key = self.ctx.keys.get(session, vendor_id=vendor_id)
+            confirmed = session.get(Consumer, consumer_id)
+            if key is None or confirmed is None or key.generation != generation:  # changed since the check above
+                stale = {"ok": False, "error": "the key changed meanwhile: fetch the new one and prove that"}
+                return ConfirmAnswer(409, stale, reason="generation")
             now = self.ctx.clock.now()
-            delivery = _delivery(session, consumer.id, generation) or store.queue(
-                session, consumer=consumer, generation=generation, now=now
+            delivery = _delivery(session, consumer_id, generation) or store.queue(
+                session, consumer=confirmed, generation=generation, now=now
             )
             if delivery.state != CONFIRMED:
                 delivery.state, delivery.confirmed_at = CONFIRMED, now
@@ -1259,11 +1322,44 @@ class RolloutService:
         self.report(vendor_id, generation)
         return ConfirmAnswer(200, {"ok": True, "state": CONFIRMED})
 
-    def _refused(self, session: Session, vendor_id: str, name: str, status: int, reason: str) -> ConfirmAnswer:
-        """Audited in the confirm's own transaction: a refusal changes nothing else."""
-        details = {"name": name, "status": status, "reason": reason}
-        self.ctx.record(session, f"consumer:{name}", "rollout.confirm.refused", vendor_id, details)
-        return ConfirmAnswer(status, {"ok": False, "error": reason})
+    def _first_this_hour(self, vendor_id: str, name: str, how: str) -> bool:
+        """True once per consumer per hour for each ``how`` (this process's memory; bounded)."""
+        now, key = self.ctx.clock.now(), (vendor_id, name, how)
+        with self._refusals_lock:
+            last = self._refusals_noted.get(key)
+            if last is not None and last > now - REFUSALS_AUDITED_EVERY:
+                return False
+            self._refusals_noted[key] = now
+            if len(self._refusals_noted) > 10_000:  # forget the oldest half: they are long past the hour
+                for old in sorted(self._refusals_noted, key=self._refusals_noted.__getitem__)[:5_000]:
+                    del self._refusals_noted[old]
+            return True
+
+    def _audit_refusal(self, vendor_id: str, name: str, status: int, reason: str, address: str) -> None:
+        """One audit entry per consumer per hour for its refused (signed) confirmations, checked in this process and
+        in the audit log, so several processes agree; the rest are only counted in the metric."""
+        if not self._first_this_hour(vendor_id, name, "audit"):
+            return
+        actor, since = f"consumer:{name}", self.ctx.clock.now() - REFUSALS_AUDITED_EVERY
+        with self.ctx.reading() as session:
+            recent = session.scalar(
+                select(func.max(AuditEvent.at)).where(
+                    AuditEvent.vendor_id == vendor_id,
+                    AuditEvent.action == "rollout.confirm.refused",
+                    AuditEvent.actor == actor,
+                    AuditEvent.at > since,
+                )
+            )
+        if recent is not None:
+            return
+        details = {"name": name, "status": status, "reason": reason, "address": address[:64]}
+        try:
+            with self.ctx.transaction() as session:
+                self.ctx.record(session, actor, "rollout.confirm.refused", vendor_id, details)
+        except Unavailable:  # the refusal stands; the next one tries to record again
+            with self._refusals_lock:
+                self._refusals_noted.pop((vendor_id, name, "audit"), None)
+            logger.warning("could not audit a refused confirmation of %s/%s: the database is busy", vendor_id, name)
 
     # ------------------------------------------------------------ the background worker
 
@@ -1336,6 +1432,9 @@ def _delivery(session: Session, consumer_id: int, generation: int) -> RolloutDel
 def _current(delivery: type[RolloutDelivery]) -> Any:
     """The join condition "this delivery is of the key's current generation": only those are ever attempted."""
     return and_(Key.vendor_id == delivery.vendor_id, Key.generation == delivery.generation)
+
+
+_DECOY_SECRET = new_signing_secret()
 
 
 def _vendor(raw: str) -> str | None:
