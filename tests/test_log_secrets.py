@@ -103,6 +103,8 @@ def test_socket_mode_at_debug_logs_no_signing_secret_token_or_master_key(fake_sl
         **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KEYBOT_", "DATABASE_URL", "LOG_"))},
         "KEYBOT_MASTER_KEY": MASTER_KEY,
         "KEYBOT_ADMINS": ADMIN,
+        "KEYBOT_APPROVERS": "UAPPROVE1",  # the admin proposes the consumer; the secret is shown at once, to them
+        "KEYBOT_CONSUMER_ALLOW": "webhook:http://127.0.0.1*",  # the loopback receiver, from Slack
         "KEYBOT_METRICS_TOKEN": METRICS_TOKEN,
         "DATABASE_URL": url,
         "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -157,6 +159,8 @@ def test_http_serve_at_debug_logs_no_signing_secret_token_or_master_key(fake_sla
         **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KEYBOT_", "DATABASE_URL", "LOG_"))},
         "KEYBOT_MASTER_KEY": MASTER_KEY,
         "KEYBOT_ADMINS": ADMIN,
+        "KEYBOT_APPROVERS": "UAPPROVE1",  # the admin proposes the consumer; the secret is shown at once, to them
+        "KEYBOT_CONSUMER_ALLOW": "webhook:http://127.0.0.1*",  # the loopback receiver, from Slack
         "KEYBOT_METRICS_TOKEN": METRICS_TOKEN,
         "DATABASE_URL": url,
         "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -237,7 +241,7 @@ def test_a_new_key_entered_and_delivered_at_debug_leaves_no_key_in_the_log(
     logging.getLogger("botocore").setLevel(logging.DEBUG)  # the bot quiets it; the filter must hold without that
     with time_machine.travel("2026-11-27T03:00:00Z", tick=True):
         services.keys.register(ADMIN, form(VENDOR))
-    services.rollout.add(ADMIN, VENDOR, "erp-secret", "aws-secretsmanager", f"coupang/{VENDOR}-{id(services)}")
+    services.rollout.add("cli:ops", VENDOR, "erp-secret", "aws-secretsmanager", f"coupang/{VENDOR}-{id(services)}")
     assert services.rollout.deliver_now(VENDOR)[0].holds_key
     logging.getLogger("botocore").setLevel(logging.DEBUG)
 
