@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import functools
 import itertools
 import logging
 import os
@@ -15,7 +16,7 @@ import secrets
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -32,6 +33,7 @@ from bot.logs import configure_logging
 from bot.rules import (
     EDITS_PER_WEEK,
     KeybotError,
+    Phase,
     path_for,
     plain,
     quote,
@@ -103,6 +105,11 @@ def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) ->
     return OK
 
 
+# English prints the phase's code (scripts read it); Korean its meaning
+PHASE_WORDS = {Phase.HEALTHY: N_("healthy"), Phase.REISSUE_WINDOW: N_("reissue window"), Phase.EXPIRED: N_("expired")}
+REQUEST_STATES = (N_("pending"), N_("approved"))  # an open request's state, shown by its translation
+
+
 def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
     """One key for a terminal: the same facts as a ``/coupang-key status`` entry, in plain text."""
 
@@ -121,12 +128,12 @@ def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
             "  expires {date}  {days_left}  [{phase}]",
             date=i18n.day(lang, s.expires_on),
             days_left=i18n.days_left(lang, s.days_left),
-            phase=s.phase,
+            phase=s.phase if lang == i18n.ENGLISH else t(lang, PHASE_WORDS[s.phase]),
         ),
         f"  {render(lang, wing_advice(path_for(s.days_left)))}",
         t(
             lang,
-            "  {linking}  ·  linking-info edits this week {used}/{limit}",
+            "  {linking}  ·  linking-info edits in the last 7 days {used}/{limit}",
             linking=linking_summary(lang, s.linking),
             used=s.edits_last_7_days,
             limit=EDITS_PER_WEEK,
@@ -142,12 +149,13 @@ def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
             t(
                 lang,
                 "checked {outcome} {time}",
-                outcome=s.verify_outcome,
+                outcome=s.verify_outcome if lang == i18n.ENGLISH else i18n.outcome_label(lang, s.verify_outcome),
                 time=i18n.moment(lang, s.verified_at, tz),
             )
         )
     if s.open_request:
-        extra.append(t(lang, "reissue request #{id} {state}", id=s.open_request.id, state=s.open_request.status))
+        state = s.open_request.status
+        extra.append(t(lang, "reissue request #{id} {state}", id=s.open_request.id, state=t(lang, state)))
     if s.consumers:
         extra.append(t(lang, "consumers {done}/{total}", done=s.consumers[0], total=s.consumers[1]))
     if not s.reminder_channel:
@@ -239,8 +247,14 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     missing = [c for c in ("vendor_id", "label", "access_key", "secret_key") if c not in columns]
     unknown = [c for c in columns if c not in CSV_COLUMNS]
     if missing or unknown:
-        problem = f"missing columns: {', '.join(missing)}" if missing else f"unknown columns: {', '.join(unknown)}"
-        print(f"{path}: {problem}. Expected: {', '.join(CSV_COLUMNS)}.", file=sys.stderr)
+        lang = services.ctx.settings.language
+        problem = (
+            t(lang, "missing columns: {columns}", columns=", ".join(missing))
+            if missing
+            else t(lang, "unknown columns: {columns}", columns=", ".join(unknown))
+        )
+        expected = t(lang, "{path}: {problem}. Expected: {columns}.", path=path, problem=problem, columns=", ".join(CSV_COLUMNS))
+        print(expected, file=sys.stderr)
         return FAILED
     # rows are parsed as they are checked: 100,000 of them are never all in memory as dictionaries
     rows = ((reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader)
@@ -349,7 +363,7 @@ def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int
             settings.language,
             "{vendor_id}  {outcome}  (checked {time})",
             vendor_id=result.vendor_id,
-            outcome=result.outcome,  # the code itself, which scripts read
+            outcome=result.outcome if settings.language == i18n.ENGLISH else i18n.outcome_label(settings.language, result.outcome),  # English: the code itself, which scripts read
             time=when,
         ),
         file=out,
@@ -434,68 +448,98 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
 Handler = Callable[[Services, argparse.Namespace, TextIO], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coupang-keybot", description="Keeps Coupang Open API keys alive.")
-    sub = parser.add_subparsers(dest="command")
+class LocalizedParser(argparse.ArgumentParser):
+    """argparse with its own words (usage, section titles, -h) in ``lang``; sub-parsers inherit the language."""
 
-    serve = sub.add_parser("serve", help="run the bot (default)")
-    serve.add_argument("--port", type=int, default=None, help="HTTP port (default $PORT or 3000)")
-    serve.add_argument("--no-scheduler", action="store_true", help="do not run reminders and probes")
+    def __init__(self, *args: Any, lang: str = i18n.ENGLISH, **kwargs: Any) -> None:
+        self.lang = lang
+        super().__init__(*args, add_help=False, **kwargs)
+        self._positionals.title = t(lang, "positional arguments")
+        self._optionals.title = t(lang, "options")
+        self.add_argument("-h", "--help", action="help", help=t(lang, "show this help and exit"))
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", functools.partial(LocalizedParser, lang=self.lang))
+        return super().add_subparsers(**kwargs)
+
+    def format_usage(self) -> str:
+        return self._localize(super().format_usage())
+
+    def format_help(self) -> str:
+        return self._localize(super().format_help())
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, t(self.lang, "{prog}: error: {message}", prog=self.prog, message=message) + "\n")
+
+    def _localize(self, text: str) -> str:
+        usage = t(self.lang, "usage:")
+        return text.replace("usage:", usage, 1) if text.startswith("usage:") else text
+
+
+def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
+    """The parser, its help in ``lang`` (``coupang-keybot --help`` reads KEYBOT_LANGUAGE)."""
+    parser = LocalizedParser(prog="coupang-keybot", description=t(lang, "Keeps Coupang Open API keys alive."), lang=lang)
+    sub = parser.add_subparsers(dest="command", title=t(lang, "commands"))
+
+    serve = sub.add_parser("serve", help=t(lang, "run the bot (default)"))
+    serve.add_argument("--port", type=int, default=None, help=t(lang, "HTTP port (default $PORT or 3000)"))
+    serve.add_argument("--no-scheduler", action="store_true", help=t(lang, "do not run reminders and probes"))
     serve.set_defaults(handler=cmd_serve)
 
-    sub.add_parser("init", help="write .env with a new master key").set_defaults(handler=None)
+    sub.add_parser("init", help=t(lang, "write .env with a new master key")).set_defaults(handler=None)
 
-    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
-    db.add_parser("upgrade", help="apply migrations").set_defaults(handler=cmd_db_upgrade)
+    db = sub.add_parser("db", help=t(lang, "database maintenance")).add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help=t(lang, "apply migrations")).set_defaults(handler=cmd_db_upgrade)
 
-    status = sub.add_parser("status", help="every key, most urgent first")
-    status.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help=t(lang, "every key, most urgent first"))
+    status.add_argument("--json", action="store_true", help=t(lang, "print JSON"))
     status.add_argument(
-        "--fail-within", type=int, metavar="DAYS", help="exit 1 when a key has at most DAYS days left (for cron/CI)"
+        "--fail-within", type=int, metavar="DAYS", help=t(lang, "exit 1 when a key has at most DAYS days left (for cron/CI)")
     )
 
-    cal = sub.add_parser("calendar", help="iCalendar (RFC 5545): each key's D-14 day and expiry day")
-    cal.add_argument("--days", type=int, metavar="N", help="only the events of the next N days")
+    cal = sub.add_parser("calendar", help=t(lang, "iCalendar (RFC 5545): each key's D-14 day and expiry day"))
+    cal.add_argument("--days", type=int, metavar="N", help=t(lang, "only the events of the next N days"))
     cal.set_defaults(handler=cmd_calendar)
     status.set_defaults(handler=cmd_status)
 
-    verify = sub.add_parser("verify", help="check with Coupang that a stored key works (exit 1 if not)")
+    verify = sub.add_parser("verify", help=t(lang, "check with Coupang that a stored key works (exit 1 if not)"))
     verify.add_argument("vendor_id", metavar="VENDOR_ID")
     verify.set_defaults(handler=cmd_verify)
 
-    keys = sub.add_parser("keys", help="bulk operations").add_subparsers(dest="keys_command", required=True)
-    imp = keys.add_parser("import", help=f"register keys from a CSV file ({', '.join(CSV_COLUMNS)})")
+    keys = sub.add_parser("keys", help=t(lang, "bulk operations")).add_subparsers(dest="keys_command", required=True)
+    imp = keys.add_parser("import", help=t(lang, "register keys from a CSV file ({columns})", columns=", ".join(CSV_COLUMNS)))
     imp.add_argument("file")
-    imp.add_argument("--skip-invalid", action="store_true", help="import the valid rows, report the rest")
+    imp.add_argument("--skip-invalid", action="store_true", help=t(lang, "import the valid rows, report the rest"))
     imp.set_defaults(handler=cmd_keys_import)
 
-    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
-    audit.add_parser("verify", help="check the chain").set_defaults(handler=cmd_audit_verify)
-    export = audit.add_parser("export", help="write the log to standard output")
+    audit = sub.add_parser("audit", help=t(lang, "the audit log")).add_subparsers(dest="audit_command", required=True)
+    audit.add_parser("verify", help=t(lang, "check the chain")).set_defaults(handler=cmd_audit_verify)
+    export = audit.add_parser("export", help=t(lang, "write the log to standard output"))
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     export.set_defaults(handler=cmd_audit_export)
 
-    reminders = sub.add_parser("reminders", help="milestone reminders").add_subparsers(
+    reminders = sub.add_parser("reminders", help=t(lang, "milestone reminders")).add_subparsers(
         dest="reminders_command", required=True
     )
-    run = reminders.add_parser("run", help="one reminder sweep now")
-    run.add_argument("--as-of", help="sweep as if the clock read this ISO-8601 time (no zone: KEYBOT_TIMEZONE)")
-    run.add_argument("--dry-run", action="store_true", help="print what would be posted; record nothing")
+    run = reminders.add_parser("run", help=t(lang, "one reminder sweep now"))
+    run.add_argument("--as-of", help=t(lang, "sweep as if the clock read this ISO-8601 time (no zone: KEYBOT_TIMEZONE)"))
+    run.add_argument("--dry-run", action="store_true", help=t(lang, "print what would be posted; record nothing"))
     run.set_defaults(handler=cmd_reminders_run)
 
-    mk = sub.add_parser("master-key", help="master key maintenance").add_subparsers(dest="mk_command", required=True)
-    mk.add_parser("rotate", help="re-encrypt everything under the first key").set_defaults(
+    mk = sub.add_parser("master-key", help=t(lang, "master key maintenance")).add_subparsers(dest="mk_command", required=True)
+    mk.add_parser("rotate", help=t(lang, "re-encrypt everything under the first key")).set_defaults(
         handler=cmd_master_key_rotate
     )
 
-    backup = sub.add_parser("backup", help="a consistent copy of the database, safe while the bot runs")
+    backup = sub.add_parser("backup", help=t(lang, "a consistent copy of the database, safe while the bot runs"))
     backup.add_argument("file", metavar="FILE")
     backup.set_defaults(handler=cmd_backup)
-    consumers_cli.add_parser(sub)
+    consumers_cli.add_parser(sub, lang)
 
-    console = sub.add_parser("console", help="the bot in this terminal: type /coupang-key … as in Slack")
-    console.add_argument("--as", dest="as_user", metavar="U…", help="act as this Slack user (default: first admin)")
-    console.add_argument("--demo", action="store_true", help="throwaway database with sample keys and :tick")
+    console = sub.add_parser("console", help=t(lang, "the bot in this terminal: type /coupang-key … as in Slack"))
+    console.add_argument("--as", dest="as_user", metavar="U…", help=t(lang, "act as this Slack user (default: first admin)"))
+    console.add_argument("--demo", action="store_true", help=t(lang, "throwaway database with sample keys and :tick"))
     console.set_defaults(handler=cmd_console)
 
     return parser
@@ -509,9 +553,10 @@ def load_environment() -> Settings:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    lang = environment_language()
+    args = build_parser(lang).parse_args(argv)
     if args.command is None:
-        args = build_parser().parse_args(["serve", *(argv or [])])
+        args = build_parser(lang).parse_args(["serve", *(argv or [])])
     if args.command == "init":
         return cmd_init(args, out)
     if args.command == "console" and args.demo:

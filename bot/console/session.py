@@ -209,7 +209,7 @@ class Console:
             "⏩ {days} day(s) later: {time} ({zone}).",
             days=days,
             time=i18n.moment(lang, now, self.bot.ctx.settings.timezone),
-            zone=self.bot.ctx.settings.timezone.key,
+            zone=i18n.zone_name(lang, self.bot.ctx.settings.timezone.key),
         )
         self.run_sweep()
 

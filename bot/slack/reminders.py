@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
 
 from bot import i18n
 from bot.bootstrap import Services
-from bot.i18n import render, t
+from bot.i18n import KOREAN, render, t
 from bot.services.reminders import Notifier, Reminder, SweepReport
 from bot.slack import ids
 from bot.slack.posting import post_once, posted_since, posting_client
@@ -41,7 +41,9 @@ def _owner(reminder: Reminder, lang: str) -> str:
     return f"<@{reminder.owner_id}>" if reminder.owner_id else t(lang, "no owner set")
 
 
-def _milestone_name(reminder: Reminder) -> str:
+def _milestone_name(reminder: Reminder, lang: str) -> str:
+    if reminder.milestone == 0 and lang == KOREAN:
+        return "D-Day"  # Koreans never say D-0
     return f"D-{reminder.milestone}" if reminder.milestone >= 0 else f"D+{-reminder.milestone}"
 
 
@@ -70,7 +72,7 @@ def build_reminder_blocks(reminder: Reminder, lang: str = "en") -> list[Block]:
     footer = t(
         lang,
         "Coupang key reminder {milestone} · generation {generation}",
-        milestone=_milestone_name(reminder),
+        milestone=_milestone_name(reminder, lang),
         generation=reminder.generation,
     )
     return [

@@ -119,7 +119,7 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         ),
         t(
             lang,
-            "{advice} · linking-info edits this week: {used}/{limit}",
+            "{advice} · linking-info edits in the last 7 days: {used}/{limit}",
             advice=reissue,
             used=status.edits_last_7_days,
             limit=rules.EDITS_PER_WEEK,
@@ -457,7 +457,7 @@ def build_edit_linking_modal(
                 _mrkdwn(
                     t(
                         lang,
-                        "Edits left this week: {left} of {limit}",
+                        "Edits left in the last 7 days: {left} of {limit}",
                         left=quota.remaining,
                         limit=rules.EDITS_PER_WEEK,
                     )
@@ -567,6 +567,11 @@ HISTORY_SENTENCES = {
     "consumer.removed": N_("{actor} removed the consumer {name}."),
     "consumer.pushed": N_("{actor} pushed generation {generation} to {names}."),
     "rollout.confirmed": N_("{actor} confirmed it uses generation {generation}."),
+    "rollout.delivered": N_("{actor} delivered generation {generation} to {name}."),
+    "rollout.retrying": N_("{actor} could not deliver generation {generation} to {name} (attempt {attempt}): {error}"),
+    "rollout.failed": N_(
+        "{actor} gave up delivering generation {generation} to {name} after attempt {attempt}: {error}"
+    ),
 }
 
 
@@ -641,6 +646,23 @@ AUDIT_ACTIONS = frozenset(
         N_("approver.added"),
         N_("approver.removed"),
         N_("consumer.removed"),
+        N_("consumer.added"),
+        N_("consumer.add"),
+        N_("consumer.remove"),
+        N_("consumer.pushed"),
+        N_("consumer.push"),
+        N_("consumer.manage"),
+        N_("approver.add"),
+        N_("approver.remove"),
+        N_("key.verify_repeated"),
+        N_("reminder.posted"),
+        N_("rollout.delivered"),
+        N_("rollout.retrying"),
+        N_("rollout.failed"),
+        N_("rollout.confirmed"),
+        N_("summary.posted"),
+        N_("audit.head_posted"),
+        N_("audit.read"),
         N_("master_key.rotated"),
         N_("language.chosen"),
     }
@@ -683,7 +705,7 @@ def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         saved = t(
             lang,
             ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
-            "apply it (propagating until {time}). Edits this week: {used}/{limit}.",
+            "apply it (propagating until {time}). Edits in the last 7 days: {used}/{limit}.",
             time=i18n.moment(lang, status.propagating_until, tz),
             **params,
         )
@@ -691,7 +713,7 @@ def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         saved = t(
             lang,
             ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
-            "apply it (propagating). Edits this week: {used}/{limit}.",
+            "apply it (propagating). Edits in the last 7 days: {used}/{limit}.",
             **params,
         )
     wing = t(
@@ -721,7 +743,7 @@ def unchanged_text(lang: str, status: KeyStatus) -> str:
     return t(
         lang,
         "Nothing changed: the linking info of *{vendor_id}* is the same as before, so no edit was used "
-        "(edits this week: {used}/{limit}).",
+        "(edits in the last 7 days: {used}/{limit}).",
         vendor_id=escape(status.vendor_id),
         used=status.edits_last_7_days,
         limit=rules.EDITS_PER_WEEK,
