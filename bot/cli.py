@@ -509,7 +509,7 @@ def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help=t(lang, "bulk operations")).add_subparsers(dest="keys_command", required=True)
     imp = keys.add_parser("import", help=t(lang, "register keys from a CSV file ({columns})", columns=", ".join(CSV_COLUMNS)))
-    imp.add_argument("file")
+    imp.add_argument("file", metavar="FILE")
     imp.add_argument("--skip-invalid", action="store_true", help=t(lang, "import the valid rows, report the rest"))
     imp.set_defaults(handler=cmd_keys_import)
 

@@ -71,7 +71,7 @@ def cmd_add(services: Services, args: argparse.Namespace, out: TextIO) -> int:
                 lang,
                 "Added {name} ({kind} {target}) to {vendor_id}.",
                 name=added.name,
-                kind=added.kind,
+                kind=added.kind if lang == ENGLISH else t(lang, KINDS.get(added.kind, added.kind)),
                 target=added.target,
                 vendor_id=added.vendor_id,
             ),

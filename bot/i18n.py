@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import gettext
 import string
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -126,6 +127,12 @@ _FORMATTER = _ParticleFormatter()
 def _has_particles(text: str) -> bool:
     """Whether ``text`` has a ``{name:은}`` field (most do not, and plain ``str.format`` is faster)."""
     return any(spec in _SPELLINGS for _, _, spec, _ in _FORMATTER.parse(text) if spec)
+
+
+def fill(lang: str, message: str, params: Mapping[str, object]) -> str:
+    """``message`` in ``lang`` filled from a mapping (e.g. a defaultdict that shows ``?`` for a missing value)."""
+    text = message if lang == ENGLISH else _catalog(lang).gettext(message)
+    return _FORMATTER.vformat(text, (), params) if _has_particles(text) else text.format_map(params)
 
 
 def N_(message: str) -> str:

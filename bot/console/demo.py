@@ -25,7 +25,7 @@ from storage.db import upgrade
 DEMO_ADMIN, DEMO_APPROVER, DEMO_MEMBER = "U0DEMOADMIN", "U0DEMOAPPROVER", "U0DEMOMEMBER"
 DEMO_CHANNEL = "C0DEMOKEYS"
 DEMO_NAMES = {DEMO_ADMIN: "Ada (admin)", DEMO_APPROVER: "Bo (approver)", DEMO_MEMBER: "Cy (member)"}
-KOREAN_NAMES = {DEMO_ADMIN: "김관리 (관리자)", DEMO_APPROVER: "박승인 (승인자)", DEMO_MEMBER: "이팀원 (팀원)"}
+KOREAN_NAMES = {DEMO_ADMIN: "관리자 김관리", DEMO_APPROVER: "승인자 박승인", DEMO_MEMBER: "팀원 이팀원"}
 UNREACHABLE = "http://127.0.0.1:9"  # the demo's keys are made up: never send them to Coupang
 
 INTRO = N_("""\

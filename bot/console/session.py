@@ -655,7 +655,8 @@ class Console:
 
     def _show(self, message: Message, where: str) -> None:
         body = render_message(message.text, message.blocks, self._numberer(message.key))
-        self._outbox.append(f"── keybot · {where} {RULE[: max(3, 56 - len(where))]}\n{body}\n")
+        bot = t(self.lang, "keybot")  # who posted: the bot's name in Slack
+        self._outbox.append(f"── {bot} · {where} {RULE[: max(3, 56 - len(where))]}\n{body}\n")
 
     def _where(self, channel: str, args: dict[str, Any]) -> str:
         direct = _USER_ID.match(channel) or channel.startswith("D")

@@ -606,7 +606,7 @@ def history_sentence(lang: str, entry: AuditEntry) -> str:
         with contextlib.suppress(KeyError, ValueError):  # unreadable: "?"
             params["linking"] = escape(linking_summary(lang, LinkingInfo.from_details(linking)))
     params["actor"] = actor
-    return _truncate(t(lang, template).format_map(params), 600)
+    return _truncate(i18n.fill(lang, template, params), 600)
 
 
 def audit_action_label(lang: str, action: str) -> str:
