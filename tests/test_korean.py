@@ -6,6 +6,7 @@ in English when KEYBOT_LANGUAGE=ko."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from datetime import UTC, date, datetime
@@ -18,9 +19,14 @@ import time_machine
 from bot import i18n
 from bot.cli import build_parser, main
 from bot.console.demo import run_demo
+from bot.console.render import mrkdwn_to_text
 from bot.i18n import particle, t
+from bot.rules import ReissuePath
+from bot.services.reminders import Reminder
 from bot.services.keys import CSV_COLUMNS
 from bot.services.audit import AuditEntry
+from bot.slack.reissue import _path_name
+from bot.slack.reminders import build_digest_blocks, build_reminder_blocks
 from bot.slack.views import audit_action_label, history_sentence
 from tests.conftest import make_settings
 from tests.test_cli import MASTER_KEY, row, write_csv
@@ -395,3 +401,25 @@ def test_the_korean_demo_says_nothing_in_english(tmp_path):
     assert "체험 모드" in screen and "행복한 생활용품" in screen and "키 사용처" in screen
     assert "D-1" in screen and "최근 20건" in screen and "나에게만 보임" in screen and "앱 홈" in screen
     assert english_words(screen) == [], screen
+
+
+# ---------------------------------------------------------------- no word said twice
+
+
+def _repeated(text: str) -> list[str]:
+    words = re.findall(r"[가-힣]+", text)
+    return [a for a, b in zip(words, words[1:], strict=False) if a == b]
+
+
+@pytest.mark.parametrize("path", list(ReissuePath))
+def test_the_way_to_a_new_key_names_wings_button_once(path):
+    said = _path_name("ko", path)
+    assert _repeated(said) == [] and said.count("재발급") <= 1 and "WING에서" in said
+
+
+def test_a_reminder_without_an_owner_says_so_once():
+    orphan = Reminder("A00012343", "행복상회", 1, 7, date(2026, 12, 7), 7, None, "CSHOP0001")
+    blocks = build_reminder_blocks(orphan, "ko") + build_digest_blocks([orphan, orphan], "ko")
+    texts = re.findall(r'"text": "((?:[^"\\]|\\.)*)"', json.dumps([b.to_dict() for b in blocks], ensure_ascii=False))
+    said = " ".join(mrkdwn_to_text(json.loads(f'"{text}"')).replace("*", "") for text in texts).split()
+    assert "담당자 담당자" not in " ".join(said) and "담당자: 없음" in " ".join(said)
