@@ -28,7 +28,9 @@ from bot.services.audit import AuditEntry
 from bot.slack.reissue import _path_name
 from bot.slack.reminders import build_digest_blocks, build_reminder_blocks
 from bot.slack.views import audit_action_label, history_sentence
-from tests.conftest import make_settings
+from tests import factories
+from tests.conftest import ADMIN, make_settings
+from tests.slack_harness import SlackHarness
 from tests.test_cli import MASTER_KEY, row, write_csv
 from tests.test_console import Script
 from tests.test_i18n import catalog, placeholders
@@ -423,3 +425,25 @@ def test_a_reminder_without_an_owner_says_so_once():
     texts = re.findall(r'"text": "((?:[^"\\]|\\.)*)"', json.dumps([b.to_dict() for b in blocks], ensure_ascii=False))
     said = " ".join(mrkdwn_to_text(json.loads(f'"{text}"')).replace("*", "") for text in texts).split()
     assert "담당자 담당자" not in " ".join(said) and "담당자: 없음" in " ".join(said)
+
+
+# ---------------------------------------------------------------- end to end: Slack in Korean
+
+
+def test_history_audit_and_consumers_read_korean_in_slack(slack: SlackHarness):
+    """A delivery that failed, a consumer added: history, the audit list and `사용처` say it in Korean words."""
+    slack.slash(ADMIN, "언어 ko")
+    slack.services.keys.register(ADMIN, factories.form("A00012343", label="행복상회"))
+    slack.services.rollout.add(ADMIN, "A00012343", "erp", "webhook", "http://127.0.0.1:9/keys")
+    slack.services.rollout.deliver_now("A00012343", ["erp"])
+    history = slack.slash(ADMIN, "이력 A00012343").text_of()
+    audit = slack.slash(ADMIN, "감사").text_of()
+    consumers = slack.slash(ADMIN, "사용처 A00012343").text_of()
+    assert "봇: erp에 1세대 키를 전달하지 못했습니다" in history
+    assert "키 사용처 전달 재시도 예정" in audit and "rollout." not in audit + history
+    assert "키 사용처" in consumers and consumers == slack.slash(ADMIN, "연동 A00012343").text_of()  # the old word
+    # what the destination answered, quoted as it came (an exception's name)
+    said = re.sub(r"(오류: |:x: erp: ).*", "", "\n".join([history, audit, consumers]))
+    said = re.sub(r"(?m)^[a-z_-]+$", "", said)  # text_of lists block types and IDs too, one per line
+    said = said.replace("Example Co", "")
+    assert english_words(said) == [], said

@@ -78,7 +78,7 @@ _REQUEST_ID = re.compile(r"[0-9]{1,9}")  # a request id as buttons and forms car
 
 
 def _when(at: datetime | None, tz: ZoneInfo, lang: str = "en") -> str:
-    return f"{i18n.moment(lang, at, tz)} ({tz.key})" if at else "—"
+    return f"{i18n.moment(lang, at, tz)} ({i18n.zone_name(lang, tz.key)})" if at else "—"
 
 
 # ---------------------------------------------------------------- user groups (the service's GroupMembers)
