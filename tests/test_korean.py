@@ -447,3 +447,12 @@ def test_history_audit_and_consumers_read_korean_in_slack(slack: SlackHarness):
     said = re.sub(r"(?m)^[a-z_-]+$", "", said)  # text_of lists block types and IDs too, one per line
     said = said.replace("Example Co", "")
     assert english_words(said) == [], said
+
+
+def test_the_korean_quick_start_covers_the_demo_consumers_and_the_receiver():
+    readme = (ROOT / "README.md").read_text()
+    quick = readme[readme.index("## 한국어 빠른 시작") : readme.index("## Languages")]
+    for needed in ("console --demo", ":tick", "/coupang-key 사용처", "consumers add", "whsec_", "standardwebhooks",
+                   "/rollout/confirm"):  # fmt: skip
+        assert needed in quick, needed
+    assert "연동 시스템" not in quick and "이번 주" not in quick
