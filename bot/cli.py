@@ -149,7 +149,7 @@ def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
             t(
                 lang,
                 "checked {outcome} {time}",
-                outcome=s.verify_outcome if lang == i18n.ENGLISH else i18n.outcome_label(lang, s.verify_outcome),
+                outcome=s.verify_outcome if lang == i18n.ENGLISH else i18n.outcome_label(lang, s.verify_outcome or ""),
                 time=i18n.moment(lang, s.verified_at, tz),
             )
         )
@@ -253,7 +253,9 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
             if missing
             else t(lang, "unknown columns: {columns}", columns=", ".join(unknown))
         )
-        expected = t(lang, "{path}: {problem}. Expected: {columns}.", path=path, problem=problem, columns=", ".join(CSV_COLUMNS))
+        expected = t(
+            lang, "{path}: {problem}. Expected: {columns}.", path=path, problem=problem, columns=", ".join(CSV_COLUMNS)
+        )
         print(expected, file=sys.stderr)
         return FAILED
     # rows are parsed as they are checked: 100,000 of them are never all in memory as dictionaries
@@ -363,7 +365,9 @@ def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int
             settings.language,
             "{vendor_id}  {outcome}  (checked {time})",
             vendor_id=result.vendor_id,
-            outcome=result.outcome if settings.language == i18n.ENGLISH else i18n.outcome_label(settings.language, result.outcome),  # English: the code itself, which scripts read
+            outcome=result.outcome
+            if settings.language == i18n.ENGLISH
+            else i18n.outcome_label(settings.language, result.outcome),  # English: the code itself, which scripts read
             time=when,
         ),
         file=out,
@@ -453,7 +457,8 @@ class LocalizedParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, lang: str = i18n.ENGLISH, **kwargs: Any) -> None:
         self.lang = lang
-        super().__init__(*args, add_help=False, **kwargs)
+        kwargs["add_help"] = False  # our own -h, with its help in ``lang``
+        super().__init__(*args, **kwargs)
         self._positionals.title = t(lang, "positional arguments")
         self._optionals.title = t(lang, "options")
         self.add_argument("-h", "--help", action="help", help=t(lang, "show this help and exit"))
@@ -479,7 +484,9 @@ class LocalizedParser(argparse.ArgumentParser):
 
 def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
     """The parser, its help in ``lang`` (``coupang-keybot --help`` reads KEYBOT_LANGUAGE)."""
-    parser = LocalizedParser(prog="coupang-keybot", description=t(lang, "Keeps Coupang Open API keys alive."), lang=lang)
+    parser = LocalizedParser(
+        prog="coupang-keybot", description=t(lang, "Keeps Coupang Open API keys alive."), lang=lang
+    )
     sub = parser.add_subparsers(dest="command", title=t(lang, "commands"))
 
     serve = sub.add_parser("serve", help=t(lang, "run the bot (default)"))
@@ -495,7 +502,10 @@ def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
     status = sub.add_parser("status", help=t(lang, "every key, most urgent first"))
     status.add_argument("--json", action="store_true", help=t(lang, "print JSON"))
     status.add_argument(
-        "--fail-within", type=int, metavar="DAYS", help=t(lang, "exit 1 when a key has at most DAYS days left (for cron/CI)")
+        "--fail-within",
+        type=int,
+        metavar="DAYS",
+        help=t(lang, "exit 1 when a key has at most DAYS days left (for cron/CI)"),
     )
 
     cal = sub.add_parser("calendar", help=t(lang, "iCalendar (RFC 5545): each key's D-14 day and expiry day"))
@@ -508,7 +518,9 @@ def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
     verify.set_defaults(handler=cmd_verify)
 
     keys = sub.add_parser("keys", help=t(lang, "bulk operations")).add_subparsers(dest="keys_command", required=True)
-    imp = keys.add_parser("import", help=t(lang, "register keys from a CSV file ({columns})", columns=", ".join(CSV_COLUMNS)))
+    imp = keys.add_parser(
+        "import", help=t(lang, "register keys from a CSV file ({columns})", columns=", ".join(CSV_COLUMNS))
+    )
     imp.add_argument("file", metavar="FILE")
     imp.add_argument("--skip-invalid", action="store_true", help=t(lang, "import the valid rows, report the rest"))
     imp.set_defaults(handler=cmd_keys_import)
@@ -523,11 +535,15 @@ def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
         dest="reminders_command", required=True
     )
     run = reminders.add_parser("run", help=t(lang, "one reminder sweep now"))
-    run.add_argument("--as-of", help=t(lang, "sweep as if the clock read this ISO-8601 time (no zone: KEYBOT_TIMEZONE)"))
+    run.add_argument(
+        "--as-of", help=t(lang, "sweep as if the clock read this ISO-8601 time (no zone: KEYBOT_TIMEZONE)")
+    )
     run.add_argument("--dry-run", action="store_true", help=t(lang, "print what would be posted; record nothing"))
     run.set_defaults(handler=cmd_reminders_run)
 
-    mk = sub.add_parser("master-key", help=t(lang, "master key maintenance")).add_subparsers(dest="mk_command", required=True)
+    mk = sub.add_parser("master-key", help=t(lang, "master key maintenance")).add_subparsers(
+        dest="mk_command", required=True
+    )
     mk.add_parser("rotate", help=t(lang, "re-encrypt everything under the first key")).set_defaults(
         handler=cmd_master_key_rotate
     )
@@ -538,7 +554,9 @@ def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
     consumers_cli.add_parser(sub, lang)
 
     console = sub.add_parser("console", help=t(lang, "the bot in this terminal: type /coupang-key … as in Slack"))
-    console.add_argument("--as", dest="as_user", metavar="U…", help=t(lang, "act as this Slack user (default: first admin)"))
+    console.add_argument(
+        "--as", dest="as_user", metavar="U…", help=t(lang, "act as this Slack user (default: first admin)")
+    )
     console.add_argument("--demo", action="store_true", help=t(lang, "throwaway database with sample keys and :tick"))
     console.set_defaults(handler=cmd_console)
 

@@ -30,7 +30,12 @@ DELIVERY_STATES = {
     "failed": N_("failed"),
     "": N_("no delivery"),
 }
-KINDS = {WEBHOOK: N_("webhook"), AWS_SECRET: N_("AWS Secrets Manager"), AWS_PARAMETER: N_("AWS SSM"), VAULT: N_("Vault")}
+KINDS = {
+    WEBHOOK: N_("webhook"),
+    AWS_SECRET: N_("AWS Secrets Manager"),
+    AWS_PARAMETER: N_("AWS SSM"),
+    VAULT: N_("Vault"),
+}
 
 
 def _describe(state: ConsumerState, services: Services) -> str:

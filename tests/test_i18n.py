@@ -297,7 +297,20 @@ def test_a_language_that_is_not_offered_is_refused_and_changes_nothing(slack: Sl
 def test_korean_sub_commands_are_listed_in_the_korean_help(slack: SlackHarness):
     slack.slash(USER, "언어 한국어")
     help_text = slack.slash(USER, "help").text_of()
-    for word in ("상태", "등록", "수정", "재발급", "확인", "이력", "감사", "승인자", "삭제", "사용처", "언어", "도움말"):
+    for word in (
+        "상태",
+        "등록",
+        "수정",
+        "재발급",
+        "확인",
+        "이력",
+        "감사",
+        "승인자",
+        "삭제",
+        "사용처",
+        "언어",
+        "도움말",
+    ):
         assert f"`/coupang-key {word}" in help_text, word
     assert "상태" in slack.slash(USER, "아무거나").text_of()  # an unknown word answers with the help
 

@@ -22,9 +22,9 @@ from bot.console.demo import run_demo
 from bot.console.render import mrkdwn_to_text
 from bot.i18n import particle, t
 from bot.rules import ReissuePath
-from bot.services.reminders import Reminder
-from bot.services.keys import CSV_COLUMNS
 from bot.services.audit import AuditEntry
+from bot.services.keys import CSV_COLUMNS
+from bot.services.reminders import Reminder
 from bot.slack.reissue import _path_name
 from bot.slack.reminders import build_digest_blocks, build_reminder_blocks
 from bot.slack.views import audit_action_label, history_sentence
@@ -243,10 +243,13 @@ def test_a_korean_template_names_the_particle_after_the_placeholder():
     ko = catalog()
     template = ko.get("Vendor ID {value} is not valid: it is A followed by 8 digits, e.g. A00012345.").string
     assert template.startswith("업체코드 {value:은} 올바르지 않습니다")
-    said = [t("ko", "Vendor ID {value} is not valid: it is A followed by 8 digits, e.g. A00012345.", value=v) for v in (
-        "A0001234",
-        "B12",
-    )]
+    said = [
+        t("ko", "Vendor ID {value} is not valid: it is A followed by 8 digits, e.g. A00012345.", value=v)
+        for v in (
+            "A0001234",
+            "B12",
+        )
+    ]
     assert said[0].startswith("업체코드 A0001234는 ") and said[1].startswith("업체코드 B12는 ")
     assert t("en", "Vendor ID {value} is not valid: it is A followed by 8 digits, e.g. A00012345.", value="B12") == (
         "Vendor ID B12 is not valid: it is A followed by 8 digits, e.g. A00012345."
@@ -254,7 +257,9 @@ def test_a_korean_template_names_the_particle_after_the_placeholder():
 
 
 def test_no_korean_template_puts_a_fixed_particle_after_a_placeholder():
-    fixed = re.compile(r"\{\w+(?:![rs])?\}\*?(?:은\(는\)|이\(가\)|을\(를\)|\(으\)로|[은는이가을를와과]|으로|로)(?=[\s.,)·:]|$)")
+    fixed = re.compile(
+        r"\{\w+(?:![rs])?\}\*?(?:은\(는\)|이\(가\)|을\(를\)|\(으\)로|[은는이가을를와과]|으로|로)(?=[\s.,)·:]|$)"
+    )
     assert [m.string for m in catalog() if m.id and fixed.search(m.string)] == []
 
 
@@ -350,10 +355,31 @@ def test_cli_help_is_korean(korean_cli, argv):
     assert [w for w in english_words(out) if w not in typed] == []
 
 
-COMMAND_WORDS = (
-    "serve init db upgrade status calendar verify keys import audit export reminders run master key rotate backup "
-    "consumers add list push remove console"
-).split()
+COMMAND_WORDS = [
+    "serve",
+    "init",
+    "db",
+    "upgrade",
+    "status",
+    "calendar",
+    "verify",
+    "keys",
+    "import",
+    "audit",
+    "export",
+    "reminders",
+    "run",
+    "master",
+    "key",
+    "rotate",
+    "backup",
+    "consumers",
+    "add",
+    "list",
+    "push",
+    "remove",
+    "console",
+]
 
 
 def test_cli_help_stays_english_in_english():
@@ -362,7 +388,9 @@ def test_cli_help_stays_english_in_english():
 
 @time_machine.travel("2026-11-28T03:00:00Z", tick=False)  # the key expires 2026-12-07: in the reissue window
 def test_cli_status_consumers_import_and_audit_read_korean(korean_cli, tmp_path):
-    code, out, err = korean_cli("keys", "import", write_csv(tmp_path, row("A00000001", issued_on="", expires_on="2026-12-07")))
+    code, out, err = korean_cli(
+        "keys", "import", write_csv(tmp_path, row("A00000001", issued_on="", expires_on="2026-12-07"))
+    )
     assert code == 0, err
     code, out, err = korean_cli("status")
     assert code == 0 and "[재발급 가능 기간]" in out and "최근 7일 연동 정보 수정 0/10" in out

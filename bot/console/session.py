@@ -641,7 +641,9 @@ class Console:
         message = self._store(
             channel, f"{int(time.time())}.{n:06d}", reply, visible_to=None if in_channel else self.user
         )
-        where = self._where(channel, reply) if in_channel else t(self.lang, "only visible to you ({user})", user=self.user)
+        where = (
+            self._where(channel, reply) if in_channel else t(self.lang, "only visible to you ({user})", user=self.user)
+        )
         self._show(message, where)
 
     # ------------------------------------------------------------------ showing things
