@@ -359,7 +359,8 @@ def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int
     """One signed read-only call to Coupang with the stored key; exit 0 only when the key works."""
     result = services.verification.verify(cli_actor(), args.vendor_id)
     settings = services.ctx.settings
-    when = result.checked_at.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
+    local = result.checked_at.astimezone(settings.timezone)
+    when = f"{local:%Y-%m-%d %H:%M} {i18n.zone_after(settings.language, local, settings.timezone)}"
     print(
         t(
             settings.language,

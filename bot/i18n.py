@@ -186,6 +186,13 @@ def zone_name(lang: str, zone: str) -> str:
     return KOREAN_ZONES.get(zone, zone) if lang == KOREAN else zone
 
 
+def zone_after(lang: str, at: datetime, tz: ZoneInfo) -> str:
+    """The zone written after a time: its abbreviation (``KST``) in English, ``한국 시간`` in Korean."""
+    if lang == KOREAN:
+        return zone_name(lang, tz.key)
+    return at.astimezone(tz).tzname() or tz.key
+
+
 def render(lang: str, msg: Msg) -> str:
     """A :class:`~bot.rules.Msg` (a refusal, a stored outcome) in ``lang``; parameters that are messages too are
     translated first, and a ``zone`` (an IANA name) is said the reader's way."""

@@ -430,6 +430,7 @@ def test_the_korean_demo_says_nothing_in_english(tmp_path):
     assert script.finished, screen
     assert "체험 모드" in screen and "행복한 생활용품" in screen and "키 사용처" in screen
     assert "D-1" in screen and "최근 20건" in screen and "나에게만 보임" in screen and "앱 홈" in screen
+    assert "KST" not in screen and "09:05 한국 시간 실행" in screen and "(한국 시간)" in screen
     assert english_words(screen) == [], screen
 
 
@@ -484,3 +485,10 @@ def test_the_korean_quick_start_covers_the_demo_consumers_and_the_receiver():
                    "/rollout/confirm"):  # fmt: skip
         assert needed in quick, needed
     assert "연동 시스템" not in quick and "이번 주" not in quick
+
+
+def test_the_expiry_day_is_d_day_in_korean_and_d_0_in_english():
+    today = Reminder("A00012343", "행복상회", 1, 0, date(2026, 12, 7), 0, None, "CSHOP0001")
+    korean = json.dumps([b.to_dict() for b in build_reminder_blocks(today, "ko")], ensure_ascii=False)
+    english = json.dumps([b.to_dict() for b in build_reminder_blocks(today, "en")], ensure_ascii=False)
+    assert "쿠팡 키 알림 D-Day" in korean and "D-0" not in korean and "D-0" in english
