@@ -278,6 +278,10 @@ def test_the_reviewed_words():
     assert i18n.zone_name("ko", "Asia/Seoul") == "한국 시간" and i18n.zone_name("en", "Asia/Seoul") == "Asia/Seoul"
     assert not any("this week" in msgid for msgid in ko)  # the limit is a rolling 7 days in English too
     assert "Edits left in the last 7 days: {left} of {limit}" in ko
+    # 확인 is checking with Coupang; a consumer's proof that it uses the new key is 적용
+    proofs = {msgid: text for msgid, text in ko.items() if re.search(r"\bconfirm", msgid)}
+    assert len(proofs) >= 4 and [text for text in proofs.values() if "확인" in text] == []
+    assert "사용처" in t("ko", "consumers VENDOR_ID [add|remove]") and "반려" in t("ko", "Deny")
 
 
 def test_no_korean_date_sits_in_nested_parentheses():
