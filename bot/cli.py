@@ -240,6 +240,31 @@ def csv_lines(text: str) -> Iterator[str]:
         start = end
 
 
+# what each CSV column holds, in WING's words: Korean names a column by its header and its meaning
+COLUMN_MEANINGS = {
+    "vendor_id": N_("vendor ID"),
+    "label": N_("display name"),
+    "access_key": N_("Access Key"),
+    "secret_key": N_("Secret Key"),
+    "issued_on": N_("issue date"),
+    "expires_on": N_("expiry date"),
+    "channel": N_("channel"),
+    "owner": N_("owner"),
+    "integration": N_("linking method"),
+    "integrator_name": N_("integrator company"),
+    "company_name": N_("company name"),
+    "company_url": N_("company URL"),
+    "ip_addresses": N_("IP addresses"),
+}
+
+
+def column_names(lang: str, columns: Iterable[str]) -> str:
+    """CSV headers as the file spells them; in Korean each with its meaning: ``vendor_id(업체코드)``."""
+    if lang == i18n.ENGLISH:
+        return ", ".join(columns)
+    return ", ".join(f"{c}({t(lang, COLUMN_MEANINGS[c])})" if c in COLUMN_MEANINGS else c for c in columns)
+
+
 def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.file)
     reader = csv.DictReader(csv_lines(read_csv_text(path)))
@@ -249,13 +274,12 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     if missing or unknown:
         lang = services.ctx.settings.language
         problem = (
-            t(lang, "missing columns: {columns}", columns=", ".join(missing))
+            t(lang, "missing columns: {columns}", columns=column_names(lang, missing))
             if missing
             else t(lang, "unknown columns: {columns}", columns=", ".join(unknown))
         )
-        expected = t(
-            lang, "{path}: {problem}. Expected: {columns}.", path=path, problem=problem, columns=", ".join(CSV_COLUMNS)
-        )
+        columns = column_names(lang, CSV_COLUMNS)
+        expected = t(lang, "{path}: {problem}. Expected: {columns}.", path=path, problem=problem, columns=columns)
         print(expected, file=sys.stderr)
         return FAILED
     # rows are parsed as they are checked: 100,000 of them are never all in memory as dictionaries

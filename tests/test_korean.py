@@ -404,7 +404,7 @@ def test_cli_status_consumers_import_and_audit_read_korean(korean_cli, tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text("vendor_id,label,access_key,secret_key,colour\nA00000002,가게,a,b,red\n")
     code, _, refused = korean_cli("keys", "import", str(bad))
-    assert code == 1 and "알 수 없는 열: colour" in refused and "필요한 열:" in refused
+    assert code == 1 and "알 수 없는 열: colour" in refused and "필요한 열: vendor_id(업체코드), label(이름)" in refused
     everything = "\n".join([out, listed, refused, korean_cli("status")[1], korean_cli("audit", "verify")[1]])
     everything = re.sub(r"마지막 오류: .*", "", everything)  # the destination's own error (an exception's name)
     for typed in (*CSV_COLUMNS, "colour", "Shop", "Example Co"):  # column names as the file spells them; the row
