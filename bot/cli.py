@@ -278,8 +278,8 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
             if missing
             else t(lang, "unknown columns: {columns}", columns=", ".join(unknown))
         )
-        columns = column_names(lang, CSV_COLUMNS)
-        expected = t(lang, "{path}: {problem}. Expected: {columns}.", path=path, problem=problem, columns=columns)
+        wanted = column_names(lang, CSV_COLUMNS)
+        expected = t(lang, "{path}: {problem}. Expected: {columns}.", path=path, problem=problem, columns=wanted)
         print(expected, file=sys.stderr)
         return FAILED
     # rows are parsed as they are checked: 100,000 of them are never all in memory as dictionaries
