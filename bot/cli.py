@@ -411,7 +411,8 @@ def cmd_backup(services: Services, args: argparse.Namespace, out: TextIO) -> int
         print(str(exc), file=sys.stderr)
         return USAGE if exc.usage else FAILED
     except OSError as exc:
-        print(f"Cannot write {target}: {exc.strerror}.", file=sys.stderr)
+        lang = services.ctx.settings.language
+        print(t(lang, "Cannot write {target}: {reason}.", target=target, reason=exc.strerror), file=sys.stderr)
         return FAILED
     done = t(
         services.ctx.settings.language,
@@ -625,13 +626,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return FAILED
     except DecryptionError as exc:
-        print(f"{exc}. Is KEYBOT_MASTER_KEY the key this database was written with?", file=sys.stderr)
+        print(
+            t(
+                settings.language,
+                "{problem}. Is KEYBOT_MASTER_KEY the key this database was written with?",
+                problem=exc,
+            ),
+            file=sys.stderr,
+        )
         return FAILED
     except KeybotError as exc:
         print(plain(render(settings.language, exc.msg)), file=sys.stderr)
         return FAILED
     except (OperationalError, InterfaceError) as exc:
-        print(cannot_reach(settings.database_url, exc), file=sys.stderr)
+        print(cannot_reach(settings.database_url, exc, settings.language), file=sys.stderr)
         return USAGE
     finally:
         services.engine.dispose()
@@ -658,12 +666,14 @@ def open_database(url: str) -> Engine:
         ) from None
 
 
-def cannot_reach(url: str, exc: DBAPIError) -> str:
+def cannot_reach(url: str, exc: DBAPIError, lang: str = i18n.ENGLISH) -> str:
     parsed = make_url(url)
     reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
     if parsed.password:
         reason = reason.replace(str(parsed.password), "***")
-    return (
-        f"Cannot use the database at {parsed.render_as_string(hide_password=True)}: {reason}. "
-        "Check DATABASE_URL and that the database is running."
+    return t(
+        lang,
+        "Cannot use the database at {url}: {reason}. Check DATABASE_URL and that the database is running.",
+        url=parsed.render_as_string(hide_password=True),
+        reason=reason,
     )
