@@ -30,10 +30,12 @@ from bot.slack.reminders import build_digest_blocks, build_reminder_blocks
 from bot.slack.views import audit_action_label, history_sentence
 from tests import factories
 from tests.conftest import ADMIN, make_settings
+from tests.fake_coupang import FakeCoupang
 from tests.slack_harness import SlackHarness
 from tests.test_cli import MASTER_KEY, row, write_csv
 from tests.test_console import Script
-from tests.test_i18n import catalog, placeholders
+from tests.test_i18n import KOREAN_WORDS, catalog, harness, placeholders, run_every_flow
+from tests.test_verification import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -78,6 +80,7 @@ CODE = [
     r"`[^`]*`",  # what a person types: commands, column names, values
     r"<[^>]*>",  # Slack mentions and links
     r"https?://\S+",
+    rf"{A}[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|kr|net|org|io){Z}",  # host names: wing.coupang.com
     r":[a-z0-9_+-]+:",  # emoji
     rf"{A}--?[a-z][a-z0-9-]*",  # command-line options
     r"[\w.-]*\.(?:env|csv|db|ics|mo|po)" + Z,
@@ -494,3 +497,34 @@ def test_the_expiry_day_is_d_day_in_korean_and_d_0_in_english():
     korean = json.dumps([b.to_dict() for b in build_reminder_blocks(today, "ko")], ensure_ascii=False)
     english = json.dumps([b.to_dict() for b in build_reminder_blocks(today, "en")], ensure_ascii=False)
     assert "쿠팡 키 알림 D-Day" in korean and "D-0" not in korean and "D-0" in english
+
+
+def said_texts(value: object) -> list[str]:
+    """Every ``text`` a person reads in a Web API call or an answer (Block Kit nests them)."""
+    if isinstance(value, dict):
+        own = [value["text"]] if isinstance(value.get("text"), str) else []
+        return own + [t for v in value.values() for t in said_texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in said_texts(v)]
+    return []
+
+
+def answer_body(text: str | None) -> object:
+    """An ack's body: JSON with text and blocks, or plain text ("" when it says nothing)."""
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        return {"text": text}
+
+
+def test_a_korean_team_reads_no_english_in_slack_from_help_to_the_new_key(db_url):
+    """help, register, status, verify, reminder, reissue request → approve → new key, history, App Home with
+    KEYBOT_LANGUAGE=ko: every text Slack shows is Korean but for the allow-list and the key's own label."""
+    clock = Clock()  # the factory's key expires the next day (D-1)
+    with FakeCoupang(clock=clock.now) as gateway:
+        for team in harness(db_url, clock, gateway, "ko"):
+            answers = run_every_flow(team, gateway, KOREAN_WORDS)
+            texts = [t for call in team.fake.calls for t in said_texts(call.params)]
+            texts += [t for answer in answers for t in said_texts(answer_body(answer.text))]
+            leftover = {text: words for text in texts if (words := english_words(text.replace("Shop One", "")))}
+            assert len(texts) > 50 and leftover == {}

@@ -381,7 +381,7 @@ def _linking_inputs(lang: str, linking: LinkingInfo | None) -> list[Block]:
             t(lang, "Company or service URL (self-developed only)"),
             optional=True,
             initial=linking.company_url if linking else None,
-            placeholder="https://… or wing.coupang.com",
+            placeholder=t(lang, "https://… or wing.coupang.com"),
             max_length=500,
         ),
         _text_input(
