@@ -456,12 +456,21 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
         now = parse_as_of(args.as_of, settings.timezone) if args.as_of else None
     except ValueError:
         example = "2026-12-01T09:00+09:00"
-        print(f"--as-of {plain(quote(args.as_of))} is not an ISO-8601 time, e.g. {example}.", file=sys.stderr)
+        wrong = t(
+            settings.language,
+            "--as-of {value} is not an ISO-8601 time, e.g. {example}.",
+            value=plain(quote(args.as_of)),
+            example=example,
+        )
+        print(wrong, file=sys.stderr)
         return USAGE
     notifier = None
     if not args.dry_run:
         if not settings.slack_bot_token:
-            print("SLACK_BOT_TOKEN is not set: nothing can be posted (try --dry-run).", file=sys.stderr)
+            print(
+                t(settings.language, "SLACK_BOT_TOKEN is not set: nothing can be posted (try --dry-run)."),
+                file=sys.stderr,
+            )
             return USAGE
         from bot.slack.app import build_client  # Slack-facing code is imported only when posting
         from bot.slack.reminders import SlackNotifier
