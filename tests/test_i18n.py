@@ -312,6 +312,7 @@ def test_korean_sub_commands_are_listed_in_the_korean_help(slack: SlackHarness):
         "도움말",
     ):
         assert f"`/coupang-key {word}" in help_text, word
+    assert "`/coupang-key 연동" not in help_text  # the old word still works, but reads like WING's 연동 정보
     assert "상태" in slack.slash(USER, "아무거나").text_of()  # an unknown word answers with the help
 
 
