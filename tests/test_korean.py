@@ -528,3 +528,13 @@ def test_a_korean_team_reads_no_english_in_slack_from_help_to_the_new_key(db_url
             texts += [t for answer in answers for t in said_texts(answer_body(answer.text))]
             leftover = {text: words for text in texts if (words := english_words(text.replace("Shop One", "")))}
             assert len(texts) > 50 and leftover == {}
+
+
+def test_the_edit_limit_refusal_names_korea_time_in_korean():
+    from bot.rules import EditQuota, InvalidInput, require_edit_slot
+
+    with pytest.raises(InvalidInput) as refused:
+        require_edit_slot(EditQuota(used=10, next_possible_at=MORNING), SEOUL)
+    korean, english = (i18n.render(lang, refused.value.messages["integration"]) for lang in ("ko", "en"))
+    assert "2026-12-07 09:00 (한국 시간)부터" in korean and "Asia/Seoul" not in korean
+    assert "(Asia/Seoul)" in english
