@@ -12,6 +12,7 @@ import functools
 import itertools
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -487,6 +488,19 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
 Handler = Callable[[Services, argparse.Namespace, TextIO], int]
 
 
+# argparse's common complaints, as it words them (Python 3.11+), and ours
+ARGPARSE_ERRORS = (
+    (r"unrecognized arguments: (?P<args>.*)", N_("unknown arguments: {args}")),
+    (r"the following arguments are required: (?P<args>.*)", N_("these arguments are missing: {args}")),
+    (
+        r"argument (?P<name>\S+): invalid choice: (?P<value>.*) \(choose from (?P<choices>.*)\)",
+        N_("{name}: {value} is not one of {choices}"),
+    ),
+    (r"argument (?P<name>\S+): invalid int value: (?P<value>.*)", N_("{name}: {value} is not a whole number")),
+    (r"argument (?P<name>\S+): expected one argument", N_("{name} needs a value")),
+)
+
+
 class LocalizedParser(argparse.ArgumentParser):
     """argparse with its own words (usage, section titles, -h) in ``lang``; sub-parsers inherit the language."""
 
@@ -510,7 +524,20 @@ class LocalizedParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(USAGE, t(self.lang, "{prog}: error: {message}", prog=self.prog, message=message) + "\n")
+        said = self._problem(message)
+        self.exit(USAGE, t(self.lang, "{prog}: error: {message}", prog=self.prog, message=said) + "\n")
+
+    def _problem(self, message: str) -> str:
+        """argparse's own complaint (English, from its gettext domain) in ``lang`` when it is a common one."""
+        if self.lang == i18n.ENGLISH:
+            return message
+        for pattern, text in ARGPARSE_ERRORS:
+            if found := re.fullmatch(pattern, message):
+                params = found.groupdict()
+                if params.get("name", "-").endswith("command"):  # the sub-command's dest: command, db_command…
+                    params["name"] = t(self.lang, "sub-command")
+                return t(self.lang, text, **params)
+        return message
 
     def _localize(self, text: str) -> str:
         usage = t(self.lang, "usage:")

@@ -538,3 +538,17 @@ def test_the_edit_limit_refusal_names_korea_time_in_korean():
     korean, english = (i18n.render(lang, refused.value.messages["integration"]) for lang in ("ko", "en"))
     assert "2026-12-07 09:00 (한국 시간)부터" in korean and "Asia/Seoul" not in korean
     assert "(Asia/Seoul)" in english
+
+
+@pytest.mark.parametrize(
+    ("argv", "korean"),
+    [
+        (["status", "--bogus"], "오류: 알 수 없는 인수: --bogus"),
+        (["verify"], "오류: 빠진 인수: VENDOR_ID"),
+        (["status", "--fail-within", "x"], "오류: --fail-within: 'x'는 정수가 아닙니다"),
+        (["frobnicate"], "오류: 명령: 'frobnicate'는 다음 중 하나여야 합니다"),
+    ],
+)
+def test_cli_usage_errors_are_korean(korean_cli, argv, korean):
+    code, _, err = korean_cli(*argv)
+    assert code == 2 and korean in err and "error" not in err
