@@ -552,3 +552,8 @@ def test_the_edit_limit_refusal_names_korea_time_in_korean():
 def test_cli_usage_errors_are_korean(korean_cli, argv, korean):
     code, _, err = korean_cli(*argv)
     assert code == 2 and korean in err and "error" not in err
+
+
+def test_no_korean_text_uses_angle_brackets_that_slack_reads_as_a_link():
+    """``<업체코드>`` would be Slack link syntax: usage lines say the bare word, as the English says VENDOR_ID."""
+    assert [m.string for m in catalog() if m.id and re.search(r"<[가-힣]", m.string)] == []
