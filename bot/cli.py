@@ -9,16 +9,18 @@ import argparse
 import base64
 import contextlib
 import csv
+import functools
 import io
 import itertools
 import logging
 import os
+import re
 import secrets
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, TextIO, cast
+from typing import IO, Any, NoReturn, TextIO, cast
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -35,6 +37,7 @@ from bot.logs import configure_logging
 from bot.rules import (
     EDITS_PER_WEEK,
     KeybotError,
+    Phase,
     path_for,
     plain,
     quote,
@@ -43,7 +46,7 @@ from bot.rules import (
 from bot.services.base import cli_actor
 from bot.services.keys import CSV_COLUMNS, KeyStatus, read_csv_text
 from bot.services.reminders import describe_sweep, parse_as_of
-from bot.services.sheet import Columns, read_header
+from bot.services.sheet import Columns, HeaderError, read_header
 from storage.audit import VerifyResult
 from storage.crypto import DecryptionError
 from storage.db import make_engine, upgrade
@@ -107,6 +110,11 @@ def cmd_db_upgrade(services: Services, args: argparse.Namespace, out: TextIO) ->
     return OK
 
 
+# English prints the phase's code (scripts read it); Korean its meaning
+PHASE_WORDS = {Phase.HEALTHY: N_("healthy"), Phase.REISSUE_WINDOW: N_("reissue window"), Phase.EXPIRED: N_("expired")}
+REQUEST_STATES = (N_("pending"), N_("approved"))  # an open request's state, shown by its translation
+
+
 def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
     """One key for a terminal: the same facts as a ``/coupang-key status`` entry, in plain text."""
 
@@ -125,12 +133,12 @@ def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
             "  expires {date}  {days_left}  [{phase}]",
             date=i18n.day(lang, s.expires_on),
             days_left=i18n.days_left(lang, s.days_left),
-            phase=s.phase,
+            phase=s.phase if lang == i18n.ENGLISH else t(lang, PHASE_WORDS[s.phase]),
         ),
         f"  {render(lang, wing_advice(path_for(s.days_left)))}",
         t(
             lang,
-            "  {linking}  ·  linking-info edits this week {used}/{limit}",
+            "  {linking}  ·  linking-info edits in the last 7 days {used}/{limit}",
             linking=linking_summary(lang, s.linking),
             used=s.edits_last_7_days,
             limit=EDITS_PER_WEEK,
@@ -146,12 +154,13 @@ def format_status(s: KeyStatus, tz: ZoneInfo, lang: str = "en") -> str:
             t(
                 lang,
                 "checked {outcome} {time}",
-                outcome=s.verify_outcome,
+                outcome=s.verify_outcome if lang == i18n.ENGLISH else i18n.outcome_label(lang, s.verify_outcome or ""),
                 time=i18n.moment(lang, s.verified_at, tz),
             )
         )
     if s.open_request:
-        extra.append(t(lang, "reissue request #{id} {state}", id=s.open_request.id, state=s.open_request.status))
+        state = s.open_request.status
+        extra.append(t(lang, "reissue request #{id} {state}", id=s.open_request.id, state=t(lang, state)))
     if s.consumers:
         extra.append(t(lang, "consumers {done}/{total}", done=s.consumers[0], total=s.consumers[1]))
     if not s.reminder_channel:
@@ -242,6 +251,43 @@ def csv_lines(text: str) -> Iterator[str]:
         start = end
 
 
+# what each CSV column holds, in WING's words: Korean names a column by its header and its meaning
+COLUMN_MEANINGS = {
+    "vendor_id": N_("vendor ID"),
+    "label": N_("display name"),
+    "access_key": N_("Access Key"),
+    "secret_key": N_("Secret Key"),
+    "issued_on": N_("issue date"),
+    "expires_on": N_("expiry date"),
+    "channel": N_("channel"),
+    "owner": N_("owner"),
+    "integration": N_("linking method"),
+    "integrator_name": N_("integrator company"),
+    "company_name": N_("company name"),
+    "company_url": N_("company URL"),
+    "ip_addresses": N_("IP addresses"),
+}
+
+
+def column_names(lang: str, columns: Iterable[str]) -> str:
+    """CSV headers as the file spells them; in Korean each with its meaning: ``vendor_id(업체코드)``."""
+    if lang == i18n.ENGLISH:
+        return ", ".join(columns)
+    return ", ".join(f"{c}({t(lang, COLUMN_MEANINGS[c])})" if c in COLUMN_MEANINGS else c for c in columns)
+
+
+def header_problem(lang: str, path: Path, error: HeaderError) -> str:
+    """A header the import cannot use, in ``lang``: what is missing or unknown, and what the columns are."""
+    if error.missing:
+        problem = t(lang, "missing columns: {columns}", columns=column_names(lang, error.missing))
+    else:
+        problem = t(lang, "unknown columns: {columns}", columns=", ".join(error.unknown))
+    wanted = column_names(lang, CSV_COLUMNS)
+    expected = t(lang, "{path}: {problem}. Expected: {columns}.", path=path, problem=problem, columns=wanted)
+    hint = t(lang, "Korean headers such as 업체코드 and 만료일 work too.")
+    return f"{expected} {hint}"
+
+
 def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.file)
     lang = services.ctx.settings.language
@@ -250,8 +296,8 @@ def cmd_keys_import(services: Services, args: argparse.Namespace, out: TextIO) -
     required = ("vendor_id", "label") if args.update else ("vendor_id", "label", "access_key", "secret_key")
     try:
         columns = read_header(next(reader, []), required=required)
-    except KeybotError as exc:
-        print(f"{path}: {plain(render(lang, exc.msg))}", file=sys.stderr)
+    except HeaderError as exc:
+        print(header_problem(lang, path, exc), file=sys.stderr)
         return FAILED
     # rows are parsed as they are checked: 100,000 of them are never all in memory as dictionaries
     rows = ((reader.line_num, columns.row(values)) for values in reader if any(v.strip() for v in values))
@@ -474,13 +520,16 @@ def cmd_verify(services: Services, args: argparse.Namespace, out: TextIO) -> int
     """One signed read-only call to Coupang with the stored key; exit 0 only when the key works."""
     result = services.verification.verify(cli_actor(), args.vendor_id)
     settings = services.ctx.settings
-    when = result.checked_at.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M %Z")
+    local = result.checked_at.astimezone(settings.timezone)
+    when = f"{local:%Y-%m-%d %H:%M} {i18n.zone_after(settings.language, local, settings.timezone)}"
     print(
         t(
             settings.language,
             "{vendor_id}  {outcome}  (checked {time})",
             vendor_id=result.vendor_id,
-            outcome=result.outcome,  # the code itself, which scripts read
+            outcome=result.outcome
+            if settings.language == i18n.ENGLISH
+            else i18n.outcome_label(settings.language, result.outcome),  # English: the code itself, which scripts read
             time=when,
         ),
         file=out,
@@ -499,7 +548,8 @@ def cmd_backup(services: Services, args: argparse.Namespace, out: TextIO) -> int
         print(str(exc), file=sys.stderr)
         return USAGE if exc.usage else FAILED
     except OSError as exc:
-        print(f"Cannot write {target}: {exc.strerror}.", file=sys.stderr)
+        lang = services.ctx.settings.language
+        print(t(lang, "Cannot write {target}: {reason}.", target=target, reason=exc.strerror), file=sys.stderr)
         return FAILED
     done = t(
         services.ctx.settings.language,
@@ -564,12 +614,21 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
         now = parse_as_of(args.as_of, settings.timezone) if args.as_of else None
     except ValueError:
         example = "2026-12-01T09:00+09:00"
-        print(f"--as-of {plain(quote(args.as_of))} is not an ISO-8601 time, e.g. {example}.", file=sys.stderr)
+        wrong = t(
+            settings.language,
+            "--as-of {value} is not an ISO-8601 time, e.g. {example}.",
+            value=plain(quote(args.as_of)),
+            example=example,
+        )
+        print(wrong, file=sys.stderr)
         return USAGE
     notifier = None
     if not args.dry_run:
         if not settings.slack_bot_token:
-            print("SLACK_BOT_TOKEN is not set: nothing can be posted (try --dry-run).", file=sys.stderr)
+            print(
+                t(settings.language, "SLACK_BOT_TOKEN is not set: nothing can be posted (try --dry-run)."),
+                file=sys.stderr,
+            )
             return USAGE
         from bot.slack.app import build_client  # Slack-facing code is imported only when posting
         from bot.slack.reminders import SlackNotifier
@@ -586,82 +645,159 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
 Handler = Callable[[Services, argparse.Namespace, TextIO], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coupang-keybot", description="Keeps Coupang Open API keys alive.")
-    sub = parser.add_subparsers(dest="command")
+# argparse's common complaints, as it words them (Python 3.11+), and ours
+ARGPARSE_ERRORS = (
+    (r"unrecognized arguments: (?P<args>.*)", N_("unknown arguments: {args}")),
+    (r"the following arguments are required: (?P<args>.*)", N_("these arguments are missing: {args}")),
+    (
+        r"argument (?P<name>\S+): invalid choice: (?P<value>.*) \(choose from (?P<choices>.*)\)",
+        N_("{name}: {value} is not one of {choices}"),
+    ),
+    (r"argument (?P<name>\S+): invalid int value: (?P<value>.*)", N_("{name}: {value} is not a whole number")),
+    (r"argument (?P<name>\S+): expected one argument", N_("{name} needs a value")),
+)
 
-    serve = sub.add_parser("serve", help="run the bot (default)")
-    serve.add_argument("--port", type=int, default=None, help="HTTP port (default $PORT or 3000)")
-    serve.add_argument("--no-scheduler", action="store_true", help="do not run reminders and probes")
+
+class LocalizedParser(argparse.ArgumentParser):
+    """argparse with its own words (usage, section titles, -h) in ``lang``; sub-parsers inherit the language."""
+
+    def __init__(self, *args: Any, lang: str = i18n.ENGLISH, **kwargs: Any) -> None:
+        self.lang = lang
+        kwargs["add_help"] = False  # our own -h, with its help in ``lang``
+        super().__init__(*args, **kwargs)
+        self._positionals.title = t(lang, "positional arguments")
+        self._optionals.title = t(lang, "options")
+        self.add_argument("-h", "--help", action="help", help=t(lang, "show this help and exit"))
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", functools.partial(LocalizedParser, lang=self.lang))
+        return super().add_subparsers(**kwargs)
+
+    def format_usage(self) -> str:
+        return self._localize(super().format_usage())
+
+    def format_help(self) -> str:
+        return self._localize(super().format_help())
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        said = self._problem(message)
+        self.exit(USAGE, t(self.lang, "{prog}: error: {message}", prog=self.prog, message=said) + "\n")
+
+    def _problem(self, message: str) -> str:
+        """argparse's own complaint (English, from its gettext domain) in ``lang`` when it is a common one."""
+        if self.lang == i18n.ENGLISH:
+            return message
+        for pattern, text in ARGPARSE_ERRORS:
+            if found := re.fullmatch(pattern, message):
+                params = found.groupdict()
+                if params.get("name", "-").endswith("command"):  # the sub-command's dest: command, db_command…
+                    params["name"] = t(self.lang, "sub-command")
+                return t(self.lang, text, **params)
+        return message
+
+    def _localize(self, text: str) -> str:
+        usage = t(self.lang, "usage:")
+        return text.replace("usage:", usage, 1) if text.startswith("usage:") else text
+
+
+def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
+    """The parser, its help in ``lang`` (``coupang-keybot --help`` reads KEYBOT_LANGUAGE)."""
+    parser = LocalizedParser(
+        prog="coupang-keybot", description=t(lang, "Keeps Coupang Open API keys alive."), lang=lang
+    )
+    sub = parser.add_subparsers(dest="command", title=t(lang, "commands"))
+
+    serve = sub.add_parser("serve", help=t(lang, "run the bot (default)"))
+    serve.add_argument("--port", type=int, default=None, help=t(lang, "HTTP port (default $PORT or 3000)"))
+    serve.add_argument("--no-scheduler", action="store_true", help=t(lang, "do not run reminders and probes"))
     serve.set_defaults(handler=cmd_serve)
 
-    sub.add_parser("init", help="write .env with a new master key").set_defaults(handler=None)
+    sub.add_parser("init", help=t(lang, "write .env with a new master key")).set_defaults(handler=None)
 
-    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
-    db.add_parser("upgrade", help="apply migrations").set_defaults(handler=cmd_db_upgrade)
+    db = sub.add_parser("db", help=t(lang, "database maintenance")).add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help=t(lang, "apply migrations")).set_defaults(handler=cmd_db_upgrade)
 
-    status = sub.add_parser("status", help="every key, most urgent first")
-    status.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help=t(lang, "every key, most urgent first"))
+    status.add_argument("--json", action="store_true", help=t(lang, "print JSON"))
     status.add_argument(
-        "--fail-within", type=int, metavar="DAYS", help="exit 1 when a key has at most DAYS days left (for cron/CI)"
+        "--fail-within",
+        type=int,
+        metavar="DAYS",
+        help=t(lang, "exit 1 when a key has at most DAYS days left (for cron/CI)"),
     )
     status.add_argument(
-        "--expiring", type=int, metavar="DAYS", help="one line per key with at most DAYS days left (expired too)"
+        "--expiring",
+        type=int,
+        metavar="DAYS",
+        help=t(lang, "one line per key with at most DAYS days left (expired too)"),
     )
 
-    cal = sub.add_parser("calendar", help="iCalendar (RFC 5545): each key's D-14 day and expiry day")
-    cal.add_argument("--days", type=int, metavar="N", help="only the events of the next N days")
+    cal = sub.add_parser("calendar", help=t(lang, "iCalendar (RFC 5545): each key's D-14 day and expiry day"))
+    cal.add_argument("--days", type=int, metavar="N", help=t(lang, "only the events of the next N days"))
     cal.set_defaults(handler=cmd_calendar)
     status.set_defaults(handler=cmd_status)
 
-    verify = sub.add_parser("verify", help="check with Coupang that a stored key works (exit 1 if not)")
+    verify = sub.add_parser("verify", help=t(lang, "check with Coupang that a stored key works (exit 1 if not)"))
     verify.add_argument("vendor_id", metavar="VENDOR_ID")
     verify.set_defaults(handler=cmd_verify)
 
-    keys = sub.add_parser("keys", help="bulk operations").add_subparsers(dest="keys_command", required=True)
-    imp = keys.add_parser("import", help=f"register keys from a CSV file ({', '.join(CSV_COLUMNS)})")
-    imp.add_argument("file")
-    imp.add_argument("--skip-invalid", action="store_true", help="import the valid rows, report the rest")
+    keys = sub.add_parser("keys", help=t(lang, "bulk operations")).add_subparsers(dest="keys_command", required=True)
+    imp = keys.add_parser(
+        "import", help=t(lang, "register keys from a CSV file ({columns})", columns=", ".join(CSV_COLUMNS))
+    )
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--skip-invalid", action="store_true", help=t(lang, "import the valid rows, report the rest"))
     imp.add_argument(
-        "--update", action="store_true", help="also update registered keys from their rows (the sheet is the truth)"
+        "--update",
+        action="store_true",
+        help=t(lang, "also update registered keys from their rows (the sheet is the truth)"),
     )
     imp.add_argument(
-        "--new-keys", action="store_true", help="with --update: rows with other keys record them as a reissued key"
+        "--new-keys",
+        action="store_true",
+        help=t(lang, "with --update: rows with other keys record them as a reissued key"),
     )
     imp.set_defaults(handler=cmd_keys_import)
-    exp = keys.add_parser("export", help="every key in the import's columns, without secrets (for Excel)")
-    exp.add_argument("--encoding", choices=tuple(EXPORT_ENCODINGS), default="utf-8")
-    exp.add_argument("--output", metavar="FILE", help="write to FILE (mode 0600) instead of standard output")
+    exp = keys.add_parser("export", help=t(lang, "every key in the import's columns, without secrets (for Excel)"))
+    exp.add_argument("--encoding", choices=tuple(EXPORT_ENCODINGS), default="utf-8", help=t(lang, "file encoding"))
+    exp.add_argument("--output", metavar="FILE", help=t(lang, "write to FILE (mode 600) instead of standard output"))
     exp.set_defaults(handler=cmd_keys_export)
 
-    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
-    audit.add_parser("verify", help="check the chain").set_defaults(handler=cmd_audit_verify)
-    export = audit.add_parser("export", help="write the log to standard output")
-    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    export.add_argument("--output", metavar="FILE", help="write to FILE (mode 600) instead of standard output")
+    audit = sub.add_parser("audit", help=t(lang, "the audit log")).add_subparsers(dest="audit_command", required=True)
+    audit.add_parser("verify", help=t(lang, "check the chain")).set_defaults(handler=cmd_audit_verify)
+    export = audit.add_parser("export", help=t(lang, "write the log to standard output"))
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv", help=t(lang, "file format"))
+    export.add_argument("--output", metavar="FILE", help=t(lang, "write to FILE (mode 600) instead of standard output"))
     export.set_defaults(handler=cmd_audit_export)
 
-    reminders = sub.add_parser("reminders", help="milestone reminders").add_subparsers(
+    reminders = sub.add_parser("reminders", help=t(lang, "milestone reminders")).add_subparsers(
         dest="reminders_command", required=True
     )
-    run = reminders.add_parser("run", help="one reminder sweep now")
-    run.add_argument("--as-of", help="sweep as if the clock read this ISO-8601 time (no zone: KEYBOT_TIMEZONE)")
-    run.add_argument("--dry-run", action="store_true", help="print what would be posted; record nothing")
+    run = reminders.add_parser("run", help=t(lang, "one reminder sweep now"))
+    run.add_argument(
+        "--as-of", help=t(lang, "sweep as if the clock read this ISO-8601 time (no zone: KEYBOT_TIMEZONE)")
+    )
+    run.add_argument("--dry-run", action="store_true", help=t(lang, "print what would be posted; record nothing"))
     run.set_defaults(handler=cmd_reminders_run)
 
-    mk = sub.add_parser("master-key", help="master key maintenance").add_subparsers(dest="mk_command", required=True)
-    mk.add_parser("rotate", help="re-encrypt everything under the first key").set_defaults(
+    mk = sub.add_parser("master-key", help=t(lang, "master key maintenance")).add_subparsers(
+        dest="mk_command", required=True
+    )
+    mk.add_parser("rotate", help=t(lang, "re-encrypt everything under the first key")).set_defaults(
         handler=cmd_master_key_rotate
     )
 
-    backup = sub.add_parser("backup", help="a consistent copy of the database, safe while the bot runs")
+    backup = sub.add_parser("backup", help=t(lang, "a consistent copy of the database, safe while the bot runs"))
     backup.add_argument("file", metavar="FILE")
     backup.set_defaults(handler=cmd_backup)
-    consumers_cli.add_parser(sub)
+    consumers_cli.add_parser(sub, lang)
 
-    console = sub.add_parser("console", help="the bot in this terminal: type /coupang-key … as in Slack")
-    console.add_argument("--as", dest="as_user", metavar="U…", help="act as this Slack user (default: first admin)")
-    console.add_argument("--demo", action="store_true", help="throwaway database with sample keys and :tick")
+    console = sub.add_parser("console", help=t(lang, "the bot in this terminal: type /coupang-key … as in Slack"))
+    console.add_argument(
+        "--as", dest="as_user", metavar="U…", help=t(lang, "act as this Slack user (default: first admin)")
+    )
+    console.add_argument("--demo", action="store_true", help=t(lang, "throwaway database with sample keys and :tick"))
     console.set_defaults(handler=cmd_console)
 
     return parser
@@ -675,9 +811,10 @@ def load_environment() -> Settings:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    lang = environment_language()
+    args = build_parser(lang).parse_args(argv)
     if args.command is None:
-        args = build_parser().parse_args(["serve", *(argv or [])])
+        args = build_parser(lang).parse_args(["serve", *(argv or [])])
     if args.command == "init":
         return cmd_init(args, out)
     if args.command == "console" and args.demo:
@@ -703,13 +840,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return FAILED
     except DecryptionError as exc:
-        print(f"{exc}. Is KEYBOT_MASTER_KEY the key this database was written with?", file=sys.stderr)
+        print(
+            t(
+                settings.language,
+                "{problem}. Is KEYBOT_MASTER_KEY the key this database was written with?",
+                problem=exc,
+            ),
+            file=sys.stderr,
+        )
         return FAILED
     except KeybotError as exc:
         print(plain(render(settings.language, exc.msg)), file=sys.stderr)
         return FAILED
     except (OperationalError, InterfaceError) as exc:
-        print(cannot_reach(settings.database_url, exc), file=sys.stderr)
+        print(cannot_reach(settings.database_url, exc, settings.language), file=sys.stderr)
         return USAGE
     finally:
         services.engine.dispose()
@@ -736,12 +880,14 @@ def open_database(url: str) -> Engine:
         ) from None
 
 
-def cannot_reach(url: str, exc: DBAPIError) -> str:
+def cannot_reach(url: str, exc: DBAPIError, lang: str = i18n.ENGLISH) -> str:
     parsed = make_url(url)
     reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
     if parsed.password:
         reason = reason.replace(str(parsed.password), "***")
-    return (
-        f"Cannot use the database at {parsed.render_as_string(hide_password=True)}: {reason}. "
-        "Check DATABASE_URL and that the database is running."
+    return t(
+        lang,
+        "Cannot use the database at {url}: {reason}. Check DATABASE_URL and that the database is running.",
+        url=parsed.render_as_string(hide_password=True),
+        reason=reason,
     )

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from bot.bootstrap import Services
 from bot.destinations import AWS_PARAMETER, AWS_SECRET, VAULT, WEBHOOK
-from bot.i18n import t
+from bot.i18n import ENGLISH, N_, t
 from bot.rules import format_local
 from bot.services.base import cli_actor
 from bot.services.rollout import ConsumerState
@@ -22,15 +22,41 @@ OK, FAILED = 0, 1
 _KIND_FLAGS = ((WEBHOOK, "webhook"), (AWS_SECRET, "aws_secret"), (AWS_PARAMETER, "aws_parameter"), (VAULT, "vault"))
 
 
+# English prints the stored codes (scripts read them); Korean their meaning
+DELIVERY_STATES = {
+    "pending": N_("pending"),
+    "delivered": N_("delivered"),
+    "confirmed": N_("confirmed"),
+    "failed": N_("failed"),
+    "": N_("no delivery"),
+}
+KINDS = {
+    WEBHOOK: N_("webhook"),
+    AWS_SECRET: N_("AWS Secrets Manager"),
+    AWS_PARAMETER: N_("AWS SSM"),
+    VAULT: N_("Vault"),
+}
+
+
 def _describe(state: ConsumerState, services: Services) -> str:
     tz = services.ctx.settings.timezone
-    line = f"{state.vendor_id}  {state.name}  {state.kind}  {state.target}  {state.state or 'no delivery'}"
+    lang = services.ctx.settings.language
+    code = state.state or ""
+    line = t(
+        lang,
+        "{vendor_id}  {name}  {kind}  {target}  {state}",
+        vendor_id=state.vendor_id,
+        name=state.name,
+        kind=state.kind if lang == ENGLISH else t(lang, KINDS.get(state.kind, state.kind)),
+        target=state.target,
+        state=(code or "no delivery") if lang == ENGLISH else t(lang, DELIVERY_STATES.get(code, code)),
+    )
     if state.generation is not None:
-        line += f"  gen {state.generation}  attempts {state.attempts}"
+        line += t(lang, "  gen {generation}  attempts {attempts}", generation=state.generation, attempts=state.attempts)
     if state.next_attempt_at:
-        line += f"  next try {format_local(state.next_attempt_at, tz)}"
+        line += t(lang, "  next try {time}", time=format_local(state.next_attempt_at, tz))
     if state.last_error:
-        line += f"  last error: {state.last_error}"
+        line += t(lang, "  last error: {error}", error=state.last_error)
     return line
 
 
@@ -50,7 +76,7 @@ def cmd_add(services: Services, args: argparse.Namespace, out: TextIO) -> int:
                 lang,
                 "Added {name} ({kind} {target}) to {vendor_id}.",
                 name=added.name,
-                kind=added.kind,
+                kind=added.kind if lang == ENGLISH else t(lang, KINDS.get(added.kind, added.kind)),
                 target=added.target,
                 vendor_id=added.vendor_id,
             ),
@@ -102,33 +128,33 @@ def cmd_remove(services: Services, args: argparse.Namespace, out: TextIO) -> int
     return OK
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    consumers = sub.add_parser("consumers", help="systems that receive a key when it is reissued")
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], lang: str = ENGLISH) -> None:
+    consumers = sub.add_parser("consumers", help=t(lang, "systems that receive a key when it is reissued"))
     commands = consumers.add_subparsers(dest="consumers_command", required=True)
 
-    add = commands.add_parser("add", help="add a consumer and deliver the current key to it now")
+    add = commands.add_parser("add", help=t(lang, "add a consumer and deliver the current key to it now"))
     add.add_argument("vendor_id", metavar="VENDOR_ID")
     add.add_argument("name", metavar="NAME")
     where = add.add_mutually_exclusive_group(required=True)
-    where.add_argument("--webhook", metavar="URL", help="https:// URL (http:// only to loopback)")
-    where.add_argument("--aws-secret", metavar="SECRET_ID", help="AWS Secrets Manager secret name or ARN")
-    where.add_argument("--aws-parameter", metavar="NAME", help="AWS SSM Parameter Store name")
-    where.add_argument("--vault", metavar="PATH", help="Vault / OpenBao KV v2 path")
-    add.add_argument("--vault-mount", default="secret", help="KV v2 mount (default: secret)")
-    add.add_argument("--json", action="store_true")
+    where.add_argument("--webhook", metavar="URL", help=t(lang, "https:// URL (http:// only to loopback)"))
+    where.add_argument("--aws-secret", metavar="SECRET_ID", help=t(lang, "AWS Secrets Manager secret name or ARN"))
+    where.add_argument("--aws-parameter", metavar="NAME", help=t(lang, "AWS SSM Parameter Store name"))
+    where.add_argument("--vault", metavar="PATH", help=t(lang, "Vault / OpenBao KV v2 path"))
+    add.add_argument("--vault-mount", default="secret", help=t(lang, "KV v2 mount (default: secret)"))
+    add.add_argument("--json", action="store_true", help=t(lang, "print JSON"))
     add.set_defaults(handler=cmd_add)
 
-    listing = commands.add_parser("list", help="consumers and their latest delivery")
+    listing = commands.add_parser("list", help=t(lang, "consumers and their latest delivery"))
     listing.add_argument("vendor_id", metavar="VENDOR_ID", nargs="?")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help=t(lang, "print JSON"))
     listing.set_defaults(handler=cmd_list)
 
-    push = commands.add_parser("push", help="deliver the current key again now")
+    push = commands.add_parser("push", help=t(lang, "deliver the current key again now"))
     push.add_argument("vendor_id", metavar="VENDOR_ID")
     push.add_argument("name", metavar="NAME", nargs="?")
     push.set_defaults(handler=cmd_push)
 
-    remove = commands.add_parser("remove", help="stop delivering to a consumer")
+    remove = commands.add_parser("remove", help=t(lang, "stop delivering to a consumer"))
     remove.add_argument("vendor_id", metavar="VENDOR_ID")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(handler=cmd_remove)

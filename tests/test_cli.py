@@ -127,7 +127,7 @@ def test_import_refuses_unknown_columns(cli, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("vendor,label\nA00000001,x\n")
     code, _, err = cli("keys", "import", str(path))
-    assert code == 1 and "Missing columns: vendor_id" in err
+    assert code == 1 and "missing columns: vendor_id" in err
 
 
 def test_audit_verify_exit_codes_and_export(cli, tmp_path, db_url):
@@ -218,7 +218,7 @@ def test_configuration_errors_speak_keybot_language_when_it_parsed(cli, monkeypa
     code, _, err = cli("status")
     assert code == 2
     assert err.startswith(
-        "설정 오류: KEYBOT_TIMEZONE='Mars/Olympus'은(는) 알 수 없는 시간대입니다. Asia/Seoul처럼 입력해 주세요."
+        "설정 오류: KEYBOT_TIMEZONE='Mars/Olympus'는 알 수 없는 시간대입니다. Asia/Seoul처럼 입력해 주세요."
     )
     monkeypatch.setenv("DATABASE_URL", "nonsense")
     monkeypatch.delenv("KEYBOT_TIMEZONE")
@@ -276,7 +276,7 @@ def test_import_row_errors_follow_keybot_language(cli, tmp_path, monkeypatch):
     assert code == 1
     assert "keys.csv:3: vendor_id: 업체코드 A00000002: 이미 2번째 줄에 있습니다. 그 줄을 쓰고" in err
     assert "keys.csv:4: vendor_id: A00000001에는 이미 등록된 키가 있습니다." in err
-    assert "keys.csv:5: vendor_id: 업체코드 'B123'가 올바르지 않습니다" in err
+    assert "keys.csv:5: vendor_id: 업체코드 'B123'은 올바르지 않습니다" in err
     assert "is not valid" not in err and "already" not in err
     assert "가져오지 않았습니다" in err
 
@@ -295,11 +295,11 @@ def test_the_cli_follows_keybot_language(cli, tmp_path, monkeypatch):
     code, out, _ = cli("keys", "import", write_csv(tmp_path, row("A00000001", issued_on="", expires_on="2026-12-07")))
     assert (code, out.strip()) == (0, "키 1개를 가져왔습니다.")
     code, out, _ = cli("status")
-    assert code == 0 and "만료 2026년 12월 7일 (월)" in out and "WING의 재발급 버튼" in out
+    assert code == 0 and "만료 2026년 12월 7일(월)" in out and "WING의 재발급 버튼" in out
     code, _, err = cli("verify", "B0000001")
-    assert code != 0 and "업체코드 'B0000001'가 올바르지 않습니다" in err
+    assert code != 0 and "업체코드 'B0000001'은 올바르지 않습니다" in err
     code, out, _ = cli("reminders", "run", "--dry-run", "--as-of", "2026-11-30T09:00")  # D-7 in Seoul
-    assert code == 0 and "CSHOP0001에 알림을 올릴 예정:" in out and "1주일 남았습니다" in out and "시험 실행" in out
+    assert code == 0 and "CSHOP0001에 알림을 올릴 예정:" in out and "만료 1주일 전" in out and "시험 실행" in out
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,7 @@ def test_the_console_speaks_keybot_language(db_url: str) -> None:
         screen = run_session(korean, [":bogus", "/coupang-key 도움말", ":quit"])
     finally:
         korean.engine.dispose()
-    assert "쿠팡 키 관리 봇 콘솔입니다" in screen and ":bogus은(는) 모르는 콘솔 명령입니다" in screen
+    assert "쿠팡 키 관리 봇 콘솔입니다" in screen and ":bogus는 알 수 없는 콘솔 명령입니다" in screen
     assert "`/coupang-key 상태" in screen and "Unknown console command" not in screen
 
 

@@ -116,13 +116,13 @@ def test_the_catalog_is_package_data_so_pip_install_ships_it():
 
 
 def test_korean_dates_days_and_times():
-    assert i18n.day("ko", date(2026, 12, 7)) == "2026년 12월 7일 (월)"
+    assert i18n.day("ko", date(2026, 12, 7)) == "2026년 12월 7일(월)"
     assert i18n.day("en", date(2026, 12, 7)) == "2026-12-07"
     assert i18n.days_left("ko", 7) == "D-7" and i18n.days_left("ko", -3) == "만료 3일 지남"
     assert i18n.days_left("en", 7) == "7 days left" and i18n.days_left("en", -1) == "expired 1 day ago"
     morning = datetime(2026, 12, 7, 0, 0, tzinfo=UTC)  # 09:00 in Seoul
-    assert i18n.moment("ko", morning, SEOUL) == "2026년 12월 7일 (월) 오전 9:00"
-    assert i18n.moment("ko", morning + timedelta(hours=12, minutes=5), SEOUL) == "2026년 12월 7일 (월) 오후 9:05"
+    assert i18n.moment("ko", morning, SEOUL) == "2026년 12월 7일(월) 오전 9:00"
+    assert i18n.moment("ko", morning + timedelta(hours=12, minutes=5), SEOUL) == "2026년 12월 7일(월) 오후 9:05"
 
 
 def test_korean_wing_steps_use_wings_own_words():
@@ -136,9 +136,10 @@ def test_korean_wing_steps_use_wings_own_words():
     assert "*판매자정보*" in steps and "*추가판매정보*" in steps and "Seller Information" not in steps
 
 
-def test_korean_verification_failures_quote_coupangs_faq_titles():
-    assert "(Invalid signature)" in i18n.outcome_label("ko", "invalid_key")
+def test_korean_verification_failures_quote_coupangs_faq_titles_only_where_they_fit():
     assert "(Not allowed IP)" in i18n.outcome_label("ko", "ip_not_allowed")
+    # "invalid key" also covers clock-skew 401s and a 403: no single FAQ title fits it (KOREAN_REVIEW A5)
+    assert i18n.outcome_label("ko", "invalid_key") == "키 거부됨"
 
 
 def _reminder(days: int) -> Reminder:
@@ -263,7 +264,7 @@ def test_every_flow_speaks_the_teams_language(team: SlackHarness, gateway: FakeC
     if korean:
         leaked = sorted(p for p in english_phrases() if p in said)
         assert leaked == [], "English UI phrases in the Korean run"
-        for korean_words in ("도움말", "상태", "판매자정보", "2026년 11월 28일 (토)", "D-1", "재발급 요청", "승인"):
+        for korean_words in ("도움말", "상태", "판매자정보", "2026년 11월 28일(토)", "D-1", "재발급 요청", "승인"):
             assert korean_words in said
     else:
         for english in ("Request reissue", "Seller Information (판매자정보)", "1 day left", "History of", "works"):
@@ -305,8 +306,22 @@ def test_a_language_that_is_not_offered_is_refused_and_changes_nothing(slack: Sl
 def test_korean_sub_commands_are_listed_in_the_korean_help(slack: SlackHarness):
     slack.slash(USER, "언어 한국어")
     help_text = slack.slash(USER, "help").text_of()
-    for word in ("상태", "등록", "수정", "재발급", "확인", "이력", "감사", "승인자", "삭제", "연동", "언어", "도움말"):
+    for word in (
+        "상태",
+        "등록",
+        "수정",
+        "재발급",
+        "확인",
+        "이력",
+        "감사",
+        "승인자",
+        "삭제",
+        "사용처",
+        "언어",
+        "도움말",
+    ):
         assert f"`/coupang-key {word}" in help_text, word
+    assert "`/coupang-key 연동" not in help_text  # the old word still works, but reads like WING's 연동 정보
     assert "상태" in slack.slash(USER, "아무거나").text_of()  # an unknown word answers with the help
 
 
@@ -324,7 +339,7 @@ def test_status_expiring_has_a_korean_word_listed_in_the_korean_help(slack: Slac
 
 def test_a_refusal_reads_in_the_persons_language(slack: SlackHarness):
     slack.slash(ADMIN, "언어 ko")
-    assert "업체코드 'B123'가 올바르지 않습니다" in slack.slash(ADMIN, "이력 B123").text_of()
+    assert "업체코드 'B123'은 올바르지 않습니다" in slack.slash(ADMIN, "이력 B123").text_of()
     assert "Vendor ID 'B123' is not valid" in slack.slash(USER, "history B123").text_of()
 
 
@@ -343,7 +358,7 @@ def test_the_weekly_summary_and_rollout_progress_read_in_korean():
         ],
         ensure_ascii=False,
     )
-    assert "주간 키 요약" in said and "2026년 12월 1일 (화)" in said and "다시 보내기" in said
+    assert "주간 키 요약" in said and "2026년 12월 1일(화)" in said and "다시 보내기" in said
     assert sorted(p for p in english_phrases() if p in said) == []
 
 

@@ -150,7 +150,7 @@ def test_edit_modal_is_prefilled_without_secrets_and_shows_edits_left(slack):
     slack.slash(OWNER, "edit A00012345")
     modal = slack.last_modal(ids.EDIT_LINKING_MODAL)
     text = str(modal)
-    assert "Edits left this week: 10 of 10" in text
+    assert "Edits left in the last 7 days: 10 of 10" in text
     initial = {b["block_id"]: b["element"].get("initial_value") for b in modal["blocks"] if b["type"] == "input"}
     assert initial["ip_addresses"] == "211.45.10.3\n8.8.8.8" and initial["company_name"] == "Example Co"
     assert SECRET_MARK not in text and factories.access_key("A00012345") not in text

@@ -185,7 +185,7 @@ def test_edit_modal_is_prefilled_and_counts_edits_left():
     quota = rules.EditQuota(used=3, next_possible_at=None)
     view = views.build_edit_linking_modal("en", status(), quota).to_dict()
     text = json.dumps(view, ensure_ascii=False)
-    assert "Edits left this week: 7 of 10" in text
+    assert "Edits left in the last 7 days: 7 of 10" in text
     inputs = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
     assert inputs["integration"]["initial_option"]["value"] == "self"
     assert inputs["company_url"]["initial_value"] == "https://shop.example.com"

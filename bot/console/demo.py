@@ -16,6 +16,7 @@ from typing import TextIO
 from bot.bootstrap import Services, build_services
 from bot.config import Settings
 from bot.console.session import Console, Read
+from bot.i18n import KOREAN, N_, t
 from bot.services.keys import RegistrationForm
 from bot.services.reminders import describe_sweep
 from bot.slack.reminders import SlackNotifier
@@ -24,13 +25,35 @@ from storage.db import upgrade
 DEMO_ADMIN, DEMO_APPROVER, DEMO_MEMBER = "U0DEMOADMIN", "U0DEMOAPPROVER", "U0DEMOMEMBER"
 DEMO_CHANNEL = "C0DEMOKEYS"
 DEMO_NAMES = {DEMO_ADMIN: "Ada (admin)", DEMO_APPROVER: "Bo (approver)", DEMO_MEMBER: "Cy (member)"}
+KOREAN_NAMES = {DEMO_ADMIN: "관리자 김관리", DEMO_APPROVER: "승인자 박승인", DEMO_MEMBER: "팀원 이팀원"}
 UNREACHABLE = "http://127.0.0.1:9"  # the demo's keys are made up: never send them to Coupang
 
-INTRO = f"""\
+INTRO = N_("""\
 Demo mode: a throwaway database with four sample keys, and a clock that jumps a day when you say :tick.
-  You are {DEMO_NAMES[DEMO_ADMIN]} = {DEMO_ADMIN}. {DEMO_NAMES[DEMO_APPROVER]} = {DEMO_APPROVER} may approve reissues
-  (:as {DEMO_APPROVER} to be them). Try: /coupang-key status, :tick, /coupang-key reissue A00010002.
-  The sample keys are made up, so Verify reaches no Coupang server here."""
+  You are {admin_name} = {admin}. {approver_name} = {approver} may approve reissues
+  (:as {approver} to be them). Try: {status}, :tick, {reissue}.
+  The sample keys are made up, so Verify reaches no Coupang server here.""")
+# the sample keys' labels (and the demo's people) in the team's language, so a Korean demo reads Korean
+SAMPLE_LABELS = {
+    "en": ("Healthy Home Goods", "Spring Sale Store", "Outlet & Co", "Old Storefront", "Demo Trading"),
+    KOREAN: ("행복한 생활용품", "봄맞이 특가 스토어", "아울렛 상회", "옛날 상점", "데모 상사"),
+}
+
+
+def intro(lang: str) -> str:
+    """The demo's first words: who you are, who approves, what to try (the commands in the team's words)."""
+    names = KOREAN_NAMES if lang == KOREAN else DEMO_NAMES
+    korean = lang == KOREAN
+    return t(
+        lang,
+        INTRO,
+        admin_name=names[DEMO_ADMIN],
+        admin=DEMO_ADMIN,
+        approver_name=names[DEMO_APPROVER],
+        approver=DEMO_APPROVER,
+        status="/coupang-key 상태" if korean else "/coupang-key status",
+        reissue="/coupang-key 재발급 A00010002" if korean else "/coupang-key reissue A00010002",
+    )
 
 
 class MovableClock:
@@ -76,11 +99,12 @@ def demo_start(settings: Settings, real_now: datetime) -> datetime:
 def seed(services: Services) -> None:
     """Four keys: healthy, D-15 and D-8 (one :tick from the D-14 and D-7 reminders), and expired."""
     today = services.ctx.today()
+    *labels, company = SAMPLE_LABELS.get(services.ctx.settings.language, SAMPLE_LABELS["en"])
     samples = [
-        ("A00010001", "Healthy Home Goods", {"issued_on": today - timedelta(days=30)}),
-        ("A00010002", "Spring Sale Store", {"expires_on": today + timedelta(days=15)}),
-        ("A00010003", "Outlet & Co", {"expires_on": today + timedelta(days=8)}),
-        ("A00010004", "Old Storefront", {"expires_on": today - timedelta(days=3)}),
+        ("A00010001", labels[0], {"issued_on": today - timedelta(days=30)}),
+        ("A00010002", labels[1], {"expires_on": today + timedelta(days=15)}),
+        ("A00010003", labels[2], {"expires_on": today + timedelta(days=8)}),
+        ("A00010004", labels[3], {"expires_on": today - timedelta(days=3)}),
     ]
     for vendor_id, label, dates in samples:
         form = RegistrationForm(
@@ -91,7 +115,7 @@ def seed(services: Services) -> None:
             channel_id=DEMO_CHANNEL,
             owner_id=DEMO_ADMIN,
             integration="self",
-            company_name="Demo Trading",
+            company_name=company,
             company_url="https://wing.coupang.com",
             ip_addresses="211.45.10.3",
             **dates,
@@ -102,7 +126,7 @@ def seed(services: Services) -> None:
 def sweep_reminders(console: Console) -> list[str]:
     """One reminder sweep, exactly as the scheduler runs it, posting through the console's Slack stand-in."""
     report = console.bot.reminders.sweep(SlackNotifier(console.client, lang=console.bot.languages.team))
-    return describe_sweep(report, console.bot.ctx.settings.timezone)
+    return describe_sweep(report, console.bot.ctx.settings.timezone, console.lang)
 
 
 def run_demo(
@@ -130,9 +154,9 @@ def run_demo(
                 channel=DEMO_CHANNEL,
                 clock=clock,
                 sweep=sweep_reminders,
-                user_names=dict(DEMO_NAMES),
+                user_names=dict(KOREAN_NAMES if settings.language == KOREAN else DEMO_NAMES),
             )
-            console.say(INTRO)
+            console.say(intro(settings.language))
             console.run_sweep()  # as `serve` does at start-up
             return console.run()
         finally:

@@ -10,17 +10,20 @@ from datetime import date
 from typing import Any
 
 from bot.console.render import NumberFor, describe_value, is_secret_field, render_blocks, text_of
+from bot.i18n import ENGLISH, N_, t
 
 CLEAR = "-"  # typed to empty an optional field
 NEWLINE_ESCAPE = "\\n"  # typed inside a multi-line field for a line break
 _SELECTS = ("static_select", "radio_buttons", "external_select")
 _MULTI = ("checkboxes", "multi_static_select")
 _USER = re.compile(r"[UW][A-Z0-9]{2,}")
+A_USER_ID, A_CHANNEL_ID = N_("a user ID such as U0123ABCD"), N_("a channel ID such as C0123ABCD")
 _CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,}")
 
 
 class FieldInputError(ValueError):
-    """What was typed cannot be the value of this field; the message says what to type."""
+    """What was typed cannot be the value of this field; the message (in the console's language) says what to
+    type."""
 
 
 def _options(element: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -29,7 +32,7 @@ def _options(element: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(element.get("options") or [])
 
 
-def _pick(element: Mapping[str, Any], typed: str) -> dict[str, Any]:
+def _pick(element: Mapping[str, Any], typed: str, lang: str = ENGLISH) -> dict[str, Any]:
     options = _options(element)
     typed = typed.strip()
     if typed.isdigit() and 1 <= int(typed) <= len(options):
@@ -40,18 +43,19 @@ def _pick(element: Mapping[str, Any], typed: str) -> dict[str, Any]:
     starting = [o for o in options if typed and text_of(o.get("text")).lower().startswith(typed.lower())]
     if len(starting) == 1:
         return starting[0]
-    raise FieldInputError(f"Type the number of one of the {len(options)} choices.")
+    raise FieldInputError(t(lang, "Type the number of one of the {count} choices.", count=len(options)))
 
 
 def _ids(typed: str, prefix: str) -> list[str]:
     return [w.lstrip(prefix) for w in re.split(r"[\s,]+", typed.strip()) if w.lstrip(prefix)]
 
 
-def _checked(items: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
+def _checked(items: list[str], pattern: re.Pattern[str], what: str, lang: str = ENGLISH) -> list[str]:
     """Slack's pickers only offer real users and channels; the console asks for well-formed IDs instead."""
     bad = [i for i in items if not pattern.fullmatch(i)]
     if bad or not items:
-        raise FieldInputError(f"{bad[0] if bad else 'That'} is not {what}.")
+        value = bad[0] if bad else t(lang, "That")
+        raise FieldInputError(t(lang, "{value} is not {what}.", value=value, what=t(lang, what)))
     return items
 
 
@@ -84,33 +88,33 @@ def initial_value(element: Mapping[str, Any]) -> dict[str, Any]:
     return value
 
 
-def parse_typed(element: Mapping[str, Any], typed: str) -> dict[str, Any]:
+def parse_typed(element: Mapping[str, Any], typed: str, lang: str = ENGLISH) -> dict[str, Any]:
     """What the user typed for one element, as the element's state entry (``CLEAR`` empties it)."""
     kind = element.get("type", "")
     value = initial_value({"type": kind})  # the empty value of this kind
     if typed.strip() == CLEAR:
         return value
     if kind in _SELECTS:
-        value["selected_option"] = _pick(element, typed)
+        value["selected_option"] = _pick(element, typed, lang)
     elif kind in _MULTI:
-        value["selected_options"] = [_pick(element, part) for part in re.split(r"[\s,]+", typed.strip()) if part]
+        value["selected_options"] = [_pick(element, part, lang) for part in re.split(r"[\s,]+", typed.strip()) if part]
     elif kind == "datepicker":
         try:
             value["selected_date"] = date.fromisoformat(typed.strip()).isoformat()
         except ValueError:
-            raise FieldInputError("Type a date as YYYY-MM-DD, e.g. 2026-12-31.") from None
+            raise FieldInputError(t(lang, "Type a date as YYYY-MM-DD, e.g. 2026-12-31.")) from None
     elif kind == "timepicker":
         if not re.fullmatch(r"\d{2}:\d{2}", typed.strip()):
-            raise FieldInputError("Type a time as HH:MM, e.g. 09:00.")
+            raise FieldInputError(t(lang, "Type a time as HH:MM, e.g. 09:00."))
         value["selected_time"] = typed.strip()
     elif kind in ("users_select", "multi_users_select"):
-        users = _checked(_ids(typed, "@"), _USER, "a user ID such as U0123ABCD")
+        users = _checked(_ids(typed, "@"), _USER, A_USER_ID, lang)
         value.update({"selected_user": users[0]} if kind == "users_select" else {"selected_users": users})
     elif kind in ("channels_select", "conversations_select"):
-        channel = _checked(_ids(typed, "#"), _CHANNEL, "a channel ID such as C0123ABCD")[0]
+        channel = _checked(_ids(typed, "#"), _CHANNEL, A_CHANNEL_ID, lang)[0]
         value["selected_channel" if kind == "channels_select" else "selected_conversation"] = channel
     elif kind in ("multi_channels_select", "multi_conversations_select"):
-        channels = _checked(_ids(typed, "#"), _CHANNEL, "a channel ID such as C0123ABCD")
+        channels = _checked(_ids(typed, "#"), _CHANNEL, A_CHANNEL_ID, lang)
         value["selected_channels" if kind == "multi_channels_select" else "selected_conversations"] = channels
     else:
         text = typed.replace(NEWLINE_ESCAPE, "\n") if element.get("multiline") else typed
@@ -118,19 +122,20 @@ def parse_typed(element: Mapping[str, Any], typed: str) -> dict[str, Any]:
     return value
 
 
-def typing_hint(element: Mapping[str, Any]) -> str:
+def typing_hint(element: Mapping[str, Any], lang: str = ENGLISH) -> str:
     kind = element.get("type", "")
     if kind in _SELECTS or kind in _MULTI:
         choices = "  ".join(f"{i}) {text_of(o.get('text'))}" for i, o in enumerate(_options(element), start=1))
-        return choices + ("   (several: 1,3)" if kind in _MULTI else "")
+        return choices + (t(lang, "   (several: 1,3)") if kind in _MULTI else "")
     if kind == "datepicker":
-        return "a date, YYYY-MM-DD"
+        return t(lang, "a date, YYYY-MM-DD")
     if kind in ("users_select", "multi_users_select"):
-        return "a user ID, e.g. U0123ABCD" + (" (several: separate by spaces)" if kind.startswith("multi") else "")
+        several = t(lang, " (several: separate by spaces)") if kind.startswith("multi") else ""
+        return t(lang, "a user ID, e.g. U0123ABCD") + several
     if kind in ("channels_select", "conversations_select", "multi_channels_select", "multi_conversations_select"):
-        return "a channel ID, e.g. C0123ABCD"
+        return t(lang, "a channel ID, e.g. C0123ABCD")
     if element.get("multiline"):
-        return f"several lines: type {NEWLINE_ESCAPE} between them"
+        return t(lang, "several lines: type {escape} between them", escape=NEWLINE_ESCAPE)
     return ""
 
 
@@ -197,20 +202,22 @@ class Modal:
     def not_offered(self) -> list[Field]:
         return [f for f in self.fields if (f.block_id, f.action_id) not in self.offered]
 
-    def field(self, number: int) -> Field:
+    def field(self, number: int, lang: str = ENGLISH) -> Field:
         fields = self.fields
         if not 1 <= number <= len(fields):
-            raise FieldInputError(f"There is no field {number}; the fields are 1 to {len(fields)}.")
+            raise FieldInputError(
+                t(lang, "There is no field {number}; the fields are 1 to {count}.", number=number, count=len(fields))
+            )
         return fields[number - 1]
 
-    def set(self, f: Field, typed: str) -> None:
-        self.values[f.block_id][f.action_id] = parse_typed(f.element, typed)
+    def set(self, f: Field, typed: str, lang: str = ENGLISH) -> None:
+        self.values[f.block_id][f.action_id] = parse_typed(f.element, typed, lang)
         self.errors.pop(f.block_id, None)
 
-    def shown_value(self, f: Field) -> str:
+    def shown_value(self, f: Field, lang: str = ENGLISH) -> str:
         value = describe_value(f.element, self.values[f.block_id][f.action_id])
         if f.secret and value:
-            return "•••••••• (entered, hidden)"
+            return t(lang, "•••••••• (entered, hidden)")
         return value.replace("\n", NEWLINE_ESCAPE)  # one line, written the way it is typed
 
     def state(self) -> dict[str, Any]:
@@ -225,9 +232,9 @@ class Modal:
         view.setdefault("hash", f"{self.view_id}.hash")
         return view
 
-    def render(self, number_for: NumberFor) -> str:
+    def render(self, number_for: NumberFor, lang: str = ENGLISH) -> str:
         """The modal as text: non-input blocks as messages render, input blocks as numbered fields."""
-        title = text_of(self.view.get("title")) or "Modal"
+        title = text_of(self.view.get("title")) or t(lang, "Form")
         lines = [f"┌─ {title} " + "─" * max(3, 50 - len(title))]
         inputs = {id(f.block): f for f in self.fields}
         pending: list[dict[str, Any]] = []
@@ -243,8 +250,8 @@ class Modal:
                 pending.append(block)
                 continue
             flush()
-            marker = " (optional)" if f.optional else " *"
-            lines.append(f"│ {f.number}. {f.label}{marker}: {self.shown_value(f)}")
+            marker = t(lang, " (optional)") if f.optional else " *"
+            lines.append(f"│ {f.number}. {f.label}{marker}: {self.shown_value(f, lang)}")
             hint = text_of(block.get("hint"))
             if hint:
                 lines.append(f"│      {hint}")
@@ -252,7 +259,7 @@ class Modal:
                 lines.append(f"│      ! {self.errors[f.block_id]}")
         flush()
         submit = text_of(self.view.get("submit"))
-        close = text_of(self.view.get("close")) or "Cancel"
-        actions = ([f"s = {submit}"] if submit else []) + [f"c = {close}", "N = change field N"]
+        close = text_of(self.view.get("close")) or t(lang, "Cancel")
+        actions = ([f"s = {submit}"] if submit else []) + [f"c = {close}", t(lang, "N = change field N")]
         lines.append("└─ " + " · ".join(actions))
         return "\n".join(lines)

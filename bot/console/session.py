@@ -121,9 +121,14 @@ class Console:
 
     # ------------------------------------------------------------------ the loop
 
+    @property
+    def lang(self) -> str:
+        """The console's own words are in the team's language (KEYBOT_LANGUAGE)."""
+        return self.services.languages.team
+
     def hint(self, message: str, /, **params: object) -> None:
         """One of the console's own hints, in the team's language (KEYBOT_LANGUAGE)."""
-        self.say(t(self.services.languages.team, message, **params))
+        self.say(t(self.lang, message, **params))
 
     def run(self) -> int:
         self.hint("Coupang key bot console. You are {user}. Type :help for help.", user=self._who(self.user))
@@ -209,13 +214,13 @@ class Console:
             "⏩ {days} day(s) later: {time} ({zone}).",
             days=days,
             time=i18n.moment(lang, now, self.bot.ctx.settings.timezone),
-            zone=self.bot.ctx.settings.timezone.key,
+            zone=i18n.zone_name(lang, self.bot.ctx.settings.timezone.key),
         )
         self.run_sweep()
 
     def run_sweep(self) -> None:
         if self.sweep is None:
-            self.say("(No reminder sweep is available in this build.)")
+            self.hint("(No reminder sweep is available in this build.)")
             return
         summary = self.sweep(self)
         self._flush()
@@ -250,11 +255,11 @@ class Console:
                 user=self._who(self.user),
             )
         if response.status == 401:
-            self.say("! The bot refused the request's signature.")
+            self.hint("! The bot refused the request's signature.")
         elif response.status == 404:
-            self.say("! Nothing in the bot handles that.")
+            self.hint("! Nothing in the bot handles that.")
         elif response.status >= 500:
-            self.say("! The bot failed while handling that; its log file says why.")
+            self.hint("! The bot failed while handling that; its log file says why.")
         return response
 
     def _latest_audit_seq(self) -> int:
@@ -354,10 +359,11 @@ class Console:
         if element.get("type") == "button":
             action.update(text=element.get("text"), value=element.get("value"), style=element.get("style"))
         else:
-            hint = typing_hint(element)
+            hint = typing_hint(element, self.lang)
             self.say(hint) if hint else None
             try:
-                action.update(parse_typed(element, self.read(f"  {text_of(element.get('placeholder'))}: ")))
+                typed = self.read(f"  {text_of(element.get('placeholder'))}: ")
+                action.update(parse_typed(element, typed, self.lang))
             except FieldInputError as error:
                 self.say(f"! {error}")
                 return
@@ -412,26 +418,26 @@ class Console:
     def _modal_step(self) -> str | None:
         modal = self.modals[-1]
         if modal.not_offered() and not modal.offered:
-            title = text_of(modal.view.get("title")) or "Form"
+            title = text_of(modal.view.get("title")) or t(self.lang, "Form")
             self.hint("┌─ {title}: fill in the fields (Enter skips, - clears)", title=title)
         for f in modal.not_offered():
             if not self._ask_field(modal, f):
                 return "quit"
         if self._dirty or modal is not getattr(self, "_shown_modal", None):
-            self.say(modal.render(self._numberer(f"view:{modal.view_id}")))
+            self.say(modal.render(self._numberer(f"view:{modal.view_id}"), self.lang))
             self._shown_modal, self._dirty = modal, False
         try:
-            line = self.read("form> ").strip()
+            line = self.read(t(self.lang, "form> ")).strip()
         except EOFError:
             return "quit"
         if line.lower() in ("s", "submit"):
             self._submit(modal)
         elif line.lower() in ("c", "cancel"):
             self._close_view(modal)
-            self.say("(form closed without submitting)")
+            self.hint("(form closed without submitting)")
         elif line.isdigit():
             try:
-                f = modal.field(int(line))
+                f = modal.field(int(line), self.lang)
             except FieldInputError as error:
                 self.say(f"! {error}")
             else:
@@ -451,13 +457,13 @@ class Console:
     def _ask_field(self, modal: Modal, f: Any) -> bool:
         """Prompt for one field until it holds something well-formed; False at the end of input."""
         modal.offered.add((f.block_id, f.action_id))
-        hint = typing_hint(f.element)
+        hint = typing_hint(f.element, self.lang)
         label = text_of(f.block.get("hint"))
         for extra in (label, hint):
             if extra:
                 self.say(f"     {extra}")
-        current = modal.shown_value(f)
-        optional = " (optional)" if f.optional else ""
+        current = modal.shown_value(f, self.lang)
+        optional = t(self.lang, " (optional)") if f.optional else ""
         prompt = f"  {f.number}. {f.label}{optional}" + (f" [{current}]" if current else "") + ": "
         read = self.read_secret if (f.secret and self.read_secret) else self.read
         while True:
@@ -468,7 +474,7 @@ class Console:
             if not typed.strip():
                 return True
             try:
-                modal.set(f, typed.strip() if not f.element.get("multiline") else typed)
+                modal.set(f, typed.strip() if not f.element.get("multiline") else typed, self.lang)
                 return True
             except FieldInputError as error:
                 self.say(f"     ! {error}")
@@ -484,7 +490,7 @@ class Console:
         if action == "errors":
             modal.errors = dict(answer.get("errors") or {})
             self._dirty = True
-            self.say(modal.render(self._numberer(f"view:{modal.view_id}")))
+            self.say(modal.render(self._numberer(f"view:{modal.view_id}"), self.lang))
             self._shown_modal, self._dirty = modal, False
             known = {f.block_id for f in modal.fields}
             for block_id, message in modal.errors.items():
@@ -501,10 +507,10 @@ class Console:
             self.modals.append(Modal(answer["view"], self._new_view_id()))
         elif action == "clear":
             self.modals.clear()
-            self.say("(form submitted and closed)")
+            self.hint("(form submitted and closed)")
         else:
             self._close_view(modal)
-            self.say("(form submitted and closed)")
+            self.hint("(form submitted and closed)")
         self._flush()
 
     def _close_view(self, modal: Modal) -> None:
@@ -541,7 +547,8 @@ class Console:
         if method == "chat.postEphemeral":
             channel, user = str(args.get("channel", "")), str(args.get("user", ""))
             message = self._store(channel, ts, args, visible_to=user)
-            self._show(message, f"only visible to {self._who(user)} in {self._where(channel, args)}")
+            where = self._where(channel, args)
+            self._show(message, t(self.lang, "only visible to {user} in {where}", user=self._who(user), where=where))
             return {"ok": True, "message_ts": ts}
         if method == "chat.update":
             channel, old_ts = str(args.get("channel", "")), str(args.get("ts", ""))
@@ -549,14 +556,14 @@ class Console:
             if edited is None:
                 return {"ok": False, "error": "message_not_found"}
             edited.text, edited.blocks = args.get("text", edited.text), args.get("blocks") or edited.blocks
-            self._show(edited, f"{self._where(channel, args)} (message edited)")
+            self._show(edited, t(self.lang, "{where} (message edited)", where=self._where(channel, args)))
             return {"ok": True, "channel": channel, "ts": old_ts, "text": edited.text}
         if method == "chat.delete":
             for key, m in list(self._messages.items()):
                 if (m.channel, m.ts) == (args.get("channel"), args.get("ts")):
                     del self._messages[key]
                     self._forget(key)
-            self._outbox.append("(a message was deleted)")
+            self._outbox.append(t(self.lang, "(a message was deleted)"))
             return {"ok": True}
         if method == "chat.getPermalink":
             return {"ok": True, "permalink": f"https://console.local/archives/{args.get('channel')}/p{n}"}
@@ -591,7 +598,8 @@ class Console:
             home = Modal(args.get("view") or {}, old_home.view_id if old_home else self._new_view_id())
             self._homes[user] = home
             body = render_blocks(home.view.get("blocks", []), self._numberer(f"view:{home.view_id}"))
-            self._outbox.append(f"── App Home of {self._who(user)} {RULE[:30]}\n{body}\n")
+            title = t(self.lang, "App Home of {user}", user=self._who(user))
+            self._outbox.append(f"── {title} {RULE[:30]}\n{body}\n")
             return {"ok": True, "view": home.payload_view(team_id=TEAM_ID, app_id=APP_ID)}
         if method == "usergroups.users.list":
             group = str(args.get("usergroup", ""))
@@ -609,7 +617,7 @@ class Console:
         if method == "conversations.open":
             users = str(args.get("users", "")).split(",")[0]
             return {"ok": True, "channel": {"id": f"D{users[1:]}"}}
-        self._outbox.append(f"(the bot called {method}; the console does not show it)")
+        self._outbox.append(t(self.lang, "(the bot called {method}; the console does not show it)", method=method))
         return {"ok": True}
 
     def _respond(self, key: str, message: dict[str, Any]) -> None:
@@ -622,18 +630,20 @@ class Console:
         if reply.get("delete_original") and original is not None:
             del self._messages[original.key]
             self._forget(original.key)
-            self._outbox.append("(the message above was deleted)")
+            self._outbox.append(t(self.lang, "(the message above was deleted)"))
             return
         if reply.get("replace_original") and original is not None:
             original.text, original.blocks = reply.get("text", ""), reply.get("blocks") or []
-            self._show(original, "(message replaced)")
+            self._show(original, t(self.lang, "(message replaced)"))
             return
         n = next(self._counter)
         in_channel = reply.get("response_type") == "in_channel"
         message = self._store(
             channel, f"{int(time.time())}.{n:06d}", reply, visible_to=None if in_channel else self.user
         )
-        where = self._where(channel, reply) if in_channel else f"only visible to you ({self.user})"
+        where = (
+            self._where(channel, reply) if in_channel else t(self.lang, "only visible to you ({user})", user=self.user)
+        )
         self._show(message, where)
 
     # ------------------------------------------------------------------ showing things
@@ -647,11 +657,13 @@ class Console:
 
     def _show(self, message: Message, where: str) -> None:
         body = render_message(message.text, message.blocks, self._numberer(message.key))
-        self._outbox.append(f"── keybot · {where} {RULE[: max(3, 56 - len(where))]}\n{body}\n")
+        bot = t(self.lang, "keybot")  # who posted: the bot's name in Slack
+        self._outbox.append(f"── {bot} · {where} {RULE[: max(3, 56 - len(where))]}\n{body}\n")
 
     def _where(self, channel: str, args: dict[str, Any]) -> str:
-        place = f"DM with {self._who(channel)}" if _USER_ID.match(channel) or channel.startswith("D") else f"#{channel}"
-        return place + (" (in a thread)" if args.get("thread_ts") else "")
+        direct = _USER_ID.match(channel) or channel.startswith("D")
+        place = t(self.lang, "DM with {user}", user=self._who(channel)) if direct else f"#{channel}"
+        return place + (t(self.lang, " (in a thread)") if args.get("thread_ts") else "")
 
     def _who(self, user: str) -> str:
         name = self.user_names.get(user)

@@ -698,7 +698,7 @@ _POST_HEADS = {  # (dry run, failed, digest) -> what the terminal says above a m
 
 def describe_sweep(report: SweepReport, tz: ZoneInfo, lang: str = "en") -> list[str]:
     """Plain text lines for a terminal: what was (or would be) posted where. No secrets exist here to leak."""
-    when = report.now.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+    when = f"{report.now.astimezone(tz):%Y-%m-%d %H:%M} {i18n.zone_after(lang, report.now, tz)}"
     lines = []
     for post in report.posts + report.failed + report.undeliverable:
         head = _POST_HEADS[(report.dry_run and not post.error, bool(post.error), post.is_digest)]

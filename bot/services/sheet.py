@@ -72,6 +72,15 @@ class Columns:
         return {name: value for name, value in zip(self.ours, values, strict=False) if name is not None}
 
 
+class HeaderError(KeybotError):
+    """A header row without a required column or with one the bot does not know (the CLI names them as the
+    person reads them: ``vendor_id(업체코드)`` in Korean)."""
+
+    def __init__(self, missing: Sequence[str], unknown: Sequence[str]):
+        self.missing, self.unknown = list(missing), list(unknown)
+        super().__init__("missing columns: {missing}; unknown columns: {unknown}", missing=missing, unknown=unknown)
+
+
 def read_header(header: Sequence[str], *, required: Iterable[str]) -> Columns:
     """Map a sheet's header row onto :data:`CSV_COLUMNS`, or refuse it with one sentence naming what to fix."""
     ours: list[str | None] = []
@@ -92,20 +101,8 @@ def read_header(header: Sequence[str], *, required: Iterable[str]) -> Columns:
             theirs[column] = typed.strip()
         ours.append(column)
     missing = [c for c in required if c not in theirs]
-    if missing:
-        raise KeybotError(
-            "Missing columns: {missing}. The columns are: {columns} "
-            "(Korean names such as 업체코드 and 만료일 work too).",
-            missing=", ".join(missing),
-            columns=", ".join(CSV_COLUMNS),
-        )
-    if unknown:
-        raise KeybotError(
-            "Unknown columns: {unknown}. The columns are: {columns} "
-            "(Korean names such as 업체코드 and 만료일 work too).",
-            unknown=", ".join(rules.quote(u) for u in unknown),
-            columns=", ".join(CSV_COLUMNS),
-        )
+    if missing or unknown:
+        raise HeaderError(missing, unknown)
     return Columns(tuple(ours), theirs)
 
 

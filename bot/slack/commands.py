@@ -29,7 +29,8 @@ KOREAN_SUBCOMMANDS = {
     "감사": "audit",
     "승인자": "approvers",
     "삭제": "delete",
-    "연동": "consumers",
+    "사용처": "consumers",  # the systems that hold a key (키 사용처); help shows this word
+    "연동": "consumers",  # the older word, kept working: it reads like WING's 연동 정보, so help no longer shows it
     "언어": "language",
     "도움말": "help",
 }

@@ -61,7 +61,7 @@ from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.failures import after_ack, later
 from bot.slack.parse import parse_submission_id
 from bot.slack.posting import conversation_of, post_claimed, post_once, posted_since, posting_client
-from bot.slack.views import audit_action_label, escape, form_errors, refusal_text
+from bot.slack.views import audit_action_label, escape, form_errors, history_actor, refusal_text
 from storage.db import lift_deadline
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ _REQUEST_ID = re.compile(r"[0-9]{1,9}")  # a request id as buttons and forms car
 
 
 def _when(at: datetime | None, tz: ZoneInfo, lang: str = "en") -> str:
-    return f"{i18n.moment(lang, at, tz)} ({tz.key})" if at else "—"
+    return f"{i18n.moment(lang, at, tz)} ({i18n.zone_name(lang, tz.key)})" if at else "—"
 
 
 # ---------------------------------------------------------------- user groups (the service's GroupMembers)
@@ -677,7 +677,7 @@ def build_audit_text(lang: str, entries: Sequence[AuditEntry], tz: ZoneInfo) -> 
     lines = [t(lang, "*Latest {count} audit events* (newest first)", count=len(entries))]
     for e in entries:
         vendor = f" {e.vendor_id}" if e.vendor_id else ""
-        actor = f"<@{e.actor}>" if e.actor[:1] in ("U", "W") else escape(e.actor)
+        actor = history_actor(lang, e.actor)  # the bot's own jobs read "The bot" / "봇"
         action = audit_action_label(lang, e.action)
         lines.append(f"#{e.seq} {_when(e.at, tz, lang)} {actor} `{action}`{vendor}")
     return "\n".join(lines)

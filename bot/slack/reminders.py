@@ -23,7 +23,7 @@ from slack_sdk.models.blocks import (
 
 from bot import i18n
 from bot.bootstrap import Services
-from bot.i18n import render, t
+from bot.i18n import KOREAN, render, t
 from bot.services.reminders import CannotPost, Notifier, Reminder, SweepReport, Undeliverable
 from bot.slack import ids
 from bot.slack.posting import CHANNEL_REFUSALS, post_once, posted_since, posting_client
@@ -42,7 +42,9 @@ def _owner(reminder: Reminder, lang: str) -> str:
     return f"<@{reminder.owner_id}>" if reminder.owner_id else t(lang, "no owner set")
 
 
-def _milestone_name(reminder: Reminder) -> str:
+def _milestone_name(reminder: Reminder, lang: str) -> str:
+    if reminder.milestone == 0 and lang == KOREAN:
+        return "D-Day"  # Koreans never say D-0
     return f"D-{reminder.milestone}" if reminder.milestone >= 0 else f"D+{-reminder.milestone}"
 
 
@@ -71,7 +73,7 @@ def build_reminder_blocks(reminder: Reminder, lang: str = "en") -> list[Block]:
     footer = t(
         lang,
         "Coupang key reminder {milestone} · generation {generation}",
-        milestone=_milestone_name(reminder),
+        milestone=_milestone_name(reminder, lang),
         generation=reminder.generation,
     )
     return [

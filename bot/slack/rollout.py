@@ -76,6 +76,14 @@ KIND_LABELS = {
     "aws-ssm": N_("AWS SSM Parameter Store (parameter name)"),
     "vault": N_("Vault / OpenBao KV v2 (path)"),
 }
+KIND_NAMES = {"webhook": N_("webhook"), "aws-secretsmanager": N_("AWS Secrets Manager"), "aws-ssm": N_("AWS SSM")}
+
+
+def kind_name(lang: str, kind: str) -> str:
+    """A destination kind in a line: the code in English (as typed on the CLI), a Korean word in Korean."""
+    return kind if lang == i18n.ENGLISH or kind not in KIND_NAMES else t(lang, KIND_NAMES[kind])
+
+
 STATE_ICONS = {"pending": ":hourglass_flowing_sand:", "delivered": ":white_check_mark:", "confirmed": ":lock:"}
 
 
@@ -161,7 +169,8 @@ class SlackProgressNotifier:
 
 def consumer_line(state: ConsumerState, tz: ZoneInfo, lang: str = "en", *, detailed: bool = True) -> str:
     """``detailed``: the target and the last error too (admins, the key's owner and approvers only)."""
-    head = f"*{escape(state.name)}* · {state.kind} `{escape(state.target)}`" if detailed else f"*{escape(state.name)}*"
+    kind = kind_name(lang, state.kind)
+    head = f"*{escape(state.name)}* · {kind} `{escape(state.target)}`" if detailed else f"*{escape(state.name)}*"
     if state.state is None:
         return f"{head}\n{t(lang, 'nothing delivered yet')}"
     if (state.state == "failed" or state.last_error) and detailed:
@@ -471,7 +480,7 @@ def build_secret_view(added: AddedConsumer, lang: str = "en") -> View:
         lang,
         "*{name}* ({kind} `{target}`) receives `{vendor_id}`'s key now.",
         name=escape(added.name),
-        kind=added.kind,
+        kind=kind_name(lang, added.kind),
         target=escape(added.target),
         vendor_id=added.vendor_id,
     )

@@ -88,7 +88,7 @@ def parse_verify_click(body: dict[str, Any]) -> VerifyClick:
 
 
 def _when(lang: str, at: datetime, tz: ZoneInfo) -> str:
-    return f"{i18n.moment(lang, at, tz)} {at.astimezone(tz).tzname() or tz}"
+    return f"{i18n.moment(lang, at, tz)} {i18n.zone_after(lang, at, tz)}"
 
 
 def result_text(lang: str, result: VerifyResult) -> str:

@@ -122,7 +122,7 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         ),
         t(
             lang,
-            "{advice} · linking-info edits this week: {used}/{limit}",
+            "{advice} · linking-info edits in the last 7 days: {used}/{limit}",
             advice=reissue,
             used=status.edits_last_7_days,
             limit=rules.EDITS_PER_WEEK,
@@ -445,7 +445,7 @@ def _linking_inputs(lang: str, linking: LinkingInfo | None) -> list[Block]:
             t(lang, "Company or service URL (self-developed only)"),
             optional=True,
             initial=linking.company_url if linking else None,
-            placeholder="https://… or wing.coupang.com",
+            placeholder=t(lang, "https://… or wing.coupang.com"),
             max_length=500,
         ),
         _text_input(
@@ -521,7 +521,7 @@ def build_edit_linking_modal(
                 _mrkdwn(
                     t(
                         lang,
-                        "Edits left this week: {left} of {limit}",
+                        "Edits left in the last 7 days: {left} of {limit}",
                         left=quota.remaining,
                         limit=rules.EDITS_PER_WEEK,
                     )
@@ -662,6 +662,11 @@ HISTORY_SENTENCES = {
     "consumer.removed": N_("{actor} removed the consumer {name}."),
     "consumer.pushed": N_("{actor} pushed generation {generation} to {names}."),
     "rollout.confirmed": N_("{actor} confirmed it uses generation {generation}."),
+    "rollout.delivered": N_("{actor} delivered generation {generation} to {name}."),
+    "rollout.retrying": N_("{actor} could not deliver generation {generation} to {name} (attempt {attempt}): {error}"),
+    "rollout.failed": N_(
+        "{actor} gave up delivering generation {generation} to {name} after attempt {attempt}: {error}"
+    ),
 }
 
 
@@ -696,7 +701,7 @@ def history_sentence(lang: str, entry: AuditEntry) -> str:
         with contextlib.suppress(KeyError, ValueError):  # unreadable: "?"
             params["linking"] = escape(linking_summary(lang, LinkingInfo.from_details(linking)))
     params["actor"] = actor
-    return _truncate(t(lang, template).format_map(params), 600)
+    return _truncate(i18n.fill(lang, template, params), 600)
 
 
 def audit_action_label(lang: str, action: str) -> str:
@@ -739,6 +744,33 @@ AUDIT_ACTIONS = frozenset(
         N_("approver.added"),
         N_("approver.removed"),
         N_("consumer.removed"),
+        N_("consumer.added"),
+        N_("consumer.add"),
+        N_("consumer.remove"),
+        N_("consumer.pushed"),
+        N_("consumer.push"),
+        N_("consumer.manage"),
+        N_("consumer.propose"),
+        N_("consumer.proposed"),
+        N_("consumer.approve"),
+        N_("consumer.deny"),
+        N_("consumer.retarget"),
+        N_("consumer.retargeted"),
+        N_("consumer.proposal.approved"),
+        N_("consumer.proposal.denied"),
+        N_("consumer.proposal.expired"),
+        N_("consumer.proposal.voided"),
+        N_("approver.add"),
+        N_("approver.remove"),
+        N_("key.verify_repeated"),
+        N_("reminder.posted"),
+        N_("rollout.delivered"),
+        N_("rollout.retrying"),
+        N_("rollout.failed"),
+        N_("rollout.confirmed"),
+        N_("summary.posted"),
+        N_("audit.head_posted"),
+        N_("audit.read"),
         N_("master_key.rotated"),
         N_("language.chosen"),
     }
@@ -810,7 +842,7 @@ def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         saved = t(
             lang,
             ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
-            "apply it (propagating until {time}). Edits this week: {used}/{limit}.",
+            "apply it (propagating until {time}). Edits in the last 7 days: {used}/{limit}.",
             time=i18n.moment(lang, status.propagating_until, tz),
             **params,
         )
@@ -818,7 +850,7 @@ def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         saved = t(
             lang,
             ":white_check_mark: Saved the linking info of *{vendor_id}*. Coupang may take up to 30 minutes to "
-            "apply it (propagating). Edits this week: {used}/{limit}.",
+            "apply it (propagating). Edits in the last 7 days: {used}/{limit}.",
             **params,
         )
     wing = t(
@@ -868,7 +900,7 @@ def unchanged_text(lang: str, status: KeyStatus) -> str:
     return t(
         lang,
         "Nothing changed: the linking info of *{vendor_id}* is the same as before, so no edit was used "
-        "(edits this week: {used}/{limit}).",
+        "(edits in the last 7 days: {used}/{limit}).",
         vendor_id=escape(status.vendor_id),
         used=status.edits_last_7_days,
         limit=rules.EDITS_PER_WEEK,
