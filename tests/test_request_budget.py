@@ -1,0 +1,174 @@
+"""A burst of Slack requests while the database is locked, against ``coupang-keybot serve`` for real (gunicorn with
+the production worker and thread count): every request is answered within Slack's 3 s, those that queued for a
+thread included, says the database is busy, saves nothing; ``/healthz`` still answers within a second."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bot.serve import HTTP_THREADS
+from bot.services.base import BUSY
+from storage.db import make_engine
+from tests.conftest import ADMIN, MASTER_KEY
+from tests.slack_harness import SIGNING_SECRET, signed_headers
+from tests.test_slack_serve import free_port, request, wait_until_up
+
+BURST = 12  # more than HTTP_THREADS: some requests queue for a thread
+SLACK_GIVES_UP = 3.0  # seconds; the bot budgets 2 s for the database, so an answer by 3 s leaves no slack to spare
+HEALTH_SECONDS = 1.0
+HOLD_AT_MOST = 15.0  # the test releases the lock; this only stops a failing test from hanging
+
+
+@pytest.fixture
+def served(db_url, fake_slack, tmp_path) -> Iterator[int]:
+    """``coupang-keybot serve`` over HTTP on ``db_url``: its port."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "KEYBOT_", "DATABASE_URL"))},
+        "KEYBOT_MASTER_KEY": MASTER_KEY,
+        "KEYBOT_ADMINS": ADMIN,
+        "DATABASE_URL": db_url,
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": fake_slack.base_url,
+        "PORT": str(port),
+    }
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--no-scheduler"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_up(port, process)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@contextmanager
+def locked(db_url: str, *, table: str, mode: str) -> Iterator[None]:
+    """Another connection holds ``table`` locked in ``mode`` (PostgreSQL) or the whole database (SQLite: ``BEGIN
+    EXCLUSIVE``) until the block ends."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        connection: Any = sqlite3.connect(url.database, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")
+    else:
+        connection = psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        connection.execute(f"LOCK TABLE {table} IN {mode} MODE")
+    watchdog = threading.Timer(HOLD_AT_MOST, connection.close)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        connection.rollback()
+        connection.close()
+
+
+def slash(port: int, user: str, command_text: str, fake_slack) -> tuple[int, str]:
+    form = urlencode(
+        {
+            "command": "/coupang-key",
+            "text": command_text,
+            "user_id": user,
+            "channel_id": "CTEST0001",
+            "team_id": "T0FAKE",
+            "trigger_id": fake_slack.new_trigger_id(),
+            "response_url": fake_slack.response_url(),
+        }
+    )
+    return request(port, "POST", "/slack/events", form, signed_headers(SIGNING_SECRET, form))
+
+
+def answer_text(body: str) -> str:
+    try:
+        return str(json.loads(body).get("text", ""))
+    except ValueError:
+        return body  # ack(text=...) alone comes back as plain text
+
+
+def burst(port: int, send: Callable[[int], tuple[int, str]]) -> tuple[list[tuple[int, str, float]], list[float]]:
+    """:data:`BURST` requests at once, each on its own connection, and ``/healthz`` while they are in flight:
+    each answer with the seconds it took, and the seconds each health check took."""
+    answers: list[tuple[int, str, float] | None] = [None] * BURST
+    start = threading.Barrier(BURST + 1)
+
+    def one(i: int) -> None:
+        start.wait()
+        began = time.monotonic()
+        status, body = send(i)
+        answers[i] = (status, body, time.monotonic() - began)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(BURST)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    health = []
+    for _ in range(3):  # every Slack thread is taken by now, and stays so for about 2 s
+        time.sleep(0.3)
+        began = time.monotonic()
+        status, _ = request(port, "GET", "/healthz")
+        health.append(time.monotonic() - began)
+        assert status in (200, 503)
+    for thread in threads:
+        thread.join(timeout=20)
+    assert all(answers), "a request got no answer"
+    return [a for a in answers if a], health
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite's readers never wait for a writer (WAL)
+def test_a_burst_of_status_commands_on_a_locked_keys_table_is_all_answered_busy_in_time(served, db_url, fake_slack):
+    assert BURST > HTTP_THREADS
+    assert "0 keys" in answer_text(slash(served, ADMIN, "status", fake_slack)[1])  # the worker is warm
+    with locked(db_url, table="keys", mode="ACCESS EXCLUSIVE"):
+        answers, health = burst(served, lambda i: slash(served, f"UBURST{i:03d}", "status", fake_slack))
+    slowest = max(seconds for _, _, seconds in answers)
+    assert slowest < SLACK_GIVES_UP, [round(seconds, 2) for _, _, seconds in answers]
+    assert max(health) < HEALTH_SECONDS, health
+    for status, body, _ in answers:
+        assert status == 200 and BUSY in answer_text(body)
+
+
+def test_a_burst_of_language_choices_on_a_locked_database_is_answered_busy_in_time_and_saves_none(
+    served, db_url, fake_slack
+):
+    users = [f"UBURST{i:03d}" for i in range(BURST)]
+    with locked(db_url, table="user_languages", mode="EXCLUSIVE"):
+        answers, health = burst(served, lambda i: slash(served, users[i], "language ko", fake_slack))
+    slowest = max(seconds for _, _, seconds in answers)
+    assert slowest < SLACK_GIVES_UP, [round(seconds, 2) for _, _, seconds in answers]
+    assert max(health) < HEALTH_SECONDS, health
+    for status, body, _ in answers:
+        assert status == 200 and BUSY in answer_text(body)
+    time.sleep(0.5)  # the lock is gone: a request answered "busy" must not save late
+    engine = make_engine(db_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM user_languages")).scalar() == 0
+        assert connection.execute(text("SELECT count(*) FROM audit_events")).scalar() == 0
+    engine.dispose()
+    assert "English" in answer_text(slash(served, users[0], "language", fake_slack)[1])
