@@ -27,6 +27,9 @@ from storage.db import make_engine
 from tests.conftest import ADMIN, MASTER_KEY
 from tests.slack_harness import SIGNING_SECRET, signed_headers
 from tests.test_slack_serve import free_port, request, wait_until_up
+from tests.test_socket_mode import slash_command, socket_mode, start_serve, stop, wait_connected  # noqa: F401
+
+SOCKET_MODE_THREADS = 10  # slack_bolt's SocketModeHandler(concurrency=10), which serve keeps
 
 BURST = 12  # more than HTTP_THREADS: some requests queue for a thread
 SLACK_GIVES_UP = 3.0  # seconds; the bot budgets 2 s for the database, so an answer by 3 s leaves no slack to spare
@@ -172,3 +175,37 @@ def test_a_burst_of_language_choices_on_a_locked_database_is_answered_busy_in_ti
         assert connection.execute(text("SELECT count(*) FROM audit_events")).scalar() == 0
     engine.dispose()
     assert "English" in answer_text(slash(served, users[0], "language", fake_slack)[1])
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_burst_of_status_envelopes_in_socket_mode_on_a_locked_keys_table_is_all_acked_busy_in_time(
+    db_url, fake_slack, socket_mode, tmp_path
+):
+    assert BURST > SOCKET_MODE_THREADS
+    process, log = start_serve(tmp_path, fake_slack, database_url=db_url)
+    try:
+        wait_connected(socket_mode, process, log)
+        warm = socket_mode.send_envelope("slash_commands", slash_command(fake_slack, "status"))
+        assert "0 keys" in socket_mode.wait_for_ack(warm, timeout=20)["payload"]["text"]
+        acks: list[tuple[dict, float]] = []
+
+        def acked(envelope_id: str, sent: float) -> None:
+            ack = socket_mode.wait_for_ack(envelope_id, timeout=20)
+            acks.append((ack, time.monotonic() - sent))
+
+        with locked(db_url, table="keys", mode="ACCESS EXCLUSIVE"):
+            waiters = []
+            for _ in range(BURST):
+                sent = time.monotonic()
+                envelope_id = socket_mode.send_envelope("slash_commands", slash_command(fake_slack, "status"))
+                waiters.append(threading.Thread(target=acked, args=(envelope_id, sent)))
+                waiters[-1].start()
+            for waiter in waiters:
+                waiter.join(timeout=25)
+    finally:
+        stop(process)
+    assert len(acks) == BURST
+    slowest = max(seconds for _, seconds in acks)
+    assert slowest < SLACK_GIVES_UP, [round(seconds, 2) for _, seconds in acks]
+    for ack, _ in acks:
+        assert BUSY in ack["payload"]["text"]
