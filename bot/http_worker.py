@@ -54,7 +54,8 @@ class KeybotThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        app, arrival = self.wsgi, self._arrival
+        app: Any = self.wsgi  # type: ignore[has-type]
+        arrival = self._arrival
 
         def stamped(environ: dict[str, Any], start_response: Any) -> Any:
             environ[ARRIVED] = getattr(arrival, "at", None)

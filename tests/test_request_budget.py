@@ -24,10 +24,13 @@ from sqlalchemy.engine import make_url
 from bot.serve import HTTP_THREADS
 from bot.services.base import BUSY
 from storage.db import make_engine
+from tests import test_socket_mode
 from tests.conftest import ADMIN, MASTER_KEY
 from tests.slack_harness import SIGNING_SECRET, signed_headers
 from tests.test_slack_serve import free_port, request, wait_until_up
-from tests.test_socket_mode import slash_command, socket_mode, start_serve, stop, wait_connected  # noqa: F401
+from tests.test_socket_mode import slash_command, start_serve, stop, wait_connected
+
+socket_mode = test_socket_mode.socket_mode  # the fixture: a FakeSocketMode that FakeSlack hands out
 
 SOCKET_MODE_THREADS = 10  # slack_bolt's SocketModeHandler(concurrency=10), which serve keeps
 

@@ -133,7 +133,7 @@ class _StampArrivals(Executor):
 class KeybotSocketModeHandler(SocketModeHandler):
     """Bolt's Socket Mode handler, with each envelope's database budget counted from its arrival (``ARRIVED``)."""
 
-    def __init__(self, app: App, app_token: str, **kwargs: Any) -> None:
+    def __init__(self, app: App, app_token: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, app_token, **kwargs)
         self.client.message_workers = _StampArrivals(self.client.message_workers)  # type: ignore[assignment]
 
