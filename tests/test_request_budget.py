@@ -217,3 +217,12 @@ def test_a_burst_of_status_envelopes_in_socket_mode_on_a_locked_keys_table_is_al
     assert slowest < SLACK_GIVES_UP, [round(seconds, 2) for _, seconds in acks]
     for ack, _ in acks:
         assert BUSY in ack["payload"]["text"]
+
+
+def test_the_worker_stamps_the_key_the_app_reads_and_routes_exactly_the_ops_paths():
+    """The worker module repeats two names rather than import the bot into gunicorn's master; they must agree."""
+    from bot import http_worker, ops_http
+    from bot.slack import failures
+
+    assert http_worker.ARRIVED == failures.ARRIVED
+    assert {path.decode() for path in http_worker.OPS_PATHS} == set(ops_http.OPS_PATHS)
