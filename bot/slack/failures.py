@@ -37,7 +37,8 @@ from storage.db import deadline
 
 logger = logging.getLogger(__name__)
 
-# Slack gives up after 3 s; database waits end by 2 s, so the answer (done or "busy") is out by 2.5 s.
+# Slack gives up 3 s after sending; database waits end 2 s after the request arrived, so the answer (done or
+# "busy") is out by 2.5 s, however long the request queued for a thread.
 DATABASE_SECONDS = 2.0
 ARRIVED = "keybot.arrived"  # WSGI environ and Bolt request context: when the request arrived (time.monotonic())
 BROKEN = N_(
