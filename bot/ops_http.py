@@ -23,7 +23,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 
 from bot.bootstrap import Services
-from bot.health import health_report, standard_checks
+from bot.health import DATABASE_DEADLINE_SECONDS, health_report, standard_checks
+from storage.db import deadline
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -110,7 +111,8 @@ def build_ops_wsgi(services: Services, *, token_free: bool = False) -> WSGIApp:
                 "text/plain", ("WWW-Authenticate", "Bearer"),
             )  # fmt: skip
         try:
-            return list(metrics(environ, start_response))
+            with deadline(DATABASE_DEADLINE_SECONDS):  # a locked table: 503 within a second, as /healthz answers
+                return list(metrics(environ, start_response))
         except Exception as exc:  # noqa: BLE001 - the key gauges read the database; say so instead of a 500 trace
             logger.warning("metrics scrape failed: %s", exc.__class__.__name__)
             return _answer(start_response, "503 Service Unavailable", b"the database did not answer\n", "text/plain")

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from bot.bootstrap import Services
 
 logger = logging.getLogger(__name__)
+# Slack requests' threads; /healthz and /metrics have bot.http_worker.OPS_THREADS more of their own. A request
+# that waits for a thread spends its 2 s database budget waiting (it counts from arrival).
 HTTP_THREADS = 8
 
 
@@ -68,13 +70,11 @@ def serve(services: Services, *, port: int | None, scheduler: bool, out: TextIO)
 
 
 def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: TextIO) -> int:
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
-
     from bot.confirm import CONFIRM_PATH, build_confirm_app
     from bot.i18n import t
     from bot.ops_http import build_ops_listener, listen_address, serve_ops
     from bot.scheduler import build_scheduler
-    from bot.slack.app import build_app
+    from bot.slack.app import KeybotSocketModeHandler, build_app
 
     settings = services.ctx.settings
     app = build_app(services)
@@ -102,7 +102,7 @@ def _serve_socket_mode(services: Services, *, port: int, scheduler: bool, out: T
     print(connecting, file=out, flush=True)
     # app.client: SLACK_API_URL and the retry handlers, so a 5xx or a lost connection on apps.connections.open
     # is retried instead of ending serve (the SDK sends the app token, not the bot token, for that call)
-    handler = SocketModeHandler(app, settings.slack_app_token, web_client=app.client)
+    handler = KeybotSocketModeHandler(app, settings.slack_app_token, web_client=app.client)
     try:
         handler.start()  # blocks until interrupted
     except KeyboardInterrupt:
@@ -224,7 +224,7 @@ def run_http(port: int, *, bind: str = "0.0.0.0", scheduler: bool, log_level: st
     options = {
         "bind": f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}",
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": "bot.http_worker.KeybotThreadWorker",  # gthread, plus arrival stamps and an ops pool
         "threads": HTTP_THREADS,
         "timeout": 30,
         "graceful_timeout": 10,

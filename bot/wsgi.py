@@ -1,13 +1,16 @@
 """The HTTP face of the bot: ``POST /slack/events`` to Bolt; ``/healthz`` and ``/metrics`` to :mod:`bot.ops_http`.
 
 gunicorn (``bot.serve``), the test harness and the latency benchmark all serve :func:`build_wsgi`'s app. A body
-over 1 MB is refused (413) before Bolt or anything else reads it (:func:`bot.ops_http.limit_body`).
+over 1 MB is refused (413) before Bolt or anything else reads it (:func:`bot.ops_http.limit_body`). A Slack
+request's database budget counts from the environ's ``keybot.arrived`` (gunicorn's worker stamps when the request
+came, :mod:`bot.http_worker`), or from when it reached this app.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,7 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.ops_http import OPS_PATHS, WSGIApp, limit_body
+from bot.slack.failures import ARRIVED
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -55,7 +59,10 @@ class GuardedSlackHandler(SlackRequestHandler):
             return BoltResponse(status=401, body={"error": "invalid request"})
         try:
             bolt_request = BoltRequest(
-                body=request.get_body(), query=request.query_string, headers=request.get_headers()
+                body=request.get_body(),
+                query=request.query_string,
+                headers=request.get_headers(),
+                context={ARRIVED: request.environ.get(ARRIVED)},  # the database budget counts from here
             )
             problem = _malformed(bolt_request.body)
         except (ValueError, TypeError, AttributeError, KeyError, IndexError) as error:  # UTF-8, JSON, shape
@@ -75,6 +82,8 @@ def build_wsgi(app: App, *, ops: WSGIApplication, routes: Mapping[str, WSGIApp] 
     paths: dict[str, WSGIApp] = {path: ops for path in OPS_PATHS} | dict(routes or {})
 
     def wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get(ARRIVED) is None:  # a server that does not stamp it hands each request a thread at once
+            environ[ARRIVED] = time.monotonic()
         route = paths.get(environ.get("PATH_INFO", ""), slack)
         return route(environ, start_response)
 

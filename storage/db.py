@@ -43,9 +43,11 @@ class DeadlinePassed(Exception):
 
 
 @contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Database waits started in this block (in this thread) end ``seconds`` from now at the latest."""
-    token = _deadline.set(time.monotonic() + seconds)
+def deadline(seconds: float, *, since: float | None = None) -> Iterator[None]:
+    """Database waits started in this block (in this thread) end ``seconds`` after ``since`` at the latest: a
+    :func:`time.monotonic` reading, such as when the request arrived; now when None. Once that has passed, the
+    first wait fails at once (:class:`DeadlinePassed`)."""
+    token = _deadline.set((time.monotonic() if since is None else since) + seconds)
     try:
         yield
     finally:

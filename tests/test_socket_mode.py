@@ -34,7 +34,9 @@ def socket_mode(fake_slack: FakeSlack) -> Iterator[FakeSocketMode]:
         yield server
 
 
-def start_serve(tmp_path: Path, fake_slack: FakeSlack, port: int | None = None) -> tuple[subprocess.Popen, Path]:
+def start_serve(
+    tmp_path: Path, fake_slack: FakeSlack, port: int | None = None, *, database_url: str | None = None
+) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "serve.log"
     inherited = {
         k: v
@@ -45,7 +47,7 @@ def start_serve(tmp_path: Path, fake_slack: FakeSlack, port: int | None = None) 
         **inherited,  # no proxy: the WebSocket and the Web API stay on 127.0.0.1
         "KEYBOT_MASTER_KEY": MASTER_KEY,
         "KEYBOT_ADMINS": ADMIN,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'keybot.db'}",  # serve migrates it
+        "DATABASE_URL": database_url or f"sqlite:///{tmp_path / 'keybot.db'}",  # serve migrates it
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_APP_TOKEN": APP_TOKEN,
         "SLACK_API_URL": fake_slack.base_url,

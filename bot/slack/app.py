@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse, Respond
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.socket_mode.internals import build_headers, send_response
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
+from slack_sdk.socket_mode import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.bootstrap import Services
 from bot.config import Settings
 from bot.logs import bind_log_fields
 from bot.monitor import Monitor
 from bot.slack import commands, home, ids, keys, reissue, rollout, verify
-from bot.slack.failures import DATABASE_SECONDS, DeadlineExecutor, handle_listener_error, reader_language
+from bot.slack.failures import ARRIVED, DATABASE_SECONDS, DeadlineExecutor, handle_listener_error, reader_language
 from storage.db import deadline
 
 logger = logging.getLogger(__name__)
@@ -98,11 +103,45 @@ BOLT_LOGGER.addFilter(_ClientCarriesToken())
 
 
 class KeybotApp(App):
-    """Bolt's app, with the database waits of each request (signature check to answer) ending by 2 s."""
+    """Bolt's app, with the database waits of each request (signature check to answer) ending 2 s after it arrived
+    (its context's ``ARRIVED``, else now)."""
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:
-        with deadline(DATABASE_SECONDS):
+        with deadline(DATABASE_SECONDS, since=req.context.get(ARRIVED)):
             return super().dispatch(req)
+
+
+_envelope_arrived: contextvars.ContextVar[float | None] = contextvars.ContextVar("keybot_envelope", default=None)
+
+
+class _StampArrivals(Executor):
+    """Socket Mode's message workers: each envelope's handling knows when the envelope was taken off the WebSocket
+    (the client's reader hands it over at once), however long it then queued for one of the workers."""
+
+    def __init__(self, inner: Executor) -> None:
+        self._inner = inner
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        context = contextvars.copy_context()
+        context.run(_envelope_arrived.set, time.monotonic())
+        return self._inner.submit(context.run, fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class KeybotSocketModeHandler(SocketModeHandler):
+    """Bolt's Socket Mode handler, with each envelope's database budget counted from its arrival (``ARRIVED``)."""
+
+    def __init__(self, app: App, app_token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, app_token, **kwargs)
+        self.client.message_workers = _StampArrivals(self.client.message_workers)  # type: ignore[assignment]
+
+    def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        started = time.time()  # Bolt's own handle, with the arrival in the request's context
+        context = {ARRIVED: _envelope_arrived.get()}
+        bolt_request = BoltRequest(mode="socket_mode", body=req.payload, headers=build_headers(req), context=context)
+        send_response(client, req, self.app.dispatch(bolt_request), started)
 
 
 def build_app(services: Services, *, client: WebClient | None = None, listener_executor: Executor | None = None) -> App:

@@ -5,9 +5,12 @@ sentence, in one place.
   ``ack(...)`` is the HTTP answer, sent when the listener returns (no 10 ms polling for ``ack()``). So a listener
   answers from the database only; whatever calls Slack or Coupang after that it hands to :func:`later`, and
   :func:`after_ack` (Bolt's ``lazy=``) runs those steps once the answer is out.
-- Every database wait of a request ends by :data:`DATABASE_SECONDS` (``KeybotApp.dispatch`` and
-  :class:`DeadlineExecutor` for the steps after it, :func:`storage.db.deadline`); a wait that runs out is the
-  service's ``Unavailable`` refusal ("the database is busy — nothing was saved, try again"), shown like any refusal.
+- Every database wait of a request ends by :data:`DATABASE_SECONDS` after the request arrived (``KeybotApp.dispatch``
+  and :class:`DeadlineExecutor` for the steps after it, :func:`storage.db.deadline`): the time it queued for a
+  thread counts, so a request that queued too long is refused at its first wait. The arrival is the request
+  context's :data:`ARRIVED` (gunicorn's worker stamps it, :mod:`bot.http_worker`; Socket Mode when the envelope
+  came). A wait that runs out is the service's ``Unavailable`` refusal ("the database is busy — nothing was
+  saved, try again"), shown like any refusal.
 - :func:`handle_listener_error` (Bolt's ``app.error``, and :func:`after_ack` for the steps) answers what no listener
   caught — the database down, a bug — with a sentence: under the form for a modal submission (not an empty HTTP
   500), in the answer to a slash command, privately otherwise.
@@ -34,8 +37,10 @@ from storage.db import deadline
 
 logger = logging.getLogger(__name__)
 
-# Slack gives up after 3 s; database waits end by 2 s, so the answer (done or "busy") is out by 2.5 s.
+# Slack gives up 3 s after sending; database waits end 2 s after the request arrived, so the answer (done or
+# "busy") is out by 2.5 s, however long the request queued for a thread.
 DATABASE_SECONDS = 2.0
+ARRIVED = "keybot.arrived"  # WSGI environ and Bolt request context: when the request arrived (time.monotonic())
 BROKEN = N_(
     ":x: Something went wrong on the bot's side and nothing was changed. It is logged; try again or ask an admin."
 )
