@@ -201,20 +201,21 @@ class Console:
             return
         step = re.fullmatch(r"(\d{1,3})(h?)", args[0].lower()) if args else None
         if args and step is None:
-            self.hint("Usage: :tick [days], e.g. :tick 7, or :tick 3h for hours")
+            self.hint("Usage: :tick [days], e.g. :tick 7")
             return
         count = int(step.group(1)) if step else 1
         hours = bool(step and step.group(2))
         self.clock.advance(**({"hours": count} if hours else {"days": count}))
         now = self.clock.now().astimezone(self.bot.ctx.settings.timezone)
         lang = self.services.languages.team
-        self.hint(
-            "⏩ {count} hour(s) later: {time} ({zone})." if hours else "⏩ {days} day(s) later: {time} ({zone}).",
-            count=count,
-            days=count,
-            time=i18n.moment(lang, now, self.bot.ctx.settings.timezone),
-            zone=self.bot.ctx.settings.timezone.key,
-        )
+        shown = {
+            "time": i18n.moment(lang, now, self.bot.ctx.settings.timezone),
+            "zone": self.bot.ctx.settings.timezone.key,
+        }
+        if hours:
+            self.hint("⏩ {count} hour(s) later: {time} ({zone}).", count=count, **shown)
+        else:
+            self.hint("⏩ {days} day(s) later: {time} ({zone}).", days=count, **shown)
         self.run_sweep()
 
     def run_sweep(self) -> None:
