@@ -606,8 +606,9 @@ CONSUMER_HOLDS = {
 }
 
 
-def consumers_text(lang: str, vendor_id: str, consumers: Sequence[ConsumerState]) -> str:
-    """Which systems get the new key by themselves, and in what state; or, with none, that people update them."""
+def consumers_text(lang: str, vendor_id: str, consumers: Sequence[ConsumerState], *, threaded: bool = True) -> str:
+    """Which systems get the new key by themselves, and in what state; or, with none, that people update them.
+    ``threaded``: the request has a message whose thread shows the rollout's progress."""
     if not consumers:
         return t(
             lang,
@@ -619,6 +620,13 @@ def consumers_text(lang: str, vendor_id: str, consumers: Sequence[ConsumerState]
         t(lang, CONSUMER_HOLDS.get(c.state or "pending", CONSUMER_HOLDS["pending"]), name=escape(c.name))
         for c in consumers
     )
+    if not threaded:
+        return t(
+            lang,
+            "Consumers: {states}. See their progress with `/coupang-key consumers {vendor_id}`.",
+            states=states,
+            vendor_id=vendor_id,
+        )
     return t(lang, "Consumers: {states}. Progress is updated in the request's thread.", states=states)
 
 
@@ -648,7 +656,7 @@ def completion_text(lang: str, done: Completion, tz: ZoneInfo, consumers: Sequen
         old_fingerprint=done.old_fingerprint,
         time=_when(done.access_deadline, tz, lang),
     )
-    text += "\n" + consumers_text(lang, info.vendor_id, consumers)
+    text += "\n" + consumers_text(lang, info.vendor_id, consumers, threaded=info.channel_id is not None)
     if info.linking is not None and info.linking.integration is rules.Integration.INTEGRATOR:
         text += "\n" + integrator_step(lang, info.linking.integrator_name or "")
     return text
