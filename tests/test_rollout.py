@@ -539,3 +539,17 @@ def test_a_webhook_refusing_the_signature_gets_a_hint_in_the_readers_language(se
     tz = services.ctx.settings.timezone
     assert "서명 시크릿이나 서버 시계를 확인하세요" in trouble_text(state, tz, "ko")
     assert "check the signing secret" not in trouble_text(state, tz, "ko")
+
+
+def test_the_announcement_names_consumers_in_korean_without_a_thread_too():
+    from bot.services.rollout import ConsumerState
+    from bot.slack.reissue import consumers_text
+
+    def consumer(name: str, state: str) -> ConsumerState:
+        return ConsumerState(VENDOR, name, "webhook", "https://x/", state, 2, 1, None, None, None, None)
+
+    said = consumers_text("ko", VENDOR, [consumer("order-sync", "confirmed"), consumer("erp", "pending")])
+    assert "order-sync: 자동 전달됨, 적용 확인됨" in said and "erp: 전달 중" in said and "스레드" in said
+    direct = consumers_text("en", VENDOR, [consumer("erp", "delivered")], threaded=False)
+    assert "erp: delivered automatically" in direct and f"`/coupang-key consumers {VENDOR}`" in direct
+    assert "thread" not in direct
