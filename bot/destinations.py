@@ -11,11 +11,17 @@ answer that changes to 127.0.0.1 between the check and the connection changes no
 
 Each attempt ends in an :class:`Outcome`: delivered, worth retrying (408, 429, 5xx, timeouts, lost connections)
 or a configuration problem (any other refusal). Nothing here knows Slack or the database; error texts may quote
-a destination's answer, so the caller scrubs them before storing.
+a destination's answer, so the caller scrubs them before storing. An HTML error page is never quoted (only
+"HTTP 502 (HTML page)"), and a webhook's 401/403 carries a hint (:data:`HINTS`, translated where shown).
+
+Timestamps on the wire (``webhook-timestamp``, the body's ``timestamp``, the tolerance of a signature checked with
+:func:`verify_signature`) are the real wall clock (``wall_clock``), never the bot's business clock: receivers
+compare them with their own clocks, and the demo console's clock runs days ahead.
 """
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import ipaddress
 import json
@@ -24,12 +30,14 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from standardwebhooks import Webhook
+
+from bot.i18n import N_
 
 TIMEOUT_SECONDS = 10
 WEBHOOK, AWS_SECRET, AWS_PARAMETER, VAULT = "webhook", "aws-secretsmanager", "aws-ssm", "vault"
@@ -37,6 +45,20 @@ KINDS = (WEBHOOK, AWS_SECRET, AWS_PARAMETER, VAULT)
 EVENT_TYPE = "coupang_key.updated"
 QUIET_LOGGERS = ("botocore", "boto3", "hvac")
 _BODY_LIMIT = 2000  # bytes of an error answer read (the caller keeps 200 characters)
+TOLERANCE = timedelta(minutes=5)  # Standard Webhooks' own: a signed timestamp further off is refused
+
+# English phrases an error text may end with; the Slack layer shows them in the reader's language
+HTML_PAGE = N_("HTML page")
+SIGNING_HINT = N_("check the signing secret or the server's clock")
+REDIRECT_HINT = N_("redirects are not followed: give the final URL")
+HINTS = (HTML_PAGE, SIGNING_HINT, REDIRECT_HINT)
+
+WallClock = Callable[[], datetime]
+
+
+def wall_now() -> datetime:
+    """The real time, for what other machines compare with their own clocks."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -53,13 +75,44 @@ def retryable_status(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
 
-def _http_outcome(status: int, detail: str) -> Outcome:
+def is_html(detail: str, content_type: str = "") -> bool:
+    """An error page meant for a browser (a proxy's 502, a login page): its markup says nothing worth storing."""
+    head = detail.lstrip()[:100].lower()
+    return "html" in content_type.lower() or head.startswith(("<!doctype html", "<html", "<head", "<body"))
+
+
+def _http_outcome(status: int, detail: str, content_type: str = "", *, signed: bool = False) -> Outcome:
+    """``signed``: the request carried a Standard Webhooks signature, so a 401/403 most likely refused it."""
     if 200 <= status < 300:
         return DELIVERED
-    text = f"HTTP {status}" + (f": {detail}" if detail else "")
+    if is_html(detail, content_type):
+        text = f"HTTP {status} ({HTML_PAGE})"
+    else:
+        text = f"HTTP {status}" + (f": {detail}" if detail else "")
     if 300 <= status < 400:
-        return Outcome(ok=False, error=f"{text} (redirects are not followed: give the final URL)")
+        return Outcome(ok=False, error=f"{text} ({REDIRECT_HINT})")
+    if signed and status in (401, 403):
+        text += f" ({SIGNING_HINT})"
     return Outcome(ok=False, retry=retryable_status(status), error=text)
+
+
+def verify_signature(secret: str, body: bytes, headers: dict[str, str], *, now: datetime) -> bool:
+    """A Standard Webhooks signature check against ``now`` (the wall clock), as the ``standardwebhooks`` package
+    does it against ``datetime.now()``: any ``v1`` signature of ``{id}.{timestamp}.{body}`` under ``secret``, with the
+    timestamp at most 5 minutes off."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    msg_id, stamp, signatures = (lower.get(h) for h in ("webhook-id", "webhook-timestamp", "webhook-signature"))
+    if not (msg_id and stamp and signatures and stamp.isdigit() and len(stamp) <= 12):
+        return False
+    timestamp = datetime.fromtimestamp(int(stamp), UTC)
+    if abs(timestamp - now) > TOLERANCE:
+        return False
+    try:
+        expected = Webhook(secret).sign(msg_id, timestamp, body.decode()).split(",", 1)[1]
+    except (ValueError, UnicodeDecodeError):
+        return False
+    offered = [s.split(",", 1)[1] for s in signatures.split(" ") if s.startswith("v1,")]
+    return any(hmac.compare_digest(expected.encode(), sig.encode()) for sig in offered)
 
 
 def is_public_address(address: str) -> bool:
@@ -131,18 +184,20 @@ class Destinations:
         vault_namespace: str | None = None,
         timeout: float = TIMEOUT_SECONDS,
         resolver: Resolver = resolve,
+        wall_clock: WallClock = wall_now,
     ):
         self.aws_region, self.timeout, self.resolver = aws_region, timeout, resolver
+        self.wall_clock = wall_clock  # webhook timestamps: real time, whatever the bot's clock says
         self.vault_addr, self.vault_token, self.vault_namespace = vault_addr, vault_token, vault_namespace
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         for name in QUIET_LOGGERS:  # at DEBUG they log request bodies, which hold the key
             logging.getLogger(name).setLevel(logging.WARNING)
 
-    def deliver(self, delivery: Delivery, now: datetime) -> Outcome:
+    def deliver(self, delivery: Delivery) -> Outcome:
         try:
             if delivery.kind == WEBHOOK:
-                return self._webhook(delivery, now)
+                return self._webhook(delivery, self.wall_clock())
             if delivery.kind == AWS_SECRET:
                 return self._secrets_manager(delivery)
             if delivery.kind == AWS_PARAMETER:
@@ -190,7 +245,7 @@ class Destinations:
             connection.request("POST", path, body=body.encode(), headers=headers)
             answer = connection.getresponse()
             detail = answer.read(_BODY_LIMIT).decode("utf-8", "replace").strip()
-            return _http_outcome(answer.status, detail)
+            return _http_outcome(answer.status, detail, answer.getheader("Content-Type") or "", signed=True)
         finally:
             connection.close()
 

@@ -19,7 +19,7 @@ import time_machine
 from bot.bootstrap import Services, build_services
 from bot.config import Settings
 from bot.console import Console, run_console
-from bot.console.demo import DEMO_ADMIN, run_demo
+from bot.console.demo import DEMO_ADMIN, DEMO_APPROVER, run_demo
 from tests import factories
 from tests.conftest import ADMIN, OWNER, make_settings
 
@@ -209,6 +209,40 @@ def test_demo_tick_posts_the_d14_reminder_and_leaves_the_configured_database_alo
         assert configured.keys.statuses() == []  # the demo's keys and clock stayed in the demo
     finally:
         configured.engine.dispose()
+
+
+def test_demo_tick_rehearses_the_approver_being_away(settings: Settings) -> None:
+    """:tick runs what the scheduler would in the time skipped: the 2-hour nudge of an approved request without its
+    key, and the expiry of requests after 24 hours (their messages updated, the requester told)."""
+    script = Script(
+        [
+            "/coupang-key reissue A00010003",
+            {"Reason": "Nobody decides this one"},
+            "s",
+            "/coupang-key reissue A00010002",
+            {"Reason": "Approved, then forgotten"},
+            "s",
+            f":as {DEMO_APPROVER}",
+            click("Approve"),
+            f":as {DEMO_ADMIN}",
+            ":tick 3h",
+            ":tick",
+            ":quit",
+        ]
+    )
+    run_demo(settings, out=script.screen, read=script, real_now=datetime(2026, 11, 27, 3, 0, tzinfo=UTC))
+    screen = script.screen.getvalue()
+    hours = after(screen, ":tick 3h\n").split(":tick\n")[0]
+    assert "3 hour(s) later: 2026-11-27 12:05" in hours
+    assert "(in a thread)" in hours and "the reissue of A00010002 was approved 2 hours ago" in hours
+    assert "1 approved request(s) still without their new key: nudged." in hours
+    assert "expired" not in hours.lower()
+    day = after(screen, ":tick\n")
+    assert "Expired undecided at 2026-11-28 09:05" in day  # request #1's message, edited
+    assert "Your reissue request #1 for A00010003 expired: nobody decided it" in day  # the requester, told
+    assert "Your reissue request #2 for A00010002 expired: its new key was not entered" in day
+    assert "2 reissue request(s) expired after 24 hours." in day
+    assert day.count("approved 2 hours ago") == 0  # nudged once, not again
 
 
 def test_demo_defaults_to_the_demo_admin_and_tick_is_refused_outside_it(services: Services) -> None:

@@ -101,6 +101,7 @@ CODE = [
     rf"|text|json|mon|tue|sun|off|user:password|cron|https?|coupang-keybot|returnShippingCenters|apps/orders/coupang"
     rf"|settings\.socket_mode_enabled|connections:write|manifest\.yml|localhost|webhook|retarget|coupang/){Z}",
     rf":(?:help|tick|as|group|home|quit|click|bogus){Z}",  # console commands
+    rf"{A}N\|Nh{Z}",  # :tick's argument, as typed
 ]
 
 

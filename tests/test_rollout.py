@@ -422,3 +422,134 @@ def test_consumers_added_from_slack_before_the_two_person_rule_are_held_to_the_a
         rows = connection.execute(text("SELECT created_by, source FROM consumers ORDER BY name")).all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [("cli", "cli"), ("cli:ops", "cli"), ("UOWNER001", "slack")]
+
+
+# ---------------------------------------------------------------- issue 21: loose ends after a new key
+
+
+def signed_confirmation(secret: str, payload: dict, at: datetime) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    msg_id = f"msg_{at.timestamp()}"
+    return body, {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, at, body),
+    }
+
+
+@pytest.fixture
+def days_ahead(settings, fake_slack):  # noqa: F811
+    """The demo console's setup: the bot's (business) clock runs 3 days ahead of the real one."""
+    from bot.console.demo import MovableClock
+    from tests.slack_harness import SlackHarness
+
+    with time_machine.travel("2026-11-27T03:00:00Z", tick=True):
+        clock = MovableClock(datetime.now(UTC))
+        clock.advance(days=3)
+        built = build_services(settings, clock=clock)
+        built.keys.register(ADMIN, form(VENDOR, issued_on=None, expires_on=built.ctx.today() + timedelta(days=30)))
+        with SlackHarness(built, fake_slack) as harness:
+            yield harness
+        built.rollout.stop()
+        built.engine.dispose()
+
+
+def test_webhooks_and_confirmations_use_the_wall_clock_when_the_bot_clock_is_days_ahead(days_ahead, receiver):  # noqa: F811
+    """The demo signed deliveries with its clock 40 minutes (here 3 days) ahead: a Standard Webhooks receiver, which
+    holds the timestamp to its own clock, refused every one. Timestamps on the wire are real time."""
+    services = days_ahead.services
+    assert services.ctx.clock.now() - datetime.now(UTC) > timedelta(days=2)
+    added = add_hook(services, receiver, "order-sync")
+    [state] = services.rollout.deliver_now(VENDOR)
+    [hit] = receiver.hits("/order-sync")
+    assert hit.verified and hit.status == 200  # the standardwebhooks package accepted it
+    assert (state.state, state.last_error) == ("delivered", None)
+    assert abs(int(hit.headers["webhook-timestamp"]) - datetime.now(UTC).timestamp()) < 60
+    assert hit.body["timestamp"].startswith("2026-11-27")  # the body's timestamp too
+
+    proof = hmac_proof(hit.body["data"]["secret_key"], 1)
+    payload = {"vendor_id": VENDOR, "generation": 1, "consumer": "order-sync", "proof": proof}
+    bot_time = services.ctx.clock.now()
+    at_bot_time = days_ahead.post("/rollout/confirm", *signed_confirmation(added.signing_secret, payload, bot_time))
+    assert at_bot_time.status == 401  # 3 days off the wall clock: stale, whatever the bot's clock says
+    answer = days_ahead.post("/rollout/confirm", *signed_confirmation(added.signing_secret, payload, datetime.now(UTC)))
+    assert (answer.status, answer.json()) == (200, {"ok": True, "state": "confirmed"})
+    assert services.rollout.consumers(VENDOR)[0].state == "confirmed"
+
+
+def hmac_proof(secret: str, generation: int) -> str:
+    from bot.services.rollout import proof_for
+
+    return proof_for(secret, VENDOR, generation)
+
+
+def confirm_now(services, added, generation: int = 1) -> None:
+    proof = hmac_proof(secret_key(VENDOR), generation)
+    payload = {"vendor_id": VENDOR, "generation": generation, "consumer": added.name, "proof": proof}
+    answer = services.rollout.confirm(*signed_confirmation(added.signing_secret, payload, datetime.now(UTC)))
+    assert answer.status == 200, answer.body
+
+
+@pytest.mark.parametrize("status", [500, 400])
+def test_a_failed_push_of_a_confirmed_generation_keeps_it_confirmed(slack, services, key, receiver, status):  # noqa: F811
+    """The consumer proved it holds generation 1; pushing it again to a receiver that now fails records the error but
+    does not take the proof back (nor retry by itself)."""
+    added = add_hook(services, receiver, "erp")
+    services.rollout.deliver_now(VENDOR)
+    confirm_now(services, added)
+    receiver.fail("/erp", status, body="database is down")
+    services.rollout.push(ADMIN, VENDOR, ["erp"])
+    [state] = services.rollout.deliver_now(VENDOR)
+    assert len(receiver.hits("/erp")) == 2
+    assert (state.state, state.generation, state.next_attempt_at) == ("confirmed", 1, None)
+    assert state.last_error == f"HTTP {status}: database is down"
+    assert services.rollout.counts([VENDOR]) == {VENDOR: (1, 1)}  # still holds the current key
+    listing = slack.slash(OWNER, f"consumers {VENDOR}").text_of()
+    assert "erp: confirmed; the last push failed: HTTP" in listing and "1/1 hold the current key" in listing
+
+    services.rollout.push(ADMIN, VENDOR, ["erp"])  # the receiver is fixed: Push again delivers, the error is gone
+    [state] = services.rollout.deliver_now(VENDOR)
+    assert (state.state, state.last_error) == ("confirmed", None)
+
+
+HTML_502 = (
+    "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1>"
+    "</center><hr><center>nginx</center></body></html>"
+)
+
+
+def test_an_html_error_page_is_stored_as_one_phrase_not_its_markup(services, key, receiver):  # noqa: F811
+    add_hook(services, receiver, "erp")
+    receiver.fail("/erp", 502, body=HTML_502)
+    [state] = services.rollout.deliver_now(VENDOR)
+    assert (state.state, state.last_error) == ("pending", "HTTP 502 (HTML page)")  # retried: 5xx
+    assert state.next_attempt_at is not None
+
+
+def test_a_webhook_refusing_the_signature_gets_a_hint_in_the_readers_language(services, key, receiver):  # noqa: F811
+    from bot.slack.rollout import trouble_text
+
+    add_hook(services, receiver, "erp")
+    receiver.secrets["/erp"] = "whsec_" + base64.b64encode(b"another secret, 24 bytes").decode()  # the receiver's
+    [state] = services.rollout.deliver_now(VENDOR)
+    assert [h.status for h in receiver.hits("/erp")] == [401]
+    assert state.state == "failed"
+    assert state.last_error == "HTTP 401: ok (check the signing secret or the server's clock)"
+    tz = services.ctx.settings.timezone
+    assert "서명 시크릿이나 서버 시계를 확인하세요" in trouble_text(state, tz, "ko")
+    assert "check the signing secret" not in trouble_text(state, tz, "ko")
+
+
+def test_the_announcement_names_consumers_in_korean_without_a_thread_too():
+    from bot.services.rollout import ConsumerState
+    from bot.slack.reissue import consumers_text
+
+    def consumer(name: str, state: str) -> ConsumerState:
+        return ConsumerState(VENDOR, name, "webhook", "https://x/", state, 2, 1, None, None, None, None)
+
+    said = consumers_text("ko", VENDOR, [consumer("order-sync", "confirmed"), consumer("erp", "pending")])
+    assert "order-sync: 자동 전달됨, 적용 확인됨" in said and "erp: 전달 중" in said and "스레드" in said
+    direct = consumers_text("en", VENDOR, [consumer("erp", "delivered")], threaded=False)
+    assert "erp: delivered automatically" in direct and f"`/coupang-key consumers {VENDOR}`" in direct
+    assert "thread" not in direct

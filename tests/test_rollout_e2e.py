@@ -340,3 +340,32 @@ def test_the_readme_receiver_gets_the_key_and_proves_it(slack, services, key, mo
     finally:
         server.shutdown()
         server.server_close()
+
+
+def announcement(slack) -> str:
+    """The channel's announcement of the new key (posted after the modal closed)."""
+    wait_until(lambda: any("reissued by" in c.params.get("text", "") for c in slack.fake.calls_to("chat.postMessage")))
+    [text] = [c.params["text"] for c in slack.fake.calls_to("chat.postMessage") if "reissued by" in c.params["text"]]
+    return text
+
+
+def test_the_new_key_announcement_names_the_consumers_that_get_it(slack, services, key, receiver):  # noqa: F811
+    """Not "update every system that uses this key" when the bot delivers it itself: which systems, in what state."""
+    for name in ("order-sync", "erp"):
+        added = services.rollout.add(CLI, VENDOR, name, "webhook", receiver.endpoint(f"/{name}"))
+        receiver.secrets[f"/{name}"] = added.signing_secret
+    services.rollout.deliver_now(VENDOR)
+    reissue(slack)
+    text = announcement(slack)
+    assert "update every system" not in text
+    for name in ("order-sync", "erp"):
+        assert f"{name}: being delivered" in text or f"{name}: delivered automatically" in text, text
+    assert "Progress is updated in the request's thread" in text
+    wait_until(lambda: all(s.generation == 2 and s.holds_key for s in states(services).values()))
+
+
+def test_without_consumers_the_announcement_says_to_update_by_hand_and_how_to_add_them(slack, services, key):
+    reissue(slack)
+    text = announcement(slack)
+    assert "No system receives this key automatically: update every system that uses it by hand" in text
+    assert f"`/coupang-key consumers {VENDOR} add`" in text

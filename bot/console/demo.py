@@ -19,6 +19,7 @@ from bot.console.session import Console, Read
 from bot.i18n import KOREAN, N_, t
 from bot.services.keys import RegistrationForm
 from bot.services.reminders import describe_sweep
+from bot.slack.reissue import expire_requests, nudge_approved_requests
 from bot.slack.reminders import SlackNotifier
 from storage.db import upgrade
 
@@ -66,8 +67,8 @@ class MovableClock:
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset
 
-    def advance(self, *, days: int) -> None:
-        self._offset += timedelta(days=days)
+    def advance(self, *, days: int = 0, hours: int = 0) -> None:
+        self._offset += timedelta(days=days, hours=hours)
 
 
 def demo_settings(base: Settings | None, directory: Path) -> Settings:
@@ -124,9 +125,22 @@ def seed(services: Services) -> None:
 
 
 def sweep_reminders(console: Console) -> list[str]:
-    """One reminder sweep, exactly as the scheduler runs it, posting through the console's Slack stand-in."""
+    """What the scheduler runs after the clock moved, with the same functions, posting through the console's
+    Slack stand-in: one reminder sweep, then reissue requests expired after 24 hours (their messages updated, the
+    requester told) and the nudge of requests approved 2 hours ago without their new key, so "the approver is
+    away" can be rehearsed."""
     report = console.bot.reminders.sweep(SlackNotifier(console.client, lang=console.bot.languages.team))
-    return describe_sweep(report, console.bot.ctx.settings.timezone, console.lang)
+    lang = console.lang
+    lines = describe_sweep(report, console.bot.ctx.settings.timezone, lang)
+    # in the order a running server would have done them in the time skipped: the nudge 2 hours after an approval,
+    # the expiry 24 hours after the request
+    nudged = nudge_approved_requests(console.bot, console.client)
+    if nudged:
+        lines.append(t(lang, "{count} approved request(s) still without their new key: nudged.", count=nudged))
+    expired = expire_requests(console.bot, console.client)
+    if expired:
+        lines.append(t(lang, "{count} reissue request(s) expired after 24 hours.", count=expired))
+    return lines
 
 
 def run_demo(

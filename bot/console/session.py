@@ -41,7 +41,8 @@ Type what you would type in Slack, e.g. `{command} help`, `{command} status`, `{
   :as U…           act as another Slack user (approvals need a second person)
   :group S… U… U…  who belongs to a user group listed in KEYBOT_APPROVERS
   :home            open the bot's App Home tab
-  :tick [days]     (demo only) move the clock forward (default 1 day) and run the reminder sweep
+  :tick [N|Nh]     (demo only) move the clock N days (default 1) or N hours ahead, then run what the
+                   scheduler would: the reminder sweep, reissue request expiry and the 2-hour nudge
   :help            this help
   :quit            leave (Ctrl-D works too)
 In a form: Enter keeps the shown value, `-` clears it, a number changes that field,
@@ -203,19 +204,23 @@ class Console:
         if self.clock is None or not hasattr(self.clock, "advance"):
             self.hint(":tick exists only in demo mode (`coupang-keybot console --demo`): the clock is real here.")
             return
-        if args and not re.fullmatch(r"\d{1,3}", args[0]):
+        step = re.fullmatch(r"(\d{1,3})(h?)", args[0].lower()) if args else None
+        if args and step is None:
             self.hint("Usage: :tick [days], e.g. :tick 7")
             return
-        days = int(args[0]) if args else 1
-        self.clock.advance(days=days)
+        count = int(step.group(1)) if step else 1
+        hours = bool(step and step.group(2))
+        self.clock.advance(**({"hours": count} if hours else {"days": count}))
         now = self.clock.now().astimezone(self.bot.ctx.settings.timezone)
         lang = self.services.languages.team
-        self.hint(
-            "⏩ {days} day(s) later: {time} ({zone}).",
-            days=days,
-            time=i18n.moment(lang, now, self.bot.ctx.settings.timezone),
-            zone=i18n.zone_name(lang, self.bot.ctx.settings.timezone.key),
-        )
+        shown = {
+            "time": i18n.moment(lang, now, self.bot.ctx.settings.timezone),
+            "zone": i18n.zone_name(lang, self.bot.ctx.settings.timezone.key),
+        }
+        if hours:
+            self.hint("⏩ {count} hour(s) later: {time} ({zone}).", count=count, **shown)
+        else:
+            self.hint("⏩ {days} day(s) later: {time} ({zone}).", days=count, **shown)
         self.run_sweep()
 
     def run_sweep(self) -> None:

@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from bot import rules
 from bot.destinations import (
@@ -47,6 +46,7 @@ from bot.destinations import (
     Outcome,
     is_loopback,
     is_public_address,
+    verify_signature,
 )
 from bot.rules import InvalidInput, KeybotError, Msg
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, Unavailable, is_cli_actor
@@ -211,8 +211,8 @@ class Progress:
 
     @property
     def troubled(self) -> list[ConsumerState]:
-        """Failed consumers and those waiting to retry after an error."""
-        return [c for c in self.consumers if c.state == FAILED or (c.state == PENDING and c.last_error)]
+        """Failed consumers, those waiting to retry after an error, and confirmed ones a re-push failed on."""
+        return [c for c in self.consumers if c.state == FAILED or (c.state in (PENDING, CONFIRMED) and c.last_error)]
 
 
 @dataclass(frozen=True)
@@ -1086,7 +1086,7 @@ class RolloutService:
                 outcome = (
                     Outcome(ok=False, error=claim.refused)
                     if claim.refused
-                    else self.destinations.deliver(claim.attempt, self.ctx.clock.now())
+                    else self.destinations.deliver(claim.attempt)
                 )
             except Exception as exc:  # noqa: BLE001 - a bug or a library surprise: retried like a lost connection
                 logger.exception("delivery to %s of %s crashed; retried later", claim.consumer, claim.vendor_id)
@@ -1181,9 +1181,16 @@ class RolloutService:
                     next_attempt(delivery.attempts, delivery.queued_at, now, self.backoff) if outcome.retry else None
                 )
                 delivery.last_error = error
-                delivery.state, delivery.next_attempt_at = (PENDING, retry_at) if retry_at else (FAILED, None)
-                details |= {"error": error, "next_attempt_at": retry_at.isoformat() if retry_at else None}
-                action = "rollout.retrying" if retry_at else "rollout.failed"
+                if delivery.confirmed_at is not None:
+                    # the consumer proved it holds this generation: a failed re-push does not take that back, and
+                    # is not retried by itself (Push again tries once more); the error is kept for people to see
+                    delivery.state, delivery.next_attempt_at = CONFIRMED, None
+                    details |= {"error": error, "next_attempt_at": None, "state": CONFIRMED}
+                    action = "rollout.failed"
+                else:
+                    delivery.state, delivery.next_attempt_at = (PENDING, retry_at) if retry_at else (FAILED, None)
+                    details |= {"error": error, "next_attempt_at": retry_at.isoformat() if retry_at else None}
+                    action = "rollout.retrying" if retry_at else "rollout.failed"
             self.ctx.record(session, "keybot", action, claim.vendor_id, details, at=now)
         level = logging.INFO if outcome.ok else logging.WARNING
         logger.log(level, "%s %s to %s (generation %s)", action, claim.vendor_id, claim.consumer, claim.generation)
@@ -1266,11 +1273,12 @@ class RolloutService:
             secret = (
                 _DECOY_SECRET if consumer is None or key is None else store.signing_secret_of(self.keyring, consumer)
             )
+            # the signature's timestamp is held to the real wall clock, never to the bot's (moved, in the demo)
             try:
-                Webhook(secret).verify(body, dict(headers), json_parse=False)
-                verified = secret is not _DECOY_SECRET
-            except (WebhookVerificationError, ValueError, TypeError):
-                verified = False
+                signed = verify_signature(secret, body, dict(headers), now=self.destinations.wall_clock())
+            except (ValueError, TypeError):
+                signed = False
+            verified = signed and secret is not _DECOY_SECRET
             consumer_id = consumer.id if consumer is not None else None
             current = key.generation if key is not None else 0
             right_proof = (

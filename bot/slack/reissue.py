@@ -56,6 +56,7 @@ from bot.services.reissue import (
     mention,
     no_groups,
 )
+from bot.services.rollout import ConsumerState
 from bot.slack import ids
 from bot.slack.commands import CommandRequest, CommandRouter
 from bot.slack.failures import after_ack, later
@@ -596,19 +597,52 @@ def build_new_key_modal(lang: str, info: ReissueInfo, default_expiry: date) -> V
     )
 
 
-def completion_text(lang: str, done: Completion, tz: ZoneInfo) -> str:
+# how the completion names each consumer's state (ROLLOUT.md); the progress message in the thread keeps updating
+CONSUMER_HOLDS = {
+    "pending": N_("{name}: being delivered"),
+    "delivered": N_("{name}: delivered automatically"),
+    "confirmed": N_("{name}: delivered automatically, confirmed"),
+    "failed": N_("{name}: delivery failed"),
+}
+
+
+def consumers_text(lang: str, vendor_id: str, consumers: Sequence[ConsumerState], *, threaded: bool = True) -> str:
+    """Which systems get the new key by themselves, and in what state; or, with none, that people update them.
+    ``threaded``: the request has a message whose thread shows the rollout's progress."""
+    if not consumers:
+        return t(
+            lang,
+            "No system receives this key automatically: update every system that uses it by hand. So the next key "
+            "reaches them by itself, add them as consumers: `/coupang-key consumers {vendor_id} add`.",
+            vendor_id=vendor_id,
+        )
+    states = "; ".join(
+        t(lang, CONSUMER_HOLDS.get(c.state or "pending", CONSUMER_HOLDS["pending"]), name=escape(c.name))
+        for c in consumers
+    )
+    if not threaded:
+        return t(
+            lang,
+            "Consumers: {states}. See their progress with `/coupang-key consumers {vendor_id}`.",
+            states=states,
+            vendor_id=vendor_id,
+        )
+    return t(lang, "Consumers: {states}. Progress is updated in the request's thread.", states=states)
+
+
+def completion_text(lang: str, done: Completion, tz: ZoneInfo, consumers: Sequence[ConsumerState] = ()) -> str:
+    """The channel's announcement of a new key; ``consumers``: the key's consumers, with their delivery of it."""
     info = done.request
     if info.decided_by is None:  # every unapproved step is announced as such
         template = N_(
             ":key: {vendor_id} *{label}* reissued by {user} without approval (KEYBOT_REISSUE_APPROVAL=none): "
             "generation {generation}, new expiry {date}, fingerprint `{fingerprint}` (was `{old_fingerprint}`). "
-            "Propagating until {time}: update every system that uses this key."
+            "Propagating until {time}."
         )
     else:
         template = N_(
             ":key: {vendor_id} *{label}* reissued by {user}: generation {generation}, new expiry {date}, "
-            "fingerprint `{fingerprint}` (was `{old_fingerprint}`). Propagating until {time}: update every system "
-            "that uses this key."
+            "fingerprint `{fingerprint}` (was `{old_fingerprint}`). Propagating until {time}."
         )
     text = t(
         lang,
@@ -622,6 +656,7 @@ def completion_text(lang: str, done: Completion, tz: ZoneInfo) -> str:
         old_fingerprint=done.old_fingerprint,
         time=_when(done.access_deadline, tz, lang),
     )
+    text += "\n" + consumers_text(lang, info.vendor_id, consumers, threaded=info.channel_id is not None)
     if info.linking is not None and info.linking.integration is rules.Integration.INTEGRATOR:
         text += "\n" + integrator_step(lang, info.linking.integrator_name or "")
     return text
@@ -986,6 +1021,10 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         view = build_new_key_modal(lang, info, reissues.default_expiry())
         later(context, client.views_open, trigger_id=click.trigger_id, view=view)
 
+    def announce_completion(client: WebClient, channel: str, lang: str, done: Completion) -> None:
+        consumers = services.rollout.progress(done.request.vendor_id, done.generation).consumers
+        client.chat_postMessage(channel=channel, text=completion_text(lang, done, tz, consumers))
+
     def handle_new_key_submission(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
         request_id: int | None = None
         try:
@@ -1007,7 +1046,7 @@ def register(app: App, services: Services, router: CommandRouter) -> None:
         channel = done.request.channel_id or sub.user_id
         lang = messages.lang if done.request.channel_id else services.languages.of(sub.user_id)
         later(context, messages.refresh, done.request)
-        later(context, client.chat_postMessage, channel=channel, text=completion_text(lang, done, tz))
+        later(context, announce_completion, client, channel, lang, done)
 
     then = after_ack(services.languages)
     app.action(ids.any_key(ids.REQUEST_REISSUE))(ack=handle_request_reissue, lazy=then)

@@ -40,7 +40,7 @@ from slack_sdk.models.views import View
 
 from bot import i18n
 from bot.bootstrap import Services
-from bot.destinations import KINDS
+from bot.destinations import HINTS, KINDS
 from bot.i18n import N_, t
 from bot.rules import InvalidInput, KeybotError
 from bot.services.base import AlreadyApplied
@@ -91,8 +91,19 @@ def _hhmm(at: datetime | None, tz: ZoneInfo) -> str:
     return at.astimezone(tz).strftime("%H:%M") if at else "—"
 
 
+def error_text(lang: str, error: str | None) -> str:
+    """A stored delivery error (English, as the command line shows it) with its hints in the reader's language."""
+    if not error:
+        return t(lang, "failed")
+    for hint in HINTS:
+        error = error.replace(hint, t(lang, hint))
+    return error
+
+
 def trouble_text(state: ConsumerState, tz: ZoneInfo, lang: str = "en") -> str:
-    params = {"name": escape(state.name), "reason": escape(state.last_error or t(lang, "failed"))}
+    params = {"name": escape(state.name), "reason": escape(error_text(lang, state.last_error))}
+    if state.state == "confirmed":  # a re-push failed; the consumer's proof of this generation stands
+        return t(lang, ":warning: {name}: confirmed; the last push failed: {reason}", **params)
     if state.state == "pending":
         return t(lang, ":x: {name}: {reason}, next try {time}", time=_hhmm(state.next_attempt_at, tz), **params)
     return t(lang, ":x: {name}: {reason} (failed: fix it, then Push again)", **params)
