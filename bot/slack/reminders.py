@@ -6,8 +6,10 @@ The sweep itself lives in :mod:`bot.services.reminders`; this module only turns 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.base import BaseScheduler
 from slack_sdk import WebClient
@@ -24,6 +26,7 @@ from slack_sdk.models.blocks import (
 from bot import i18n
 from bot.bootstrap import Services
 from bot.i18n import render, t
+from bot.services.posts import is_legacy
 from bot.services.reminders import CannotPost, Notifier, Reminder, SweepReport, Undeliverable
 from bot.slack import ids
 from bot.slack.posting import CHANNEL_REFUSALS, post_once, posted_since, posting_client
@@ -35,7 +38,32 @@ MAX_BLOCKS = 50  # Slack's limit per message
 MAX_SECTION_TEXT = 2900  # Slack allows 3000 characters in a section's text
 BUTTONS_PER_ACTIONS = 25
 DIGEST_LABEL_CHARS = 60
-EVENT_TYPE = "keybot_reminder"  # message metadata: {"delivery_ids": [...]} names the claimed rows
+# message metadata: {"reminders": [{"claim": claim ID, "vendor_id": ..., "generation": N, "milestone": N}, ...]}
+# names the claimed rows (an older version wrote {"delivery_ids": [row IDs]})
+EVENT_TYPE = "keybot_reminder"
+
+
+def reminder_payload(reminders: Sequence[Reminder]) -> dict[str, Any]:
+    return {
+        "reminders": [
+            {"claim": r.claim_id, "vendor_id": r.vendor_id, "generation": r.generation, "milestone": r.milestone}
+            for r in reminders
+            if r.claim_id is not None
+        ]
+    }
+
+
+def _legacy_post_of(message: dict[str, Any], reminder: Reminder) -> bool:
+    """An older version's message (row IDs only) is about ``reminder``: its Request reissue buttons name the key,
+    and a single reminder's footer names the milestone (a digest names none: the key suffices)."""
+    blocks = message.get("blocks") or []
+    keys = [e.get("value") for b in blocks if b.get("type") == "actions" for e in b.get("elements") or []]
+    if reminder.vendor_id not in keys:
+        return False
+    if len(keys) > 1:
+        return True
+    footer = " ".join(str(e.get("text", "")) for b in blocks if b.get("type") == "context" for e in b.get("elements") or [])
+    return re.search(rf"(?<![\w+-]){re.escape(_milestone_name(reminder))}(?![\w])", footer) is not None
 
 
 def _owner(reminder: Reminder, lang: str) -> str:
@@ -184,7 +212,7 @@ class SlackNotifier(Notifier):
             response = post_once(
                 self.client,
                 event_type=EVENT_TYPE,
-                payload={"delivery_ids": [r.delivery_id for r in reminders if r.delivery_id is not None]},
+                payload=reminder_payload(reminders),
                 channel=channel,
                 text=text,
                 blocks=blocks,
@@ -212,10 +240,22 @@ class SlackNotifier(Notifier):
                 logger.warning("Could not tell %s that %s refuses reminders", where, problem.channel_id, exc_info=True)
         return heard
 
-    def find(self, channel: str, since: datetime) -> dict[int, str]:
+    def find(self, channel: str, since: datetime, reminders: Sequence[Reminder]) -> dict[int, str]:
+        """A message counts for a reminder only when it names the reminder's claim ID *and* its key, generation and
+        milestone; an older version's message (``delivery_ids``) only for a row claimed before claim IDs existed,
+        and only when it shows the same key (and milestone)."""
+        by_claim = {r.claim_id: r for r in reminders if r.claim_id is not None}
+        legacy = {r.delivery_id: r for r in reminders if r.claim_id is not None and is_legacy(r.claim_id)}
         found: dict[int, str] = {}
-        for payload, ts in posted_since(self.client, channel, since, EVENT_TYPE):
-            found.update((int(i), ts) for i in payload.get("delivery_ids") or [])
+        for payload, ts, message in posted_since(self.client, channel, since, EVENT_TYPE):
+            for entry in payload.get("reminders") or []:
+                reminder = by_claim.get(entry.get("claim")) if isinstance(entry, dict) else None
+                if reminder is not None and reminder_payload([reminder])["reminders"] == [entry]:
+                    found[reminder.delivery_id or 0] = ts
+            for row_id in payload.get("delivery_ids") or []:
+                reminder = legacy.get(row_id)
+                if reminder is not None and _legacy_post_of(message, reminder):
+                    found[row_id] = ts
         return found
 
 
