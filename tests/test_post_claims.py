@@ -248,7 +248,7 @@ def run_cli(monkeypatch, settings, fake: FakeSlack, *args: str) -> tuple[int, st
     return cli.main(["reminders", "run", *args], out=out), out.getvalue()
 
 
-@pytest.mark.parametrize("as_of", ["2026-11-14T09:00", "2026-11-20T09:00"], ids=["D-14 ahead", "D-7 ahead"])
+@pytest.mark.parametrize("as_of", ["2026-11-14T09:00", "2026-11-20T09:00"], ids=["D-14, 4 days ahead", "D-8, 10 days ahead"])
 def test_reminders_run_as_of_a_later_day_finds_its_lost_post_from_the_wall_clock(
     settings, monkeypatch, tmp_path, as_of
 ):
@@ -269,3 +269,46 @@ def test_reminders_run_as_of_a_later_day_finds_its_lost_post_from_the_wall_clock
     [message] = fake.history(CHANNEL)
     [lookup] = history
     assert float(lookup["oldest"]) <= float(message["ts"])  # looked from the real time of the attempt
+
+
+# ---------------------------------------------------------------- migration 0010: claims in flight
+
+
+def test_the_upgrade_gives_every_claim_a_distinct_legacy_id_and_a_wall_clock_time(empty_db_url):
+    engine = make_engine(empty_db_url)
+    upgrade(engine, "0009")
+    claimed = "2026-11-14 00:00:00"
+    with engine.begin() as connection:
+        for n, status in enumerate(["failed", "claimed", "delivered"], start=1):
+            connection.execute(
+                text(
+                    "INSERT INTO reminder_deliveries (vendor_id, generation, milestone, claimed_at, claimed_by, "
+                    "attempts, status, unsure_since) VALUES (:v, 1, 14, :at, 'old:1', 1, :s, :at)"
+                ),
+                {"v": f"A0000000{n}", "at": claimed, "s": status},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO scheduled_posts (kind, day, status, claimed_at, claimed_by, attempts) "
+                "VALUES ('weekly_summary', '2026-11-30', 'failed', :at, 'old:1', 1)"
+            ),
+            {"at": claimed},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO reissue_requests (vendor_id, generation, path, reason, emergency, requested_by, "
+                "requested_at, expires_at, status, post_status, post_claimed_at, post_claimed_by, post_attempts) "
+                "VALUES ('A00000001', 1, 'reissue', 'r', false, 'U1', :at, :at, 'pending', 'failed', :at, 'old', 1)"
+            ),
+            {"at": claimed},
+        )
+    upgrade(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT claim_id, claimed_wall_at FROM reminder_deliveries")).all()
+        rows += connection.execute(text("SELECT claim_id, claimed_wall_at FROM scheduled_posts")).all()
+        rows += connection.execute(text("SELECT post_claim_id, post_claimed_wall_at FROM reissue_requests")).all()
+    engine.dispose()
+    assert len(rows) == 5
+    assert all(claim.startswith(LEGACY_CLAIM) and len(claim) == 32 for claim, _ in rows)
+    assert len({claim for claim, _ in rows}) == 5  # each its own: no other row (or database) has it
+    assert all(str(wall).startswith("2026-11-14 00:00:00") for _, wall in rows)

@@ -365,7 +365,9 @@ class ReminderService:
                     self._release(part, unsure=isinstance(exc, MaybePosted))
                     unsent = tuple(r for later in parts[number + 1 :] for r in later)
                     self._release(unsent, unsure=False)  # never tried: certainly not posted
-                    report.failed.append(Post(channel, (*part, *unsent), error=exc.__class__.__name__))
+                    # what failed, in words: "Slack answered HTTP 500", "no answer from Slack: …"
+                    error = str(exc) if isinstance(exc, MaybePosted) else exc.__class__.__name__
+                    report.failed.append(Post(channel, (*part, *unsent), error=error))
                     break
                 self._delivered(channel, part, ts, now)
                 report.posts.append(Post(channel, part, ts))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from slack_sdk.models.blocks import (
 from bot import i18n
 from bot.bootstrap import Services
 from bot.i18n import render, t
+from bot.services.base import MaybePosted
 from bot.services.posts import is_legacy
 from bot.services.reminders import CannotPost, Notifier, Reminder, SweepReport, Undeliverable
 from bot.slack import ids
@@ -262,31 +264,66 @@ class SlackNotifier(Notifier):
 SWEEP_EVERY_MINUTES = 5
 
 
-def run_sweep(services: Services, client: WebClient) -> SweepReport | None:
-    """One scheduled sweep: due reminders, then the weekly summary when due; the monitor hears how it went
-    (``/healthz``, ``/metrics`` and the heartbeat ping).
+@dataclass
+class SweepRun:
+    """What one sweep did: the reminders' report (None when the reminder sweep itself failed: ``error`` says why)
+    and the weekly summary (``summary_posted``, or ``summary_error`` when it failed)."""
 
-    The reminders' report is returned (None only when the reminder sweep itself failed). A weekly summary that
-    fails does not undo reminders that went out: it is logged, their count still reaches ``/metrics``, and the
-    sweep finishes as failed (the heartbeat pings ``/fail``; the last-success gauge stays put) until a later sweep
-    posts the summary, which the claim in ``scheduled_posts`` lets every sweep retry."""
+    report: SweepReport | None
+    error: str | None = None
+    failure: Exception | None = None
+    summary_posted: bool = False
+    summary_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.report is not None and not self.report.failed and self.summary_error is None
+
+
+def failure_reason(exc: Exception) -> str:
+    """What went wrong, in a few words and without a traceback (a lost answer says so; Slack's error code)."""
+    if isinstance(exc, MaybePosted):
+        return str(exc)
+    if isinstance(exc, SlackApiError):
+        return f"Slack answered {exc.response.get('error') or exc.response.status_code}"
+    return exc.__class__.__name__
+
+
+def sweep_once(services: Services, client: WebClient, *, now: datetime | None = None) -> SweepRun:
+    """Due reminders, then the weekly summary when due: what the scheduler runs every few minutes and
+    ``coupang-keybot reminders run`` once (``now``: ``--as-of``). Never raises: a failure is logged and returned,
+    and the next sweep retries. A weekly summary that fails does not undo reminders that went out."""
     from bot.slack.summary import post_weekly_summary
 
     try:
         notifier = SlackNotifier(client, lang=services.languages.team, language_of=services.languages.of)
-        report = services.reminders.sweep(notifier)
-    except Exception:  # noqa: BLE001 - the database or Slack is down: report it, the next sweep retries
+        report = services.reminders.sweep(notifier, now=now)
+    except Exception as exc:  # noqa: BLE001 - the database or Slack is down: report it, the next sweep retries
         logger.exception("The reminder sweep failed; the next one retries")
+        return SweepRun(None, error=failure_reason(exc), failure=exc)
+    run = SweepRun(report)
+    try:
+        run.summary_posted = post_weekly_summary(services, client, now=now)
+    except Exception as exc:  # noqa: BLE001 - the reminders above stand; the next sweep retries the summary
+        logger.exception("The weekly summary could not be posted; the next sweep retries")
+        run.summary_error = failure_reason(exc)
+    return run
+
+
+def run_sweep(services: Services, client: WebClient) -> SweepReport | None:
+    """One scheduled sweep (:func:`sweep_once`); the monitor hears how it went (``/healthz``, ``/metrics`` and the
+    heartbeat ping).
+
+    The reminders' report is returned (None only when the reminder sweep itself failed). A failed weekly summary
+    is logged, the reminders' count still reaches ``/metrics``, and the sweep finishes as failed (the heartbeat
+    pings ``/fail``; the last-success gauge stays put) until a later sweep posts the summary, which the claim in
+    ``scheduled_posts`` lets every sweep retry."""
+    run = sweep_once(services, client)
+    if run.report is None:
         services.monitor.sweep_finished(ok=False)
         return None
-    summary_ok = True
-    try:
-        post_weekly_summary(services, client)
-    except Exception:  # noqa: BLE001 - the reminders above stand; the next sweep retries the summary
-        logger.exception("The weekly summary could not be posted; the next sweep retries")
-        summary_ok = False
-    services.monitor.sweep_finished(ok=summary_ok and not report.failed, posted=report.delivered)
-    return report
+    services.monitor.sweep_finished(ok=run.ok, posted=run.report.delivered)
+    return run.report
 
 
 def add_reminder_job(scheduler: BaseScheduler, services: Services, client: WebClient) -> None:
