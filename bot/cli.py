@@ -583,7 +583,9 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
     if run.report is None:
         if isinstance(run.failure, (OperationalError, InterfaceError)):
             raise run.failure  # the database: said as every command says it
-        print(t(lang, "The reminder sweep failed ({reason}); the next sweep retries.", reason=run.error), file=sys.stderr)
+        print(
+            t(lang, "The reminder sweep failed ({reason}); the next sweep retries.", reason=run.error), file=sys.stderr
+        )
         return FAILED
     for line in describe_sweep(run.report, settings.timezone, lang):
         print(line, file=out)

@@ -248,7 +248,9 @@ def run_cli(monkeypatch, settings, fake: FakeSlack, *args: str) -> tuple[int, st
     return cli.main(["reminders", "run", *args], out=out), out.getvalue()
 
 
-@pytest.mark.parametrize("as_of", ["2026-11-14T09:00", "2026-11-20T09:00"], ids=["D-14, 4 days ahead", "D-8, 10 days ahead"])
+@pytest.mark.parametrize(
+    "as_of", ["2026-11-14T09:00", "2026-11-20T09:00"], ids=["D-14, 4 days ahead", "D-8, 10 days ahead"]
+)
 def test_reminders_run_as_of_a_later_day_finds_its_lost_post_from_the_wall_clock(
     settings, monkeypatch, tmp_path, as_of
 ):

@@ -70,7 +70,9 @@ def test_a_run_while_slack_answers_500_says_so_in_a_sentence_and_the_next_run_po
         assert code == 1
         assert "Traceback" not in out + err
         assert "Could not post reminder to CSHOP0001 FAILED (Slack answered HTTP 500; a later sweep retries):" in out
-        sentence = "Could not post the weekly summary to CREMIND01 (Slack answered HTTP 500); the next sweep retries it."
+        sentence = (
+            "Could not post the weekly summary to CREMIND01 (Slack answered HTTP 500); the next sweep retries it."
+        )
         assert out.count(sentence) == 1
         assert fake.history("CSHOP0001") == [] and summaries(fake) == []
 

@@ -115,6 +115,7 @@ class ScheduledPosts:
         """INSERT … ON CONFLICT DO NOTHING: the new row's ID and claim ID, or None when the post was claimed
         already."""
         dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
+        claim_id = new_claim_id()
         values = {
             "kind": kind,
             "day": day,
@@ -122,12 +123,12 @@ class ScheduledPosts:
             "claimed_at": now,
             "claimed_by": self.instance,
             "attempts": 1,
-            "claim_id": new_claim_id(),
+            "claim_id": claim_id,
             "claimed_wall_at": wall,
         }
         statement = dialect.insert(ScheduledPost).values(values).on_conflict_do_nothing().returning(ScheduledPost.id)
         post_id = session.scalar(statement)
-        return None if post_id is None else (post_id, values["claim_id"])
+        return None if post_id is None else (post_id, claim_id)
 
     def _mine(self, claim: Claim) -> Any:
         return and_(

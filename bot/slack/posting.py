@@ -100,10 +100,10 @@ def conversation_of(client: WebClient, channel: str) -> str:
 def posted_since(
     client: WebClient, channel: str, since: datetime, event_type: str, *, thread_ts: str | None = None
 ) -> Iterator[tuple[dict, str, dict]]:
-    """(event payload, ts, the message) of each message with ``event_type`` metadata this bot posted to ``channel`` since
-    ``since``, a wall-clock time (messages of other apps and people are ignored, whatever their metadata). ``thread_ts``: look in
-    that thread instead, since the channel's history does not show replies in threads. A user ID is looked up in
-    the bot's DM with that person (:func:`conversation_of`, then ``im:history``).
+    """(event payload, ts, the message) of each message with ``event_type`` metadata this bot posted to ``channel``
+    since ``since``, a wall-clock time (messages of other apps and people are ignored, whatever their metadata).
+    ``thread_ts``: look in that thread instead, since the channel's history does not show replies in threads. A user
+    ID is looked up in the bot's DM with that person (:func:`conversation_of`, then ``im:history``).
 
     Yields nothing when Slack refuses to show the history (e.g. the app was not reinstalled with the history
     scopes, or the channel is a DM): the caller then posts again, as it did before it could look. Network errors

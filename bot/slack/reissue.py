@@ -99,6 +99,8 @@ def is_request_post(payload: dict[str, Any], message: dict[str, Any], info: Reis
         and payload.get("request_id") == info.id
         and info.vendor_id in json.dumps(message.get("blocks") or [])
     )
+
+
 _REQUEST_ID = re.compile(r"[0-9]{1,9}")  # a request id as buttons and forms carry it: fits every INTEGER column
 
 

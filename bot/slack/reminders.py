@@ -64,7 +64,9 @@ def _legacy_post_of(message: dict[str, Any], reminder: Reminder) -> bool:
         return False
     if len(keys) > 1:
         return True
-    footer = " ".join(str(e.get("text", "")) for b in blocks if b.get("type") == "context" for e in b.get("elements") or [])
+    footer = " ".join(
+        str(e.get("text", "")) for b in blocks if b.get("type") == "context" for e in b.get("elements") or []
+    )
     return re.search(rf"(?<![\w+-]){re.escape(_milestone_name(reminder))}(?![\w])", footer) is not None
 
 
@@ -251,7 +253,7 @@ class SlackNotifier(Notifier):
         found: dict[int, str] = {}
         for payload, ts, message in posted_since(self.client, channel, since, EVENT_TYPE):
             for entry in payload.get("reminders") or []:
-                reminder = by_claim.get(entry.get("claim")) if isinstance(entry, dict) else None
+                reminder = by_claim.get(str(entry.get("claim"))) if isinstance(entry, dict) else None
                 if reminder is not None and reminder_payload([reminder])["reminders"] == [entry]:
                     found[reminder.delivery_id or 0] = ts
             for row_id in payload.get("delivery_ids") or []:
