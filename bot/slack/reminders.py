@@ -67,7 +67,8 @@ def _legacy_post_of(message: dict[str, Any], reminder: Reminder) -> bool:
     footer = " ".join(
         str(e.get("text", "")) for b in blocks if b.get("type") == "context" for e in b.get("elements") or []
     )
-    return re.search(rf"(?<![\w+-]){re.escape(_milestone_name(reminder))}(?![\w])", footer) is not None
+    named = f"D-{reminder.milestone}" if reminder.milestone >= 0 else f"D+{-reminder.milestone}"  # as they wrote it
+    return re.search(rf"(?<![\w+-]){re.escape(named)}(?![\w])", footer) is not None
 
 
 def _owner(reminder: Reminder, lang: str) -> str:
