@@ -98,3 +98,16 @@ def test_a_run_with_slack_unreachable_says_so_in_a_sentence(seeded, tmp_path):
     assert "Could not post the weekly summary to CREMIND01 (no answer from Slack: " in out
     assert "the next sweep retries it." in out
     assert SECRET_MARK not in out + err
+
+
+def test_a_run_with_the_token_revoked_says_what_slack_answered(seeded, tmp_path):
+    with FakeSlack(invited=INVITED_CHANNELS) as fake:
+        fake.revoke_token("xoxb-test")  # the app was uninstalled
+        code, out, err = run(seeded, tmp_path, fake.base_url, "--as-of", MONDAY)
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert "Could not post reminder to CSHOP0001 FAILED (Slack answered invalid_auth; a later sweep retries):" in out
+    assert (
+        "Could not post the weekly summary to CREMIND01 (Slack answered invalid_auth); the next sweep retries it."
+        in out
+    )

@@ -129,6 +129,11 @@ class CannotPost(Exception):
         self.error = error
 
 
+class PostFailed(Exception):
+    """Slack answered the post with an error (a revoked token, rate limits that outlasted the retries): certainly
+    not posted. Its message says what failed in a few words; a later sweep retries."""
+
+
 @dataclass(frozen=True)
 class Undeliverable:
     """Reminders Slack refuses to post in ``channel_id``, and who should hear it."""
@@ -366,7 +371,7 @@ class ReminderService:
                     unsent = tuple(r for later in parts[number + 1 :] for r in later)
                     self._release(unsent, unsure=False)  # never tried: certainly not posted
                     # what failed, in words: "Slack answered HTTP 500", "no answer from Slack: …"
-                    error = str(exc) if isinstance(exc, MaybePosted) else exc.__class__.__name__
+                    error = str(exc) if isinstance(exc, (MaybePosted, PostFailed)) else exc.__class__.__name__
                     report.failed.append(Post(channel, (*part, *unsent), error=error))
                     break
                 self._delivered(channel, part, ts, now)

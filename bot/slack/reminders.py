@@ -29,7 +29,7 @@ from bot.bootstrap import Services
 from bot.i18n import render, t
 from bot.services.base import MaybePosted
 from bot.services.posts import is_legacy
-from bot.services.reminders import CannotPost, Notifier, Reminder, SweepReport, Undeliverable
+from bot.services.reminders import CannotPost, Notifier, PostFailed, Reminder, SweepReport, Undeliverable
 from bot.slack import ids
 from bot.slack.posting import CHANNEL_REFUSALS, post_once, posted_since, posting_client
 from bot.slack.views import escape, undeliverable_text
@@ -227,7 +227,7 @@ class SlackNotifier(Notifier):
         except SlackApiError as exc:
             if exc.response.get("error") in CHANNEL_REFUSALS:
                 raise CannotPost(str(exc.response["error"])) from exc
-            raise
+            raise PostFailed(failure_reason(exc)) from exc
         return str(response["ts"])
 
     def tell(self, problem: Undeliverable) -> bool:
