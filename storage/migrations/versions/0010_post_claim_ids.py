@@ -40,9 +40,11 @@ def upgrade() -> None:
             batch_op.add_column(sa.Column(wall, storage.models.UTCDateTime(timezone=True), nullable=True))
         rows = sa.table(table, sa.column("id", sa.Integer()), sa.column(claim, sa.String()))
         ids = connection.execute(sa.select(rows.c.id)).scalars().all()
-        for row_id in ids:  # one random ID each: no SQL function gives the same on SQLite and PostgreSQL
-            legacy = LEGACY + uuid.uuid4().hex[len(LEGACY) :]
-            connection.execute(sa.update(rows).where(rows.c.id == row_id).values({claim: legacy}))
+        if ids:  # one random ID each (no SQL function gives one on both SQLite and PostgreSQL), in one executemany
+            connection.execute(
+                sa.update(rows).where(rows.c.id == sa.bindparam("row_id")).values({claim: sa.bindparam("claim")}),
+                [{"row_id": i, "claim": LEGACY + uuid.uuid4().hex[len(LEGACY) :]} for i in ids],
+            )
         # the best guess of a claim's real time is its recorded time
         op.execute(f"UPDATE {table} SET {wall} = {claimed}")  # noqa: S608 - fixed names
         with op.batch_alter_table(table, schema=None) as batch_op:
