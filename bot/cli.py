@@ -622,22 +622,54 @@ def cmd_reminders_run(services: Services, args: argparse.Namespace, out: TextIO)
         )
         print(wrong, file=sys.stderr)
         return USAGE
-    notifier = None
-    if not args.dry_run:
-        if not settings.slack_bot_token:
-            print(
-                t(settings.language, "SLACK_BOT_TOKEN is not set: nothing can be posted (try --dry-run)."),
-                file=sys.stderr,
-            )
-            return USAGE
-        from bot.slack.app import build_client  # Slack-facing code is imported only when posting
-        from bot.slack.reminders import SlackNotifier
+    lang = settings.language
+    if args.dry_run:
+        report = services.reminders.sweep(None, now=now, dry_run=True)
+        for line in describe_sweep(report, settings.timezone, lang):
+            print(line, file=out)
+        return OK
+    if not settings.slack_bot_token:
+        print(t(lang, "SLACK_BOT_TOKEN is not set: nothing can be posted (try --dry-run)."), file=sys.stderr)
+        return USAGE
+    from bot.slack.app import build_client  # Slack-facing code is imported only when posting
+    from bot.slack.reminders import sweep_once
 
-        notifier = SlackNotifier(build_client(settings), lang=settings.language)
-    report = services.reminders.sweep(notifier, now=now, dry_run=args.dry_run)
-    for line in describe_sweep(report, settings.timezone, settings.language):
+    with _one_line_logs():  # what failed is said below in a sentence, not as a stack trace
+        run = sweep_once(services, build_client(settings), now=now)  # the scheduled sweep: reminders, then summary
+    if run.report is None:
+        if isinstance(run.failure, (OperationalError, InterfaceError)):
+            raise run.failure  # the database: said as every command says it
+        print(
+            t(lang, "The reminder sweep failed ({reason}); the next sweep retries.", reason=run.error), file=sys.stderr
+        )
+        return FAILED
+    for line in describe_sweep(run.report, settings.timezone, lang):
         print(line, file=out)
-    return FAILED if report.failed else OK
+    if run.summary_posted:
+        print(t(lang, "Posted the weekly summary to {channel}.", channel=settings.channel), file=out)
+    elif run.summary_error is not None:
+        text = N_("Could not post the weekly summary to {channel} ({reason}); the next sweep retries it.")
+        print(t(lang, text, channel=settings.channel, reason=run.summary_error), file=out)
+    return OK if run.ok else FAILED
+
+
+@contextlib.contextmanager
+def _one_line_logs() -> Iterator[None]:
+    """Log records keep their line but lose their traceback while this runs (a terminal, not a server log)."""
+
+    class NoTraceback(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            return True
+
+    handlers, quiet = list(logging.getLogger().handlers), NoTraceback()
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 # ---------------------------------------------------------------- parser

@@ -6,6 +6,7 @@ Tables that record what happened to a vendor ID (edits, reminders, requests, his
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -139,8 +140,14 @@ class ReminderDelivery(Base):
     # skipped (a milestone missed during downtime, superseded by a later one: never posted)
     status: Mapped[str] = mapped_column(String(16), default="claimed")
     # set when an attempt ended without knowing whether Slack posted it (timeout, dropped connection, 5xx,
-    # a crash mid-post): the claim time of that attempt, from which the channel's history is searched first
+    # a crash mid-post): the wall-clock time of that attempt's claim, from which the channel's history is searched
     unsure_since: Mapped[datetime | None] = mapped_column()
+    # a random ID (uuid4 hex) no other database can produce, carried in the message's metadata: a message is this
+    # row's post only when it names this claim (a restored backup or a second installation reuses row IDs)
+    claim_id: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex)
+    # the real time of the latest claim (``claimed_at`` is the sweep's clock, which ``--as-of`` or the demo moves):
+    # Slack's message ts are wall-clock, so a lost attempt is looked for in the history from here
+    claimed_wall_at: Mapped[datetime | None] = mapped_column()
 
 
 class ReminderProblem(Base):
@@ -163,7 +170,7 @@ class ScheduledPost(Base):
     """A channel post made once per day (the audit chain head) or week (the summary): claimed, then delivered.
 
     Claimed like a reminder delivery: claimed → delivered (``message_ts`` set), or failed (a later sweep
-    re-claims it); ``unsure_since`` as in ReminderDelivery.
+    re-claims it); ``unsure_since``, ``claim_id`` and ``claimed_wall_at`` as in ReminderDelivery.
     """
 
     __tablename__ = "scheduled_posts"
@@ -180,6 +187,8 @@ class ScheduledPost(Base):
     channel_id: Mapped[str | None] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     delivered_at: Mapped[datetime | None] = mapped_column()
+    claim_id: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex)
+    claimed_wall_at: Mapped[datetime | None] = mapped_column()
 
 
 class ReissueRequest(Base):
@@ -202,12 +211,14 @@ class ReissueRequest(Base):
     channel_id: Mapped[str | None] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     # posting the request message, claimed like a reminder delivery: claimed → delivered (message_ts set),
-    # or failed (the scheduler re-claims it); unsure_since as in ReminderDelivery
+    # or failed (the scheduler re-claims it); unsure_since, claim_id and claimed_wall_at as in ReminderDelivery
     post_status: Mapped[str] = mapped_column(String(16), default="claimed", server_default="delivered")
     post_claimed_at: Mapped[datetime | None] = mapped_column()
     post_claimed_by: Mapped[str | None] = mapped_column(String(64))
     post_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     post_unsure_since: Mapped[datetime | None] = mapped_column()
+    post_claim_id: Mapped[str] = mapped_column(String(32), default=lambda: uuid.uuid4().hex)
+    post_claimed_wall_at: Mapped[datetime | None] = mapped_column()
 
 
 class Approver(Base):

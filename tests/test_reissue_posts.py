@@ -56,8 +56,9 @@ def test_a_request_slack_did_not_take_is_posted_once_by_the_scheduler(slack, ser
 
     assert "could not be posted" in note["text"] and "#1 " in note["text"]
     [message] = request_messages(slack)  # once, whether or not Slack had posted it the first time
-    assert message["metadata"] == {"event_type": "keybot_reissue_request", "event_payload": {"request_id": 1}}
     info = services.reissues.get(1)
+    named = {"claim": info.post_claim_id, "request_id": 1, "vendor_id": info.vendor_id, "generation": 1}
+    assert message["metadata"] == {"event_type": "keybot_reissue_request", "event_payload": named}
     assert (info.status, info.message_ts, info.channel_id) == ("pending", message["ts"], CHANNEL)
     assert len(slack.fake.calls_to("conversations.history")) == 1  # the 500 was ambiguous: looked first
 

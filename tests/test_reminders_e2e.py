@@ -165,7 +165,8 @@ def test_a_reminder_slack_posted_while_its_answer_was_lost_is_not_posted_again(s
     assert (second.found, second.delivered, third.found, third.delivered) == (1, 0, 0, 0)
     [row] = slack.services.reminders.deliveries()
     assert (row.status, row.message_ts) == (DELIVERED, message["ts"])
-    assert message["metadata"] == {"event_type": "keybot_reminder", "event_payload": {"delivery_ids": [row.id]}}
+    [named] = message["metadata"]["event_payload"]["reminders"]
+    assert named == {"claim": row.claim_id, "vendor_id": "A00012345", "generation": 1, "milestone": 14}
     [lookup] = history_calls(slack.fake)
     assert lookup["channel"] == "CSHOP0001" and lookup["include_all_metadata"] in ("1", "true", True)
     found = [e for e in slack.services.audit.entries() if e.action == "reminder.posted"]
@@ -187,7 +188,8 @@ def test_another_apps_message_with_our_metadata_never_stands_in_for_a_reminder(s
         slack.services.reminders.sweep(SlackNotifier(slack.app.client))
         [row] = slack.services.reminders.deliveries()
         traveller.shift(timedelta(minutes=1))
-        metadata = {"event_type": "keybot_reminder", "event_payload": {"delivery_ids": [row.id]}}
+        named = {"claim": row.claim_id, "vendor_id": "A00012345", "generation": 1, "milestone": 14}
+        metadata = {"event_type": "keybot_reminder", "event_payload": {"reminders": [named]}}
         other.chat_postMessage(channel="CSHOP0001", text="A00012345 expires today", metadata=metadata)
         traveller.shift(timedelta(minutes=4))
         second = slack.services.reminders.sweep(SlackNotifier(slack.app.client))

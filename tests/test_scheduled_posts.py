@@ -88,7 +88,8 @@ def test_slack_answering_500_delays_the_post_which_a_later_run_makes_once(settin
     [message] = messages(fake_slack, kind)
     [row] = rows(services, kind)
     assert (row.status, row.attempts, row.message_ts) == (DELIVERED, 2, message["ts"])
-    assert message["metadata"] == {"event_type": "keybot_scheduled_post", "event_payload": {"post_id": row.id}}
+    named = {"claim": row.claim_id, "kind": row.kind, "day": row.day.isoformat()}
+    assert message["metadata"] == {"event_type": "keybot_scheduled_post", "event_payload": named}
     assert fake_slack.calls_to("conversations.history")  # after a 500 it looked before posting again
     [entry] = audited(services, kind)
     assert entry.details["ts"] == message["ts"] and services.audit.verify().ok

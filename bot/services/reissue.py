@@ -28,7 +28,7 @@ from bot.rules import InvalidInput, KeybotError, LinkingInfo, Msg, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import Context, NotAllowed, NotFound, SubmissionId, instance_name
 from bot.services.keys import linking_of
-from bot.services.posts import Claim, ScheduledPosts
+from bot.services.posts import Claim, ScheduledPosts, new_claim_id, wall_clock
 from storage import repositories as repo
 from storage import rollout
 from storage.models import Key, ReissueRequest
@@ -126,6 +126,7 @@ class ReissueInfo:
     owner_id: str | None = None  # the key's owner now (with approval `none`, they and admins enter the key)
     expired_approved: bool = False  # expired after it was approved (or made without approval), key not entered
     linking: LinkingInfo | None = None  # the key's stored linking info, to enter again when issuing anew
+    post_claim_id: str = ""  # the request message's metadata names it (bot/slack/posting.py)
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,8 @@ class ReissueService:
                 post_status=POST_CLAIMED,
                 post_claimed_at=now,
                 post_claimed_by=self.instance,
+                post_claim_id=new_claim_id(),
+                post_claimed_wall_at=wall_clock(),
             )
             session.add(row)
             session.flush()
@@ -346,7 +349,7 @@ class ReissueService:
         values: dict[str, Any] = {"post_status": POST_FAILED}
         if unsure:
             values["post_unsure_since"] = func.coalesce(
-                ReissueRequest.post_unsure_since, ReissueRequest.post_claimed_at
+                ReissueRequest.post_unsure_since, ReissueRequest.post_claimed_wall_at, ReissueRequest.post_claimed_at
             )
         with self.ctx.transaction() as session:
             session.execute(
@@ -359,8 +362,8 @@ class ReissueService:
     def claim_unposted(self, now: datetime | None = None) -> list[tuple[ReissueInfo, datetime | None]]:
         """Pending requests whose message is not posted (a failed post, or a claim left by a dead process).
 
-        Each is claimed by a conditional UPDATE, so one process posts it. Returns each request with the time
-        from which the channel's history must be searched first (None: certainly never posted).
+        Each is claimed by a conditional UPDATE, so one process posts it. Returns each request with the wall-clock
+        time from which the channel's history must be searched first (None: certainly never posted).
         """
         now = now or self.ctx.clock.now()
         retry = or_(
@@ -383,6 +386,7 @@ class ReissueService:
             retry,
         )
         claimed: list[tuple[ReissueInfo, datetime | None]] = []
+        wall = wall_clock()
         with self.ctx.transaction() as session:
             for request_id in session.scalars(select(ReissueRequest.id).where(unposted).order_by(ReissueRequest.id)):
                 won = session.execute(
@@ -392,11 +396,15 @@ class ReissueService:
                         post_status=POST_CLAIMED,
                         post_claimed_at=now,
                         post_claimed_by=self.instance,
+                        post_claimed_wall_at=wall,
                         post_attempts=ReissueRequest.post_attempts + 1,
                         post_unsure_since=func.coalesce(
                             ReissueRequest.post_unsure_since,
                             case(
-                                (ReissueRequest.post_status == POST_CLAIMED, ReissueRequest.post_claimed_at),
+                                (
+                                    ReissueRequest.post_status == POST_CLAIMED,
+                                    func.coalesce(ReissueRequest.post_claimed_wall_at, ReissueRequest.post_claimed_at),
+                                ),
                                 else_=None,
                             ),
                         ),
@@ -974,6 +982,7 @@ class ReissueService:
             owner_id=key.owner_id if key else None,
             expired_approved=request.status == EXPIRED and _expired_approved(request),
             linking=linking_of(key) if key else None,
+            post_claim_id=request.post_claim_id,
         )
 
 

@@ -8,10 +8,12 @@ a claim left behind by a crash may be re-claimed after :data:`CLAIM_TIMEOUT`. Ol
 downtime are recorded as ``skipped``, so only the latest one is ever posted (no spam after an outage).
 
 A digest that needs several messages is posted part by part, each part's rows marked delivered as soon as it is
-posted, so a failing later part never re-posts the earlier ones. Every message carries its delivery IDs (Slack
-message metadata): when an attempt ended without an answer (timeout, dropped connection, 5xx, a crash mid-post)
-the row keeps ``unsure_since``, and before posting again the sweep looks for the message in the channel's history
-since then, marking it delivered when it is there.
+posted, so a failing later part never re-posts the earlier ones. Every message names its reminders in Slack message
+metadata: each row's random ``claim_id`` (no other database produces it: a second installation or a restored backup
+reuses row IDs, never claim IDs) with its key, generation and milestone. When an attempt ended without an answer
+(timeout, dropped connection, 5xx, a crash mid-post) the row keeps ``unsure_since``, the wall-clock time of that
+claim (Slack's ``ts`` are wall-clock, whatever ``--as-of`` says), and before posting again the sweep looks for the
+message in the channel's history since then, marking it delivered when it is there.
 
 A channel that refuses the bot (it was never invited, the channel is archived or gone) is never silent: the
 notifier raises :class:`CannotPost`, the reminder stays due (``failed``: each sweep tries again, so it is posted
@@ -40,6 +42,7 @@ from bot import i18n, rules
 from bot.i18n import N_, t
 from bot.rules import Msg
 from bot.services.base import Context, MaybePosted, instance_name
+from bot.services.posts import new_claim_id, wall_clock
 from storage.models import Key, ReminderDelivery, ReminderProblem
 
 logger = logging.getLogger(__name__)
@@ -109,7 +112,8 @@ class Reminder:
     days_left: int
     owner_id: str | None
     channel_id: str
-    delivery_id: int | None = None  # the claimed row, once claimed: the message's metadata names it
+    delivery_id: int | None = None  # the claimed row, once claimed
+    claim_id: str | None = None  # the claimed row's claim ID: the message's metadata names it
 
     @property
     def headline(self) -> Msg:
@@ -123,6 +127,11 @@ class CannotPost(Exception):
     def __init__(self, error: str):
         super().__init__(f"Slack refuses to post here: {error}")
         self.error = error
+
+
+class PostFailed(Exception):
+    """Slack answered the post with an error (a revoked token, rate limits that outlasted the retries): certainly
+    not posted. Its message says what failed in a few words; a later sweep retries."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +166,9 @@ class Notifier:
         """
         raise NotImplementedError
 
-    def find(self, channel: str, since: datetime) -> dict[int, str]:
-        """Delivery ID → ts of the reminder messages posted to ``channel`` since ``since``."""
+    def find(self, channel: str, since: datetime, reminders: Sequence[Reminder]) -> dict[int, str]:
+        """Delivery ID → ts of those of ``reminders`` (claimed, with an attempt that lost its answer) that a
+        message this bot posted to ``channel`` since ``since`` (a wall-clock time) is about."""
         return {}
 
 
@@ -360,7 +370,9 @@ class ReminderService:
                     self._release(part, unsure=isinstance(exc, MaybePosted))
                     unsent = tuple(r for later in parts[number + 1 :] for r in later)
                     self._release(unsent, unsure=False)  # never tried: certainly not posted
-                    report.failed.append(Post(channel, (*part, *unsent), error=exc.__class__.__name__))
+                    # what failed, in words: "Slack answered HTTP 500", "no answer from Slack: …"
+                    error = str(exc) if isinstance(exc, (MaybePosted, PostFailed)) else exc.__class__.__name__
+                    report.failed.append(Post(channel, (*part, *unsent), error=error))
                     break
                 self._delivered(channel, part, ts, now)
                 report.posts.append(Post(channel, part, ts))
@@ -509,7 +521,7 @@ class ReminderService:
         for channel, items in by_channel.items():
             since = min(claimed.unsure[r.delivery_id or 0] for r in items)
             try:
-                posted = notifier.find(channel, since)
+                posted = notifier.find(channel, since, items)
             except Exception:  # noqa: BLE001 - cannot tell yet: keep the rows unsure, a later sweep looks again
                 logger.exception(
                     "Could not read %s's history to settle %d reminder(s); retried later", channel, len(items)
@@ -533,12 +545,13 @@ class ReminderService:
 
     def _claim(self, session: Session, candidates: list[_Candidate], now: datetime) -> _Claimed:
         claimed = _Claimed()
+        wall = wall_clock()
         fresh = [c.reminder for c in candidates if c.existing_id is None]
         for start in range(0, len(fresh), _CHUNK):
             chunk = fresh[start : start + _CHUNK]
-            won = self._insert_new(session, [self._row(r, now, CLAIMED) for r in chunk])
+            won = self._insert_new(session, [self._row(r, now, CLAIMED, wall=wall) for r in chunk])
             claimed.reminders.extend(
-                replace(r, delivery_id=won[key])
+                replace(r, delivery_id=won[key][0], claim_id=won[key][1])
                 for r in chunk
                 if (key := (r.vendor_id, r.generation, r.milestone)) in won
             )
@@ -555,17 +568,26 @@ class ReminderService:
                     status=CLAIMED,
                     claimed_at=now,
                     claimed_by=self.instance,
+                    claimed_wall_at=wall,
                     attempts=ReminderDelivery.attempts + 1,
                     unsure_since=func.coalesce(
                         ReminderDelivery.unsure_since,
-                        case((ReminderDelivery.status == CLAIMED, ReminderDelivery.claimed_at), else_=None),
+                        case(
+                            (
+                                ReminderDelivery.status == CLAIMED,
+                                func.coalesce(ReminderDelivery.claimed_wall_at, ReminderDelivery.claimed_at),
+                            ),
+                            else_=None,
+                        ),
                     ),
                 )
-                .returning(ReminderDelivery.unsure_since)
+                .returning(ReminderDelivery.unsure_since, ReminderDelivery.claim_id)
                 .execution_options(synchronize_session=False)
             ).first()
             if won_row is not None:
-                claimed.reminders.append(replace(candidate.reminder, delivery_id=candidate.existing_id))
+                claimed.reminders.append(
+                    replace(candidate.reminder, delivery_id=candidate.existing_id, claim_id=won_row.claim_id)
+                )
                 if won_row.unsure_since is not None:
                     claimed.unsure[candidate.existing_id] = won_row.unsure_since
         claimed.skipped = self._skip_older(session, claimed.reminders, now)
@@ -574,7 +596,7 @@ class ReminderService:
     def _skip_older(self, session: Session, claimed: list[Reminder], now: datetime) -> int:
         """Record the older milestones of each claimed reminder as skipped, so they never post later."""
         rows = [
-            self._row(r, now, SKIPPED, milestone=m)
+            self._row(r, now, SKIPPED, milestone=m, wall=None)
             for r in claimed
             for m in self.ctx.settings.reminder_days
             if m > r.milestone
@@ -584,8 +606,12 @@ class ReminderService:
             inserted += len(self._insert_new(session, rows[start : start + _CHUNK]))
         return inserted
 
-    def _row(self, reminder: Reminder, now: datetime, status: str, *, milestone: int | None = None) -> dict[str, Any]:
+    def _row(
+        self, reminder: Reminder, now: datetime, status: str, *, milestone: int | None = None, wall: datetime | None
+    ) -> dict[str, Any]:
         return {
+            "claim_id": new_claim_id(),
+            "claimed_wall_at": wall,
             "vendor_id": reminder.vendor_id,
             "generation": reminder.generation,
             "milestone": reminder.milestone if milestone is None else milestone,
@@ -596,10 +622,10 @@ class ReminderService:
             "status": status,
         }
 
-    def _insert_new(self, session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, int, int], int]:
+    def _insert_new(self, session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, int, int], tuple[int, str]]:
         """INSERT … ON CONFLICT DO NOTHING: rows another sweep already holds are left alone.
 
-        Returns (vendor ID, generation, milestone) → row ID of the rows inserted."""
+        Returns (vendor ID, generation, milestone) → (row ID, claim ID) of the rows inserted."""
         if not rows:
             return {}
         dialect = session.get_bind().dialect.name
@@ -610,10 +636,14 @@ class ReminderService:
         else:  # pragma: no cover - other databases: plain insert, a conflict fails the sweep (retried)
             statement = insert(ReminderDelivery)
         statement = statement.returning(
-            ReminderDelivery.vendor_id, ReminderDelivery.generation, ReminderDelivery.milestone, ReminderDelivery.id
+            ReminderDelivery.vendor_id,
+            ReminderDelivery.generation,
+            ReminderDelivery.milestone,
+            ReminderDelivery.id,
+            ReminderDelivery.claim_id,
         )
         # executemany: SQLAlchemy batches it as "insertmanyvalues" and still returns the rows inserted
-        return {(v, g, m): i for v, g, m, i in session.execute(statement, rows)}
+        return {(v, g, m): (i, c) for v, g, m, i, c in session.execute(statement, rows)}
 
     def _mine(self, group: Sequence[Reminder]) -> Any:
         return and_(
@@ -658,7 +688,9 @@ class ReminderService:
             return
         values: dict[str, Any] = {"status": FAILED}
         if unsure:
-            values["unsure_since"] = func.coalesce(ReminderDelivery.unsure_since, ReminderDelivery.claimed_at)
+            values["unsure_since"] = func.coalesce(
+                ReminderDelivery.unsure_since, ReminderDelivery.claimed_wall_at, ReminderDelivery.claimed_at
+            )
         with self.ctx.transaction() as session:
             for start in range(0, len(group), _CHUNK):
                 session.execute(

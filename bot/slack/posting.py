@@ -7,6 +7,13 @@ message metadata naming what they are, and a lost answer becomes :class:`bot.ser
 posting again, :func:`posted_since` finds the message in the channel's history (``channels:history`` /
 ``groups:history``). Only messages this bot posted count (their ``bot_id`` or ``user`` is the bot's own, from
 ``auth.test``): another app's message with the same metadata never stands in for ours.
+
+Nor does a message of another installation of this bot (staging beside production in the same channels, a restored
+backup): row IDs repeat across databases, so each post names the random claim ID stored with its claim
+(:func:`bot.services.posts.new_claim_id`) and what it is about (the key and milestone, the request, the day), and a
+message counts only when both match. A row claimed before claim IDs existed (``legacy…``, migration 0010) may have an
+older message naming only its row ID: that counts only when the message is about the same key (and milestone).
+The history is searched from the wall-clock time of the lost attempt, since Slack's ``ts`` are wall-clock.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ MAX_HISTORY_PAGES = 25  # 5,000 messages since the lost attempt; beyond that the
 CLOCK_SKEW = timedelta(minutes=2)  # our clock against Slack's: search a little before the claim
 
 
-SCHEDULED_EVENT_TYPE = "keybot_scheduled_post"  # message metadata: {"post_id": N}, a scheduled_posts row
+# message metadata: {"claim": claim ID, "kind": ..., "day": "YYYY-MM-DD"}, a scheduled_posts row
+SCHEDULED_EVENT_TYPE = "keybot_scheduled_post"
 
 _AMBIGUOUS = (ServerErrorRetryHandler, ConnectionErrorRetryHandler)
 # Slack's answers to a post in a channel that refuses the bot until a person acts (the app has chat:write but
@@ -91,11 +99,11 @@ def conversation_of(client: WebClient, channel: str) -> str:
 
 def posted_since(
     client: WebClient, channel: str, since: datetime, event_type: str, *, thread_ts: str | None = None
-) -> Iterator[tuple[dict, str]]:
-    """(event payload, ts) of each message with ``event_type`` metadata this bot posted to ``channel`` since
-    ``since`` (messages of other apps and people are ignored, whatever their metadata). ``thread_ts``: look in
-    that thread instead, since the channel's history does not show replies in threads. A user ID is looked up in
-    the bot's DM with that person (:func:`conversation_of`, then ``im:history``).
+) -> Iterator[tuple[dict, str, dict]]:
+    """(event payload, ts, the message) of each message with ``event_type`` metadata this bot posted to ``channel``
+    since ``since``, a wall-clock time (messages of other apps and people are ignored, whatever their metadata).
+    ``thread_ts``: look in that thread instead, since the channel's history does not show replies in threads. A user
+    ID is looked up in the bot's DM with that person (:func:`conversation_of`, then ``im:history``).
 
     Yields nothing when Slack refuses to show the history (e.g. the app was not reinstalled with the history
     scopes, or the channel is a DM): the caller then posts again, as it did before it could look. Network errors
@@ -125,7 +133,7 @@ def posted_since(
         for message in page.get("messages") or []:
             metadata = message.get("metadata") or {}
             if metadata.get("event_type") == event_type and _posted_by(message, identity):
-                yield metadata.get("event_payload") or {}, str(message["ts"])
+                yield metadata.get("event_payload") or {}, str(message["ts"]), message
         cursor = (page.get("response_metadata") or {}).get("next_cursor")
         if not (page.get("has_more") and cursor):
             return
@@ -137,13 +145,14 @@ def posted_since(
 def post_claimed(posts: ScheduledPosts, client: WebClient, claim: Claim, channel: str, **message: Any) -> None:
     """Make a claimed scheduled post (:mod:`bot.services.posts`) once: after an attempt that lost its answer,
     look for it in ``channel``'s history (or the thread it replies in) first; on failure release the claim for a
-    later sweep and raise."""
+    later sweep and raise. A message of an older version (``{"post_id": N}``) says nothing a second
+    installation's would not: it never counts, the post is made again."""
     poster = posting_client(client)
-    payload = {"post_id": claim.id}
+    payload = {"claim": claim.claim_id, "kind": claim.kind, "day": claim.day.isoformat()}
     try:
-        if claim.unsure_since is not None:
+        if claim.unsure_since is not None:  # a wall-clock time
             thread_ts = message.get("thread_ts")
-            for found, ts in posted_since(
+            for found, ts, _ in posted_since(
                 poster, channel, claim.unsure_since, SCHEDULED_EVENT_TYPE, thread_ts=thread_ts
             ):
                 if found == payload:

@@ -7,6 +7,7 @@ service has already audited them. Secrets typed into the new-key modal go to the
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from bot.i18n import N_, linking_summary, render, t
 from bot.rules import InvalidInput, KeybotError, Msg, ReissuePath
 from bot.services.audit import AuditEntry
 from bot.services.base import AlreadyApplied, Clock, MaybePosted
+from bot.services.posts import is_legacy
 from bot.services.reissue import (
     APPROVED,
     COMPLETED,
@@ -74,7 +76,32 @@ REASON = "reason"
 EMERGENCY = "emergency"
 NEW_SECRET_KEY, NEW_ACCESS_KEY, NEW_EXPIRES_ON = "new_secret_key", "new_access_key", "new_expires_on"
 _VALUE = "value"  # action_id of every input element in these modals
-EVENT_TYPE = "keybot_reissue_request"  # message metadata: {"request_id": N}
+# message metadata: {"claim": the request's post claim ID, "request_id": N, "vendor_id": ..., "generation": N}
+EVENT_TYPE = "keybot_reissue_request"
+
+
+def request_payload(info: ReissueInfo) -> dict[str, Any]:
+    return {
+        "claim": info.post_claim_id,
+        "request_id": info.id,
+        "vendor_id": info.vendor_id,
+        "generation": info.generation,
+    }
+
+
+def is_request_post(payload: dict[str, Any], message: dict[str, Any], info: ReissueInfo) -> bool:
+    """The message found in the history is this request's (not another installation's with the same row ID): it
+    names the request's claim ID and key; an older version's message (``{"request_id": N}``) counts only for a
+    request claimed before claim IDs existed, and only when it shows the same vendor ID."""
+    if "claim" in payload:
+        return payload == request_payload(info)
+    return (
+        is_legacy(info.post_claim_id)
+        and payload.get("request_id") == info.id
+        and info.vendor_id in json.dumps(message.get("blocks") or [])
+    )
+
+
 _REQUEST_ID = re.compile(r"[0-9]{1,9}")  # a request id as buttons and forms carry it: fits every INTEGER column
 
 
@@ -755,8 +782,8 @@ class ReissueMessages:
         reissues = self.services.reissues
         channel = info.channel_id or info.requested_by
         if unsure_since is not None:  # a DM is looked up in the DM conversation, whose ID is what chat.update takes
-            for payload, ts in posted_since(self.poster, channel, unsure_since, EVENT_TYPE):
-                if payload.get("request_id") == info.id:
+            for payload, ts, message in posted_since(self.poster, channel, unsure_since, EVENT_TYPE):
+                if is_request_post(payload, message, info):
                     logger.info("Reissue request #%s was already posted (ts %s): not posted again", info.id, ts)
                     reissues.set_message(info.id, channel_id=conversation_of(self.poster, channel), ts=ts)
                     return
@@ -765,7 +792,7 @@ class ReissueMessages:
             answer = post_once(
                 self.poster,
                 event_type=EVENT_TYPE,
-                payload={"request_id": info.id},
+                payload=request_payload(info),
                 channel=channel,
                 text=request_text(self.lang, info),
                 blocks=blocks,

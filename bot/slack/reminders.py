@@ -6,8 +6,11 @@ The sweep itself lives in :mod:`bot.services.reminders`; this module only turns 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.base import BaseScheduler
 from slack_sdk import WebClient
@@ -24,7 +27,9 @@ from slack_sdk.models.blocks import (
 from bot import i18n
 from bot.bootstrap import Services
 from bot.i18n import KOREAN, render, t
-from bot.services.reminders import CannotPost, Notifier, Reminder, SweepReport, Undeliverable
+from bot.services.base import MaybePosted
+from bot.services.posts import is_legacy
+from bot.services.reminders import CannotPost, Notifier, PostFailed, Reminder, SweepReport, Undeliverable
 from bot.slack import ids
 from bot.slack.posting import CHANNEL_REFUSALS, post_once, posted_since, posting_client
 from bot.slack.views import escape, undeliverable_text
@@ -35,7 +40,35 @@ MAX_BLOCKS = 50  # Slack's limit per message
 MAX_SECTION_TEXT = 2900  # Slack allows 3000 characters in a section's text
 BUTTONS_PER_ACTIONS = 25
 DIGEST_LABEL_CHARS = 60
-EVENT_TYPE = "keybot_reminder"  # message metadata: {"delivery_ids": [...]} names the claimed rows
+# message metadata: {"reminders": [{"claim": claim ID, "vendor_id": ..., "generation": N, "milestone": N}, ...]}
+# names the claimed rows (an older version wrote {"delivery_ids": [row IDs]})
+EVENT_TYPE = "keybot_reminder"
+
+
+def reminder_payload(reminders: Sequence[Reminder]) -> dict[str, Any]:
+    return {
+        "reminders": [
+            {"claim": r.claim_id, "vendor_id": r.vendor_id, "generation": r.generation, "milestone": r.milestone}
+            for r in reminders
+            if r.claim_id is not None
+        ]
+    }
+
+
+def _legacy_post_of(message: dict[str, Any], reminder: Reminder) -> bool:
+    """An older version's message (row IDs only) is about ``reminder``: its Request reissue buttons name the key,
+    and a single reminder's footer names the milestone (a digest names none: the key suffices)."""
+    blocks = message.get("blocks") or []
+    keys = [e.get("value") for b in blocks if b.get("type") == "actions" for e in b.get("elements") or []]
+    if reminder.vendor_id not in keys:
+        return False
+    if len(keys) > 1:
+        return True
+    footer = " ".join(
+        str(e.get("text", "")) for b in blocks if b.get("type") == "context" for e in b.get("elements") or []
+    )
+    named = f"D-{reminder.milestone}" if reminder.milestone >= 0 else f"D+{-reminder.milestone}"  # as they wrote it
+    return re.search(rf"(?<![\w+-]){re.escape(named)}(?![\w])", footer) is not None
 
 
 def _owner(reminder: Reminder, lang: str) -> str:
@@ -186,7 +219,7 @@ class SlackNotifier(Notifier):
             response = post_once(
                 self.client,
                 event_type=EVENT_TYPE,
-                payload={"delivery_ids": [r.delivery_id for r in reminders if r.delivery_id is not None]},
+                payload=reminder_payload(reminders),
                 channel=channel,
                 text=text,
                 blocks=blocks,
@@ -196,7 +229,7 @@ class SlackNotifier(Notifier):
         except SlackApiError as exc:
             if exc.response.get("error") in CHANNEL_REFUSALS:
                 raise CannotPost(str(exc.response["error"])) from exc
-            raise
+            raise PostFailed(failure_reason(exc)) from exc
         return str(response["ts"])
 
     def tell(self, problem: Undeliverable) -> bool:
@@ -214,41 +247,88 @@ class SlackNotifier(Notifier):
                 logger.warning("Could not tell %s that %s refuses reminders", where, problem.channel_id, exc_info=True)
         return heard
 
-    def find(self, channel: str, since: datetime) -> dict[int, str]:
+    def find(self, channel: str, since: datetime, reminders: Sequence[Reminder]) -> dict[int, str]:
+        """A message counts for a reminder only when it names the reminder's claim ID *and* its key, generation and
+        milestone; an older version's message (``delivery_ids``) only for a row claimed before claim IDs existed,
+        and only when it shows the same key (and milestone)."""
+        by_claim = {r.claim_id: r for r in reminders if r.claim_id is not None}
+        legacy = {r.delivery_id: r for r in reminders if r.claim_id is not None and is_legacy(r.claim_id)}
         found: dict[int, str] = {}
-        for payload, ts in posted_since(self.client, channel, since, EVENT_TYPE):
-            found.update((int(i), ts) for i in payload.get("delivery_ids") or [])
+        for payload, ts, message in posted_since(self.client, channel, since, EVENT_TYPE):
+            for entry in payload.get("reminders") or []:
+                reminder = by_claim.get(str(entry.get("claim"))) if isinstance(entry, dict) else None
+                if reminder is not None and reminder_payload([reminder])["reminders"] == [entry]:
+                    found[reminder.delivery_id or 0] = ts
+            for row_id in payload.get("delivery_ids") or []:
+                reminder = legacy.get(row_id)
+                if reminder is not None and _legacy_post_of(message, reminder):
+                    found[row_id] = ts
         return found
 
 
 SWEEP_EVERY_MINUTES = 5
 
 
-def run_sweep(services: Services, client: WebClient) -> SweepReport | None:
-    """One scheduled sweep: due reminders, then the weekly summary when due; the monitor hears how it went
-    (``/healthz``, ``/metrics`` and the heartbeat ping).
+@dataclass
+class SweepRun:
+    """What one sweep did: the reminders' report (None when the reminder sweep itself failed: ``error`` says why)
+    and the weekly summary (``summary_posted``, or ``summary_error`` when it failed)."""
 
-    The reminders' report is returned (None only when the reminder sweep itself failed). A weekly summary that
-    fails does not undo reminders that went out: it is logged, their count still reaches ``/metrics``, and the
-    sweep finishes as failed (the heartbeat pings ``/fail``; the last-success gauge stays put) until a later sweep
-    posts the summary, which the claim in ``scheduled_posts`` lets every sweep retry."""
+    report: SweepReport | None
+    error: str | None = None
+    failure: Exception | None = None
+    summary_posted: bool = False
+    summary_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.report is not None and not self.report.failed and self.summary_error is None
+
+
+def failure_reason(exc: Exception) -> str:
+    """What went wrong, in a few words and without a traceback (a lost answer says so; Slack's error code)."""
+    if isinstance(exc, MaybePosted):
+        return str(exc)
+    if isinstance(exc, SlackApiError):
+        return f"Slack answered {exc.response.get('error') or exc.response.status_code}"
+    return exc.__class__.__name__
+
+
+def sweep_once(services: Services, client: WebClient, *, now: datetime | None = None) -> SweepRun:
+    """Due reminders, then the weekly summary when due: what the scheduler runs every few minutes and
+    ``coupang-keybot reminders run`` once (``now``: ``--as-of``). Never raises: a failure is logged and returned,
+    and the next sweep retries. A weekly summary that fails does not undo reminders that went out."""
     from bot.slack.summary import post_weekly_summary
 
     try:
         notifier = SlackNotifier(client, lang=services.languages.team, language_of=services.languages.of)
-        report = services.reminders.sweep(notifier)
-    except Exception:  # noqa: BLE001 - the database or Slack is down: report it, the next sweep retries
+        report = services.reminders.sweep(notifier, now=now)
+    except Exception as exc:  # noqa: BLE001 - the database or Slack is down: report it, the next sweep retries
         logger.exception("The reminder sweep failed; the next one retries")
+        return SweepRun(None, error=failure_reason(exc), failure=exc)
+    run = SweepRun(report)
+    try:
+        run.summary_posted = post_weekly_summary(services, client, now=now)
+    except Exception as exc:  # noqa: BLE001 - the reminders above stand; the next sweep retries the summary
+        logger.exception("The weekly summary could not be posted; the next sweep retries")
+        run.summary_error = failure_reason(exc)
+    return run
+
+
+def run_sweep(services: Services, client: WebClient) -> SweepReport | None:
+    """One scheduled sweep (:func:`sweep_once`); the monitor hears how it went (``/healthz``, ``/metrics`` and the
+    heartbeat ping).
+
+    The reminders' report is returned (None only when the reminder sweep itself failed). A failed weekly summary
+    is logged, the reminders' count still reaches ``/metrics``, and the sweep finishes as failed (the heartbeat
+    pings ``/fail``; the last-success gauge stays put) until a later sweep posts the summary, which the claim in
+    ``scheduled_posts`` lets every sweep retry."""
+    run = sweep_once(services, client)
+    if run.report is None:
         services.monitor.sweep_finished(ok=False)
         return None
-    summary_ok = True
-    try:
-        post_weekly_summary(services, client)
-    except Exception:  # noqa: BLE001 - the reminders above stand; the next sweep retries the summary
-        logger.exception("The weekly summary could not be posted; the next sweep retries")
-        summary_ok = False
-    services.monitor.sweep_finished(ok=summary_ok and not report.failed, posted=report.delivered)
-    return report
+    services.monitor.sweep_finished(ok=run.ok, posted=run.report.delivered)
+    return run.report
 
 
 def add_reminder_job(scheduler: BaseScheduler, services: Services, client: WebClient) -> None:

@@ -8,6 +8,7 @@ and a post that failed is retried by a later sweep (within the week) without bei
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from slack_sdk import WebClient
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
@@ -49,13 +50,13 @@ def build_summary_blocks(overview: Overview, lang: str = "en") -> list[Block]:
     return blocks
 
 
-def post_weekly_summary(services: Services, client: WebClient) -> bool:
-    """Post this week's summary when it is due (or an earlier attempt failed) and unclaimed; True when this call
-    posted it (or found the earlier attempt posted it). A failed post raises; a later sweep retries it."""
+def post_weekly_summary(services: Services, client: WebClient, *, now: datetime | None = None) -> bool:
+    """Post this week's summary when it is due at ``now`` (or an earlier attempt failed) and unclaimed; True when
+    this call posted it (or found the earlier attempt posted it). A failed post raises; a later sweep retries it."""
     channel = services.ctx.settings.channel
     if channel is None:
         return False
-    claimed = services.overview.claim_weekly_summary()
+    claimed = services.overview.claim_weekly_summary(now=now)
     if claimed is None:
         return False
     claim, overview = claimed
