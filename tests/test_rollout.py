@@ -549,7 +549,7 @@ def test_the_announcement_names_consumers_in_korean_without_a_thread_too():
         return ConsumerState(VENDOR, name, "webhook", "https://x/", state, 2, 1, None, None, None, None)
 
     said = consumers_text("ko", VENDOR, [consumer("order-sync", "confirmed"), consumer("erp", "pending")])
-    assert "order-sync: 자동 전달됨, 적용 확인됨" in said and "erp: 전달 중" in said and "스레드" in said
+    assert "order-sync: 자동 전달됨, 적용 완료" in said and "erp: 전달 중" in said and "스레드" in said
     direct = consumers_text("en", VENDOR, [consumer("erp", "delivered")], threaded=False)
     assert "erp: delivered automatically" in direct and f"`/coupang-key consumers {VENDOR}`" in direct
     assert "thread" not in direct
