@@ -25,13 +25,13 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from dotenv import dotenv_values
-from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from bot import consumers_cli, i18n
 from bot.bootstrap import Services, build_services
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings
+from bot.environment import ENV_FILE, load_environment, open_database
 from bot.i18n import N_, linking_summary, render, t
 from bot.logs import configure_logging
 from bot.rules import (
@@ -49,10 +49,9 @@ from bot.services.reminders import describe_sweep, parse_as_of
 from bot.services.sheet import Columns, HeaderError, read_header
 from storage.audit import VerifyResult
 from storage.crypto import DecryptionError
-from storage.db import make_engine, upgrade
+from storage.db import upgrade
 
 OK, FAILED, USAGE = 0, 1, 2
-ENV_FILE = Path(".env")
 ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
 
 logger = logging.getLogger("bot")
@@ -835,12 +834,6 @@ def build_parser(lang: str = i18n.ENGLISH) -> argparse.ArgumentParser:
     return parser
 
 
-def load_environment() -> Settings:
-    """The process environment, falling back to ``.env`` (read without changing ``os.environ``)."""
-    file_values = {k: v for k, v in dotenv_values(ENV_FILE).items() if v is not None}
-    return load_settings({**file_values, **os.environ})
-
-
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     lang = environment_language()
@@ -889,27 +882,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return USAGE
     finally:
         services.engine.dispose()
-
-
-def open_database(url: str) -> Engine:
-    """The engine for ``DATABASE_URL``; a URL that cannot name a usable database is a ConfigError."""
-    use = "sqlite:///data/keybot.db or postgresql+psycopg://user:password@host/keybot"
-    try:
-        return make_engine(url)
-    except (NoSuchModuleError, ImportError):
-        raise ConfigError(
-            "DATABASE_URL names a database this bot has no driver for ({scheme}): use {use}.",
-            scheme=url.split(":", 1)[0],
-            use=use,
-        ) from None
-    except (ArgumentError, ValueError):
-        raise ConfigError("DATABASE_URL is not a database URL: use {use}.", use=use) from None
-    except OSError as exc:  # the SQLite file's folder cannot be created
-        raise ConfigError(
-            "DATABASE_URL points to a folder that cannot be created ({reason}): use {use}.",
-            reason=exc.strerror,
-            use=use,
-        ) from None
 
 
 def cannot_reach(url: str, exc: DBAPIError, lang: str = i18n.ENGLISH) -> str:

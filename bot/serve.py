@@ -195,8 +195,8 @@ def run_http(port: int, *, bind: str = "0.0.0.0", scheduler: bool, log_level: st
     def build_worker_wsgi() -> Any:
         # everything the bot needs is imported here, in the worker only
         from bot.bootstrap import build_services
-        from bot.cli import load_environment, open_database
         from bot.confirm import CONFIRM_PATH, build_confirm_app
+        from bot.environment import load_environment, open_database
         from bot.ops_http import build_ops_wsgi
         from bot.slack.app import build_app
         from bot.wsgi import build_wsgi

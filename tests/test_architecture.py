@@ -59,3 +59,42 @@ def test_rollout_destinations_know_nothing_of_slack_or_storage():
 
 def test_translations_know_nothing_of_slack_storage_or_services():
     assert offending(files("bot/i18n.py"), (*SLACK, "storage", "sqlalchemy", "bot.services", "bot.config")) == []
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every module of bot/ and storage/ (migrations aside) and the ones of them it imports, anywhere in its body."""
+    modules = {
+        ".".join(path.with_suffix("").parts).removesuffix(".__init__"): ROOT / path
+        for pattern in ("bot/**/*.py", "storage/**/*.py")
+        for path in (p.relative_to(ROOT) for p in ROOT.glob(pattern))
+        if "migrations" not in path.parts
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names if alias.name in modules)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:  # `from bot.slack import ids` names a module; `from bot.rules import Msg` not
+                    full = f"{node.module}.{alias.name}"
+                    targets.add(full if full in modules else node.module)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_module_imports_its_way_back_to_itself():
+    """Import cycles (``cli`` ↔ ``serve``, ``reminders`` ↔ ``summary`` until now) hide which layer a module is in."""
+    graph = module_graph()
+    cycles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            module, path = stack.pop()
+            for target in graph[module]:
+                if target == start:
+                    cycles.append(" → ".join([*path, start]))
+                elif target not in seen:
+                    seen.add(target)
+                    stack.append((target, [*path, target]))
+    assert cycles == []

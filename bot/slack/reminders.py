@@ -32,14 +32,13 @@ from bot.services.posts import is_legacy
 from bot.services.reminders import CannotPost, Notifier, PostFailed, Reminder, SweepReport, Undeliverable
 from bot.slack import ids
 from bot.slack.posting import CHANNEL_REFUSALS, post_once, posted_since, posting_client
-from bot.slack.views import escape, undeliverable_text
+from bot.slack.views import DIGEST_LABEL_CHARS, escape, undeliverable_text
 
 logger = logging.getLogger(__name__)
 
 MAX_BLOCKS = 50  # Slack's limit per message
 MAX_SECTION_TEXT = 2900  # Slack allows 3000 characters in a section's text
 BUTTONS_PER_ACTIONS = 25
-DIGEST_LABEL_CHARS = 60
 # message metadata: {"reminders": [{"claim": claim ID, "vendor_id": ..., "generation": N, "milestone": N}, ...]}
 # names the claimed rows (an older version wrote {"delivery_ids": [row IDs]})
 EVENT_TYPE = "keybot_reminder"

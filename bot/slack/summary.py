@@ -18,8 +18,7 @@ from bot.bootstrap import Services
 from bot.i18n import t
 from bot.services.overview import SUMMARY_ATTENTION_LINES, KeyFacts, Overview
 from bot.slack.posting import post_claimed
-from bot.slack.reminders import DIGEST_LABEL_CHARS
-from bot.slack.views import escape
+from bot.slack.views import DIGEST_LABEL_CHARS, escape
 
 logger = logging.getLogger(__name__)
 

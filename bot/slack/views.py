@@ -97,6 +97,8 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+DIGEST_LABEL_CHARS = 60  # a key's label in a digest line or the weekly summary
+
 # ---------------------------------------------------------------- status
 
 
