@@ -76,8 +76,8 @@ def make_settings(**env: str) -> Settings:
     return load_settings(base)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def scratch_postgres() -> Iterator[str]:
+    """A new empty PostgreSQL database's URL, dropped afterwards; unreachable skips locally and fails under CI."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"keybot_test_{uuid.uuid4().hex[:10]}"
     try:
@@ -89,14 +89,19 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(message + " (CI requires it: .ci/run starts it)")
         pytest.skip(message)
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    migrated = make_engine(url)
-    upgrade(migrated)
-    migrated.dispose()
-    yield url
+    yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    for url in scratch_postgres():
+        migrated = make_engine(url)
+        upgrade(migrated)
+        migrated.dispose()
+        yield url
 
 
 def _truncate(engine: Engine) -> None:

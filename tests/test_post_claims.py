@@ -7,15 +7,13 @@ the attempt. End to end against one fake Slack, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
 import time_machine
 from slack_sdk import WebClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from bot import cli
 from bot.bootstrap import Services, build_services
@@ -29,7 +27,7 @@ from bot.slack.summary import post_weekly_summary
 from storage.db import make_engine, upgrade
 from storage.models import Base
 from tests.clock import MONDAY_0900_SEOUL, kst
-from tests.conftest import ADMIN, MASTER_KEY, PG_ADMIN_URL, make_settings
+from tests.conftest import ADMIN, MASTER_KEY, make_settings, scratch_postgres
 from tests.factories import form
 from tests.fake_slack import FakeSlack
 from tests.slack_harness import INVITED_CHANNELS
@@ -44,18 +42,7 @@ CHANNEL = "CSHOP0001"  # form()'s channel
 
 @pytest.fixture(scope="session")
 def second_postgres_url() -> Iterator[str]:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"keybot_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
-        admin.dispose()
-        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc.__class__.__name__}")
-    yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from scratch_postgres()  # fails, not skips, under CI like the first
 
 
 @pytest.fixture
