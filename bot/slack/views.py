@@ -17,7 +17,6 @@ import contextlib
 import json
 import re
 from collections.abc import Sequence
-from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -132,7 +131,7 @@ def key_summary_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
         t(lang, "Linking: {linking}", linking=escape(_truncate(linking_summary(lang, status.linking), 600))),
     ]
     if status.days_left > rules.REISSUE_WINDOW_DAYS:
-        opens = i18n.day(lang, reissue_opens_on(status))
+        opens = i18n.day(lang, rules.milestone_date(status.expires_on, rules.REISSUE_WINDOW_DAYS))
         lines.append(t(lang, ":calendar: WING's Reissue button opens on {date}", date=opens))
     if status.propagating_until:
         works_by = i18n.moment(lang, status.propagating_until, tz)
@@ -828,14 +827,10 @@ def next_steps_text(lang: str, status: KeyStatus) -> str:
         return t(
             lang,
             "Next: a reminder on {date} (D-14), when WING's Reissue button opens.",
-            date=i18n.day(lang, reissue_opens_on(status)),
+            date=i18n.day(lang, rules.milestone_date(status.expires_on, rules.REISSUE_WINDOW_DAYS)),
         )
     advice = i18n.render(lang, rules.wing_advice(rules.path_for(status.days_left)))
     return t(lang, "Next: {advice}.", advice=advice)
-
-
-def reissue_opens_on(status: KeyStatus) -> date:
-    return status.expires_on - timedelta(days=rules.REISSUE_WINDOW_DAYS)
 
 
 def edited_text(lang: str, status: KeyStatus, tz: ZoneInfo) -> str:
